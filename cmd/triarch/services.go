@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/triarch-io/triarch/pkg/telemetry"
+	"github.com/triarch-io/triarch/services/arbiter"
+	"github.com/triarch-io/triarch/services/channelctl"
+	"github.com/triarch-io/triarch/services/gateway"
+	"github.com/triarch-io/triarch/services/replica"
+)
+
+// shutdownGrace is how long running calls get to finish on SIGINT/SIGTERM.
+const shutdownGrace = 10 * time.Second
+
+// waiter is a started service.
+type waiter interface {
+	Wait(ctx context.Context, grace time.Duration) error
+}
+
+// serve sets up telemetry for one service, starts it with start, and serves until ctx ends.
+func serve(cmd *cobra.Command, service string, c *commonFlags,
+	start func(ctx context.Context, tel *telemetry.Telemetry) (waiter, error)) error {
+	ctx := cmd.Context()
+	common, lvl, err := c.resolve(service)
+	if err != nil {
+		return err
+	}
+	c.Common = common
+	tel, err := telemetry.Setup(ctx, telemetry.Options{
+		ServiceName: "triarch-" + service,
+		NodeID:      common.NodeID,
+		LogWriter:   cmd.ErrOrStderr(),
+		LogLevel:    lvl,
+		LogFormat:   c.logFormat,
+	})
+	if err != nil {
+		return fmt.Errorf("telemetry: %w", err)
+	}
+	svc, err := start(ctx, tel)
+	if err == nil {
+		err = svc.Wait(ctx, shutdownGrace)
+		tel.Logger.Info("stopped", "err", err)
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+	defer cancel()
+	return errors.Join(err, tel.Shutdown(sctx))
+}
+
+func newArbiterCmd() *cobra.Command {
+	var (
+		c     commonFlags
+		peers string
+	)
+	cmd := &cobra.Command{
+		Use:   "arbiter",
+		Short: "Run an arbiter member (tier 1: leases, placement, election decisions)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			members, err := parsePeers(peers)
+			if err != nil {
+				return fmt.Errorf("--peers: %w", err)
+			}
+			return serve(cmd, "arbiter", &c, func(ctx context.Context, tel *telemetry.Telemetry) (waiter, error) {
+				return arbiter.Start(ctx, arbiter.Config{Common: c.Common, Peers: members}, tel)
+			})
+		},
+	}
+	addCommonFlags(cmd.Flags(), &c, "127.0.0.1:7400", "127.0.0.1:7401")
+	cmd.Flags().StringVar(&peers, "peers", "", "all arbiter members as id=host:port,... including this one (empty: a single-member cluster)")
+	return cmd
+}
+
+func newChannelctlCmd() *cobra.Command {
+	var (
+		c   commonFlags
+		cfg channelctl.Config
+	)
+	cmd := &cobra.Command{
+		Use:   "channelctl",
+		Short: "Run a channel controller (tier 2: channel state machines, ordered elections, hibernation)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return serve(cmd, "channelctl", &c, func(ctx context.Context, tel *telemetry.Telemetry) (waiter, error) {
+				cfg.Common = c.Common
+				return channelctl.Start(ctx, cfg, tel)
+			})
+		},
+	}
+	addCommonFlags(cmd.Flags(), &c, "127.0.0.1:7500", "127.0.0.1:7501")
+	cmd.Flags().DurationVar(&cfg.HibernateAfter, "hibernate-after", 2*time.Minute, "unload a channel from memory after it has been idle this long")
+	cmd.Flags().DurationVar(&cfg.ReplaceDeadAfter, "replace-dead-after", 10*time.Minute, "give the channels of a replica dead this long a new replica elsewhere")
+	return cmd
+}
+
+func newReplicaCmd() *cobra.Command {
+	var (
+		c   commonFlags
+		cfg replica.Config
+	)
+	cmd := &cobra.Command{
+		Use:   "replica",
+		Short: "Run a replica (tier 3: one raft group per channel, logs in Badger)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return serve(cmd, "replica", &c, func(ctx context.Context, tel *telemetry.Telemetry) (waiter, error) {
+				cfg.Common = c.Common
+				return replica.Start(ctx, cfg, tel)
+			})
+		},
+	}
+	addCommonFlags(cmd.Flags(), &c, "127.0.0.1:7600", "127.0.0.1:7601")
+	cmd.Flags().StringVar(&cfg.Zone, "zone", "", "failure-domain label used to spread a channel's replicas")
+	cmd.Flags().DurationVar(&cfg.DedupWindow, "dedup-window", 24*time.Hour, "how long a client_msg_id is remembered for idempotent sends")
+	cmd.Flags().IntVar(&cfg.DedupMaxIDs, "dedup-max-ids", 100_000, "how many client_msg_ids per channel are remembered at most")
+	return cmd
+}
+
+func newGatewayCmd() *cobra.Command {
+	var (
+		c   commonFlags
+		cfg gateway.Config
+	)
+	cmd := &cobra.Command{
+		Use:   "gateway",
+		Short: "Run a gateway (the public API over gRPC and REST)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return serve(cmd, "gateway", &c, func(ctx context.Context, tel *telemetry.Telemetry) (waiter, error) {
+				cfg.Common = c.Common
+				return gateway.Start(ctx, cfg, tel)
+			})
+		},
+	}
+	fs := cmd.Flags()
+	addCommonFlags(fs, &c, "127.0.0.1:9090", "127.0.0.1:9091")
+	// --grpc-addr names the same setting as --listen, as the gateway's users know it.
+	fs.StringVar(&c.Listen, "grpc-addr", "127.0.0.1:9090", "gRPC address of the public API (same as --listen)")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8080", "REST/JSON address of the public API")
+	fs.Uint32Var(&cfg.DefaultReplication, "default-replication", 3, "replication factor of channels created by a send")
+	return cmd
+}

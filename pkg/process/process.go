@@ -1,0 +1,147 @@
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/triarch-io/triarch/pkg/admin"
+	"github.com/triarch-io/triarch/pkg/grpcx"
+	"github.com/triarch-io/triarch/pkg/telemetry"
+)
+
+// Process is one running service: its gRPC server, health service and admin server.
+type Process struct {
+	cfg    Common
+	tel    *telemetry.Telemetry
+	log    *slog.Logger
+	grpc   *grpc.Server
+	health *health.Server
+	lis    net.Listener
+	admin  *admin.Server
+
+	wg      sync.WaitGroup
+	errc    chan error
+	stopped sync.Once
+}
+
+// Options say what a service adds to the common process.
+type Options struct {
+	// Services are the gRPC service names health reports on, besides the process ("").
+	Services []string
+	// Register adds the service's gRPC handlers.
+	Register func(*grpc.Server)
+	// Ready reports readiness for /readyz; nil means always ready.
+	Ready admin.ReadyFunc
+}
+
+// Start binds the gRPC and admin listeners and starts serving. Health reports SERVING for the
+// process ("") and each of opts.Services until Stop.
+func Start(cfg Common, tel *telemetry.Telemetry, opts Options) (*Process, error) {
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %q: %w", cfg.Listen, err)
+	}
+	adm, err := admin.Listen(cfg.AdminAddr, admin.Handler(tel.MetricsHandler(), opts.Ready), tel.Logger)
+	if err != nil {
+		_ = lis.Close()
+		return nil, err
+	}
+	p := &Process{
+		cfg:    cfg,
+		tel:    tel,
+		log:    tel.Logger,
+		grpc:   grpcx.NewServer(tel, grpcx.ServerOptions{Logger: tel.Logger}),
+		health: health.NewServer(),
+		lis:    lis,
+		admin:  adm,
+		errc:   make(chan error, 2),
+	}
+	healthpb.RegisterHealthServer(p.grpc, p.health)
+	if opts.Register != nil {
+		opts.Register(p.grpc)
+	}
+	p.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	for _, s := range opts.Services {
+		p.health.SetServingStatus(s, healthpb.HealthCheckResponse_SERVING)
+	}
+	p.wg.Add(2)
+	go func() {
+		defer p.wg.Done()
+		if err := p.grpc.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			p.errc <- fmt.Errorf("grpc serve: %w", err)
+		}
+	}()
+	go func() {
+		defer p.wg.Done()
+		if err := adm.Serve(); err != nil {
+			p.errc <- err
+		}
+	}()
+	p.log.Info("serving", "grpc", p.Addr(), "advertise", p.Advertise(), "admin", p.AdminAddr().String())
+	return p, nil
+}
+
+// Addr is the bound gRPC address.
+func (p *Process) Addr() string { return p.lis.Addr().String() }
+
+// Advertise is the address peers should dial: --advertise, or the bound address.
+func (p *Process) Advertise() string {
+	if p.cfg.Advertise != "" {
+		return p.cfg.Advertise
+	}
+	return p.Addr()
+}
+
+// AdminAddr is the bound admin address.
+func (p *Process) AdminAddr() net.Addr { return p.admin.Addr() }
+
+// Server is the gRPC server, for services that register handlers after Start.
+func (p *Process) Server() *grpc.Server { return p.grpc }
+
+// Err delivers the first serving error (a listener failing under the process).
+func (p *Process) Err() <-chan error { return p.errc }
+
+// Stop reports NOT_SERVING, drains gRPC calls until ctx ends (then cuts them), and stops the
+// admin server. It is safe to call more than once.
+func (p *Process) Stop(ctx context.Context) error {
+	var err error
+	p.stopped.Do(func() {
+		p.health.Shutdown()
+		done := make(chan struct{})
+		go func() {
+			p.grpc.GracefulStop()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			p.grpc.Stop()
+			<-done
+		}
+		err = p.admin.Shutdown(ctx)
+		p.wg.Wait()
+	})
+	return err
+}
+
+// Wait blocks until ctx is cancelled or a listener fails, then stops, giving running calls
+// grace to finish. It returns nil on a clean shutdown.
+func (p *Process) Wait(ctx context.Context, grace time.Duration) error {
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-p.errc:
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
+	defer cancel()
+	return errors.Join(runErr, p.Stop(sctx))
+}

@@ -1,0 +1,127 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/triarch-io/triarch/gen/openapi"
+	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
+	"github.com/triarch-io/triarch/pkg/grpcx"
+	"github.com/triarch-io/triarch/pkg/process"
+	"github.com/triarch-io/triarch/pkg/telemetry"
+)
+
+// Service is a running gateway: the gRPC API on Common.Listen and REST on HTTPAddr.
+type Service struct {
+	*process.Process
+	conn    *grpc.ClientConn
+	httpLis net.Listener
+	httpSrv *http.Server
+	httpErr chan error
+	stop    sync.Once
+	stopErr error
+}
+
+// Start validates cfg and starts serving gRPC and REST.
+func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	h := &handler{}
+	p, err := process.Start(cfg.Common, tel, process.Options{
+		Services: []string{triarchv1.TriarchService_ServiceDesc.ServiceName},
+		Register: func(s *grpc.Server) { triarchv1.RegisterTriarchServiceServer(s, h) },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	s := &Service{Process: p, httpErr: make(chan error, 1)}
+	if err := s.startHTTP(ctx, cfg, tel); err != nil {
+		_ = p.Stop(ctx)
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	return s, nil
+}
+
+func (s *Service) startHTTP(ctx context.Context, cfg Config, tel *telemetry.Telemetry) error {
+	conn, err := grpcx.Dial(s.Addr(), tel)
+	if err != nil {
+		return fmt.Errorf("dial own gRPC server: %w", err)
+	}
+	// Proto field names (channel_id, from_seq) in JSON, as in DESIGN.md's contract, and every
+	// field present so clients need not know proto3's zero-value omission.
+	gw := runtime.NewServeMux(runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
+		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true},
+		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+	}))
+	if err := triarchv1.RegisterTriarchServiceHandler(ctx, gw, conn); err != nil {
+		_ = conn.Close()
+		return fmt.Errorf("register REST handlers: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(openapi.JSON)
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.Handle("/", gw)
+	lis, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		_ = conn.Close()
+		return fmt.Errorf("listen on --http-addr %q: %w", cfg.HTTPAddr, err)
+	}
+	s.conn, s.httpLis = conn, lis
+	s.httpSrv = &http.Server{
+		Handler: otelhttp.NewHandler(mux, "gateway.rest",
+			otelhttp.WithTracerProvider(tel.TracerProvider),
+			otelhttp.WithMeterProvider(tel.MeterProvider),
+			otelhttp.WithPropagators(tel.Propagator)),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	go func() {
+		if err := s.httpSrv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.httpErr <- fmt.Errorf("rest serve: %w", err)
+		}
+	}()
+	tel.Logger.Info("serving REST", "http", lis.Addr().String())
+	return nil
+}
+
+// HTTPAddr is the bound REST address.
+func (s *Service) HTTPAddr() string { return s.httpLis.Addr().String() }
+
+// Wait blocks until ctx ends or a listener fails, then stops REST first (so no request arrives
+// at a stopped gRPC server) and the gRPC process after it.
+func (s *Service) Wait(ctx context.Context, grace time.Duration) error {
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-s.httpErr:
+	case runErr = <-s.Err():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
+	defer cancel()
+	return errors.Join(runErr, s.Stop(sctx))
+}
+
+// Stop stops REST, then the gRPC process. It is safe to call more than once.
+func (s *Service) Stop(ctx context.Context) error {
+	s.stop.Do(func() {
+		herr := s.httpSrv.Shutdown(ctx)
+		cerr := s.conn.Close()
+		s.stopErr = errors.Join(herr, cerr, s.Process.Stop(ctx))
+	})
+	return s.stopErr
+}

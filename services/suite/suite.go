@@ -1,0 +1,125 @@
+package suite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/triarch-io/triarch/pkg/process"
+	"github.com/triarch-io/triarch/pkg/telemetry"
+	"github.com/triarch-io/triarch/services/arbiter"
+	"github.com/triarch-io/triarch/services/channelctl"
+	"github.com/triarch-io/triarch/services/gateway"
+	"github.com/triarch-io/triarch/services/replica"
+)
+
+// Replicas is the number of replica nodes of the suite.
+const Replicas = 3
+
+// Config says where the suite keeps its data and where the gateway listens. Internal services
+// listen on free loopback ports.
+type Config struct {
+	DataDir   string
+	HTTPAddr  string
+	GRPCAddr  string
+	AdminAddr string
+}
+
+// Suite is the running suite.
+type Suite struct {
+	Arbiter    *arbiter.Service
+	Channelctl *channelctl.Service
+	Replicas   []*replica.Service
+	Gateway    *gateway.Service
+}
+
+// loopback is an internal service's address: any free port.
+const loopback = "127.0.0.1:0"
+
+// withLogger gives a service its own logger attributes in a shared process.
+func withLogger(tel *telemetry.Telemetry, service string, node uint64) *telemetry.Telemetry {
+	t := *tel
+	t.Logger = tel.Logger.With("service", service, "node_id", node)
+	return &t
+}
+
+// Start boots the services in dependency order: the arbiter first, since all others find it by
+// its address.
+func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (s *Suite, err error) {
+	s = &Suite{}
+	defer func() {
+		if err != nil {
+			_ = s.Stop(context.WithoutCancel(ctx))
+		}
+	}()
+	common := func(node uint64, dir string) process.Common {
+		c := process.Common{NodeID: node, Listen: loopback, AdminAddr: loopback}
+		if dir != "" {
+			c.DataDir = filepath.Join(cfg.DataDir, dir)
+		}
+		if s.Arbiter != nil {
+			c.Arbiters = []string{s.Arbiter.Advertise()}
+		}
+		return c
+	}
+	if s.Arbiter, err = arbiter.Start(ctx, arbiter.Config{Common: common(1, "arbiter-1")},
+		withLogger(tel, "arbiter", 1)); err != nil {
+		return s, err
+	}
+	if s.Channelctl, err = channelctl.Start(ctx, channelctl.Config{
+		Common: common(1, ""), HibernateAfter: 2 * time.Minute, ReplaceDeadAfter: 10 * time.Minute,
+	}, withLogger(tel, "channelctl", 1)); err != nil {
+		return s, err
+	}
+	for i := uint64(1); i <= Replicas; i++ {
+		r, err := replica.Start(ctx, replica.Config{
+			Common: common(i, fmt.Sprintf("replica-%d", i)), DedupWindow: 24 * time.Hour, DedupMaxIDs: 100_000,
+		}, withLogger(tel, "replica", i))
+		if err != nil {
+			return s, err
+		}
+		s.Replicas = append(s.Replicas, r)
+	}
+	gc := common(1, "")
+	gc.Listen, gc.AdminAddr = cfg.GRPCAddr, cfg.AdminAddr
+	s.Gateway, err = gateway.Start(ctx, gateway.Config{Common: gc, HTTPAddr: cfg.HTTPAddr, DefaultReplication: Replicas},
+		withLogger(tel, "gateway", 1))
+	return s, err
+}
+
+// HTTPAddr is the gateway's REST address.
+func (s *Suite) HTTPAddr() string { return s.Gateway.HTTPAddr() }
+
+// GRPCAddr is the gateway's gRPC address.
+func (s *Suite) GRPCAddr() string { return s.Gateway.Addr() }
+
+// AdminAddr is the gateway's admin address.
+func (s *Suite) AdminAddr() string { return s.Gateway.AdminAddr().String() }
+
+// Wait serves until ctx ends, then stops everything within grace.
+func (s *Suite) Wait(ctx context.Context, grace time.Duration) error {
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
+	defer cancel()
+	return s.Stop(sctx)
+}
+
+// Stop stops the services in reverse dependency order: clients of a tier stop before it.
+func (s *Suite) Stop(ctx context.Context) error {
+	var errs []error
+	if s.Gateway != nil {
+		errs = append(errs, s.Gateway.Stop(ctx))
+	}
+	for _, r := range s.Replicas {
+		errs = append(errs, r.Stop(ctx))
+	}
+	if s.Channelctl != nil {
+		errs = append(errs, s.Channelctl.Stop(ctx))
+	}
+	if s.Arbiter != nil {
+		errs = append(errs, s.Arbiter.Stop(ctx))
+	}
+	return errors.Join(errs...)
+}
