@@ -30,6 +30,7 @@ $(BIN)/.tools-%:
 generate: tools
 	rm -rf gen/triarch gen/openapi/*.json
 	buf generate
+	buf generate --template buf.gen.openapi.yaml --path proto/triarch/v1
 
 lint: tools
 	buf lint
