@@ -1819,6 +1819,197 @@ func (x *LogBatch) GetProposeTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// SeqIndexRecord is stored per applied raft entry that carried messages, keyed by the channel
+// and the entry's first sequence number, so a read by sequence number finds its entry.
+type SeqIndexRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// index is the raft index of the entry.
+	Index uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// count is the number of sequence numbers the entry took (its messages minus duplicates).
+	Count uint32 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	// duplicate_positions are the positions within the entry's LogBatch of messages that were
+	// duplicates (they took no sequence number).
+	DuplicatePositions []uint32 `protobuf:"varint,3,rep,packed,name=duplicate_positions,json=duplicatePositions,proto3" json:"duplicate_positions,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *SeqIndexRecord) Reset() {
+	*x = SeqIndexRecord{}
+	mi := &file_triarch_replica_v1_replica_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SeqIndexRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SeqIndexRecord) ProtoMessage() {}
+
+func (x *SeqIndexRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_triarch_replica_v1_replica_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SeqIndexRecord.ProtoReflect.Descriptor instead.
+func (*SeqIndexRecord) Descriptor() ([]byte, []int) {
+	return file_triarch_replica_v1_replica_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *SeqIndexRecord) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *SeqIndexRecord) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *SeqIndexRecord) GetDuplicatePositions() []uint32 {
+	if x != nil {
+		return x.DuplicatePositions
+	}
+	return nil
+}
+
+// DedupEntry remembers one client_msg_id of a channel for idempotent sends.
+type DedupEntry struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ClientMsgId string                 `protobuf:"bytes,1,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	Seq         uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// unix_nano is the propose time of the entry that carried it (the leader's clock).
+	UnixNano      int64 `protobuf:"varint,3,opt,name=unix_nano,json=unixNano,proto3" json:"unix_nano,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DedupEntry) Reset() {
+	*x = DedupEntry{}
+	mi := &file_triarch_replica_v1_replica_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DedupEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DedupEntry) ProtoMessage() {}
+
+func (x *DedupEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_triarch_replica_v1_replica_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DedupEntry.ProtoReflect.Descriptor instead.
+func (*DedupEntry) Descriptor() ([]byte, []int) {
+	return file_triarch_replica_v1_replica_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *DedupEntry) GetClientMsgId() string {
+	if x != nil {
+		return x.ClientMsgId
+	}
+	return ""
+}
+
+func (x *DedupEntry) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *DedupEntry) GetUnixNano() int64 {
+	if x != nil {
+		return x.UnixNano
+	}
+	return 0
+}
+
+// ChannelCheckpoint is a channel's applied state at applied_index: a restart or wake resumes
+// from it and re-applies the entries after it, which is idempotent.
+type ChannelCheckpoint struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	AppliedIndex uint64                 `protobuf:"varint,1,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	LastSeq      uint64                 `protobuf:"varint,2,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	// dedup is the window of recent client_msg_ids, oldest first.
+	Dedup         []*DedupEntry `protobuf:"bytes,3,rep,name=dedup,proto3" json:"dedup,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelCheckpoint) Reset() {
+	*x = ChannelCheckpoint{}
+	mi := &file_triarch_replica_v1_replica_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelCheckpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelCheckpoint) ProtoMessage() {}
+
+func (x *ChannelCheckpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_triarch_replica_v1_replica_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelCheckpoint.ProtoReflect.Descriptor instead.
+func (*ChannelCheckpoint) Descriptor() ([]byte, []int) {
+	return file_triarch_replica_v1_replica_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ChannelCheckpoint) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *ChannelCheckpoint) GetLastSeq() uint64 {
+	if x != nil {
+		return x.LastSeq
+	}
+	return 0
+}
+
+func (x *ChannelCheckpoint) GetDedup() []*DedupEntry {
+	if x != nil {
+		return x.Dedup
+	}
+	return nil
+}
+
 var File_triarch_replica_v1_replica_proto protoreflect.FileDescriptor
 
 const file_triarch_replica_v1_replica_proto_rawDesc = "" +
@@ -1948,7 +2139,20 @@ const file_triarch_replica_v1_replica_proto_rawDesc = "" +
 	"\aresults\x18\x01 \x03(\v2(.triarch.replica.v1.GetGroupStatusResultR\aresults\"\x7f\n" +
 	"\bLogBatch\x124\n" +
 	"\bmessages\x18\x01 \x03(\v2\x18.triarch.v1.MessageInputR\bmessages\x12=\n" +
-	"\fpropose_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vproposeTime*l\n" +
+	"\fpropose_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vproposeTime\"m\n" +
+	"\x0eSeqIndexRecord\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\rR\x05count\x12/\n" +
+	"\x13duplicate_positions\x18\x03 \x03(\rR\x12duplicatePositions\"_\n" +
+	"\n" +
+	"DedupEntry\x12\"\n" +
+	"\rclient_msg_id\x18\x01 \x01(\tR\vclientMsgId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1b\n" +
+	"\tunix_nano\x18\x03 \x01(\x03R\bunixNano\"\x89\x01\n" +
+	"\x11ChannelCheckpoint\x12#\n" +
+	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12\x19\n" +
+	"\blast_seq\x18\x02 \x01(\x04R\alastSeq\x124\n" +
+	"\x05dedup\x18\x03 \x03(\v2\x1e.triarch.replica.v1.DedupEntryR\x05dedup*l\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rROLE_FOLLOWER\x10\x01\x12\x12\n" +
@@ -1980,7 +2184,7 @@ func file_triarch_replica_v1_replica_proto_rawDescGZIP() []byte {
 }
 
 var file_triarch_replica_v1_replica_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_triarch_replica_v1_replica_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_triarch_replica_v1_replica_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_triarch_replica_v1_replica_proto_goTypes = []any{
 	(Role)(0),                      // 0: triarch.replica.v1.Role
 	(*NotLeader)(nil),              // 1: triarch.replica.v1.NotLeader
@@ -2014,15 +2218,18 @@ var file_triarch_replica_v1_replica_proto_goTypes = []any{
 	(*GetGroupStatusResult)(nil),   // 29: triarch.replica.v1.GetGroupStatusResult
 	(*GetGroupStatusResponse)(nil), // 30: triarch.replica.v1.GetGroupStatusResponse
 	(*LogBatch)(nil),               // 31: triarch.replica.v1.LogBatch
-	(*v1.MessageInput)(nil),        // 32: triarch.v1.MessageInput
-	(*v1.Message)(nil),             // 33: triarch.v1.Message
-	(*timestamppb.Timestamp)(nil),  // 34: google.protobuf.Timestamp
+	(*SeqIndexRecord)(nil),         // 32: triarch.replica.v1.SeqIndexRecord
+	(*DedupEntry)(nil),             // 33: triarch.replica.v1.DedupEntry
+	(*ChannelCheckpoint)(nil),      // 34: triarch.replica.v1.ChannelCheckpoint
+	(*v1.MessageInput)(nil),        // 35: triarch.v1.MessageInput
+	(*v1.Message)(nil),             // 36: triarch.v1.Message
+	(*timestamppb.Timestamp)(nil),  // 37: google.protobuf.Timestamp
 }
 var file_triarch_replica_v1_replica_proto_depIdxs = []int32{
-	32, // 0: triarch.replica.v1.AppendRequest.messages:type_name -> triarch.v1.MessageInput
+	35, // 0: triarch.replica.v1.AppendRequest.messages:type_name -> triarch.v1.MessageInput
 	5,  // 1: triarch.replica.v1.AppendResponse.results:type_name -> triarch.replica.v1.AppendResult
-	33, // 2: triarch.replica.v1.ReadResponse.messages:type_name -> triarch.v1.Message
-	33, // 3: triarch.replica.v1.SubscribeResponse.messages:type_name -> triarch.v1.Message
+	36, // 2: triarch.replica.v1.ReadResponse.messages:type_name -> triarch.v1.Message
+	36, // 3: triarch.replica.v1.SubscribeResponse.messages:type_name -> triarch.v1.Message
 	3,  // 4: triarch.replica.v1.GroupSpec.replicas:type_name -> triarch.replica.v1.Peer
 	11, // 5: triarch.replica.v1.LoadGroupsRequest.groups:type_name -> triarch.replica.v1.GroupSpec
 	2,  // 6: triarch.replica.v1.LoadGroupsResult.error:type_name -> triarch.replica.v1.GroupError
@@ -2039,33 +2246,34 @@ var file_triarch_replica_v1_replica_proto_depIdxs = []int32{
 	24, // 17: triarch.replica.v1.TransferLeaderResponse.results:type_name -> triarch.replica.v1.TransferLeaderResult
 	0,  // 18: triarch.replica.v1.GroupStatus.role:type_name -> triarch.replica.v1.Role
 	26, // 19: triarch.replica.v1.GroupStatus.progress:type_name -> triarch.replica.v1.Progress
-	34, // 20: triarch.replica.v1.GroupStatus.last_activity_time:type_name -> google.protobuf.Timestamp
+	37, // 20: triarch.replica.v1.GroupStatus.last_activity_time:type_name -> google.protobuf.Timestamp
 	27, // 21: triarch.replica.v1.GetGroupStatusResult.status:type_name -> triarch.replica.v1.GroupStatus
 	2,  // 22: triarch.replica.v1.GetGroupStatusResult.error:type_name -> triarch.replica.v1.GroupError
 	29, // 23: triarch.replica.v1.GetGroupStatusResponse.results:type_name -> triarch.replica.v1.GetGroupStatusResult
-	32, // 24: triarch.replica.v1.LogBatch.messages:type_name -> triarch.v1.MessageInput
-	34, // 25: triarch.replica.v1.LogBatch.propose_time:type_name -> google.protobuf.Timestamp
-	4,  // 26: triarch.replica.v1.ReplicaService.Append:input_type -> triarch.replica.v1.AppendRequest
-	7,  // 27: triarch.replica.v1.ReplicaService.Read:input_type -> triarch.replica.v1.ReadRequest
-	9,  // 28: triarch.replica.v1.ReplicaService.Subscribe:input_type -> triarch.replica.v1.SubscribeRequest
-	12, // 29: triarch.replica.v1.ReplicaControlService.LoadGroups:input_type -> triarch.replica.v1.LoadGroupsRequest
-	15, // 30: triarch.replica.v1.ReplicaControlService.UnloadGroups:input_type -> triarch.replica.v1.UnloadGroupsRequest
-	19, // 31: triarch.replica.v1.ReplicaControlService.Campaign:input_type -> triarch.replica.v1.CampaignRequest
-	23, // 32: triarch.replica.v1.ReplicaControlService.TransferLeader:input_type -> triarch.replica.v1.TransferLeaderRequest
-	28, // 33: triarch.replica.v1.ReplicaControlService.GetGroupStatus:input_type -> triarch.replica.v1.GetGroupStatusRequest
-	6,  // 34: triarch.replica.v1.ReplicaService.Append:output_type -> triarch.replica.v1.AppendResponse
-	8,  // 35: triarch.replica.v1.ReplicaService.Read:output_type -> triarch.replica.v1.ReadResponse
-	10, // 36: triarch.replica.v1.ReplicaService.Subscribe:output_type -> triarch.replica.v1.SubscribeResponse
-	14, // 37: triarch.replica.v1.ReplicaControlService.LoadGroups:output_type -> triarch.replica.v1.LoadGroupsResponse
-	17, // 38: triarch.replica.v1.ReplicaControlService.UnloadGroups:output_type -> triarch.replica.v1.UnloadGroupsResponse
-	21, // 39: triarch.replica.v1.ReplicaControlService.Campaign:output_type -> triarch.replica.v1.CampaignResponse
-	25, // 40: triarch.replica.v1.ReplicaControlService.TransferLeader:output_type -> triarch.replica.v1.TransferLeaderResponse
-	30, // 41: triarch.replica.v1.ReplicaControlService.GetGroupStatus:output_type -> triarch.replica.v1.GetGroupStatusResponse
-	34, // [34:42] is the sub-list for method output_type
-	26, // [26:34] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	35, // 24: triarch.replica.v1.LogBatch.messages:type_name -> triarch.v1.MessageInput
+	37, // 25: triarch.replica.v1.LogBatch.propose_time:type_name -> google.protobuf.Timestamp
+	33, // 26: triarch.replica.v1.ChannelCheckpoint.dedup:type_name -> triarch.replica.v1.DedupEntry
+	4,  // 27: triarch.replica.v1.ReplicaService.Append:input_type -> triarch.replica.v1.AppendRequest
+	7,  // 28: triarch.replica.v1.ReplicaService.Read:input_type -> triarch.replica.v1.ReadRequest
+	9,  // 29: triarch.replica.v1.ReplicaService.Subscribe:input_type -> triarch.replica.v1.SubscribeRequest
+	12, // 30: triarch.replica.v1.ReplicaControlService.LoadGroups:input_type -> triarch.replica.v1.LoadGroupsRequest
+	15, // 31: triarch.replica.v1.ReplicaControlService.UnloadGroups:input_type -> triarch.replica.v1.UnloadGroupsRequest
+	19, // 32: triarch.replica.v1.ReplicaControlService.Campaign:input_type -> triarch.replica.v1.CampaignRequest
+	23, // 33: triarch.replica.v1.ReplicaControlService.TransferLeader:input_type -> triarch.replica.v1.TransferLeaderRequest
+	28, // 34: triarch.replica.v1.ReplicaControlService.GetGroupStatus:input_type -> triarch.replica.v1.GetGroupStatusRequest
+	6,  // 35: triarch.replica.v1.ReplicaService.Append:output_type -> triarch.replica.v1.AppendResponse
+	8,  // 36: triarch.replica.v1.ReplicaService.Read:output_type -> triarch.replica.v1.ReadResponse
+	10, // 37: triarch.replica.v1.ReplicaService.Subscribe:output_type -> triarch.replica.v1.SubscribeResponse
+	14, // 38: triarch.replica.v1.ReplicaControlService.LoadGroups:output_type -> triarch.replica.v1.LoadGroupsResponse
+	17, // 39: triarch.replica.v1.ReplicaControlService.UnloadGroups:output_type -> triarch.replica.v1.UnloadGroupsResponse
+	21, // 40: triarch.replica.v1.ReplicaControlService.Campaign:output_type -> triarch.replica.v1.CampaignResponse
+	25, // 41: triarch.replica.v1.ReplicaControlService.TransferLeader:output_type -> triarch.replica.v1.TransferLeaderResponse
+	30, // 42: triarch.replica.v1.ReplicaControlService.GetGroupStatus:output_type -> triarch.replica.v1.GetGroupStatusResponse
+	35, // [35:43] is the sub-list for method output_type
+	27, // [27:35] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_triarch_replica_v1_replica_proto_init() }
@@ -2079,7 +2287,7 @@ func file_triarch_replica_v1_replica_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_triarch_replica_v1_replica_proto_rawDesc), len(file_triarch_replica_v1_replica_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   31,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
