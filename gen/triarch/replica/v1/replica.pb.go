@@ -1768,11 +1768,15 @@ func (x *GetGroupStatusResponse) GetResults() []*GetGroupStatusResult {
 // Sequence numbers are not stored; they are assigned in log order at apply time, so raft's own
 // no-op and configuration entries never consume one.
 type LogBatch struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Messages      []*v1.MessageInput     `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
-	ProposeTime   *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=propose_time,json=proposeTime,proto3" json:"propose_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Messages    []*v1.MessageInput     `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	ProposeTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=propose_time,json=proposeTime,proto3" json:"propose_time,omitempty"`
+	// proposer_node_id and proposal_id let the proposing replica hand each message's result to
+	// the request waiting for it; other replicas ignore them.
+	ProposerNodeId uint64 `protobuf:"varint,3,opt,name=proposer_node_id,json=proposerNodeId,proto3" json:"proposer_node_id,omitempty"`
+	ProposalId     uint64 `protobuf:"varint,4,opt,name=proposal_id,json=proposalId,proto3" json:"proposal_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *LogBatch) Reset() {
@@ -1817,6 +1821,20 @@ func (x *LogBatch) GetProposeTime() *timestamppb.Timestamp {
 		return x.ProposeTime
 	}
 	return nil
+}
+
+func (x *LogBatch) GetProposerNodeId() uint64 {
+	if x != nil {
+		return x.ProposerNodeId
+	}
+	return 0
+}
+
+func (x *LogBatch) GetProposalId() uint64 {
+	if x != nil {
+		return x.ProposalId
+	}
+	return 0
 }
 
 // SeqIndexRecord is stored per applied raft entry that carried messages, keyed by the channel
@@ -2136,10 +2154,13 @@ const file_triarch_replica_v1_replica_proto_rawDesc = "" +
 	"\x06status\x18\x02 \x01(\v2\x1f.triarch.replica.v1.GroupStatusR\x06status\x124\n" +
 	"\x05error\x18\x03 \x01(\v2\x1e.triarch.replica.v1.GroupErrorR\x05error\"\\\n" +
 	"\x16GetGroupStatusResponse\x12B\n" +
-	"\aresults\x18\x01 \x03(\v2(.triarch.replica.v1.GetGroupStatusResultR\aresults\"\x7f\n" +
+	"\aresults\x18\x01 \x03(\v2(.triarch.replica.v1.GetGroupStatusResultR\aresults\"\xca\x01\n" +
 	"\bLogBatch\x124\n" +
 	"\bmessages\x18\x01 \x03(\v2\x18.triarch.v1.MessageInputR\bmessages\x12=\n" +
-	"\fpropose_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vproposeTime\"m\n" +
+	"\fpropose_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vproposeTime\x12(\n" +
+	"\x10proposer_node_id\x18\x03 \x01(\x04R\x0eproposerNodeId\x12\x1f\n" +
+	"\vproposal_id\x18\x04 \x01(\x04R\n" +
+	"proposalId\"m\n" +
 	"\x0eSeqIndexRecord\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\rR\x05count\x12/\n" +
