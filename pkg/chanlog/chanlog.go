@@ -33,6 +33,9 @@ type Applied struct {
 	FirstSeq uint64
 	// Results are per message, in the order of the entry's LogBatch.
 	Results []Result
+	// ProposerNodeID and ProposalID identify the request that proposed the entry, so the
+	// proposing replica can hand it the results.
+	ProposerNodeID, ProposalID uint64
 }
 
 type seen struct {
@@ -116,7 +119,12 @@ func (c *Channel) Apply(index uint64, data []byte) (Applied, error) {
 	}
 	now := batch.GetProposeTime().AsTime().UnixNano()
 	c.expire(now)
-	out := Applied{Results: make([]Result, len(batch.GetMessages())), FirstSeq: c.lastSeq + 1}
+	out := Applied{
+		Results:        make([]Result, len(batch.GetMessages())),
+		FirstSeq:       c.lastSeq + 1,
+		ProposerNodeID: batch.GetProposerNodeId(),
+		ProposalID:     batch.GetProposalId(),
+	}
 	var rec *replicav1.SeqIndexRecord
 	for i, m := range batch.GetMessages() {
 		id := m.GetClientMsgId()

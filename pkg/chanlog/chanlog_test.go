@@ -18,7 +18,7 @@ var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 // batch encodes a LogBatch of messages with the given client ids, proposed at t.
 func batch(t *testing.T, at time.Time, ids ...string) []byte {
 	t.Helper()
-	b := &replicav1.LogBatch{ProposeTime: timestamppb.New(at)}
+	b := &replicav1.LogBatch{ProposeTime: timestamppb.New(at), ProposerNodeId: 2, ProposalId: 77}
 	for _, id := range ids {
 		b.Messages = append(b.Messages, &triarchv1.MessageInput{ClientMsgId: id, Sender: "s", Payload: []byte("p-" + id)})
 	}
@@ -43,6 +43,8 @@ func TestSequenceNumbersAreContiguousAndSkipNonDataEntries(t *testing.T) {
 	require.Equal(t, []uint64{1, 2, 3}, seqs(a.Results))
 	require.Equal(t, uint64(1), a.FirstSeq)
 	require.Equal(t, &replicav1.SeqIndexRecord{Index: 2, Count: 3}, a.Record)
+	require.Equal(t, uint64(2), a.ProposerNodeID)
+	require.Equal(t, uint64(77), a.ProposalID)
 	c.Skip(3) // a configuration change
 	a, err = c.Apply(4, batch(t, t0, "d"))
 	require.NoError(t, err)
