@@ -1,0 +1,186 @@
+package nodelease
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
+)
+
+// Arbiter is the part of the arbiter client the keeper uses.
+type Arbiter interface {
+	RegisterNode(ctx context.Context, req *arbiterv1.RegisterNodeRequest) (*arbiterv1.RegisterNodeResponse, error)
+	Heartbeat(ctx context.Context, req *arbiterv1.HeartbeatRequest) (*arbiterv1.HeartbeatResponse, error)
+}
+
+// Config configures a Keeper.
+type Config struct {
+	Arbiter Arbiter
+	NodeID  uint64
+	Role    arbiterv1.NodeRole
+	Address string
+	Zone    string
+	// Load and Peers are sampled for every heartbeat; either may be nil.
+	Load  func() *arbiterv1.NodeLoad
+	Peers func() []*arbiterv1.PeerReachability
+	Log   *slog.Logger
+	// Now is the clock (time.Now by default); tests inject one.
+	Now func() time.Time
+	// RetryInterval is the pause between failed registrations (default 200 ms).
+	RetryInterval time.Duration
+}
+
+// minInterval bounds how often a node heartbeats, whatever the arbiter asks.
+const minInterval = 10 * time.Millisecond
+
+// Keeper registers a node and keeps its lease renewed.
+type Keeper struct {
+	cfg Config
+
+	mu          sync.Mutex
+	incarnation uint64
+	ttl         time.Duration
+	interval    time.Duration
+	renewedAt   time.Time // send time of the last successful heartbeat or registration
+	lastRTT     time.Duration
+	state       arbiterv1.NodeState
+	registered  chan struct{}
+}
+
+// New returns a keeper; Run starts it.
+func New(cfg Config) *Keeper {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.RetryInterval <= 0 {
+		cfg.RetryInterval = 200 * time.Millisecond
+	}
+	return &Keeper{cfg: cfg, registered: make(chan struct{})}
+}
+
+// Registered is closed once the node has registered.
+func (k *Keeper) Registered() <-chan struct{} { return k.registered }
+
+// Valid reports whether the lease is still valid at now, by the node's own conservative view.
+func (k *Keeper) Valid(now time.Time) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return !k.renewedAt.IsZero() && now.Before(k.renewedAt.Add(k.ttl))
+}
+
+// State is the node state the arbiter reported last.
+func (k *Keeper) State() arbiterv1.NodeState {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.state
+}
+
+// Interval is the heartbeat interval the arbiter asked for last.
+func (k *Keeper) Interval() time.Duration {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.interval
+}
+
+// Run registers the node, then heartbeats until ctx ends. A failed heartbeat is retried at the
+// next interval; the lease simply runs out if the arbiter stays unreachable. If the arbiter
+// forgot the node (a restart of the whole arbiter from an old state, or the node was declared
+// dead and must come back with a new incarnation), it registers again.
+func (k *Keeper) Run(ctx context.Context) error {
+	if err := k.register(ctx); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(k.Interval()):
+		}
+		if err := k.heartbeat(ctx); err != nil {
+			k.cfg.Log.WarnContext(ctx, "heartbeat failed", "err", err)
+		}
+		if k.State() == arbiterv1.NodeState_NODE_STATE_DEAD {
+			k.cfg.Log.WarnContext(ctx, "arbiter declared this node dead; registering again")
+			if err := k.register(ctx); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (k *Keeper) register(ctx context.Context) error {
+	req := &arbiterv1.RegisterNodeRequest{NodeId: k.cfg.NodeID, Role: k.cfg.Role, Address: k.cfg.Address, Zone: k.cfg.Zone}
+	for {
+		sent := k.cfg.Now()
+		resp, err := k.cfg.Arbiter.RegisterNode(ctx, req)
+		if err == nil {
+			k.mu.Lock()
+			k.incarnation = resp.GetNode().GetIncarnation()
+			k.apply(sent, resp.GetLeaseTtl(), resp.GetHeartbeatInterval(), resp.GetNode().GetState())
+			k.mu.Unlock()
+			select {
+			case <-k.registered:
+			default:
+				close(k.registered)
+			}
+			k.cfg.Log.InfoContext(ctx, "registered with the arbiter", "incarnation", resp.GetNode().GetIncarnation(),
+				"lease_ttl", k.ttl, "heartbeat_interval", k.interval)
+			return nil
+		}
+		k.cfg.Log.WarnContext(ctx, "registration failed", "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("nodelease: register node %d: %w", k.cfg.NodeID, ctx.Err())
+		case <-time.After(k.cfg.RetryInterval):
+		}
+	}
+}
+
+func (k *Keeper) heartbeat(ctx context.Context) error {
+	k.mu.Lock()
+	req := &arbiterv1.HeartbeatRequest{NodeId: k.cfg.NodeID, Incarnation: k.incarnation, LastRtt: durationpb.New(k.lastRTT)}
+	timeout := k.ttl
+	k.mu.Unlock()
+	if k.cfg.Load != nil {
+		req.Load = k.cfg.Load()
+	}
+	if k.cfg.Peers != nil {
+		req.Peers = k.cfg.Peers()
+	}
+	// A heartbeat answered after the lease ran out renews nothing useful; don't wait longer.
+	hctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	sent := k.cfg.Now()
+	resp, err := k.cfg.Arbiter.Heartbeat(hctx, req)
+	if err != nil {
+		return fmt.Errorf("nodelease: heartbeat: %w", err)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.lastRTT = k.cfg.Now().Sub(sent)
+	k.apply(sent, resp.GetLeaseTtl(), resp.GetHeartbeatInterval(), resp.GetState())
+	return nil
+}
+
+// apply records a renewal; mu is held.
+func (k *Keeper) apply(sent time.Time, ttl, interval *durationpb.Duration, state arbiterv1.NodeState) {
+	if sent.After(k.renewedAt) {
+		k.renewedAt = sent
+	}
+	k.ttl = ttl.AsDuration()
+	k.interval = interval.AsDuration()
+	if k.interval <= 0 {
+		k.interval = k.ttl / 4
+	}
+	// Never spin, whatever the arbiter says.
+	k.interval = max(k.interval, minInterval)
+	k.state = state
+}
