@@ -67,8 +67,10 @@ func eventually(t *testing.T, what string, cond func() bool) {
 func TestRegistersHeartbeatsAndReregistersWhenDeclaredDead(t *testing.T) {
 	fa := &fakeArbiter{ttl: time.Second}
 	k := New(Config{Arbiter: fa, NodeID: 3, Role: arbiterv1.NodeRole_NODE_ROLE_REPLICA, Address: "r3:7600",
-		Load:  func() *arbiterv1.NodeLoad { return &arbiterv1.NodeLoad{Channels: 12} },
-		Peers: func() []*arbiterv1.PeerReachability { return []*arbiterv1.PeerReachability{{NodeId: 1, Reachable: true}} }})
+		Load: func() *arbiterv1.NodeLoad { return &arbiterv1.NodeLoad{Channels: 12} },
+		Peers: func() []*arbiterv1.PeerReachability {
+			return []*arbiterv1.PeerReachability{{NodeId: 1, Reachable: true}}
+		}})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- k.Run(ctx) }()

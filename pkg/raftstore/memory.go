@@ -15,21 +15,51 @@ import (
 // but keeps what was saved.
 type Memory struct {
 	mu     sync.Mutex
-	groups map[uint64]*raft.MemoryStorage
+	groups map[uint64]*memLog
 	closed bool
 }
 
 // NewMemory returns an empty in-memory store.
 func NewMemory() *Memory {
-	return &Memory{groups: make(map[uint64]*raft.MemoryStorage)}
+	return &Memory{groups: make(map[uint64]*memLog)}
 }
 
 var _ Store = (*Memory)(nil)
 
-func (m *Memory) group(id uint64) *raft.MemoryStorage {
+// memLog is a raft.MemoryStorage whose Entries returns ErrUnavailable for a range past the
+// last index, as raft.Storage documents, where MemoryStorage panics.
+type memLog struct {
+	// mu is held for writing while Save changes the log, so that Entries' bounds check and
+	// read see the same log.
+	mu sync.RWMutex
+	*raft.MemoryStorage
+}
+
+// Entries implements raft.Storage.
+func (l *memLog) Entries(lo, hi, maxSize uint64) ([]*raftpb.Entry, error) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	first, _ := l.MemoryStorage.FirstIndex()
+	last, _ := l.MemoryStorage.LastIndex()
+	if lo >= first && hi > last+1 {
+		return nil, raft.ErrUnavailable
+	}
+	return l.MemoryStorage.Entries(lo, hi, maxSize)
+}
+
+// hasData reports whether anything was saved (Open alone creates an empty log).
+func (l *memLog) hasData() bool {
+	hs, _, _ := l.InitialState()
+	first, _ := l.FirstIndex()
+	last, _ := l.LastIndex()
+	snap, _ := l.Snapshot()
+	return !raft.IsEmptyHardState(hs) || first > 1 || last > 0 || !raft.IsEmptySnap(snap)
+}
+
+func (m *Memory) group(id uint64) *memLog {
 	g, ok := m.groups[id]
 	if !ok {
-		g = raft.NewMemoryStorage()
+		g = &memLog{MemoryStorage: raft.NewMemoryStorage()}
 		m.groups[id] = g
 	}
 	return g
@@ -54,20 +84,30 @@ func (m *Memory) Save(updates []Update) error {
 	}
 	for _, u := range updates {
 		g := m.group(u.GroupID)
-		if u.Snapshot != nil {
-			if err := g.ApplySnapshot(u.Snapshot); err != nil {
-				return fmt.Errorf("group %d: apply snapshot: %w", u.GroupID, err)
-			}
+		g.mu.Lock()
+		err := m.save(g, u)
+		g.mu.Unlock()
+		if err != nil {
+			return err
 		}
-		if len(u.Entries) > 0 {
-			if err := g.Append(u.Entries); err != nil {
-				return fmt.Errorf("group %d: append: %w", u.GroupID, err)
-			}
+	}
+	return nil
+}
+
+func (m *Memory) save(g *memLog, u Update) error {
+	if u.Snapshot != nil {
+		if err := g.ApplySnapshot(u.Snapshot); err != nil {
+			return fmt.Errorf("group %d: apply snapshot: %w", u.GroupID, err)
 		}
-		if u.HardState != nil {
-			if err := g.SetHardState(proto.Clone(u.HardState).(*raftpb.HardState)); err != nil {
-				return fmt.Errorf("group %d: hard state: %w", u.GroupID, err)
-			}
+	}
+	if len(u.Entries) > 0 {
+		if err := g.Append(u.Entries); err != nil {
+			return fmt.Errorf("group %d: append: %w", u.GroupID, err)
+		}
+	}
+	if u.HardState != nil {
+		if err := g.SetHardState(proto.Clone(u.HardState).(*raftpb.HardState)); err != nil {
+			return fmt.Errorf("group %d: hard state: %w", u.GroupID, err)
 		}
 	}
 	return nil
@@ -76,14 +116,24 @@ func (m *Memory) Save(updates []Update) error {
 // Release implements Store. Memory keeps the data, as a disk would.
 func (m *Memory) Release(uint64) {}
 
-// Compact implements Store.
+// Compact implements Store. MemoryStorage.Compact(i) keeps the term of i and discards i itself,
+// so the Store's "discard before index" is MemoryStorage.Compact(index-1).
 func (m *Memory) Compact(groupID, index uint64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
 		return ErrClosed
 	}
-	return m.group(groupID).Compact(index)
+	g := m.group(groupID)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if index == 0 {
+		return raft.ErrCompacted
+	}
+	if last, _ := g.LastIndex(); index > last+1 {
+		return fmt.Errorf("group %d: compact %d beyond last index %d", groupID, index, last)
+	}
+	return g.MemoryStorage.Compact(index - 1)
 }
 
 // Groups implements Store.
@@ -91,8 +141,10 @@ func (m *Memory) Groups() ([]uint64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	ids := make([]uint64, 0, len(m.groups))
-	for id := range m.groups {
-		ids = append(ids, id)
+	for id, g := range m.groups {
+		if g.hasData() {
+			ids = append(ids, id)
+		}
 	}
 	slices.Sort(ids)
 	return ids, nil
