@@ -1,0 +1,96 @@
+// Package machine is the pure core of tier 2, the channel control tier: the state machine of
+// one channel, the choice of its leader, and the planning that turns the work of many channels
+// into a few batched RPCs. It does no I/O, starts no goroutines, reads no clock and draws no
+// random numbers, so that every decision channelctl makes about leadership can be replayed in a
+// table test.
+//
+// # Driving it
+//
+// The channelctl service owns one Machine per channel of its slots and drives it the way a raft
+// host drives raft.RawNode:
+//
+//	acts, err := m.Step(event)   // a request, an arbiter decision, or a result
+//	// carry out acts (even when err != nil), usually batched over many channels with Batch,
+//	// then Step each result back in as an event
+//
+// Events in: Resolve (a client needs the leader), CancelWaiter, Activate and Hibernate (operator
+// orders), IdleTimeout (time is passed in, never read), MoveLeader, NodeDead and NodeAlive
+// (arbiter decisions), Retry, and the results CASResult, GroupsLoaded, PositionsReported,
+// CampaignResult, TransferResult, ConfirmResult and UnloadResult. Actions out: CommitCAS to the
+// arbiter; LoadGroups, QueryPositions, Campaign, TransferLeader, ConfirmLeader and Unload to
+// replicas; AnswerWaiters and FailWaiters to the clients waiting in Resolve.
+//
+// Each state has its own step function (stepHibernated, stepActivating, stepActive,
+// stepElecting, stepHibernating), as raft.go has stepLeader and friends. The states are the
+// arbiter's ChannelState values:
+//
+//	hibernated -> activating -> active -> electing -> active
+//	active -> hibernating -> hibernated
+//
+// # The rule: commit in the arbiter first, then act
+//
+// Every step that changes leadership (who leads, or whether anyone leads) is first written to
+// the arbiter as a compare-and-set on the channel's epoch, and only acted on once accepted. Each
+// accepted CAS bumps the epoch; the orders that follow carry the new epoch, so replicas can
+// refuse older ones. The arbiter accepts a CAS only from the channelctl that owns the channel's
+// slot, so a channelctl that lost its slot (or whose view is stale) learns it from the first
+// refused CAS, before it has ordered anything: on a refusal the machine adopts the arbiter's
+// record, drops what it was doing and fails (or, if the record shows an active leader,
+// answers) its waiters. Refused for ownership, the machine is fenced and refuses every later
+// event; refused for a stale epoch, it stays usable and resumes on Retry. Loads, position
+// queries and confirmations move no leadership and need no CAS of their own; activation still
+// claims first so that its loads carry a fresh epoch.
+//
+// Activation (hibernated, a client resolves; epoch e):
+//
+//	CAS e:   state=ACTIVATING leader=0          claim; loads go out under e+1
+//	LoadGroups on live replicas @e+1            the load answers with each replica's position
+//	ChooseLeader over a reachable majority      (else: stall, waiters fail, no majority reachable)
+//	CAS e+1: leader=c                           the decision, recorded before it is carried out
+//	Campaign c @e+2
+//	ConfirmLeader c (leader, term >= won term)  (lost or unconfirmed: choose again, bounded)
+//	CAS e+2: state=ACTIVE leader=c term=t seq   only now do gateways route to c
+//	AnswerWaiters(c, t, e+3)
+//
+// Failover (active, the arbiter declares leader d dead; epoch e):
+//
+//	CAS e:   state=ELECTING leader=0            gateways stop routing to d and resolve instead
+//	QueryPositions on live replicas @e+1
+//	ChooseLeader, then CAS e+1: leader=c, Campaign c @e+2, ConfirmLeader c,
+//	CAS e+2: state=ACTIVE leader=c term=t, AnswerWaiters      (as in activation)
+//
+// Ordered move (active, MoveLeader to m; epoch e):
+//
+//	QueryPositions on leader and m @e           refused unless m holds the leader's whole log
+//	CAS e:   state=ELECTING leader=m            the candidate is known, so one CAS claims and decides
+//	TransferLeader leader->m @e+1               (failed: ordinary election, old leader preferred)
+//	ConfirmLeader m (term > old term), CAS e+1: state=ACTIVE leader=m term=t
+//
+// Hibernation (active, IdleTimeout after HibernateAfter without activity; epoch e):
+//
+//	QueryPositions on all replicas @e           refused unless CanHibernate: every replica holds,
+//	                                            commits and applies the whole log; activity seen
+//	                                            meanwhile refuses too
+//	CAS e:   state=HIBERNATING                  leader kept: it serves until unloaded
+//	Unload on all replicas @e+1                 (any refusal: CAS state=ACTIVATING and reactivate,
+//	                                            since nobody knows which replicas still hold it)
+//	CAS e+1: state=HIBERNATED seq               leader kept as the hint for the next activation
+//
+// A Resolve that arrives mid-transition waits and is answered when the channel is active; one
+// that arrives while hibernating triggers activation right after.
+//
+// # Choosing and batching
+//
+// ChooseLeader never picks a replica behind a reachable one and refuses without a reachable
+// majority. CanHibernate decides whether the statuses allow unloading. PlanFailover orders and
+// slices the failover of every channel a dead node led (waiting clients first, at most a budget
+// per step, one status and one campaign call per node per step); Batch groups any round of
+// actions from many machines into one arbiter call and one call per node and kind. PlanBalance
+// spreads leaders with rate-limited transfers to caught-up replicas only.
+//
+// # Left to the driver
+//
+// Timers (idle, retry backoff, client deadlines), addresses, the arbiter watch, and rebuilding
+// machines after a takeover (New on the arbiter's record; intermediate states start stalled and
+// resume on Retry) are the service's. Replica-set repair is not modelled here yet.
+package machine

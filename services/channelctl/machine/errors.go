@@ -1,0 +1,53 @@
+package machine
+
+import "errors"
+
+// Sentinel errors. Step, ChooseLeader and CanHibernate wrap them with the channel, the state and
+// the numbers that led to the refusal; match them with errors.Is.
+var (
+	// ErrNoMajority: fewer than a strict majority of the replica set answered, so no replica can
+	// be proven to hold every committed entry and nobody may be elected.
+	ErrNoMajority = errors.New("no majority reachable")
+	// ErrMissingPosition: a replica was called reachable but reported no position; electing
+	// without it could pick a replica behind it.
+	ErrMissingPosition = errors.New("reachable replica reported no position")
+	// ErrInvalidReplicaSet: the replica set is empty, holds node 0 or holds a node twice.
+	ErrInvalidReplicaSet = errors.New("invalid replica set")
+
+	// ErrStaleEpoch: a result or change belongs to an earlier epoch of the channel than the one
+	// the machine works under.
+	ErrStaleEpoch = errors.New("stale epoch")
+	// ErrCASRefused: the arbiter refused a compare-and-set; the machine has adopted the
+	// arbiter's channel and dropped what it was doing.
+	ErrCASRefused = errors.New("compare-and-set refused by the arbiter")
+	// ErrNotOwner: this channelctl no longer owns the channel's slot. The machine is fenced:
+	// it refuses every later event and must be discarded.
+	ErrNotOwner = errors.New("channel slot not owned by this channelctl")
+
+	// ErrUnexpectedEvent: a result arrived that nothing in flight asked for (late, duplicated,
+	// or for another node).
+	ErrUnexpectedEvent = errors.New("unexpected event")
+	// ErrBusy: work for the channel is already in flight (a move or hibernation check, a leader
+	// check, an election step); one piece of work at a time keeps results unambiguous.
+	ErrBusy = errors.New("channel busy")
+	// ErrNotActive: the event needs an active channel (idle timeout, hibernate, move).
+	ErrNotActive = errors.New("channel not active")
+	// ErrNotIdle: the channel saw activity within the hibernation delay.
+	ErrNotIdle = errors.New("channel not idle")
+	// ErrNotCaughtUp: some replica does not hold, commit and apply the whole log, so unloading
+	// now could leave it unable to catch up without a leader in memory.
+	ErrNotCaughtUp = errors.New("replicas not caught up")
+	// ErrNotReplica: a move names a node outside the channel's replica set.
+	ErrNotReplica = errors.New("node not in the replica set")
+	// ErrNodeDead: a move names a node the arbiter has declared dead.
+	ErrNodeDead = errors.New("node declared dead")
+	// ErrTargetLagging: the move target does not hold the leader's whole log; raft would stall
+	// the transfer and the channel would stop taking writes meanwhile.
+	ErrTargetLagging = errors.New("move target lags the leader")
+	// ErrStaleTerm: a replica claims to lead in a term not above the recorded leader term,
+	// which raft cannot produce for a fresh election.
+	ErrStaleTerm = errors.New("leader term not above the recorded term")
+	// ErrElectionFailed: every attempt of an election failed; the channel stays without a
+	// leader until Retry, a Resolve or a returning node starts a new one.
+	ErrElectionFailed = errors.New("election failed")
+)

@@ -1,0 +1,195 @@
+package machine
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
+	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
+)
+
+// Fixtures put a machine in one state and phase by scripting it from a record, checking every
+// step on the way, so each fixture is also a small scenario. Test channel "c": group 7,
+// replicas 1, 2, 3, epoch 10, last leader 1 in term 5.
+
+type fixture func(t testing.TB) *Machine
+
+var fixtures = map[string]fixture{
+	"hibernated":           fxHibernated,
+	"activating/claim":     fxActivatingClaim,
+	"activating/gather":    fxActivatingGather,
+	"activating/decide":    fxActivatingDecide,
+	"activating/campaign":  fxActivatingCampaign,
+	"activating/confirm":   fxActivatingConfirm,
+	"activating/settle":    fxActivatingSettle,
+	"activating/stalled":   fxActivatingStalled,
+	"active":               fxActive,
+	"active/idle-check":    fxActiveIdleCheck,
+	"active/move-check":    fxActiveMoveCheck,
+	"active/verify":        fxActiveVerify,
+	"active/3-dead":        fxActive3Dead,
+	"electing/claim":       fxElectingClaim,
+	"electing/gather":      fxElectingGather,
+	"electing/decide":      fxElectingDecide,
+	"electing/campaign":    fxElectingCampaign,
+	"electing/confirm":     fxElectingConfirm,
+	"electing/settle":      fxElectingSettle,
+	"electing/transfer":    fxElectingTransfer,
+	"electing/stalled":     fxElectingStalled,
+	"hibernating/claim":    fxHibernatingClaim,
+	"hibernating/unload":   fxHibernatingUnload,
+	"hibernating/rest":     fxHibernatingRest,
+	"hibernating/stalled":  fxHibernatingStalled,
+	"hibernating/resolved": fxHibernatingResolved,
+}
+
+func expect(t testing.TB, m *Machine, ev Event, want ...string) *Machine {
+	t.Helper()
+	if want == nil {
+		want = []string{}
+	}
+	require.Equal(t, want, step(t, m, ev), "%T", ev)
+	return m
+}
+
+func fxHibernated(t testing.TB) *Machine {
+	return newMachine(t, channel(stateHibernated, 10, 1, 5))
+}
+
+func fxActivatingClaim(t testing.TB) *Machine {
+	m := fxHibernated(t)
+	return expect(t, m, Resolve{Waiter: 1, At: t0}, "cas(c@10 state=ACTIVATING leader=0)")
+}
+
+func fxActivatingGather(t testing.TB) *Machine {
+	m := fxActivatingClaim(t)
+	return expect(t, m, accepted(m), "load(c@11 on [1 2 3])")
+}
+
+func fxActivatingDecide(t testing.TB) *Machine {
+	m := fxActivatingGather(t)
+	return expect(t, m, GroupsLoaded{Epoch: 11, Statuses: map[uint64]*replicav1.GroupStatus{
+		1: st(5, 100, 100), 2: st(5, 100, 100), 3: st(5, 100, 100)}}, "cas(c@11 leader=1)")
+}
+
+func fxActivatingCampaign(t testing.TB) *Machine {
+	m := fxActivatingDecide(t)
+	return expect(t, m, accepted(m), "campaign(c@12 on 1)")
+}
+
+func fxActivatingConfirm(t testing.TB) *Machine {
+	m := fxActivatingCampaign(t)
+	return expect(t, m, CampaignResult{Node: 1, Epoch: 12, Leader: true, Term: 6}, "confirm(c@12 on 1 term>=6)")
+}
+
+func fxActivatingSettle(t testing.TB) *Machine {
+	m := fxActivatingConfirm(t)
+	return expect(t, m, ConfirmResult{Node: 1, Epoch: 12, Status: leaderSt(1, 6, 101, map[uint64]uint64{2: 101, 3: 101})},
+		"cas(c@12 state=ACTIVE leader=1 term=6 seq=40)")
+}
+
+func fxActivatingStalled(t testing.TB) *Machine {
+	return newMachine(t, channel(stateActivating, 10, 0, 5))
+}
+
+func fxActive(t testing.TB) *Machine {
+	return newMachine(t, channel(stateActive, 10, 1, 5))
+}
+
+func fxActiveIdleCheck(t testing.TB) *Machine {
+	m := fxActive(t)
+	return expect(t, m, IdleTimeout{Now: t0.Add(3 * time.Minute)}, "query(c@10 on [1 2 3])")
+}
+
+func fxActiveMoveCheck(t testing.TB) *Machine {
+	m := fxActive(t)
+	return expect(t, m, MoveLeader{Target: 2}, "query(c@10 on [1 2])")
+}
+
+func fxActiveVerify(t testing.TB) *Machine {
+	m := fxActive(t)
+	return expect(t, m, Resolve{Waiter: 1, At: t0, StaleLeader: 1}, "confirm(c@10 on 1 term>=5)")
+}
+
+func fxActive3Dead(t testing.TB) *Machine {
+	m := fxActive(t)
+	return expect(t, m, NodeDead{Node: 3})
+}
+
+func fxElectingClaim(t testing.TB) *Machine {
+	m := fxActive(t)
+	return expect(t, m, NodeDead{Node: 1}, "cas(c@10 state=ELECTING leader=0)")
+}
+
+func fxElectingGather(t testing.TB) *Machine {
+	m := fxElectingClaim(t)
+	return expect(t, m, accepted(m), "query(c@11 on [2 3])")
+}
+
+func fxElectingDecide(t testing.TB) *Machine {
+	m := fxElectingGather(t)
+	return expect(t, m, PositionsReported{Epoch: 11, Statuses: map[uint64]*replicav1.GroupStatus{
+		2: st(5, 100, 100), 3: st(5, 90, 90)}}, "cas(c@11 leader=2)")
+}
+
+func fxElectingCampaign(t testing.TB) *Machine {
+	m := fxElectingDecide(t)
+	return expect(t, m, accepted(m), "campaign(c@12 on 2)")
+}
+
+func fxElectingConfirm(t testing.TB) *Machine {
+	m := fxElectingCampaign(t)
+	return expect(t, m, CampaignResult{Node: 2, Epoch: 12, Leader: true, Term: 6}, "confirm(c@12 on 2 term>=6)")
+}
+
+func fxElectingSettle(t testing.TB) *Machine {
+	m := fxElectingConfirm(t)
+	return expect(t, m, ConfirmResult{Node: 2, Epoch: 12, Status: leaderSt(2, 6, 101, map[uint64]uint64{3: 101})},
+		"cas(c@12 state=ACTIVE leader=2 term=6 seq=40)")
+}
+
+func fxElectingTransfer(t testing.TB) *Machine {
+	m := fxActiveMoveCheck(t)
+	expect(t, m, PositionsReported{Epoch: 10, Statuses: caughtUp()}, "cas(c@10 state=ELECTING leader=2)")
+	return expect(t, m, accepted(m), "transfer(c@11 1->2)")
+}
+
+func fxElectingStalled(t testing.TB) *Machine {
+	return newMachine(t, channel(stateElecting, 10, 0, 5))
+}
+
+func fxHibernatingClaim(t testing.TB) *Machine {
+	m := fxActiveIdleCheck(t)
+	return expect(t, m, PositionsReported{Epoch: 10, Statuses: caughtUp()}, "cas(c@10 state=HIBERNATING)")
+}
+
+func fxHibernatingUnload(t testing.TB) *Machine {
+	m := fxHibernatingClaim(t)
+	return expect(t, m, accepted(m), "unload(c@11 on [1 2 3])")
+}
+
+func fxHibernatingRest(t testing.TB) *Machine {
+	m := fxHibernatingUnload(t)
+	return expect(t, m, UnloadResult{Epoch: 11, Unloaded: []uint64{1, 2, 3}}, "cas(c@11 state=HIBERNATED seq=40)")
+}
+
+func fxHibernatingStalled(t testing.TB) *Machine {
+	return newMachine(t, channel(stateHibernating, 10, 1, 5))
+}
+
+// fxHibernatingResolved: a client resolved while the unload was in flight.
+func fxHibernatingResolved(t testing.TB) *Machine {
+	m := fxHibernatingRest(t)
+	return expect(t, m, Resolve{Waiter: 9, At: t0.Add(4 * time.Minute)})
+}
+
+// refusedStale is the arbiter refusing for a stale epoch and sending its current record.
+func refusedStale(ch *arbiterv1.Channel) Event {
+	return CASResult{Refusal: RefusedStaleEpoch, Channel: ch, Reason: "stale epoch"}
+}
+
+func refusedNotOwner(ch *arbiterv1.Channel) Event {
+	return CASResult{Refusal: RefusedNotOwner, Channel: ch, Reason: "slot 3 not owned by channelctl 100"}
+}

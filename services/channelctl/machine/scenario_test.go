@@ -1,0 +1,228 @@
+package machine
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
+)
+
+// Scenarios script one channel through a whole transition, one event at a time, checking every
+// action on the way. A CAS is accepted by applying it to the machine's own last record, which is
+// what the arbiter does when nobody else changed the channel.
+
+func refuse(t *testing.T, m *Machine, ev Event, sentinel error) []string {
+	t.Helper()
+	acts, err := m.Step(ev)
+	require.ErrorIs(t, err, sentinel)
+	return show(acts)
+}
+
+func TestScenarioActivationOnDemand(t *testing.T) {
+	m := newMachine(t, channel(stateHibernated, 10, 1, 5))
+
+	expect(t, m, Resolve{Waiter: 1, At: t0}, "cas(c@10 state=ACTIVATING leader=0)")
+	expect(t, m, Resolve{Waiter: 2, At: t0}) // a second client waits for the same activation
+	expect(t, m, accepted(m), "load(c@11 on [1 2 3])")
+	// Node 3 was offline for the last writes; the previous leader, 1, is among the most up to date.
+	expect(t, m, GroupsLoaded{Epoch: 11, Statuses: map[uint64]*replicav1.GroupStatus{
+		1: st(5, 100, 100), 2: st(5, 100, 100), 3: st(5, 97, 97)}}, "cas(c@11 leader=1)")
+	expect(t, m, accepted(m), "campaign(c@12 on 1)")
+	expect(t, m, CampaignResult{Node: 1, Epoch: 12, Leader: true, Term: 6}, "confirm(c@12 on 1 term>=6)")
+	leading := leaderSt(1, 6, 101, map[uint64]uint64{2: 101, 3: 101})
+	leading.LastSeq = 41
+	expect(t, m, ConfirmResult{Node: 1, Epoch: 12, Status: leading}, "cas(c@12 state=ACTIVE leader=1 term=6 seq=41)")
+	require.Equal(t, stateActivating, m.State(), "not active until the arbiter has it")
+	expect(t, m, accepted(m), "answer(c [1 2] leader=1 term=6 epoch=13)")
+
+	require.Equal(t, stateActive, m.State())
+	rec := m.Channel()
+	require.Equal(t, stateActive, rec.GetState())
+	require.Equal(t, uint64(13), rec.GetEpoch())
+	require.Equal(t, uint64(1), rec.GetLeaderNodeId())
+	require.Equal(t, uint64(6), rec.GetLeaderTerm())
+	require.Equal(t, uint64(41), rec.GetLastSeq())
+	require.Zero(t, m.Waiters())
+	expect(t, m, Resolve{Waiter: 3, At: t0}, "answer(c [3] leader=1 term=6 epoch=13)")
+}
+
+func TestScenarioFailover(t *testing.T) {
+	m := newMachine(t, channel(stateActive, 10, 1, 5))
+
+	expect(t, m, NodeDead{Node: 1}, "cas(c@10 state=ELECTING leader=0)")
+	expect(t, m, Resolve{Waiter: 1, At: t0, StaleLeader: 1}) // the client saw node 1 fail
+	expect(t, m, accepted(m), "query(c@11 on [2 3])")
+	// Node 3 holds three entries more than node 2: it must win, preferences notwithstanding.
+	expect(t, m, PositionsReported{Epoch: 11, Statuses: map[uint64]*replicav1.GroupStatus{
+		2: st(5, 100, 100), 3: st(5, 103, 100)}}, "cas(c@11 leader=3)")
+	expect(t, m, Resolve{Waiter: 2, At: t0})
+	expect(t, m, accepted(m), "campaign(c@12 on 3)")
+	require.Empty(t, refuse(t, m, PositionsReported{Epoch: 11}, ErrUnexpectedEvent), "a late status reply changes nothing")
+	require.Empty(t, refuse(t, m, CampaignResult{Node: 3, Epoch: 11, Leader: true, Term: 6}, ErrStaleEpoch))
+	expect(t, m, CampaignResult{Node: 3, Epoch: 12, Leader: true, Term: 6}, "confirm(c@12 on 3 term>=6)")
+	expect(t, m, ConfirmResult{Node: 3, Epoch: 12, Status: leaderSt(3, 6, 104, map[uint64]uint64{2: 104})},
+		"cas(c@12 state=ACTIVE leader=3 term=6 seq=40)")
+	expect(t, m, accepted(m), "answer(c [1 2] leader=3 term=6 epoch=13)")
+	require.Equal(t, stateActive, m.State())
+
+	// Node 1 returns: it follows; nothing moves until a balance plan orders it.
+	expect(t, m, NodeAlive{Node: 1})
+	expect(t, m, MoveLeader{Target: 1}, "query(c@13 on [1 3])")
+}
+
+func TestScenarioLostSlotStopsActing(t *testing.T) {
+	m := newMachine(t, channel(stateActive, 10, 1, 5))
+	expect(t, m, NodeDead{Node: 1}, "cas(c@10 state=ELECTING leader=0)")
+	expect(t, m, accepted(m), "query(c@11 on [2 3])")
+	expect(t, m, Resolve{Waiter: 1, At: t0})
+	expect(t, m, PositionsReported{Epoch: 11, Statuses: map[uint64]*replicav1.GroupStatus{
+		2: st(5, 100, 100), 3: st(5, 100, 100)}}, "cas(c@11 leader=3)")
+
+	// Meanwhile the slot moved to another channelctl, which already decided on node 2.
+	require.Equal(t, []string{"fail(c [1])"},
+		refuse(t, m, refusedNotOwner(channel(stateElecting, 12, 2, 5)), ErrNotOwner),
+		"the waiter is failed and, above all, no campaign is ordered")
+	require.True(t, m.Fenced())
+	require.Equal(t, uint64(2), m.Channel().GetLeaderNodeId(), "the arbiter's record is adopted")
+
+	for _, ev := range []Event{CampaignResult{Node: 3, Epoch: 12, Leader: true, Term: 6}, Retry{}, NodeAlive{Node: 1},
+		Resolve{Waiter: 2, At: t0}, MoveLeader{Target: 3}, IdleTimeout{Now: t0.Add(time.Hour)}} {
+		require.Empty(t, refuse(t, m, ev, ErrNotOwner), "%T", ev)
+	}
+}
+
+func TestScenarioStaleEpochAdoptsTheArbiter(t *testing.T) {
+	m := newMachine(t, channel(stateActive, 10, 1, 5))
+	expect(t, m, NodeDead{Node: 1}, "cas(c@10 state=ELECTING leader=0)")
+	expect(t, m, accepted(m), "query(c@11 on [2 3])")
+	expect(t, m, Resolve{Waiter: 1, At: t0})
+	expect(t, m, PositionsReported{Epoch: 11, Statuses: map[uint64]*replicav1.GroupStatus{
+		2: st(5, 100, 100), 3: st(5, 100, 100)}}, "cas(c@11 leader=3)")
+
+	// The arbiter's record moved on (a previous owner's election finished first): adopt it.
+	require.Equal(t, []string{"answer(c [1] leader=2 term=6 epoch=14)"},
+		refuse(t, m, refusedStale(channel(stateActive, 14, 2, 6)), ErrCASRefused))
+	require.False(t, m.Fenced())
+	require.Equal(t, stateActive, m.State())
+	require.Empty(t, refuse(t, m, accepted(m), ErrUnexpectedEvent), "nothing of the dropped election is still in flight")
+	expect(t, m, Resolve{Waiter: 2, At: t0}, "answer(c [2] leader=2 term=6 epoch=14)")
+	expect(t, m, NodeDead{Node: 2}, "cas(c@14 state=ELECTING leader=0)")
+}
+
+func TestScenarioHibernationWaitsForLaggingFollower(t *testing.T) {
+	m := newMachine(t, channel(stateActive, 10, 1, 5))
+
+	require.Empty(t, refuse(t, m, IdleTimeout{Now: t0.Add(time.Minute)}, ErrNotIdle))
+	expect(t, m, IdleTimeout{Now: t0.Add(3 * time.Minute)}, "query(c@10 on [1 2 3])")
+	lagging := caughtUp()
+	lagging[1] = leaderSt(1, 5, 100, map[uint64]uint64{2: 100, 3: 98})
+	lagging[3] = st(5, 98, 98)
+	require.Empty(t, refuse(t, m, PositionsReported{Epoch: 10, Statuses: lagging}, ErrNotCaughtUp))
+	require.Equal(t, stateActive, m.State())
+	require.False(t, m.Busy())
+
+	expect(t, m, IdleTimeout{Now: t0.Add(4 * time.Minute)}, "query(c@10 on [1 2 3])")
+	expect(t, m, PositionsReported{Epoch: 10, Statuses: caughtUp()}, "cas(c@10 state=HIBERNATING)")
+	expect(t, m, accepted(m), "unload(c@11 on [1 2 3])")
+	expect(t, m, UnloadResult{Epoch: 11, Unloaded: []uint64{1, 2, 3}}, "cas(c@11 state=HIBERNATED seq=40)")
+	expect(t, m, accepted(m))
+	require.Equal(t, stateHibernated, m.State())
+	rec := m.Channel()
+	require.Equal(t, uint64(12), rec.GetEpoch())
+	require.Equal(t, uint64(1), rec.GetLeaderNodeId(), "the last leader stays as the hint for the next activation")
+
+	expect(t, m, Resolve{Waiter: 1, At: t0.Add(time.Hour)}, "cas(c@12 state=ACTIVATING leader=0)")
+}
+
+func TestScenarioHibernationAbortedByActivity(t *testing.T) {
+	m := newMachine(t, channel(stateActive, 10, 1, 5))
+	expect(t, m, IdleTimeout{Now: t0.Add(3 * time.Minute)}, "query(c@10 on [1 2 3])")
+	// A client resolves (and is answered) while the statuses are on their way.
+	expect(t, m, Resolve{Waiter: 1, At: t0.Add(3*time.Minute + time.Second)}, "answer(c [1] leader=1 term=5 epoch=10)")
+	require.Empty(t, refuse(t, m, PositionsReported{Epoch: 10, Statuses: caughtUp()}, ErrNotIdle))
+	require.Equal(t, stateActive, m.State())
+}
+
+func TestScenarioMoveLeader(t *testing.T) {
+	m := newMachine(t, channel(stateActive, 10, 1, 5))
+
+	require.Empty(t, refuse(t, m, MoveLeader{Target: 7}, ErrNotReplica))
+	expect(t, m, MoveLeader{Target: 3}, "query(c@10 on [1 3])")
+	require.Empty(t, refuse(t, m, PositionsReported{Epoch: 10, Statuses: map[uint64]*replicav1.GroupStatus{
+		1: leaderSt(1, 5, 100, map[uint64]uint64{3: 95}), 3: st(5, 95, 95)}}, ErrTargetLagging))
+	require.Equal(t, stateActive, m.State())
+
+	expect(t, m, MoveLeader{Target: 3}, "query(c@10 on [1 3])")
+	expect(t, m, PositionsReported{Epoch: 10, Statuses: caughtUp()}, "cas(c@10 state=ELECTING leader=3)")
+	expect(t, m, accepted(m), "transfer(c@11 1->3)")
+	expect(t, m, Resolve{Waiter: 1, At: t0})
+	expect(t, m, TransferResult{Target: 3, Epoch: 11}, "confirm(c@11 on 3 term>=6)")
+	expect(t, m, ConfirmResult{Node: 3, Epoch: 11, Status: leaderSt(3, 6, 101, nil)}, "cas(c@11 state=ACTIVE leader=3 term=6 seq=40)")
+	expect(t, m, accepted(m), "answer(c [1] leader=3 term=6 epoch=12)")
+	require.Equal(t, stateActive, m.State())
+}
+
+func TestScenarioNoMajorityThenANodeReturns(t *testing.T) {
+	m := newMachine(t, channel(stateActive, 10, 1, 5))
+	expect(t, m, NodeDead{Node: 2})
+	expect(t, m, NodeDead{Node: 1}, "cas(c@10 state=ELECTING leader=0)")
+	expect(t, m, Resolve{Waiter: 1, At: t0})
+	require.Equal(t, []string{"fail(c [1])"}, refuse(t, m, accepted(m), ErrNoMajority),
+		"with only node 3 alive nobody may be elected; the waiter gets a clear error")
+	require.True(t, m.Stalled())
+	require.Empty(t, refuse(t, m, IdleTimeout{Now: t0.Add(time.Hour)}, ErrNotActive))
+
+	expect(t, m, NodeAlive{Node: 2}, "query(c@11 on [2 3])")
+	expect(t, m, Resolve{Waiter: 2, At: t0})
+	expect(t, m, PositionsReported{Epoch: 11, Statuses: map[uint64]*replicav1.GroupStatus{
+		2: st(5, 99, 99), 3: st(5, 100, 100)}}, "cas(c@11 leader=3)")
+	expect(t, m, accepted(m), "campaign(c@12 on 3)")
+	expect(t, m, CampaignResult{Node: 3, Epoch: 12, Leader: true, Term: 6}, "confirm(c@12 on 3 term>=6)")
+	expect(t, m, ConfirmResult{Node: 3, Epoch: 12, Status: leaderSt(3, 6, 101, nil)}, "cas(c@12 state=ACTIVE leader=3 term=6 seq=40)")
+	expect(t, m, accepted(m), "answer(c [2] leader=3 term=6 epoch=13)")
+}
+
+func TestScenarioElectionGivesUpAfterAttempts(t *testing.T) {
+	m := fxActivatingCampaign(t) // waiter 1, campaign on 1 under epoch 12
+	loaded := GroupsLoaded{Epoch: 12, Statuses: map[uint64]*replicav1.GroupStatus{
+		1: st(5, 100, 100), 2: st(5, 100, 100), 3: st(5, 100, 100)}}
+
+	expect(t, m, CampaignResult{Node: 1, Epoch: 12, Err: errTest}, "load(c@12 on [1 2 3])")
+	expect(t, m, loaded, "cas(c@12 leader=1)")
+	expect(t, m, accepted(m), "campaign(c@13 on 1)")
+	expect(t, m, CampaignResult{Node: 1, Epoch: 13, Leader: false}, "load(c@13 on [1 2 3])")
+	loaded.Epoch = 13
+	expect(t, m, loaded, "cas(c@13 leader=1)")
+	expect(t, m, accepted(m), "campaign(c@14 on 1)")
+	require.Equal(t, []string{"fail(c [1])"}, refuse(t, m, CampaignResult{Node: 1, Epoch: 14, Err: errTest}, ErrElectionFailed))
+	require.True(t, m.Stalled())
+
+	expect(t, m, Retry{}, "load(c@14 on [1 2 3])")
+}
+
+func TestScenarioTakeoverMidElection(t *testing.T) {
+	// The previous owner died after recording candidate 2; this channelctl resumes from the record.
+	m := newMachine(t, channel(stateElecting, 12, 2, 5))
+	require.True(t, m.Stalled())
+	expect(t, m, Resolve{Waiter: 1, At: t0}, "query(c@12 on [1 2 3])")
+	expect(t, m, PositionsReported{Epoch: 12, Statuses: map[uint64]*replicav1.GroupStatus{
+		1: st(5, 100, 100), 2: st(5, 100, 100), 3: st(5, 100, 100)}}, "cas(c@12 leader=2)")
+	expect(t, m, accepted(m), "campaign(c@13 on 2)")
+}
+
+func TestScenarioUnloadRefusedReactivates(t *testing.T) {
+	m := fxHibernatingUnload(t)
+	expect(t, m, Resolve{Waiter: 1, At: t0.Add(5 * time.Minute)})
+	// A send reached the leader after the check: it refused to unload, the followers did.
+	expect(t, m, UnloadResult{Epoch: 11, Unloaded: []uint64{2, 3}, Errors: map[uint64]error{1: errTest}},
+		"cas(c@11 state=ACTIVATING leader=0)")
+	expect(t, m, accepted(m), "load(c@12 on [1 2 3])")
+	expect(t, m, GroupsLoaded{Epoch: 12, Statuses: map[uint64]*replicav1.GroupStatus{
+		1: st(5, 101, 101), 2: st(5, 100, 100), 3: st(5, 100, 100)}}, "cas(c@12 leader=1)")
+	expect(t, m, accepted(m), "campaign(c@13 on 1)")
+	expect(t, m, CampaignResult{Node: 1, Epoch: 13, Leader: true, Term: 6}, "confirm(c@13 on 1 term>=6)")
+	expect(t, m, ConfirmResult{Node: 1, Epoch: 13, Status: leaderSt(1, 6, 102, nil)}, "cas(c@13 state=ACTIVE leader=1 term=6 seq=40)")
+	expect(t, m, accepted(m), "answer(c [1] leader=1 term=6 epoch=14)")
+}

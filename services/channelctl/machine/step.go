@@ -1,0 +1,528 @@
+package machine
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
+	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
+)
+
+// One function per state, as raft.go has one per role. Step has already handled what is the
+// same in every state: fencing, cancelled waiters, activity, dead and alive nodes, and the
+// validation of CAS results (refused ones never reach these functions, accepted ones arrive
+// with m.ch already updated).
+
+const (
+	stateHibernated  = arbiterv1.ChannelState_CHANNEL_STATE_HIBERNATED
+	stateActivating  = arbiterv1.ChannelState_CHANNEL_STATE_ACTIVATING
+	stateActive      = arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE
+	stateElecting    = arbiterv1.ChannelState_CHANNEL_STATE_ELECTING
+	stateHibernating = arbiterv1.ChannelState_CHANNEL_STATE_HIBERNATING
+)
+
+// stepHibernated: nothing is loaded and nothing leads; the only way out is activation.
+func stepHibernated(m *Machine, ev Event) ([]Action, error) {
+	switch e := ev.(type) {
+	case Resolve:
+		m.waiters = append(m.waiters, e.Waiter)
+		return m.beginActivating("resolve"), nil
+	case Activate:
+		return m.beginActivating("activate"), nil
+	case NodeDead, NodeAlive, Retry:
+		// No leader to lose and nothing in flight: the dead set is all that changes.
+		return nil, nil
+	case IdleTimeout, Hibernate, MoveLeader:
+		return nil, m.refuse(ErrNotActive, "%s", eventName(ev))
+	}
+	return nil, m.unexpected(ev)
+}
+
+// stepActivating: the claim, then the groups are loaded (the load reports positions, so no
+// separate query is needed) and the election runs.
+func stepActivating(m *Machine, ev Event) ([]Action, error) {
+	switch e := ev.(type) {
+	case CASResult:
+		if m.phase == phaseClaim {
+			return m.gather()
+		}
+	case GroupsLoaded:
+		if m.phase != phaseGather {
+			return nil, m.unexpected(ev)
+		}
+		if e.Epoch != m.ch.GetEpoch() {
+			return nil, m.staleEpoch(ev, e.Epoch)
+		}
+		return m.decide(e.Statuses)
+	}
+	return stepElection(m, ev)
+}
+
+// stepElecting: the claim, then either the ordered transfer of a move or an election from the
+// replicas' positions.
+func stepElecting(m *Machine, ev Event) ([]Action, error) {
+	switch e := ev.(type) {
+	case CASResult:
+		if m.phase == phaseClaim {
+			if m.moveFrom != 0 {
+				m.phase = phaseTransfer
+				return []Action{TransferLeader{ChannelID: m.ch.GetChannelId(), From: m.moveFrom, To: m.candidate,
+					Epoch: m.ch.GetEpoch()}}, nil
+			}
+			return m.gather()
+		}
+	case PositionsReported:
+		if m.phase != phaseGather {
+			return nil, m.unexpected(ev)
+		}
+		if e.Epoch != m.ch.GetEpoch() {
+			return nil, m.staleEpoch(ev, e.Epoch)
+		}
+		return m.decide(e.Statuses)
+	case TransferResult:
+		if m.phase != phaseTransfer {
+			return nil, m.unexpected(ev)
+		}
+		if e.Epoch != m.ch.GetEpoch() {
+			return nil, m.staleEpoch(ev, e.Epoch)
+		}
+		if e.Target != m.candidate {
+			return nil, m.refuse(ErrUnexpectedEvent, "transfer result for node %d, moving to %d", e.Target, m.candidate)
+		}
+		if e.Err != nil {
+			// The old leader probably still leads; an ordinary election prefers it when it is
+			// still the most up to date, so falling back costs nothing but a term.
+			return m.retry(fmt.Sprintf("transfer to %d: %v", e.Target, e.Err))
+		}
+		m.phase = phaseConfirm
+		return []Action{m.confirm(m.candidate)}, nil
+	}
+	return stepElection(m, ev)
+}
+
+// stepElection is what activating and electing share: everything from the decided candidate to
+// the settled leader, and the requests that may arrive meanwhile.
+func stepElection(m *Machine, ev Event) ([]Action, error) {
+	switch e := ev.(type) {
+	case Resolve:
+		m.waiters = append(m.waiters, e.Waiter)
+		return m.kick()
+	case Activate, NodeAlive:
+		// A returning node may be what restores the majority a stalled election lacked.
+		return m.kick()
+	case Retry:
+		if m.phase != phaseStalled {
+			return nil, m.refuse(ErrBusy, "retry while %s is in flight", m.phase)
+		}
+		return m.kick()
+	case NodeDead:
+		if e.Node == m.candidate && (m.phase == phaseCampaign || m.phase == phaseTransfer || m.phase == phaseConfirm) {
+			// Waiting for the order to time out against a dead node would only delay the channel.
+			return m.retry(fmt.Sprintf("candidate %d died", e.Node))
+		}
+		return nil, nil
+	case IdleTimeout, Hibernate, MoveLeader:
+		return nil, m.refuse(ErrNotActive, "%s", eventName(ev))
+	case CASResult:
+		switch m.phase {
+		case phaseDecide:
+			if m.dead[m.candidate] {
+				return m.retry(fmt.Sprintf("candidate %d died", m.candidate))
+			}
+			m.phase = phaseCampaign
+			return []Action{Campaign{ChannelID: m.ch.GetChannelId(), Node: m.candidate, Epoch: m.ch.GetEpoch()}}, nil
+		case phaseSettle:
+			m.become(stateActive)
+			m.phase = phaseIdle
+			m.clearWork()
+			return m.answer(), nil
+		}
+	case CampaignResult:
+		if m.phase != phaseCampaign {
+			return nil, m.unexpected(ev)
+		}
+		if e.Epoch != m.ch.GetEpoch() {
+			return nil, m.staleEpoch(ev, e.Epoch)
+		}
+		if e.Node != m.candidate {
+			return nil, m.refuse(ErrUnexpectedEvent, "campaign result from node %d, candidate is %d", e.Node, m.candidate)
+		}
+		if e.Err != nil || !e.Leader {
+			return m.retry(fmt.Sprintf("campaign on %d lost: %v", e.Node, e.Err))
+		}
+		if e.Term <= m.ch.GetLeaderTerm() {
+			return nil, m.refuse(ErrStaleTerm, "node %d leads in term %d, recorded term is %d", e.Node, e.Term, m.ch.GetLeaderTerm())
+		}
+		m.minTerm = e.Term
+		m.phase = phaseConfirm
+		return []Action{m.confirm(m.candidate)}, nil
+	case ConfirmResult:
+		if m.phase != phaseConfirm {
+			return nil, m.unexpected(ev)
+		}
+		if e.Epoch != m.ch.GetEpoch() {
+			return nil, m.staleEpoch(ev, e.Epoch)
+		}
+		if e.Node != m.candidate {
+			return nil, m.refuse(ErrUnexpectedEvent, "confirmation from node %d, candidate is %d", e.Node, m.candidate)
+		}
+		if !leads(e.Status, m.minTerm) {
+			return m.retry(fmt.Sprintf("node %d not leading in term >= %d (role %v, term %d)",
+				e.Node, m.minTerm, e.Status.GetRole(), e.Status.GetTerm()))
+		}
+		m.phase = phaseSettle
+		return []Action{m.cas(&arbiterv1.ChannelChange{
+			State:        stateActive.Enum(),
+			LeaderNodeId: ptr(m.candidate),
+			LeaderTerm:   ptr(e.Status.GetTerm()),
+			LastSeq:      ptr(e.Status.GetLastSeq()),
+		})}, nil
+	}
+	return nil, m.unexpected(ev)
+}
+
+// stepActive: a confirmed leader serves. Only one check runs at a time (moving, hibernating,
+// verifying the leader); losing the leader overrides any of them.
+func stepActive(m *Machine, ev Event) ([]Action, error) {
+	leader := m.ch.GetLeaderNodeId()
+	switch e := ev.(type) {
+	case Resolve:
+		if e.StaleLeader != 0 && e.StaleLeader == leader {
+			// The client was refused by the recorded leader: check before sending it back there.
+			m.waiters = append(m.waiters, e.Waiter)
+			switch m.phase {
+			case phaseIdle:
+				return []Action{m.verify()}, nil
+			case phaseVerify:
+				return nil, nil
+			default:
+				m.verifyWanted = true
+				return nil, nil
+			}
+		}
+		if m.phase == phaseVerify {
+			m.waiters = append(m.waiters, e.Waiter)
+			return nil, nil
+		}
+		// The activity recorded by Step makes a hibernation check in flight come back as not
+		// idle. Waiters queued for a pending leader check stay queued.
+		return []Action{AnswerWaiters{ChannelID: m.ch.GetChannelId(), Waiters: []uint64{e.Waiter}, Leader: leader,
+			Term: m.ch.GetLeaderTerm(), Epoch: m.ch.GetEpoch()}}, nil
+	case Activate, NodeAlive:
+		return nil, nil
+	case Retry:
+		if m.dead[leader] {
+			// Only reachable after a refused CAS adopted a record whose leader is dead.
+			return m.beginElecting(fmt.Sprintf("leader %d dead", leader)), nil
+		}
+		return nil, nil
+	case NodeDead:
+		if e.Node != leader {
+			return nil, nil
+		}
+		return m.beginElecting(fmt.Sprintf("leader %d dead", e.Node)), nil
+	case IdleTimeout:
+		if m.phase != phaseIdle {
+			return nil, m.refuse(ErrBusy, "idle timeout while %s is in flight", m.phase)
+		}
+		if idle := e.Now.Sub(m.lastActivity); idle < m.cfg.HibernateAfter {
+			return nil, m.refuse(ErrNotIdle, "idle for %v of %v", idle, m.cfg.HibernateAfter)
+		}
+		return m.checkIdle(e.Now, false)
+	case Hibernate:
+		if m.phase != phaseIdle {
+			return nil, m.refuse(ErrBusy, "hibernate while %s is in flight", m.phase)
+		}
+		return m.checkIdle(m.lastActivity, true)
+	case MoveLeader:
+		if m.phase != phaseIdle {
+			return nil, m.refuse(ErrBusy, "move to %d while %s is in flight", e.Target, m.phase)
+		}
+		if !m.isMember(e.Target) {
+			return nil, m.refuse(ErrNotReplica, "move to %d, replicas %v", e.Target, m.members())
+		}
+		if e.Target == leader {
+			return nil, nil
+		}
+		if m.dead[e.Target] {
+			return nil, m.refuse(ErrNodeDead, "move to %d", e.Target)
+		}
+		m.moveTarget = e.Target
+		m.phase = phaseMoveCheck
+		nodes := []uint64{leader, e.Target}
+		slices.Sort(nodes)
+		return []Action{QueryPositions{ChannelID: m.ch.GetChannelId(), Nodes: nodes, Epoch: m.ch.GetEpoch()}}, nil
+	case PositionsReported:
+		if m.phase != phaseIdleCheck && m.phase != phaseMoveCheck {
+			return nil, m.unexpected(ev)
+		}
+		if e.Epoch != m.ch.GetEpoch() {
+			return nil, m.staleEpoch(ev, e.Epoch)
+		}
+		if m.phase == phaseIdleCheck {
+			return m.onIdleCheck(e.Statuses)
+		}
+		return m.onMoveCheck(e.Statuses)
+	case ConfirmResult:
+		if m.phase != phaseVerify {
+			return nil, m.unexpected(ev)
+		}
+		if e.Epoch != m.ch.GetEpoch() {
+			return nil, m.staleEpoch(ev, e.Epoch)
+		}
+		if e.Node != leader {
+			return nil, m.refuse(ErrUnexpectedEvent, "confirmation from node %d, leader is %d", e.Node, leader)
+		}
+		if !leads(e.Status, m.ch.GetLeaderTerm()) {
+			return m.beginElecting(fmt.Sprintf("leader %d stopped leading", leader)), nil
+		}
+		m.phase = phaseIdle
+		return m.answer(), nil
+	}
+	return nil, m.unexpected(ev)
+}
+
+// stepHibernating: the claim, the unload, then the CAS that records the channel hibernated.
+func stepHibernating(m *Machine, ev Event) ([]Action, error) {
+	switch e := ev.(type) {
+	case CASResult:
+		switch m.phase {
+		case phaseClaim:
+			m.phase = phaseUnload
+			return []Action{Unload{ChannelID: m.ch.GetChannelId(), Nodes: m.members(), Epoch: m.ch.GetEpoch()}}, nil
+		case phaseRest:
+			m.become(stateHibernated)
+			m.phase = phaseIdle
+			m.clearWork()
+			if len(m.waiters) > 0 {
+				return m.beginActivating("resolve while hibernating"), nil
+			}
+			return nil, nil
+		}
+	case UnloadResult:
+		if m.phase != phaseUnload {
+			return nil, m.unexpected(ev)
+		}
+		if e.Epoch != m.ch.GetEpoch() {
+			return nil, m.staleEpoch(ev, e.Epoch)
+		}
+		var refused []uint64
+		for _, n := range m.members() {
+			if !slices.Contains(e.Unloaded, n) {
+				refused = append(refused, n)
+			}
+		}
+		if len(refused) > 0 {
+			// Nobody knows now which replicas still hold the group in memory, or whether its
+			// leader does. Activation is the one path that rebuilds that from nothing.
+			return m.beginActivating(fmt.Sprintf("unload refused on %v", refused)), nil
+		}
+		m.phase = phaseRest
+		return []Action{m.cas(&arbiterv1.ChannelChange{State: stateHibernated.Enum(), LastSeq: ptr(m.lastSeq)})}, nil
+	case Resolve, Activate:
+		if r, ok := e.(Resolve); ok {
+			m.waiters = append(m.waiters, r.Waiter)
+		}
+		if m.phase == phaseStalled {
+			return m.beginActivating("wake while hibernating"), nil
+		}
+		// Queued: answered once hibernated and activated again.
+		return nil, nil
+	case Retry:
+		if m.phase != phaseStalled {
+			return nil, m.refuse(ErrBusy, "retry while %s is in flight", m.phase)
+		}
+		// Unloading is idempotent and the replicas recheck that everyone is caught up.
+		m.phase = phaseUnload
+		return []Action{Unload{ChannelID: m.ch.GetChannelId(), Nodes: m.members(), Epoch: m.ch.GetEpoch()}}, nil
+	case NodeDead, NodeAlive:
+		// A dead replica makes the unload fail, which reactivates the channel.
+		return nil, nil
+	case IdleTimeout, Hibernate, MoveLeader:
+		return nil, m.refuse(ErrNotActive, "%s", eventName(ev))
+	}
+	return nil, m.unexpected(ev)
+}
+
+// beginActivating claims the activation. The CAS comes first so that the loads go out under a
+// fresh epoch: a replica can then refuse a late Unload from an older hibernation.
+func (m *Machine) beginActivating(reason string) []Action {
+	m.lastLeader = m.ch.GetLeaderNodeId()
+	m.clearWork()
+	m.reason = reason
+	m.become(stateActivating)
+	m.phase = phaseClaim
+	return []Action{m.cas(&arbiterv1.ChannelChange{State: stateActivating.Enum(), LeaderNodeId: ptr[uint64](0)})}
+}
+
+// beginElecting claims an election and clears the recorded leader, so that gateways stop
+// routing to it and resolve instead.
+func (m *Machine) beginElecting(reason string) []Action {
+	m.lastLeader = m.ch.GetLeaderNodeId()
+	m.clearWork()
+	m.reason = reason
+	m.become(stateElecting)
+	m.phase = phaseClaim
+	return []Action{m.cas(&arbiterv1.ChannelChange{State: stateElecting.Enum(), LeaderNodeId: ptr[uint64](0)})}
+}
+
+// gather (re)starts an election by collecting positions: loading the groups when activating
+// (the load answers with the status), querying them when electing.
+func (m *Machine) gather() ([]Action, error) {
+	m.candidate, m.minTerm, m.moveFrom = 0, 0, 0
+	alive := m.alive()
+	if 2*len(alive) <= len(m.ch.GetReplicaNodeIds()) {
+		// No point asking: even if every live replica answers there is no majority.
+		return m.stall(fmt.Errorf("%d of %d replicas alive: %w", len(alive), len(m.ch.GetReplicaNodeIds()), ErrNoMajority))
+	}
+	m.phase = phaseGather
+	if m.state == stateActivating {
+		return []Action{LoadGroups{ChannelID: m.ch.GetChannelId(), GroupID: m.ch.GetGroupId(), Replicas: m.members(),
+			Nodes: alive, Epoch: m.ch.GetEpoch()}}, nil
+	}
+	return []Action{QueryPositions{ChannelID: m.ch.GetChannelId(), Nodes: alive, Epoch: m.ch.GetEpoch()}}, nil
+}
+
+// decide chooses the candidate from the reported statuses and records it before it campaigns.
+func (m *Machine) decide(statuses map[uint64]*replicav1.GroupStatus) ([]Action, error) {
+	positions := map[uint64]Position{}
+	reachable := map[uint64]bool{}
+	for n, st := range statuses {
+		// A node declared dead is left out even if it answered: the arbiter has already given
+		// its lease up, so it must not come back as a leader behind the arbiter's back.
+		if st != nil && m.isMember(n) && !m.dead[n] {
+			positions[n] = PositionOf(st)
+			reachable[n] = true
+		}
+	}
+	c, err := ChooseLeader(m.ch.GetReplicaNodeIds(), positions, reachable, m.preference())
+	if err != nil {
+		return m.stall(err)
+	}
+	m.candidate = c
+	m.phase = phaseDecide
+	return []Action{m.cas(&arbiterv1.ChannelChange{LeaderNodeId: ptr(c)})}, nil
+}
+
+// retry gives up on the current candidate and gathers positions again, within the bound.
+func (m *Machine) retry(why string) ([]Action, error) {
+	m.attempts++
+	if m.attempts >= m.maxAttempts() {
+		return m.stall(fmt.Errorf("%d attempts, last: %s: %w", m.attempts, why, ErrElectionFailed))
+	}
+	return m.gather()
+}
+
+// kick resumes a stalled transition; work in flight is left alone.
+func (m *Machine) kick() ([]Action, error) {
+	if m.phase != phaseStalled {
+		return nil, nil
+	}
+	m.attempts = 0
+	return m.gather()
+}
+
+// stall stops the transition and fails the waiters: with no clock the machine cannot wait
+// them out, and a clear error lets the gateway retry within its own deadline.
+func (m *Machine) stall(cause error) ([]Action, error) {
+	m.phase = phaseStalled
+	m.candidate, m.minTerm, m.moveFrom = 0, 0, 0
+	err := m.refuse(cause, "%s", "election stalled")
+	return m.fail(err), err
+}
+
+func (m *Machine) confirm(node uint64) Action {
+	return ConfirmLeader{ChannelID: m.ch.GetChannelId(), Node: node, MinTerm: m.minTerm, Epoch: m.ch.GetEpoch()}
+}
+
+// verify asks the recorded leader whether it still leads.
+func (m *Machine) verify() Action {
+	m.phase = phaseVerify
+	m.verifyWanted = false
+	return ConfirmLeader{ChannelID: m.ch.GetChannelId(), Node: m.ch.GetLeaderNodeId(), MinTerm: m.ch.GetLeaderTerm(),
+		Epoch: m.ch.GetEpoch()}
+}
+
+// checkIdle starts the hibernation check. A dead replica cannot report that it holds the whole
+// log, so the check would fail anyway; refusing here saves the round trip.
+func (m *Machine) checkIdle(now time.Time, forced bool) ([]Action, error) {
+	for _, n := range m.members() {
+		if m.dead[n] {
+			return nil, m.refuse(ErrNotCaughtUp, "replica %d is dead", n)
+		}
+	}
+	m.idleNow, m.idleForced = now, forced
+	m.phase = phaseIdleCheck
+	return []Action{QueryPositions{ChannelID: m.ch.GetChannelId(), Nodes: m.members(), Epoch: m.ch.GetEpoch()}}, nil
+}
+
+// doneChecking ends an active-state check that left the channel active, running the leader
+// check a stale Resolve asked for meanwhile.
+func (m *Machine) doneChecking() []Action {
+	m.phase = phaseIdle
+	m.moveTarget = 0
+	if m.verifyWanted {
+		return []Action{m.verify()}
+	}
+	return nil
+}
+
+func (m *Machine) onIdleCheck(statuses map[uint64]*replicav1.GroupStatus) ([]Action, error) {
+	var lastSeq uint64
+	for _, st := range statuses {
+		if t := st.GetLastActivityTime(); t != nil && t.AsTime().After(m.lastActivity) {
+			m.lastActivity = t.AsTime()
+		}
+		lastSeq = max(lastSeq, st.GetLastSeq())
+	}
+	if !m.idleForced {
+		if idle := m.idleNow.Sub(m.lastActivity); idle < m.cfg.HibernateAfter {
+			acts := m.doneChecking()
+			return acts, m.refuse(ErrNotIdle, "active %v before the idle timeout", m.cfg.HibernateAfter-idle)
+		}
+	}
+	if err := CanHibernate(m.ch.GetReplicaNodeIds(), statuses); err != nil {
+		acts := m.doneChecking()
+		return acts, m.refuse(err, "%s", "hibernation refused")
+	}
+	m.clearWork()
+	m.lastSeq = lastSeq
+	m.reason = "idle"
+	m.become(stateHibernating)
+	m.phase = phaseClaim
+	return []Action{m.cas(&arbiterv1.ChannelChange{State: stateHibernating.Enum()})}, nil
+}
+
+func (m *Machine) onMoveCheck(statuses map[uint64]*replicav1.GroupStatus) ([]Action, error) {
+	leader, target := m.ch.GetLeaderNodeId(), m.moveTarget
+	ls, ts := statuses[leader], statuses[target]
+	switch {
+	case m.dead[target]:
+		acts := m.doneChecking()
+		return acts, m.refuse(ErrNodeDead, "move target %d died", target)
+	case ls == nil || ts == nil:
+		acts := m.doneChecking()
+		return acts, m.refuse(ErrTargetLagging, "leader %d or target %d did not report", leader, target)
+	case !CaughtUp(PositionOf(ls), PositionOf(ts)):
+		acts := m.doneChecking()
+		return acts, m.refuse(ErrTargetLagging, "target %d at %v, leader %d at %v", target, PositionOf(ts), leader, PositionOf(ls))
+	}
+	m.lastLeader = leader
+	m.clearWork()
+	m.reason = fmt.Sprintf("move to %d", target)
+	m.moveFrom, m.candidate = leader, target
+	// A transfer makes the target campaign, which always raises the term.
+	m.minTerm = m.ch.GetLeaderTerm() + 1
+	m.become(stateElecting)
+	m.phase = phaseClaim
+	// Unlike a failover the candidate is known and checked, so the claim records it at once.
+	return []Action{m.cas(&arbiterv1.ChannelChange{State: stateElecting.Enum(), LeaderNodeId: ptr(target)})}, nil
+}
+
+// leads reports whether a status shows its node leading in a term of at least minTerm.
+func leads(st *replicav1.GroupStatus, minTerm uint64) bool {
+	return st.GetRole() == replicav1.Role_ROLE_LEADER && st.GetTerm() >= minTerm
+}
+
+func ptr[T any](v T) *T { return &v }
