@@ -11,11 +11,11 @@ import (
 )
 
 // Memory is a Store that keeps everything in memory, for tests. Released groups keep their data
-// (as a disk would), so hibernation and restarts can be simulated: Crash drops every open Log
-// but keeps what was saved.
+// (as a disk would), so hibernation and restarts can be simulated by opening the groups again.
 type Memory struct {
 	mu     sync.Mutex
 	groups map[uint64]*memLog
+	state  memState
 	closed bool
 }
 
@@ -155,6 +155,7 @@ func (m *Memory) Delete(groupID uint64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.groups, groupID)
+	m.deleteState(groupID)
 	return nil
 }
 

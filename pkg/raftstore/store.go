@@ -22,7 +22,9 @@ type Store interface {
 	// Save writes the updates of many groups as one batch. It MUST NOT return before the whole
 	// batch is on stable storage (one fsync for the batch), and it MUST apply each update
 	// entirely or not at all. Entries of an update replace any stored entries of that group from
-	// the first new index on (raft's log truncation); a snapshot replaces the log up to its index.
+	// the first new index on (raft's log truncation); a snapshot replaces the whole log, entries
+	// after its index included (raft installs one only when its log does not hold the
+	// snapshot's index and term), as raft.MemoryStorage.ApplySnapshot does.
 	Save(updates []Update) error
 	// Release drops a group's in-memory state (hibernation); its data stays on disk and a later
 	// Open reloads it. Logs handed out before Release must no longer be used.

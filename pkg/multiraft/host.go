@@ -1,0 +1,550 @@
+package multiraft
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/triarch-io/triarch/pkg/raftstore"
+)
+
+// BootstrapIndex is the log position of a new group's initial configuration. The host
+// bootstraps a group by storing a snapshot at this index that holds only the voter set, so
+// the first entry of a group's log, and the first entry the Applier sees, is
+// BootstrapIndex+1.
+const BootstrapIndex uint64 = 1
+
+// GroupSpec names a group and, for a group with no data on this replica yet, its voters.
+type GroupSpec struct {
+	GroupID uint64
+	// Voters bootstraps a brand-new group; it must hold this node and be the same on every
+	// replica. It is ignored for a group that already has data (raft's stored
+	// configuration is authoritative).
+	Voters []uint64
+}
+
+// Status is a snapshot of one group on this replica.
+type Status struct {
+	GroupID uint64
+	NodeID  uint64
+	Role    raft.StateType
+	Term    uint64
+	Vote    uint64
+	// Leader is the leader this replica knows of in Term, 0 when none.
+	Leader uint64
+	// LastIndex and LastTerm are the position of the last entry of the local log, including
+	// entries not yet on stable storage.
+	LastIndex uint64
+	LastTerm  uint64
+	Commit    uint64
+	Applied   uint64
+	// LeadTransferee is the target of a leader transfer in progress, 0 when none.
+	LeadTransferee uint64
+	// Progress holds every replica's progress, the leader's own included; only on the leader.
+	Progress map[uint64]FollowerProgress
+}
+
+// FollowerProgress is the leader's view of one replica.
+type FollowerProgress struct {
+	Match   uint64
+	Next    uint64
+	State   tracker.StateType
+	Learner bool
+}
+
+// Host runs many raft groups of one replica on a fixed set of goroutines. See the package
+// documentation.
+type Host struct {
+	cfg     Config
+	log     *slog.Logger
+	shards  []*shard
+	appends *appendStage
+	applies *applyStage
+
+	// saveMu keeps Store.Save to one caller at a time, as the Store contract asks, when
+	// LoadGroups writes bootstrap state while the append stage runs.
+	saveMu sync.Mutex
+	// lifeMu serialises LoadGroups and UnloadGroup: a group's Log must never be opened by a
+	// load while an unload releases it.
+	lifeMu sync.Mutex
+
+	running  atomic.Bool
+	stopped  chan struct{}
+	stopOnce sync.Once
+
+	mu        sync.Mutex // guards fatal and cancelRun
+	fatal     error
+	cancelRun context.CancelCauseFunc
+}
+
+// New returns a host with no groups. Drive it with Run, or with ProcessRound if
+// Config.Manual is set.
+func New(cfg Config) (*Host, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	h := &Host{cfg: c, log: c.Logger.With("node", c.NodeID), stopped: make(chan struct{})}
+	h.shards = make([]*shard, c.Workers)
+	for i := range h.shards {
+		h.shards[i] = newShard(h)
+	}
+	h.appends = newAppendStage(h)
+	h.applies = newApplyStage(h)
+	return h, nil
+}
+
+// NodeID returns this replica's raft id.
+func (h *Host) NodeID() uint64 { return h.cfg.NodeID }
+
+func (h *Host) shardFor(groupID uint64) *shard { return h.shards[h.shardIndex(groupID)] }
+
+func (h *Host) shardIndex(groupID uint64) int {
+	// Fibonacci hashing spreads sequential group ids evenly over the workers.
+	return int((groupID * 0x9E3779B97F4A7C15 >> 32) % uint64(len(h.shards)))
+}
+
+// Run drives the host until ctx ends or a storage or apply error stops it: one goroutine per
+// worker, one append stage and one apply stage. It returns that error, or nil. The host is
+// stopped for good when Run returns: pending proposals fail with ErrStopped. Calls made
+// before Run starts wait for it.
+func (h *Host) Run(ctx context.Context) error {
+	if h.cfg.Manual {
+		return errors.New("multiraft: Run on a manual host")
+	}
+	if h.isStopped() {
+		return h.stopErr()
+	}
+	if !h.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	h.mu.Lock()
+	h.cancelRun = cancel
+	h.mu.Unlock()
+
+	var wg sync.WaitGroup
+	for _, s := range h.shards {
+		wg.Go(func() { s.loop(ctx) })
+	}
+	wg.Go(func() { h.appends.loop(ctx) })
+	wg.Go(func() { h.applies.loop(ctx) })
+	h.log.InfoContext(ctx, "multiraft host running", "workers", len(h.shards))
+	<-ctx.Done()
+	wg.Wait()
+	h.stop()
+	h.log.Info("multiraft host stopped", "err", h.Err())
+	return h.Err()
+}
+
+// ProcessRound runs one round of every stage inline on a manual host (Config.Manual), for
+// deterministic tests: every worker
+// takes what it has queued and handles its groups' Readies (sending messages at once), then
+// the append stage saves everything queued in as few Saves as its batch limit allows, then
+// the apply stage applies everything queued. Storage responses reach the workers in the
+// next round. It reports whether anything was done.
+//
+// On a manual host every method that touches groups runs on the calling goroutine: call
+// them all from the goroutine that calls ProcessRound. Step, ReportUnreachable, Tick and
+// ProposeAsync only queue, and are safe from any goroutine.
+func (h *Host) ProcessRound() (bool, error) {
+	if !h.cfg.Manual {
+		return false, ErrRunning
+	}
+	if h.isStopped() {
+		return false, h.stopErr()
+	}
+	worked := false
+	for _, s := range h.shards {
+		if s.round() {
+			worked = true
+		}
+	}
+	if h.Err() != nil {
+		h.stop()
+		return true, h.stopErr()
+	}
+	for _, drain := range []func() (bool, error){h.appends.drain, h.applies.drain} {
+		for {
+			w, err := drain()
+			if err != nil {
+				h.fail(err)
+				h.stop()
+				return true, h.stopErr()
+			}
+			if !w {
+				break
+			}
+			worked = true
+		}
+	}
+	return worked, nil
+}
+
+// Err returns the error that stopped the host, if any.
+func (h *Host) Err() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.fatal
+}
+
+func (h *Host) fail(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.fatal != nil {
+		return
+	}
+	h.fatal = err
+	h.log.Error("multiraft host failed", "err", err)
+	if h.cancelRun != nil {
+		h.cancelRun(err)
+	}
+}
+
+func (h *Host) isStopped() bool {
+	select {
+	case <-h.stopped:
+		return true
+	default:
+		return false
+	}
+}
+
+func (h *Host) stopErr() error {
+	if err := h.Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrStopped, err)
+	}
+	return ErrStopped
+}
+
+// stop fails everything pending. It runs once no worker runs any more.
+func (h *Host) stop() {
+	h.stopOnce.Do(func() {
+		err := h.stopErr()
+		for _, s := range h.shards {
+			s.shutdown(err)
+		}
+		close(h.stopped)
+	})
+}
+
+// exec runs fn on the worker that owns shard s: queued to it (and run once Run has started
+// it), or inline on a manual host, whose caller is the only goroutine driving it. fn still
+// runs if ctx ends first; only the wait is abandoned.
+func (h *Host) exec(ctx context.Context, s *shard, fn func() error) error {
+	if h.cfg.Manual {
+		if h.isStopped() {
+			return h.stopErr()
+		}
+		return fn()
+	}
+	done := make(chan error, 1)
+	if !s.pushOp(func() { done <- fn() }) {
+		return h.stopErr()
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-h.stopped:
+		return h.stopErr()
+	}
+}
+
+// Tick advances the clock of every group this replica leads, for heartbeats and
+// retransmission. Followers and candidates are never ticked, so no group ever elects itself.
+// The caller ticks on its own clock (a time.Ticker in the service, directly in tests).
+func (h *Host) Tick() {
+	for _, s := range h.shards {
+		s.addTick()
+	}
+}
+
+// Step hands messages received from peers to their groups' workers. It only queues and never
+// waits for raft work. Messages that are malformed, not addressed to this node, for a group
+// not loaded here, or beyond a worker's queue limit are dropped; raft recovers from loss.
+func (h *Host) Step(envs ...Envelope) {
+	for len(envs) > 0 {
+		s := h.shardFor(envs[0].GroupID)
+		n := 1
+		for n < len(envs) && h.shardFor(envs[n].GroupID) == s {
+			n++
+		}
+		s.pushMsgs(envs[:n])
+		envs = envs[n:]
+	}
+}
+
+// ReportUnreachable tells the group's leader that a message to nodeID was dropped, so it
+// probes that follower instead of streaming to it. The Transport calls it.
+func (h *Host) ReportUnreachable(groupID, nodeID uint64) {
+	h.shardFor(groupID).pushUnreachable(groupID, nodeID)
+}
+
+// LoadGroup loads one group; see LoadGroups.
+func (h *Host) LoadGroup(ctx context.Context, spec GroupSpec) error {
+	return h.LoadGroups(ctx, []GroupSpec{spec})
+}
+
+// LoadGroups loads groups into memory. A group with no data on this replica is bootstrapped
+// with spec.Voters: the bootstrap state of all new groups is written in one Store.Save
+// before they start. A group with data is restored from the Store, and raft resumes after
+// what the Applier reports applied. Loading a loaded group does nothing. Groups that fail
+// are reported together; the others are loaded.
+func (h *Host) LoadGroups(ctx context.Context, specs []GroupSpec) error {
+	h.lifeMu.Lock()
+	defer h.lifeMu.Unlock()
+
+	ids := make([]uint64, 0, len(specs))
+	for _, sp := range specs {
+		ids = append(ids, sp.GroupID)
+	}
+	loaded, err := h.loadedAmong(ctx, ids)
+	if err != nil {
+		return err
+	}
+
+	type opened struct {
+		id  uint64
+		log raftstore.Log
+	}
+	var (
+		errs  []error
+		todo  []opened
+		boots []raftstore.Update
+	)
+	seen := make(map[uint64]bool, len(specs))
+	for _, sp := range specs {
+		if loaded[sp.GroupID] || seen[sp.GroupID] {
+			continue
+		}
+		seen[sp.GroupID] = true
+		if sp.GroupID == 0 {
+			errs = append(errs, errors.New("multiraft: group id 0"))
+			continue
+		}
+		log, err := h.cfg.Store.Open(sp.GroupID)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("multiraft: group %d: open: %w", sp.GroupID, err))
+			continue
+		}
+		empty, err := isEmptyLog(log)
+		if err == nil && empty {
+			var boot raftstore.Update
+			if boot, err = h.bootstrapUpdate(sp); err == nil {
+				boots = append(boots, boot)
+			}
+		}
+		if err != nil {
+			h.cfg.Store.Release(sp.GroupID)
+			errs = append(errs, fmt.Errorf("multiraft: group %d: %w", sp.GroupID, err))
+			continue
+		}
+		todo = append(todo, opened{sp.GroupID, log})
+	}
+
+	if len(boots) > 0 {
+		h.saveMu.Lock()
+		err := h.cfg.Store.Save(boots)
+		h.saveMu.Unlock()
+		if err != nil {
+			for _, o := range todo {
+				h.cfg.Store.Release(o.id)
+			}
+			return errors.Join(append(errs, fmt.Errorf("multiraft: bootstrap %d groups: %w", len(boots), err))...)
+		}
+	}
+
+	perShard := make(map[*shard][]*group)
+	for _, o := range todo {
+		g, err := h.newGroup(o.id, o.log)
+		if err != nil {
+			h.cfg.Store.Release(o.id)
+			errs = append(errs, err)
+			continue
+		}
+		s := h.shardFor(o.id)
+		perShard[s] = append(perShard[s], g)
+	}
+	for _, s := range h.shards {
+		gs := perShard[s]
+		if len(gs) == 0 {
+			continue
+		}
+		if err := h.exec(ctx, s, func() error { s.install(gs); return nil }); err != nil {
+			// The install may still run later; the groups then load as asked.
+			errs = append(errs, fmt.Errorf("multiraft: install %d groups: %w", len(gs), err))
+		}
+	}
+	h.log.DebugContext(ctx, "groups loaded", "groups", len(todo), "bootstrapped", len(boots))
+	return errors.Join(errs...)
+}
+
+func (h *Host) loadedAmong(ctx context.Context, ids []uint64) (map[uint64]bool, error) {
+	byShard := make(map[*shard][]uint64)
+	for _, id := range ids {
+		s := h.shardFor(id)
+		byShard[s] = append(byShard[s], id)
+	}
+	loaded := make(map[uint64]bool)
+	for s, ids := range byShard {
+		var found []uint64
+		err := h.exec(ctx, s, func() error {
+			for _, id := range ids {
+				if s.groups[id] != nil {
+					found = append(found, id)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range found {
+			loaded[id] = true
+		}
+	}
+	return loaded, nil
+}
+
+// bootstrapUpdate writes a new group's voters as the ConfState of a snapshot at
+// BootstrapIndex, with term 1. Every replica writes the very same state, so the logs agree
+// at BootstrapIndex without any entry, and raft restores the voters from the Store on every
+// reload (conf change entries in the log would only be replayed from the log, which a
+// reload that resumes after the applied index skips).
+func (h *Host) bootstrapUpdate(sp GroupSpec) (raftstore.Update, error) {
+	voters := slices.Clone(sp.Voters)
+	slices.Sort(voters)
+	voters = slices.Compact(voters)
+	if len(voters) == 0 || voters[0] == 0 {
+		return raftstore.Update{}, fmt.Errorf("bootstrap: invalid voters %v", sp.Voters)
+	}
+	if _, ok := slices.BinarySearch(voters, h.cfg.NodeID); !ok {
+		return raftstore.Update{}, fmt.Errorf("bootstrap: node %d not among voters %v", h.cfg.NodeID, voters)
+	}
+	return raftstore.Update{
+		GroupID:   sp.GroupID,
+		HardState: &raftpb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(BootstrapIndex)},
+		Snapshot: &raftpb.Snapshot{Metadata: &raftpb.SnapshotMetadata{
+			Index:     proto.Uint64(BootstrapIndex),
+			Term:      proto.Uint64(1),
+			ConfState: &raftpb.ConfState{Voters: voters},
+		}},
+	}, nil
+}
+
+func isEmptyLog(log raftstore.Log) (bool, error) {
+	hs, cs, err := log.InitialState()
+	if err != nil {
+		return false, fmt.Errorf("initial state: %w", err)
+	}
+	last, err := log.LastIndex()
+	if err != nil {
+		return false, fmt.Errorf("last index: %w", err)
+	}
+	return raft.IsEmptyHardState(hs) && last == 0 && len(cs.GetVoters()) == 0 && len(cs.GetLearners()) == 0, nil
+}
+
+// UnloadGroup drops a group from memory (hibernation) and releases it in the Store; its data
+// stays there and LoadGroup brings it back. It is refused with ErrNotQuiescent unless the
+// group is at rest: nothing in flight in the stages, no proposal pending, everything
+// committed and applied, and on the leader every replica's log matching to the last index.
+func (h *Host) UnloadGroup(ctx context.Context, groupID uint64) error {
+	h.lifeMu.Lock()
+	defer h.lifeMu.Unlock()
+	s := h.shardFor(groupID)
+	if err := h.exec(ctx, s, func() error { return s.unload(groupID) }); err != nil {
+		return err
+	}
+	h.cfg.Store.Release(groupID)
+	return nil
+}
+
+// Campaign orders the local replica to campaign for leadership of the group, the only way
+// besides a leader transfer for a group to elect anyone. It returns once raft has taken the
+// order (the election itself completes as messages flow) and fails with ErrCampaignIgnored
+// when raft ignored it. Raft still guards safety: a replica whose log is behind a majority's
+// loses the pre-vote and goes back to follower.
+func (h *Host) Campaign(ctx context.Context, groupID uint64) error {
+	s := h.shardFor(groupID)
+	return h.exec(ctx, s, func() error { return s.campaign(groupID) })
+}
+
+// TransferLeader asks the local leader to hand leadership to target, which campaigns as soon
+// as its log is caught up. The local replica must lead the group.
+func (h *Host) TransferLeader(ctx context.Context, groupID, target uint64) error {
+	s := h.shardFor(groupID)
+	return h.exec(ctx, s, func() error { return s.transferLeader(groupID, target) })
+}
+
+// Propose proposes data to the group and returns its index once the entry is committed and
+// applied locally. It fails with a *NotLeaderError when the local replica does not lead the
+// group, and with an error wrapping raft.ErrProposalDropped, ErrLeadershipLost,
+// ErrProposalLost, ErrOverloaded, ErrGroupNotFound or ErrStopped, or the ctx's, otherwise.
+// Under ErrLeadershipLost and ctx errors the entry may still commit.
+//
+// Proposals queued for a group within one round go to raft together, as one MsgProp (or a
+// few, see Config.MaxProposalBatchBytes). In manual mode use ProposeAsync.
+func (h *Host) Propose(ctx context.Context, groupID uint64, data []byte) (uint64, error) {
+	return h.ProposeAsync(groupID, data).Wait(ctx)
+}
+
+// ProposeAsync queues a proposal and returns at once; see Propose. data must not be
+// modified after the call.
+func (h *Host) ProposeAsync(groupID uint64, data []byte) *Proposal {
+	p := newProposal(groupID, data)
+	switch {
+	case len(data) == 0:
+		p.finish(0, fmt.Errorf("multiraft: group %d: %w", groupID, ErrEmptyProposal))
+	case uint64(h.appends.backlog.Load()) > h.cfg.MaxAppendBacklogBytes:
+		p.finish(0, fmt.Errorf("multiraft: group %d: append backlog full: %w", groupID, ErrOverloaded))
+	default:
+		h.shardFor(groupID).pushProposal(p)
+	}
+	return p
+}
+
+// Status returns the state of one group on this replica.
+func (h *Host) Status(ctx context.Context, groupID uint64) (Status, error) {
+	s := h.shardFor(groupID)
+	var st Status
+	err := h.exec(ctx, s, func() (err error) {
+		st, err = s.status(groupID)
+		return err
+	})
+	if err != nil {
+		// st may still be written by an op that ran late; do not read it.
+		return Status{}, err
+	}
+	return st, nil
+}
+
+// Groups lists the groups loaded on this host, in increasing order.
+func (h *Host) Groups(ctx context.Context) ([]uint64, error) {
+	var ids []uint64
+	for _, s := range h.shards {
+		err := h.exec(ctx, s, func() error {
+			for id := range s.groups {
+				ids = append(ids, id)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	slices.SortFunc(ids, cmp.Compare)
+	return ids, nil
+}

@@ -1,0 +1,146 @@
+package raftnet
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	raftv1 "github.com/triarch-io/triarch/gen/triarch/raft/v1"
+	"github.com/triarch-io/triarch/pkg/multiraft"
+)
+
+// peer is the outgoing side towards one node: a bounded queue and the goroutine that drains it
+// into frames on one stream.
+type peer struct {
+	t  *Transport
+	id uint64
+
+	mu        sync.Mutex
+	addr      string
+	queue     []multiraft.Envelope
+	connected bool
+	wake      chan struct{}
+	redial    chan struct{}
+}
+
+func newPeer(t *Transport, id uint64, addr string) *peer {
+	return &peer{t: t, id: id, addr: addr, wake: make(chan struct{}, 1), redial: make(chan struct{}, 1)}
+}
+
+func (p *peer) setAddr(addr string) {
+	p.mu.Lock()
+	changed := p.addr != addr
+	p.addr = addr
+	p.mu.Unlock()
+	if changed {
+		select {
+		case p.redial <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (p *peer) isConnected() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.connected
+}
+
+// enqueue adds e unless the queue is full or the peer is disconnected (queueing for a peer we
+// cannot reach only delays the unreachable report raft needs).
+func (p *peer) enqueue(e multiraft.Envelope) bool {
+	p.mu.Lock()
+	if !p.connected || len(p.queue) >= p.t.cfg.QueueLen {
+		p.mu.Unlock()
+		return false
+	}
+	p.queue = append(p.queue, e)
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// takeAll removes everything queued; the queue's slice is handed over, not copied.
+func (p *peer) takeAll() []multiraft.Envelope {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := p.queue
+	p.queue = nil
+	return out
+}
+
+// setConnected flips the state; going down hands back what was queued, to report as dropped.
+func (p *peer) setConnected(up bool) []multiraft.Envelope {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.connected = up
+	if up {
+		return nil
+	}
+	lost := p.queue
+	p.queue = nil
+	return lost
+}
+
+func (p *peer) run(ctx context.Context) {
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		if p.session(ctx) {
+			attempt = 0
+		}
+		select {
+		case <-ctx.Done():
+		case <-p.redial:
+		case <-time.After(backoff(attempt, p.t.cfg.MinBackoff, p.t.cfg.MaxBackoff)):
+		}
+	}
+}
+
+// session dials, streams frames until the stream breaks, and reports whether it ever sent.
+func (p *peer) session(ctx context.Context) (sent bool) {
+	p.mu.Lock()
+	addr := p.addr
+	p.mu.Unlock()
+	conn, err := p.t.cfg.Dial(addr)
+	if err != nil {
+		p.t.cfg.Log.Debug("raftnet: dial failed", "peer", p.id, "addr", addr, "err", err)
+		return false
+	}
+	defer conn.Close()
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := raftv1.NewRaftTransportServiceClient(conn).Send(sctx, grpc.WaitForReady(false))
+	if err != nil {
+		p.t.cfg.Log.Debug("raftnet: open stream failed", "peer", p.id, "addr", addr, "err", err)
+		return false
+	}
+	p.setConnected(true)
+	defer func() { p.t.reportDropped(p.setConnected(false)) }()
+	for {
+		select {
+		case <-ctx.Done():
+			return sent
+		case <-p.redial:
+			return sent
+		case <-p.wake:
+		}
+		batch := p.takeAll()
+		for len(batch) > 0 {
+			frame, n, err := encodeUpTo(p.t.cfg.NodeID, p.id, batch, p.t.cfg.MaxFrameBytes)
+			if err == nil {
+				err = stream.Send(frame)
+			}
+			if err != nil {
+				p.t.cfg.Log.Debug("raftnet: stream broken", "peer", p.id, "addr", addr, "err", err)
+				p.t.reportDropped(batch)
+				return sent
+			}
+			batch = batch[n:]
+			sent = true
+		}
+	}
+}
