@@ -17,13 +17,27 @@ type peer struct {
 	t  *Transport
 	id uint64
 
-	mu        sync.Mutex
-	addr      string
-	queue     []multiraft.Envelope
-	connected bool
-	wake      chan struct{}
-	redial    chan struct{}
+	mu    sync.Mutex
+	addr  string
+	queue []multiraft.Envelope
+	state linkState
+	wake   chan struct{}
+	redial chan struct{}
 }
+
+// linkState is the state of the stream to a peer.
+type linkState int
+
+const (
+	// linkDialing: a connection attempt is under way; messages queue for it, so the first
+	// messages to a new peer (often an ordered campaign's votes, which nobody retransmits
+	// since followers are never ticked) are not lost to the dial.
+	linkDialing linkState = iota
+	// linkUp: the stream is open.
+	linkUp
+	// linkDown: the last attempt failed; messages are dropped and reported until the next.
+	linkDown
+)
 
 func newPeer(t *Transport, id uint64, addr string) *peer {
 	return &peer{t: t, id: id, addr: addr, wake: make(chan struct{}, 1), redial: make(chan struct{}, 1)}
@@ -45,14 +59,14 @@ func (p *peer) setAddr(addr string) {
 func (p *peer) isConnected() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.connected
+	return p.state == linkUp
 }
 
-// enqueue adds e unless the queue is full or the peer is disconnected (queueing for a peer we
-// cannot reach only delays the unreachable report raft needs).
+// enqueue adds e unless the queue is full or the peer is down (queueing for a peer we cannot
+// reach only delays the unreachable report raft needs).
 func (p *peer) enqueue(e multiraft.Envelope) bool {
 	p.mu.Lock()
-	if !p.connected || len(p.queue) >= p.t.cfg.QueueLen {
+	if p.state == linkDown || len(p.queue) >= p.t.cfg.QueueLen {
 		p.mu.Unlock()
 		return false
 	}
@@ -74,12 +88,13 @@ func (p *peer) takeAll() []multiraft.Envelope {
 	return out
 }
 
-// setConnected flips the state; going down hands back what was queued, to report as dropped.
-func (p *peer) setConnected(up bool) []multiraft.Envelope {
+// setState changes the link state; going down hands back what was queued, to report as
+// dropped.
+func (p *peer) setState(s linkState) []multiraft.Envelope {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.connected = up
-	if up {
+	p.state = s
+	if s != linkDown {
 		return nil
 	}
 	lost := p.queue
@@ -97,11 +112,14 @@ func (p *peer) run(ctx context.Context) {
 		case <-p.redial:
 		case <-time.After(backoff(attempt, p.t.cfg.MinBackoff, p.t.cfg.MaxBackoff)):
 		}
+		p.setState(linkDialing)
 	}
 }
 
 // session dials, streams frames until the stream breaks, and reports whether it ever sent.
+// It leaves the link down, with whatever was queued reported as dropped.
 func (p *peer) session(ctx context.Context) (sent bool) {
+	defer func() { p.t.reportDropped(p.setState(linkDown)) }()
 	p.mu.Lock()
 	addr := p.addr
 	p.mu.Unlock()
@@ -118,8 +136,11 @@ func (p *peer) session(ctx context.Context) (sent bool) {
 		p.t.cfg.Log.Debug("raftnet: open stream failed", "peer", p.id, "addr", addr, "err", err)
 		return false
 	}
-	p.setConnected(true)
-	defer func() { p.t.reportDropped(p.setConnected(false)) }()
+	p.setState(linkUp)
+	select { // what queued while dialling goes out now
+	case p.wake <- struct{}{}:
+	default:
+	}
 	for {
 		select {
 		case <-ctx.Done():

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -162,26 +163,46 @@ type server struct {
 	t *Transport
 }
 
-// Send receives one peer's frames until it closes the stream.
+// Send receives one peer's frames until it closes the stream or this transport closes (so a
+// stopping node's graceful shutdown does not wait for its peers to hang up).
 func (s *server) Send(stream grpc.ClientStreamingServer[raftv1.SendRequest, raftv1.SendResponse]) error {
+	frames := make(chan *raftv1.SendRequest)
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				errc <- err
+				return
+			}
+			select {
+			case frames <- req:
+			case <-stream.Context().Done():
+				return
+			}
+		}
+	}()
 	for {
-		req, err := stream.Recv()
-		if err != nil {
-			if errors.Is(err, context.Canceled) || stream.Context().Err() != nil {
+		select {
+		case <-s.t.ctx.Done():
+			return nil
+		case err := <-errc:
+			if errors.Is(err, io.EOF) || stream.Context().Err() != nil {
 				return nil
 			}
 			return err
-		}
-		envs, err := DecodeFrame(req)
-		if err != nil {
-			// A peer speaking garbage is a bug or an attack; drop the stream, keep the process.
-			return fmt.Errorf("raftnet: frame from node %d: %w", req.GetFromNodeId(), err)
-		}
-		s.t.heardMu.Lock()
-		s.t.heard[req.GetFromNodeId()] = time.Now()
-		s.t.heardMu.Unlock()
-		if len(envs) > 0 && s.t.host != nil {
-			s.t.host.Step(envs...)
+		case req := <-frames:
+			envs, err := DecodeFrame(req)
+			if err != nil {
+				// A peer speaking garbage is a bug or an attack; drop the stream, keep the process.
+				return fmt.Errorf("raftnet: frame from node %d: %w", req.GetFromNodeId(), err)
+			}
+			s.t.heardMu.Lock()
+			s.t.heard[req.GetFromNodeId()] = time.Now()
+			s.t.heardMu.Unlock()
+			if len(envs) > 0 && s.t.host != nil {
+				s.t.host.Step(envs...)
+			}
 		}
 	}
 }

@@ -135,8 +135,10 @@ func TestUnknownOrDisconnectedPeerIsReportedUnreachable(t *testing.T) {
 	dead := lis.Addr().String()
 	require.NoError(t, lis.Close())
 	a.tr.SetPeer(3, dead)
+	// While the first dial is under way messages queue; once it fails they are reported, and
+	// from then on every send is reported at once.
 	a.tr.Send([]multiraft.Envelope{{GroupID: 8, Msg: msg(1, 3, 1)}, {GroupID: 9, Msg: msg(1, 3, 1)}})
-	require.Equal(t, 3, a.host.unreachableCount())
+	eventually(t, "queued messages reported after the failed dial", func() bool { return a.host.unreachableCount() == 3 })
 	require.False(t, a.tr.Connected()[3])
 }
 
@@ -165,7 +167,7 @@ func TestFullQueueDropsAndReports(t *testing.T) {
 	h := newFakeHost()
 	tr := New(Config{NodeID: 1, Dial: dial, QueueLen: 3}, h)
 	p := newPeer(tr, 2, "unused")
-	p.connected = true // no sender goroutine drains it
+	p.state = linkUp // no sender goroutine drains it
 	tr.peers[2] = p
 	envs := make([]multiraft.Envelope, 5)
 	for i := range envs {
@@ -177,7 +179,7 @@ func TestFullQueueDropsAndReports(t *testing.T) {
 	require.Equal(t, 1, h.unreachable[[2]uint64{4, 2}])
 	require.Equal(t, 1, h.unreachable[[2]uint64{5, 2}])
 	// Going down hands the queued messages back to be reported too.
-	tr.reportDropped(p.setConnected(false))
+	tr.reportDropped(p.setState(linkDown))
 	require.Equal(t, 5, h.unreachableCount())
 }
 

@@ -16,6 +16,26 @@ type Config struct {
 	// remembered for idempotent sends.
 	DedupWindow time.Duration
 	DedupMaxIDs int
+	// TickInterval is the raft tick; only leaders are ticked (heartbeats, retransmission).
+	TickInterval time.Duration
+	// HeartbeatTicks is how many ticks go by between a leader's heartbeats.
+	HeartbeatTicks int
+	// LeaseTTL is how long a leader serves without renewing its node lease or hearing from a
+	// quorum of its group. It must match the arbiter's lease TTL.
+	LeaseTTL time.Duration
+}
+
+// Defaults fills unset tuning fields.
+func (c *Config) Defaults() {
+	if c.TickInterval <= 0 {
+		c.TickInterval = 100 * time.Millisecond
+	}
+	if c.HeartbeatTicks <= 0 {
+		c.HeartbeatTicks = 2
+	}
+	if c.LeaseTTL <= 0 {
+		c.LeaseTTL = 600 * time.Millisecond
+	}
 }
 
 // Validate checks the configuration.

@@ -1,14 +1,177 @@
 package replica
 
 import (
-	raftv1 "github.com/triarch-io/triarch/gen/triarch/raft/v1"
+	"context"
+	"errors"
+
+	"go.etcd.io/raft/v3"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
+	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
+	"github.com/triarch-io/triarch/pkg/multiraft"
 )
 
-// handler adapts the replica's data plane, control plane and peer transport to gRPC. Methods
-// not yet implemented answer Unimplemented.
+// Default read bounds.
+const (
+	defaultReadLimit = 100
+	maxReadLimit     = 1000
+	defaultReadBytes = 4 << 20
+)
+
+// ErrorReasonTooLarge is the google.rpc.ErrorInfo reason of oversize input; the gateway turns
+// it into HTTP 413.
+const ErrorReasonTooLarge = "TOO_LARGE"
+
+// handler adapts the engine to the replica's gRPC services.
 type handler struct {
 	replicav1.UnimplementedReplicaServiceServer
 	replicav1.UnimplementedReplicaControlServiceServer
-	raftv1.UnimplementedRaftTransportServiceServer
+	e *Engine
+}
+
+// toStatus maps engine and host errors to gRPC status codes callers can act on.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	var nl *NotLeader
+	switch {
+	case errors.As(err, &nl):
+		st, _ := status.New(codes.FailedPrecondition, err.Error()).WithDetails(&replicav1.NotLeader{
+			ChannelId: nl.ChannelID, LeaderNodeId: nl.LeaderID, LeaderAddress: nl.Address, Term: nl.Term})
+		return st.Err()
+	case errors.Is(err, ErrTooLarge):
+		st, _ := status.New(codes.InvalidArgument, err.Error()).WithDetails(&errdetails.ErrorInfo{
+			Reason: ErrorReasonTooLarge, Domain: "triarch.io"})
+		return st.Err()
+	case errors.Is(err, ErrInvalid):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, ErrUnknownChannel), errors.Is(err, multiraft.ErrGroupNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, ErrLeaseLost), errors.Is(err, multiraft.ErrOverloaded), errors.Is(err, raft.ErrProposalDropped),
+		errors.Is(err, multiraft.ErrLeadershipLost), errors.Is(err, multiraft.ErrProposalLost), errors.Is(err, multiraft.ErrStopped):
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, multiraft.ErrNotQuiescent), errors.Is(err, multiraft.ErrCampaignIgnored):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return status.FromContextError(err).Err()
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+func groupError(err error) *replicav1.GroupError {
+	if err == nil {
+		return nil
+	}
+	st := status.Convert(toStatus(err))
+	return &replicav1.GroupError{Code: int32(st.Code()), Message: st.Message()}
+}
+
+func (h *handler) Append(ctx context.Context, req *replicav1.AppendRequest) (*replicav1.AppendResponse, error) {
+	rs, err := h.e.Append(ctx, req.GetChannelId(), req.GetMessages())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := &replicav1.AppendResponse{Results: make([]*replicav1.AppendResult, len(rs))}
+	for i, r := range rs {
+		out.Results[i] = &replicav1.AppendResult{Seq: r.Seq, Duplicate: r.Duplicate}
+	}
+	return out, nil
+}
+
+func readLimit(n uint32) int {
+	switch {
+	case n == 0:
+		return defaultReadLimit
+	case n > maxReadLimit:
+		return maxReadLimit
+	}
+	return int(n)
+}
+
+func (h *handler) Read(ctx context.Context, req *replicav1.ReadRequest) (*replicav1.ReadResponse, error) {
+	maxBytes := int(req.GetMaxBytes())
+	if maxBytes <= 0 || maxBytes > defaultReadBytes {
+		maxBytes = defaultReadBytes
+	}
+	msgs, last, err := h.e.Read(ctx, req.GetChannelId(), req.GetFromSeq(), readLimit(req.GetLimit()), maxBytes)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &replicav1.ReadResponse{Messages: msgs, LastSeq: last}, nil
+}
+
+func (h *handler) Subscribe(req *replicav1.SubscribeRequest, stream grpc.ServerStreamingServer[replicav1.SubscribeResponse]) error {
+	err := h.e.Subscribe(stream.Context(), req.GetChannelId(), req.GetFromSeq(), func(msgs []*triarchv1.Message) error {
+		return stream.Send(&replicav1.SubscribeResponse{Messages: msgs})
+	})
+	return toStatus(err)
+}
+
+func (h *handler) LoadGroups(ctx context.Context, req *replicav1.LoadGroupsRequest) (*replicav1.LoadGroupsResponse, error) {
+	errs := h.e.Load(ctx, req.GetGroups())
+	out := &replicav1.LoadGroupsResponse{Results: make([]*replicav1.LoadGroupsResult, len(errs))}
+	for i, err := range errs {
+		r := &replicav1.LoadGroupsResult{ChannelId: req.GetGroups()[i].GetChannelId(), Error: groupError(err)}
+		if err == nil {
+			r.Status, err = h.e.GroupStatus(ctx, r.GetChannelId())
+			r.Error = groupError(err)
+		}
+		out.Results[i] = r
+	}
+	return out, nil
+}
+
+func (h *handler) UnloadGroups(ctx context.Context, req *replicav1.UnloadGroupsRequest) (*replicav1.UnloadGroupsResponse, error) {
+	out := &replicav1.UnloadGroupsResponse{Results: make([]*replicav1.UnloadGroupsResult, len(req.GetChannelIds()))}
+	for i, id := range req.GetChannelIds() {
+		out.Results[i] = &replicav1.UnloadGroupsResult{ChannelId: id, Error: groupError(h.e.Unload(ctx, id))}
+	}
+	return out, nil
+}
+
+func (h *handler) Campaign(ctx context.Context, req *replicav1.CampaignRequest) (*replicav1.CampaignResponse, error) {
+	out := &replicav1.CampaignResponse{Results: make([]*replicav1.CampaignResult, len(req.GetOrders()))}
+	for i, o := range req.GetOrders() {
+		r := &replicav1.CampaignResult{ChannelId: o.GetChannelId()}
+		if err := h.e.Campaign(ctx, o.GetChannelId()); err != nil {
+			r.Error = groupError(err)
+		} else if st, err := h.e.GroupStatus(ctx, o.GetChannelId()); err != nil {
+			r.Error = groupError(err)
+		} else {
+			r.Status = st
+			r.Leader = st.GetRole() == replicav1.Role_ROLE_LEADER
+		}
+		out.Results[i] = r
+	}
+	return out, nil
+}
+
+func (h *handler) TransferLeader(ctx context.Context, req *replicav1.TransferLeaderRequest) (*replicav1.TransferLeaderResponse, error) {
+	out := &replicav1.TransferLeaderResponse{Results: make([]*replicav1.TransferLeaderResult, len(req.GetTransfers()))}
+	for i, t := range req.GetTransfers() {
+		out.Results[i] = &replicav1.TransferLeaderResult{ChannelId: t.GetChannelId(),
+			Error: groupError(h.e.TransferLeader(ctx, t.GetChannelId(), t.GetTargetNodeId()))}
+	}
+	return out, nil
+}
+
+func (h *handler) GetGroupStatus(ctx context.Context, req *replicav1.GetGroupStatusRequest) (*replicav1.GetGroupStatusResponse, error) {
+	ids := req.GetChannelIds()
+	if len(ids) == 0 && req.GetAll() {
+		ids = h.e.Loaded()
+	}
+	out := &replicav1.GetGroupStatusResponse{Results: make([]*replicav1.GetGroupStatusResult, len(ids))}
+	for i, id := range ids {
+		st, err := h.e.GroupStatus(ctx, id)
+		out.Results[i] = &replicav1.GetGroupStatusResult{ChannelId: id, Status: st, Error: groupError(err)}
+	}
+	return out, nil
 }

@@ -2,41 +2,201 @@ package replica
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"sync"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/durationpb"
 
+	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
 	raftv1 "github.com/triarch-io/triarch/gen/triarch/raft/v1"
 	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
+	"github.com/triarch-io/triarch/pkg/arbiterclient"
+	"github.com/triarch-io/triarch/pkg/chanlog"
+	"github.com/triarch-io/triarch/pkg/grpcx"
+	"github.com/triarch-io/triarch/pkg/multiraft"
+	"github.com/triarch-io/triarch/pkg/nodelease"
 	"github.com/triarch-io/triarch/pkg/process"
+	"github.com/triarch-io/triarch/pkg/raftnet"
+	"github.com/triarch-io/triarch/pkg/raftstore"
 	"github.com/triarch-io/triarch/pkg/telemetry"
 )
 
-// Service is a running replica.
+// Service is a running replica: the Badger store, the multi-group raft host, the peer
+// transport, the engine, the node lease, and the gRPC services over them.
 type Service struct {
 	*process.Process
+	Engine *Engine
+	Host   *multiraft.Host
+
+	store     *raftstore.Badger
+	transport *raftnet.Transport
+	arbiter   *arbiterclient.Client
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	hostErr   chan error
+	stop      sync.Once
+	stopErr   error
 }
 
-// Start validates cfg and starts serving.
-func Start(_ context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, error) {
+// Start opens the node's store, starts the raft host and serves.
+func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Service, err error) {
+	cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("replica: %w", err)
 	}
-	h := &handler{}
-	p, err := process.Start(cfg.Common, tel, process.Options{
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("replica: create --data-dir: %w", err)
+	}
+	store, err := raftstore.OpenBadger(cfg.DataDir, raftstore.WithLogger(tel.Logger))
+	if err != nil {
+		return nil, fmt.Errorf("replica: %w", err)
+	}
+	s := &Service{store: store, hostErr: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			_ = s.shutdown(context.WithoutCancel(ctx))
+		}
+	}()
+	dial := func(addr string) (*grpc.ClientConn, error) { return grpcx.Dial(addr, tel) }
+	s.transport = raftnet.New(raftnet.Config{NodeID: cfg.NodeID, Dial: dial, Log: tel.Logger}, nil)
+	s.Engine = NewEngine(EngineConfig{
+		NodeID: cfg.NodeID, Store: store, Log: tel.Logger,
+		Dedup:    chanlog.Config{Window: cfg.DedupWindow, MaxIDs: cfg.DedupMaxIDs},
+		LeaseTTL: cfg.LeaseTTL,
+	})
+	s.Host, err = multiraft.New(multiraft.Config{
+		NodeID: cfg.NodeID, Store: store, Transport: s.transport, Applier: s.Engine, Logger: tel.Logger,
+		HeartbeatTick: cfg.HeartbeatTicks, ElectionTick: 10 * cfg.HeartbeatTicks,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("replica: %w", err)
+	}
+	s.transport.SetHost(s.Host)
+
+	h := &handler{e: s.Engine}
+	s.Process, err = process.Start(cfg.Common, tel, process.Options{
 		Services: []string{
 			replicav1.ReplicaService_ServiceDesc.ServiceName,
 			replicav1.ReplicaControlService_ServiceDesc.ServiceName,
 			raftv1.RaftTransportService_ServiceDesc.ServiceName,
 		},
-		Register: func(s *grpc.Server) {
-			replicav1.RegisterReplicaServiceServer(s, h)
-			replicav1.RegisterReplicaControlServiceServer(s, h)
-			raftv1.RegisterRaftTransportServiceServer(s, h)
+		Register: func(g *grpc.Server) {
+			replicav1.RegisterReplicaServiceServer(g, h)
+			replicav1.RegisterReplicaControlServiceServer(g, h)
+			raftv1.RegisterRaftTransportServiceServer(g, s.transport.Server())
 		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("replica: %w", err)
 	}
-	return &Service{Process: p}, nil
+
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	var lease Lease
+	if len(cfg.Arbiters) > 0 {
+		s.arbiter, err = arbiterclient.New(arbiterclient.Config{Members: cfg.Arbiters, Dial: dial, Log: tel.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("replica: %w", err)
+		}
+		keeper := nodelease.New(nodelease.Config{
+			Arbiter: s.arbiter, NodeID: cfg.NodeID, Role: arbiterv1.NodeRole_NODE_ROLE_REPLICA,
+			Address: s.Advertise(), Zone: cfg.Zone, Log: tel.Logger,
+			Peers: s.peerReachability,
+		})
+		lease = keeper
+		s.goRun(func() error { return keeper.Run(runCtx) })
+	}
+	s.Engine.Attach(s.Host, s.transport, lease)
+	s.goRun(func() error {
+		err := s.Host.Run(runCtx)
+		if err != nil && !errors.Is(err, context.Canceled) {
+			s.hostErr <- err
+		}
+		return nil
+	})
+	s.goRun(func() error {
+		t := time.NewTicker(cfg.TickInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-runCtx.Done():
+				return nil
+			case <-t.C:
+				s.Host.Tick()
+			}
+		}
+	})
+	return s, nil
+}
+
+func (s *Service) goRun(f func() error) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		_ = f()
+	}()
+}
+
+// peerReachability is this node's view of its peers for the arbiter's failure detection.
+func (s *Service) peerReachability() []*arbiterv1.PeerReachability {
+	heard := s.transport.LastHeard()
+	connected := s.transport.Connected()
+	now := time.Now()
+	out := make([]*arbiterv1.PeerReachability, 0, len(connected))
+	for id, up := range connected {
+		p := &arbiterv1.PeerReachability{NodeId: id, Reachable: up}
+		if at, ok := heard[id]; ok {
+			p.LastContactAge = durationpb.New(now.Sub(at))
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// Wait serves until ctx ends or the host fails, then stops within grace.
+func (s *Service) Wait(ctx context.Context, grace time.Duration) error {
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-s.hostErr:
+	case runErr = <-s.Err():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
+	defer cancel()
+	return errors.Join(runErr, s.Stop(sctx))
+}
+
+// Stop shuts the replica down; see shutdown.
+func (s *Service) Stop(ctx context.Context) error {
+	s.stop.Do(func() { s.stopErr = s.shutdown(ctx) })
+	return s.stopErr
+}
+
+// shutdown stops the raft host first (calls in flight then fail fast as Unavailable, so the
+// gateway retries elsewhere), then the transport (which also ends the peers' streams into
+// this node), then the gRPC server, and finally checkpoints and closes the store.
+func (s *Service) shutdown(ctx context.Context) error {
+	var errs []error
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.wg.Wait()
+	if s.transport != nil {
+		s.transport.Close()
+	}
+	if s.Process != nil {
+		errs = append(errs, s.Process.Stop(ctx))
+	}
+	if s.Engine != nil && s.Host != nil {
+		errs = append(errs, s.Engine.Close())
+	}
+	if s.arbiter != nil {
+		errs = append(errs, s.arbiter.Close())
+	}
+	errs = append(errs, s.store.Close())
+	return errors.Join(errs...)
 }

@@ -1,0 +1,801 @@
+package replica
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
+	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
+	"github.com/triarch-io/triarch/pkg/chanlog"
+	"github.com/triarch-io/triarch/pkg/multiraft"
+	"github.com/triarch-io/triarch/pkg/raftstore"
+)
+
+// Store is what the engine needs of the node's storage: raft logs and the channel records
+// beside them, in one database.
+type Store interface {
+	raftstore.Store
+	raftstore.StateStore
+}
+
+// Lease tells whether this node's lease with the arbiter is current (nodelease.Keeper).
+type Lease interface {
+	Valid(now time.Time) bool
+}
+
+// Proposer is the part of the multi-group host the engine drives.
+type Proposer interface {
+	LoadGroups(ctx context.Context, specs []multiraft.GroupSpec) error
+	UnloadGroup(ctx context.Context, groupID uint64) error
+	Campaign(ctx context.Context, groupID uint64) error
+	TransferLeader(ctx context.Context, groupID, target uint64) error
+	Propose(ctx context.Context, groupID uint64, data []byte) (uint64, error)
+	Status(ctx context.Context, groupID uint64) (multiraft.Status, error)
+}
+
+// Peers is the part of the transport the engine uses: peer addresses and last contact.
+type Peers interface {
+	SetPeer(nodeID uint64, addr string)
+	LastHeard() map[uint64]time.Time
+}
+
+// EngineConfig configures an Engine.
+type EngineConfig struct {
+	NodeID uint64
+	Store  Store
+	Log    *slog.Logger
+	Dedup  chanlog.Config
+	// LeaseTTL is how long a leader keeps serving without a lease renewal or contact with a
+	// quorum of its group.
+	LeaseTTL time.Duration
+	// CheckpointEvery is how many applied entries of a channel go by between checkpoints
+	// (default 1024). A smaller value writes more; a larger one re-applies more after a crash.
+	CheckpointEvery uint64
+	// Now is the clock (time.Now by default).
+	Now func() time.Time
+}
+
+// Record kinds in a group's state key space; group 0 holds node-wide records.
+const (
+	kindSeq        = 's' // 's' | first seq (big-endian) -> SeqIndexRecord
+	kindCheckpoint = 'c' // 'c' -> ChannelCheckpoint
+	kindSpec       = 'g' // 'g' -> GroupSpec (channel id, peers)
+	kindChannelID  = 'n' // group 0: 'n' | channel id -> group id (big-endian)
+)
+
+func seqKey(seq uint64) []byte {
+	k := make([]byte, 9)
+	k[0] = kindSeq
+	binary.BigEndian.PutUint64(k[1:], seq)
+	return k
+}
+
+func channelKey(channelID string) []byte { return append([]byte{kindChannelID}, channelID...) }
+
+// channel is a loaded channel.
+type channel struct {
+	id     string
+	group  uint64
+	spec   *replicav1.GroupSpec
+	voters []uint64
+
+	// log is owned by the apply stage once the group is loaded.
+	log            *chanlog.Channel
+	checkpointedAt uint64
+
+	// lastSeq and the notify channel let readers and subscribers follow the apply stage:
+	// notify is closed and replaced after every apply that took sequence numbers.
+	lastSeq      atomic.Uint64
+	mu           sync.Mutex
+	notify       chan struct{}
+	lastActivity atomic.Int64
+	unloaded     chan struct{}
+}
+
+func (c *channel) changed() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.notify
+}
+
+func (c *channel) publish() {
+	c.mu.Lock()
+	close(c.notify)
+	c.notify = make(chan struct{})
+	c.mu.Unlock()
+}
+
+// Engine is the replica's core: the channels loaded on this node, the apply side of their raft
+// groups (sequence numbers, dedup, read index) and the data and control operations the gRPC
+// handlers expose. It implements multiraft.Applier.
+type Engine struct {
+	cfg   EngineConfig
+	host  Proposer
+	peers Peers
+	lease Lease
+
+	mu        sync.RWMutex
+	byID      map[string]*channel
+	byGroup   map[uint64]*channel
+	addresses map[uint64]string
+
+	nextProposal atomic.Uint64
+	waitMu       sync.Mutex
+	waiters      map[uint64]chan []chanlog.Result
+}
+
+// NewEngine returns an engine; Attach connects it to its host before use (the host needs the
+// engine as its Applier, so it is built after).
+func NewEngine(cfg EngineConfig) *Engine {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.CheckpointEvery == 0 {
+		cfg.CheckpointEvery = 1024
+	}
+	return &Engine{
+		cfg:       cfg,
+		byID:      make(map[string]*channel),
+		byGroup:   make(map[uint64]*channel),
+		addresses: make(map[uint64]string),
+		waiters:   make(map[uint64]chan []chanlog.Result),
+	}
+}
+
+// Attach sets the host, the transport and the lease (nil: the lease never lapses).
+func (e *Engine) Attach(host Proposer, peers Peers, lease Lease) {
+	e.host, e.peers, e.lease = host, peers, lease
+}
+
+var _ multiraft.Applier = (*Engine)(nil)
+
+// Applied implements multiraft.Applier: the applied index of the checkpoint the channel was
+// restored from at load.
+func (e *Engine) Applied(groupID uint64) (uint64, error) {
+	e.mu.RLock()
+	ch := e.byGroup[groupID]
+	e.mu.RUnlock()
+	if ch == nil {
+		return 0, fmt.Errorf("replica: group %d is not being loaded by the engine", groupID)
+	}
+	return ch.log.AppliedIndex(), nil
+}
+
+// Apply implements multiraft.Applier: it numbers the messages of committed entries, records
+// where each entry's numbers start, checkpoints now and then, and wakes readers and the
+// requests waiting for their results.
+func (e *Engine) Apply(batch []multiraft.Committed) error {
+	var (
+		writes  []raftstore.StateWrite
+		touched []*channel
+		results []func()
+	)
+	for _, c := range batch {
+		e.mu.RLock()
+		ch := e.byGroup[c.GroupID]
+		e.mu.RUnlock()
+		if ch == nil {
+			return fmt.Errorf("replica: entries for group %d, which is not loaded", c.GroupID)
+		}
+		before := ch.log.LastSeq()
+		for _, ent := range c.Entries {
+			if ent.GetType() != raftpb.EntryType_EntryNormal || len(ent.GetData()) == 0 {
+				ch.log.Skip(ent.GetIndex())
+				continue
+			}
+			a, err := ch.log.Apply(ent.GetIndex(), ent.GetData())
+			if err != nil {
+				e.cfg.Log.Error("skipping a corrupt entry", "channel", ch.id, "index", ent.GetIndex(), "err", err)
+				continue
+			}
+			if a.Record != nil {
+				v, err := proto.Marshal(a.Record)
+				if err != nil {
+					return fmt.Errorf("replica: encode seq record: %w", err)
+				}
+				writes = append(writes, raftstore.StateWrite{GroupID: c.GroupID, Key: seqKey(a.FirstSeq), Value: v})
+			}
+			if a.ProposerNodeID == e.cfg.NodeID {
+				id, rs := a.ProposalID, a.Results
+				results = append(results, func() { e.deliver(id, rs) })
+			}
+		}
+		if ch.log.AppliedIndex()-ch.checkpointedAt >= e.cfg.CheckpointEvery {
+			w, err := checkpointWrite(ch)
+			if err != nil {
+				return err
+			}
+			writes = append(writes, w)
+		}
+		if ch.log.LastSeq() != before {
+			touched = append(touched, ch)
+		}
+	}
+	if len(writes) > 0 {
+		if err := e.cfg.Store.SaveState(writes); err != nil {
+			return fmt.Errorf("replica: save channel records: %w", err)
+		}
+	}
+	// Readers may look up the records only once they are saved.
+	for _, ch := range touched {
+		ch.lastSeq.Store(ch.log.LastSeq())
+		ch.publish()
+	}
+	for _, f := range results {
+		f()
+	}
+	return nil
+}
+
+func checkpointWrite(ch *channel) (raftstore.StateWrite, error) {
+	cp := ch.log.Checkpoint()
+	v, err := proto.Marshal(cp)
+	if err != nil {
+		return raftstore.StateWrite{}, fmt.Errorf("replica: encode checkpoint of %s: %w", ch.id, err)
+	}
+	ch.checkpointedAt = cp.GetAppliedIndex()
+	return raftstore.StateWrite{GroupID: ch.group, Key: []byte{kindCheckpoint}, Value: v}, nil
+}
+
+func (e *Engine) deliver(proposal uint64, rs []chanlog.Result) {
+	e.waitMu.Lock()
+	w := e.waiters[proposal]
+	delete(e.waiters, proposal)
+	e.waitMu.Unlock()
+	if w != nil {
+		w <- rs
+	}
+}
+
+// errors the handlers map to gRPC codes.
+var (
+	// ErrUnknownChannel: the channel is not loaded here.
+	ErrUnknownChannel = errors.New("channel not loaded on this replica")
+	// ErrLeaseLost: this replica leads the channel but may not serve, see checkLease.
+	ErrLeaseLost = errors.New("leader lease lapsed: no arbiter renewal and no quorum contact")
+	// ErrInvalid: the request is malformed.
+	ErrInvalid = errors.New("invalid request")
+)
+
+// NotLeader says which replica leads a channel, as far as this one knows.
+type NotLeader struct {
+	ChannelID string
+	LeaderID  uint64
+	Address   string
+	Term      uint64
+}
+
+func (e *NotLeader) Error() string {
+	if e.LeaderID == 0 {
+		return fmt.Sprintf("replica does not lead channel %s; no leader known", e.ChannelID)
+	}
+	return fmt.Sprintf("replica does not lead channel %s; leader is node %d at %s", e.ChannelID, e.LeaderID, e.Address)
+}
+
+func (e *Engine) channel(id string) (*channel, error) {
+	e.mu.RLock()
+	ch := e.byID[id]
+	e.mu.RUnlock()
+	if ch == nil {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownChannel, id)
+	}
+	ch.lastActivity.Store(e.cfg.Now().UnixNano())
+	return ch, nil
+}
+
+func (e *Engine) address(node uint64) string {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.addresses[node]
+}
+
+// notLeader converts the host's error into one naming the leader's address.
+func (e *Engine) notLeader(ch *channel, err error) error {
+	var nl *multiraft.NotLeaderError
+	if errors.As(err, &nl) {
+		return &NotLeader{ChannelID: ch.id, LeaderID: nl.LeaderID, Address: e.address(nl.LeaderID), Term: nl.Term}
+	}
+	return err
+}
+
+// checkLease enforces the serving half of the one-leader rule: a leader may serve only while
+// its node lease is current or it has heard, within the lease TTL, from a quorum of its group
+// (itself included). A leader cut off from the arbiter alone keeps serving; one cut off from
+// everyone stops before the arbiter may replace it (the arbiter waits TTL plus a margin).
+func (e *Engine) checkLease(ch *channel) error {
+	if e.lease == nil || e.cfg.LeaseTTL <= 0 {
+		return nil
+	}
+	now := e.cfg.Now()
+	if e.lease.Valid(now) {
+		return nil
+	}
+	heard := e.peers.LastHeard()
+	n := 1 // this replica
+	for _, v := range ch.voters {
+		if v != e.cfg.NodeID && now.Sub(heard[v]) < e.cfg.LeaseTTL {
+			n++
+		}
+	}
+	if n > len(ch.voters)/2 {
+		return nil
+	}
+	return fmt.Errorf("%w (channel %s)", ErrLeaseLost, ch.id)
+}
+
+// Limits on appends (DESIGN.md: payload <= 1 MiB, batch <= 1,000 messages and 4 MiB).
+const (
+	MaxPayloadBytes = 1 << 20
+	MaxBatchBytes   = 4 << 20
+	MaxBatchLen     = 1000
+)
+
+// validateBatch checks an append before anything is proposed.
+func validateBatch(msgs []*triarchv1.MessageInput) error {
+	if len(msgs) == 0 {
+		return fmt.Errorf("%w: empty batch", ErrInvalid)
+	}
+	if len(msgs) > MaxBatchLen {
+		return fmt.Errorf("%w: %d messages in one batch, at most %d", ErrTooLarge, len(msgs), MaxBatchLen)
+	}
+	total := 0
+	for i, m := range msgs {
+		if n := len(m.GetPayload()); n > MaxPayloadBytes {
+			return fmt.Errorf("%w: message %d payload is %d bytes, at most %d", ErrTooLarge, i, n, MaxPayloadBytes)
+		}
+		if len(m.GetClientMsgId()) > 256 {
+			return fmt.Errorf("%w: message %d client_msg_id is longer than 256 bytes", ErrInvalid, i)
+		}
+		total += proto.Size(m)
+	}
+	if total > MaxBatchBytes {
+		return fmt.Errorf("%w: batch is %d bytes, at most %d", ErrTooLarge, total, MaxBatchBytes)
+	}
+	return nil
+}
+
+// ErrTooLarge: a message or batch exceeds the limits.
+var ErrTooLarge = errors.New("too large")
+
+// Append proposes msgs to the channel as one entry and returns each message's result once the
+// entry is committed on a majority and applied here.
+func (e *Engine) Append(ctx context.Context, channelID string, msgs []*triarchv1.MessageInput) ([]chanlog.Result, error) {
+	if err := validateBatch(msgs); err != nil {
+		return nil, err
+	}
+	ch, err := e.channel(channelID)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.checkLease(ch); err != nil {
+		return nil, err
+	}
+	id := e.nextProposal.Add(1)
+	data, err := proto.Marshal(&replicav1.LogBatch{
+		Messages:       msgs,
+		ProposeTime:    timestamppb.New(e.cfg.Now()),
+		ProposerNodeId: e.cfg.NodeID,
+		ProposalId:     id,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("replica: encode batch: %w", err)
+	}
+	w := make(chan []chanlog.Result, 1)
+	e.waitMu.Lock()
+	e.waiters[id] = w
+	e.waitMu.Unlock()
+	defer func() {
+		e.waitMu.Lock()
+		delete(e.waiters, id)
+		e.waitMu.Unlock()
+	}()
+	if _, err := e.host.Propose(ctx, ch.group, data); err != nil {
+		return nil, e.notLeader(ch, err)
+	}
+	select {
+	case rs := <-w:
+		return rs, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// leads checks that this replica leads the channel and may serve it.
+func (e *Engine) leads(ctx context.Context, ch *channel) error {
+	st, err := e.host.Status(ctx, ch.group)
+	if err != nil {
+		return err
+	}
+	if st.Leader != e.cfg.NodeID {
+		return &NotLeader{ChannelID: ch.id, LeaderID: st.Leader, Address: e.address(st.Leader), Term: st.Term}
+	}
+	return e.checkLease(ch)
+}
+
+// Read returns committed messages from seq from on: at most limit messages and about maxBytes
+// of payload (at least one message when any is available).
+func (e *Engine) Read(ctx context.Context, channelID string, from uint64, limit int, maxBytes int) ([]*triarchv1.Message, uint64, error) {
+	ch, err := e.channel(channelID)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := e.leads(ctx, ch); err != nil {
+		return nil, 0, err
+	}
+	msgs, err := e.readFrom(ch, max(from, 1), limit, maxBytes)
+	return msgs, ch.lastSeq.Load(), err
+}
+
+// readFrom reads messages with seq >= from, up to what has been applied.
+func (e *Engine) readFrom(ch *channel, from uint64, limit, maxBytes int) ([]*triarchv1.Message, error) {
+	last := ch.lastSeq.Load()
+	if from > last || limit <= 0 {
+		return nil, nil
+	}
+	log, err := e.cfg.Store.Open(ch.group)
+	if err != nil {
+		return nil, fmt.Errorf("replica: open log of %s: %w", ch.id, err)
+	}
+	var (
+		out   []*triarchv1.Message
+		bytes int
+	)
+	for from <= last && len(out) < limit && (bytes < maxBytes || len(out) == 0) {
+		k, v, err := e.cfg.Store.SeekStateLE(ch.group, seqKey(from))
+		if err != nil {
+			return nil, fmt.Errorf("replica: seq index of %s: %w", ch.id, err)
+		}
+		if k == nil {
+			return nil, fmt.Errorf("replica: channel %s has no index record for seq %d", ch.id, from)
+		}
+		first := binary.BigEndian.Uint64(k[1:])
+		var rec replicav1.SeqIndexRecord
+		if err := proto.Unmarshal(v, &rec); err != nil {
+			return nil, fmt.Errorf("replica: decode seq record of %s: %w", ch.id, err)
+		}
+		ents, err := log.Entries(rec.GetIndex(), rec.GetIndex()+1, 0)
+		if err != nil {
+			return nil, fmt.Errorf("replica: entry %d of %s: %w", rec.GetIndex(), ch.id, err)
+		}
+		msgs, err := chanlog.Messages(ch.id, first, &rec, ents[0].GetData(), from, limit-len(out))
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range msgs {
+			if m.GetSeq() > last || (bytes >= maxBytes && len(out) > 0) {
+				break
+			}
+			bytes += len(m.GetPayload())
+			out = append(out, m)
+		}
+		from = first + uint64(rec.GetCount())
+		if len(out) > 0 {
+			from = out[len(out)-1].GetSeq() + 1
+		}
+	}
+	return out, nil
+}
+
+// Subscribe sends committed messages from seq from on to send, in order, as they are applied,
+// until ctx ends, send fails, or this replica stops leading the channel (then a NotLeader
+// error says where to resume).
+func (e *Engine) Subscribe(ctx context.Context, channelID string, from uint64, send func([]*triarchv1.Message) error) error {
+	ch, err := e.channel(channelID)
+	if err != nil {
+		return err
+	}
+	from = max(from, 1)
+	for {
+		if err := e.leads(ctx, ch); err != nil {
+			return err
+		}
+		changed := ch.changed()
+		msgs, err := e.readFrom(ch, from, 1000, 1<<20)
+		if err != nil {
+			return err
+		}
+		if len(msgs) > 0 {
+			if err := send(msgs); err != nil {
+				return err
+			}
+			from = msgs[len(msgs)-1].GetSeq() + 1
+			continue
+		}
+		// Wake on new messages, and now and then to notice a lost leadership.
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ch.unloaded:
+			return fmt.Errorf("%w: %s was unloaded", ErrUnknownChannel, ch.id)
+		case <-changed:
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// Load loads channels' groups (creating them when new), restoring each channel's state from
+// its checkpoint. Per channel errors are returned in order; a nil entry means loaded.
+func (e *Engine) Load(ctx context.Context, specs []*replicav1.GroupSpec) []error {
+	errs := make([]error, len(specs))
+	var (
+		hostSpecs []multiraft.GroupSpec
+		loading   []int
+	)
+	var writes []raftstore.StateWrite
+	for i, sp := range specs {
+		ch, w, err := e.prepare(sp)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		if ch == nil { // already loaded
+			continue
+		}
+		writes = append(writes, w...)
+		hostSpecs = append(hostSpecs, multiraft.GroupSpec{GroupID: ch.group, Voters: ch.voters})
+		loading = append(loading, i)
+	}
+	if len(writes) > 0 {
+		if err := e.cfg.Store.SaveState(writes); err != nil {
+			for _, i := range loading {
+				errs[i] = fmt.Errorf("replica: record group spec: %w", err)
+				e.forget(specs[i].GetChannelId())
+			}
+			return errs
+		}
+	}
+	if len(hostSpecs) > 0 {
+		if err := e.host.LoadGroups(ctx, hostSpecs); err != nil {
+			// The host reports failures together; find out which groups made it.
+			for _, i := range loading {
+				if _, serr := e.host.Status(ctx, specs[i].GetGroupId()); serr != nil {
+					errs[i] = fmt.Errorf("replica: load %s: %w", specs[i].GetChannelId(), err)
+					e.forget(specs[i].GetChannelId())
+				}
+			}
+		}
+	}
+	return errs
+}
+
+// prepare registers a channel about to be loaded: its spec, peers and restored state.
+func (e *Engine) prepare(sp *replicav1.GroupSpec) (*channel, []raftstore.StateWrite, error) {
+	if sp.GetChannelId() == "" || sp.GetGroupId() == 0 || len(sp.GetReplicas()) == 0 {
+		return nil, nil, fmt.Errorf("%w: group spec needs a channel id, a group id and replicas", ErrInvalid)
+	}
+	voters := make([]uint64, 0, len(sp.GetReplicas()))
+	for _, p := range sp.GetReplicas() {
+		voters = append(voters, p.GetNodeId())
+	}
+	slices.Sort(voters)
+	if _, ok := slices.BinarySearch(voters, e.cfg.NodeID); !ok {
+		return nil, nil, fmt.Errorf("%w: node %d is not a replica of %s", ErrInvalid, e.cfg.NodeID, sp.GetChannelId())
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if ch := e.byID[sp.GetChannelId()]; ch != nil {
+		if ch.group != sp.GetGroupId() {
+			return nil, nil, fmt.Errorf("%w: %s is loaded as group %d, not %d", ErrInvalid, ch.id, ch.group, sp.GetGroupId())
+		}
+		return nil, nil, nil
+	}
+	for _, p := range sp.GetReplicas() {
+		if p.GetAddress() != "" {
+			e.addresses[p.GetNodeId()] = p.GetAddress()
+			if e.peers != nil {
+				e.peers.SetPeer(p.GetNodeId(), p.GetAddress())
+			}
+		}
+	}
+	log := chanlog.New(e.cfg.Dedup)
+	cpData, err := e.cfg.Store.GetState(sp.GetGroupId(), []byte{kindCheckpoint})
+	if err != nil {
+		return nil, nil, fmt.Errorf("replica: read checkpoint of %s: %w", sp.GetChannelId(), err)
+	}
+	if cpData != nil {
+		var cp replicav1.ChannelCheckpoint
+		if err := proto.Unmarshal(cpData, &cp); err != nil {
+			return nil, nil, fmt.Errorf("replica: decode checkpoint of %s: %w", sp.GetChannelId(), err)
+		}
+		log = chanlog.Restore(e.cfg.Dedup, &cp)
+	}
+	ch := &channel{id: sp.GetChannelId(), group: sp.GetGroupId(), spec: sp, voters: voters, log: log,
+		checkpointedAt: log.AppliedIndex(), notify: make(chan struct{}), unloaded: make(chan struct{})}
+	ch.lastSeq.Store(log.LastSeq())
+	ch.lastActivity.Store(e.cfg.Now().UnixNano())
+	e.byID[ch.id] = ch
+	e.byGroup[ch.group] = ch
+	specData, err := proto.Marshal(sp)
+	if err != nil {
+		return nil, nil, fmt.Errorf("replica: encode spec: %w", err)
+	}
+	gid := make([]byte, 8)
+	binary.BigEndian.PutUint64(gid, ch.group)
+	return ch, []raftstore.StateWrite{
+		{GroupID: ch.group, Key: []byte{kindSpec}, Value: specData},
+		{GroupID: 0, Key: channelKey(ch.id), Value: gid},
+	}, nil
+}
+
+func (e *Engine) forget(channelID string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if ch := e.byID[channelID]; ch != nil {
+		delete(e.byID, channelID)
+		delete(e.byGroup, ch.group)
+	}
+}
+
+// Unload hibernates a channel here: refused unless its group is at rest (see
+// multiraft.Host.UnloadGroup); its state is checkpointed so a later load resumes exactly.
+func (e *Engine) Unload(ctx context.Context, channelID string) error {
+	ch, err := e.channel(channelID)
+	if err != nil {
+		return err
+	}
+	if err := e.host.UnloadGroup(ctx, ch.group); err != nil {
+		return fmt.Errorf("replica: unload %s: %w", channelID, err)
+	}
+	// The group is out of the host: nothing applies to ch.log any more.
+	w, err := checkpointWrite(ch)
+	if err == nil {
+		err = e.cfg.Store.SaveState([]raftstore.StateWrite{w})
+	}
+	e.forget(channelID)
+	close(ch.unloaded)
+	if err != nil {
+		return fmt.Errorf("replica: checkpoint %s: %w", channelID, err)
+	}
+	return nil
+}
+
+// Campaign orders this replica to campaign for a channel's group.
+func (e *Engine) Campaign(ctx context.Context, channelID string) error {
+	ch, err := e.channel(channelID)
+	if err != nil {
+		return err
+	}
+	return e.host.Campaign(ctx, ch.group)
+}
+
+// TransferLeader orders this replica, the leader, to hand leadership to target.
+func (e *Engine) TransferLeader(ctx context.Context, channelID string, target uint64) error {
+	ch, err := e.channel(channelID)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(ch.voters, target) {
+		return fmt.Errorf("%w: node %d is not a replica of %s", ErrInvalid, target, channelID)
+	}
+	return e.notLeader(ch, e.host.TransferLeader(ctx, ch.group, target))
+}
+
+// GroupStatus reports a channel's raft position here, from memory when loaded and from disk
+// when hibernated.
+func (e *Engine) GroupStatus(ctx context.Context, channelID string) (*replicav1.GroupStatus, error) {
+	e.mu.RLock()
+	ch := e.byID[channelID]
+	e.mu.RUnlock()
+	if ch != nil {
+		st, err := e.host.Status(ctx, ch.group)
+		if err != nil {
+			return nil, err
+		}
+		return statusProto(ch, st), nil
+	}
+	return e.diskStatus(channelID)
+}
+
+func statusProto(ch *channel, st multiraft.Status) *replicav1.GroupStatus {
+	out := &replicav1.GroupStatus{
+		ChannelId: ch.id, GroupId: ch.group, Loaded: true, Role: roleProto(st.Role),
+		Term: st.Term, Vote: st.Vote, LeaderNodeId: st.Leader, LastIndex: st.LastIndex, LastTerm: st.LastTerm,
+		Commit: st.Commit, Applied: st.Applied, LastSeq: ch.lastSeq.Load(),
+		LastActivityTime: timestamppb.New(time.Unix(0, ch.lastActivity.Load())),
+	}
+	ids := make([]uint64, 0, len(st.Progress))
+	for id := range st.Progress {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		p := st.Progress[id]
+		out.Progress = append(out.Progress, &replicav1.Progress{NodeId: id, Match: p.Match, Next: p.Next})
+	}
+	return out
+}
+
+// diskStatus reads a hibernated channel's position without loading it into the host.
+func (e *Engine) diskStatus(channelID string) (*replicav1.GroupStatus, error) {
+	gid, err := e.cfg.Store.GetState(0, channelKey(channelID))
+	if err != nil {
+		return nil, fmt.Errorf("replica: look up %s: %w", channelID, err)
+	}
+	if len(gid) != 8 {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownChannel, channelID)
+	}
+	group := binary.BigEndian.Uint64(gid)
+	log, err := e.cfg.Store.Open(group)
+	if err != nil {
+		return nil, fmt.Errorf("replica: open %s: %w", channelID, err)
+	}
+	defer e.cfg.Store.Release(group)
+	hs, _, err := log.InitialState()
+	if err != nil {
+		return nil, err
+	}
+	last, err := log.LastIndex()
+	if err != nil {
+		return nil, err
+	}
+	lastTerm, err := log.Term(last)
+	if err != nil {
+		return nil, err
+	}
+	out := &replicav1.GroupStatus{ChannelId: channelID, GroupId: group, Role: replicav1.Role_ROLE_FOLLOWER,
+		Term: hs.GetTerm(), Vote: hs.GetVote(), LastIndex: last, LastTerm: lastTerm, Commit: hs.GetCommit()}
+	if cpData, err := e.cfg.Store.GetState(group, []byte{kindCheckpoint}); err == nil && cpData != nil {
+		var cp replicav1.ChannelCheckpoint
+		if proto.Unmarshal(cpData, &cp) == nil {
+			out.Applied, out.LastSeq = cp.GetAppliedIndex(), cp.GetLastSeq()
+		}
+	}
+	return out, nil
+}
+
+func roleProto(r raft.StateType) replicav1.Role {
+	switch r {
+	case raft.StateLeader:
+		return replicav1.Role_ROLE_LEADER
+	case raft.StateCandidate:
+		return replicav1.Role_ROLE_CANDIDATE
+	case raft.StatePreCandidate:
+		return replicav1.Role_ROLE_PRE_CANDIDATE
+	default:
+		return replicav1.Role_ROLE_FOLLOWER
+	}
+}
+
+// Close checkpoints every loaded channel so a restart re-applies little. The host must have
+// stopped applying.
+func (e *Engine) Close() error {
+	e.mu.RLock()
+	var writes []raftstore.StateWrite
+	for _, ch := range e.byID {
+		w, err := checkpointWrite(ch)
+		if err != nil {
+			e.mu.RUnlock()
+			return err
+		}
+		writes = append(writes, w)
+	}
+	e.mu.RUnlock()
+	return e.cfg.Store.SaveState(writes)
+}
+
+// Loaded lists the loaded channels.
+func (e *Engine) Loaded() []string {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	out := make([]string, 0, len(e.byID))
+	for id := range e.byID {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
+}
