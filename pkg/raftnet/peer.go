@@ -17,10 +17,10 @@ type peer struct {
 	t  *Transport
 	id uint64
 
-	mu    sync.Mutex
-	addr  string
-	queue []multiraft.Envelope
-	state linkState
+	mu     sync.Mutex
+	addr   string
+	queue  []multiraft.Envelope
+	state  linkState
 	wake   chan struct{}
 	redial chan struct{}
 }
