@@ -2,11 +2,14 @@ package nodelease
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
@@ -31,9 +34,13 @@ type Config struct {
 	Log   *slog.Logger
 	// Now is the clock (time.Now by default); tests inject one.
 	Now func() time.Time
-	// RetryInterval is the pause between failed registrations (default 200 ms).
+	// RetryInterval is the first pause after a failed registration (default 200 ms); it
+	// doubles up to 5 s while the arbiter stays unreachable.
 	RetryInterval time.Duration
 }
+
+// maxRetryInterval caps the backoff between failed registrations.
+const maxRetryInterval = 5 * time.Second
 
 // minInterval bounds how often a node heartbeats, whatever the arbiter asks.
 const minInterval = 10 * time.Millisecond
@@ -104,11 +111,15 @@ func (k *Keeper) Run(ctx context.Context) error {
 			return nil
 		case <-time.After(k.Interval()):
 		}
-		if err := k.heartbeat(ctx); err != nil {
+		err := k.heartbeat(ctx)
+		if err != nil {
 			k.cfg.Log.WarnContext(ctx, "heartbeat failed", "err", err)
 		}
-		if k.State() == arbiterv1.NodeState_NODE_STATE_DEAD {
-			k.cfg.Log.WarnContext(ctx, "arbiter declared this node dead; registering again")
+		// The arbiter forgot this node or this incarnation (NotFound / FailedPrecondition), or
+		// declared it dead: only a new registration makes it alive again.
+		if c := status.Code(errors.Unwrap(err)); c == codes.NotFound || c == codes.FailedPrecondition ||
+			k.State() == arbiterv1.NodeState_NODE_STATE_DEAD {
+			k.cfg.Log.WarnContext(ctx, "registering again", "state", k.State(), "err", err)
 			if err := k.register(ctx); err != nil {
 				return err
 			}
@@ -118,6 +129,7 @@ func (k *Keeper) Run(ctx context.Context) error {
 
 func (k *Keeper) register(ctx context.Context) error {
 	req := &arbiterv1.RegisterNodeRequest{NodeId: k.cfg.NodeID, Role: k.cfg.Role, Address: k.cfg.Address, Zone: k.cfg.Zone}
+	wait := k.cfg.RetryInterval
 	for {
 		sent := k.cfg.Now()
 		resp, err := k.cfg.Arbiter.RegisterNode(ctx, req)
@@ -135,12 +147,13 @@ func (k *Keeper) register(ctx context.Context) error {
 				"lease_ttl", k.ttl, "heartbeat_interval", k.interval)
 			return nil
 		}
-		k.cfg.Log.WarnContext(ctx, "registration failed", "err", err)
+		k.cfg.Log.WarnContext(ctx, "registration failed", "err", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("nodelease: register node %d: %w", k.cfg.NodeID, ctx.Err())
-		case <-time.After(k.cfg.RetryInterval):
+		case <-time.After(wait):
 		}
+		wait = min(2*wait, maxRetryInterval)
 	}
 }
 

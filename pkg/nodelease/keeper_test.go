@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
@@ -18,6 +20,7 @@ type fakeArbiter struct {
 	registers  int
 	heartbeats []*arbiterv1.HeartbeatRequest
 	failing    bool
+	forgotten  bool
 	state      arbiterv1.NodeState
 	ttl        time.Duration
 }
@@ -42,6 +45,10 @@ func (f *fakeArbiter) Heartbeat(_ context.Context, req *arbiterv1.HeartbeatReque
 	defer f.mu.Unlock()
 	if f.failing {
 		return nil, errors.New("arbiter unreachable")
+	}
+	if f.forgotten {
+		f.forgotten = false
+		return nil, status.Error(codes.NotFound, "node is not registered")
 	}
 	f.heartbeats = append(f.heartbeats, req)
 	return &arbiterv1.HeartbeatResponse{LeaseTtl: durationpb.New(f.ttl), HeartbeatInterval: durationpb.New(time.Millisecond), State: f.state}, nil
@@ -91,6 +98,12 @@ func TestRegistersHeartbeatsAndReregistersWhenDeclaredDead(t *testing.T) {
 	fa.state = arbiterv1.NodeState_NODE_STATE_DEAD
 	fa.mu.Unlock()
 	eventually(t, "re-registration", func() bool { r, _ := fa.counts(); return r == 2 })
+
+	// An arbiter that forgot the node (NotFound) also gets a new registration.
+	fa.mu.Lock()
+	fa.forgotten = true
+	fa.mu.Unlock()
+	eventually(t, "re-registration after NotFound", func() bool { r, _ := fa.counts(); return r == 3 })
 	cancel()
 	require.NoError(t, <-done)
 }
