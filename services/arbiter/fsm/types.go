@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"errors"
 	"slices"
 	"time"
 
@@ -212,6 +213,16 @@ func (r ChangeResult) Proto() *arbiterv1.ChannelChangeResult {
 	}
 	if r.Err != nil {
 		out.Error = r.Err.Error()
+		switch {
+		case errors.Is(r.Err, ErrStaleEpoch):
+			out.Refusal = arbiterv1.ChangeRefusal_CHANGE_REFUSAL_STALE_EPOCH
+		case errors.Is(r.Err, ErrNotSlotOwner):
+			out.Refusal = arbiterv1.ChangeRefusal_CHANGE_REFUSAL_NOT_SLOT_OWNER
+		case errors.Is(r.Err, ErrUnknownChannel):
+			out.Refusal = arbiterv1.ChangeRefusal_CHANGE_REFUSAL_UNKNOWN_CHANNEL
+		case errors.Is(r.Err, ErrInvalidChange):
+			out.Refusal = arbiterv1.ChangeRefusal_CHANGE_REFUSAL_INVALID_CHANGE
+		}
 	}
 	return out
 }

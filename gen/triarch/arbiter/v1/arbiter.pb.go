@@ -193,6 +193,65 @@ func (ChannelState) EnumDescriptor() ([]byte, []int) {
 	return file_triarch_arbiter_v1_arbiter_proto_rawDescGZIP(), []int{2}
 }
 
+// ChangeRefusal says why a compare-and-set was refused, for programs (error is for people).
+type ChangeRefusal int32
+
+const (
+	ChangeRefusal_CHANGE_REFUSAL_UNSPECIFIED ChangeRefusal = 0
+	// The channel's epoch is not the expected one: the requester's view is stale.
+	ChangeRefusal_CHANGE_REFUSAL_STALE_EPOCH ChangeRefusal = 1
+	// The requester does not own the channel's slot (any more).
+	ChangeRefusal_CHANGE_REFUSAL_NOT_SLOT_OWNER  ChangeRefusal = 2
+	ChangeRefusal_CHANGE_REFUSAL_UNKNOWN_CHANNEL ChangeRefusal = 3
+	// The change is inconsistent (leader outside the replica set, term going backwards, ...).
+	ChangeRefusal_CHANGE_REFUSAL_INVALID_CHANGE ChangeRefusal = 4
+)
+
+// Enum value maps for ChangeRefusal.
+var (
+	ChangeRefusal_name = map[int32]string{
+		0: "CHANGE_REFUSAL_UNSPECIFIED",
+		1: "CHANGE_REFUSAL_STALE_EPOCH",
+		2: "CHANGE_REFUSAL_NOT_SLOT_OWNER",
+		3: "CHANGE_REFUSAL_UNKNOWN_CHANNEL",
+		4: "CHANGE_REFUSAL_INVALID_CHANGE",
+	}
+	ChangeRefusal_value = map[string]int32{
+		"CHANGE_REFUSAL_UNSPECIFIED":     0,
+		"CHANGE_REFUSAL_STALE_EPOCH":     1,
+		"CHANGE_REFUSAL_NOT_SLOT_OWNER":  2,
+		"CHANGE_REFUSAL_UNKNOWN_CHANNEL": 3,
+		"CHANGE_REFUSAL_INVALID_CHANGE":  4,
+	}
+)
+
+func (x ChangeRefusal) Enum() *ChangeRefusal {
+	p := new(ChangeRefusal)
+	*p = x
+	return p
+}
+
+func (x ChangeRefusal) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ChangeRefusal) Descriptor() protoreflect.EnumDescriptor {
+	return file_triarch_arbiter_v1_arbiter_proto_enumTypes[3].Descriptor()
+}
+
+func (ChangeRefusal) Type() protoreflect.EnumType {
+	return &file_triarch_arbiter_v1_arbiter_proto_enumTypes[3]
+}
+
+func (x ChangeRefusal) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ChangeRefusal.Descriptor instead.
+func (ChangeRefusal) EnumDescriptor() ([]byte, []int) {
+	return file_triarch_arbiter_v1_arbiter_proto_rawDescGZIP(), []int{3}
+}
+
 type NodeLoad struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Channels      uint64                 `protobuf:"varint,1,opt,name=channels,proto3" json:"channels,omitempty"`
@@ -1456,7 +1515,8 @@ type ChannelChangeResult struct {
 	// channel is the channel after the change, or its current state when refused.
 	Channel *Channel `protobuf:"bytes,3,opt,name=channel,proto3" json:"channel,omitempty"`
 	// error says why a change was refused (stale epoch, slot not owned, unknown channel).
-	Error         string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	Error         string        `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	Refusal       ChangeRefusal `protobuf:"varint,5,opt,name=refusal,proto3,enum=triarch.arbiter.v1.ChangeRefusal" json:"refusal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1517,6 +1577,13 @@ func (x *ChannelChangeResult) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *ChannelChangeResult) GetRefusal() ChangeRefusal {
+	if x != nil {
+		return x.Refusal
+	}
+	return ChangeRefusal_CHANGE_REFUSAL_UNSPECIFIED
 }
 
 type CompareAndSetChannelsRequest struct {
@@ -2266,13 +2333,14 @@ const file_triarch_arbiter_v1_arbiter_proto_rawDesc = "" +
 	"\x0f_leader_node_idB\x0e\n" +
 	"\f_leader_termB\b\n" +
 	"\x06_stateB\v\n" +
-	"\t_last_seq\"\x9f\x01\n" +
+	"\t_last_seq\"\xdc\x01\n" +
 	"\x13ChannelChangeResult\x12\x1d\n" +
 	"\n" +
 	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x1c\n" +
 	"\tsucceeded\x18\x02 \x01(\bR\tsucceeded\x125\n" +
 	"\achannel\x18\x03 \x01(\v2\x1b.triarch.arbiter.v1.ChannelR\achannel\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\"t\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\x12;\n" +
+	"\arefusal\x18\x05 \x01(\x0e2!.triarch.arbiter.v1.ChangeRefusalR\arefusal\"t\n" +
 	"\x1cCompareAndSetChannelsRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12;\n" +
 	"\achanges\x18\x02 \x03(\v2!.triarch.arbiter.v1.ChannelChangeR\achanges\"~\n" +
@@ -2335,7 +2403,13 @@ const file_triarch_arbiter_v1_arbiter_proto_rawDesc = "" +
 	"\x18CHANNEL_STATE_ACTIVATING\x10\x02\x12\x18\n" +
 	"\x14CHANNEL_STATE_ACTIVE\x10\x03\x12\x1a\n" +
 	"\x16CHANNEL_STATE_ELECTING\x10\x04\x12\x1d\n" +
-	"\x19CHANNEL_STATE_HIBERNATING\x10\x052\xe4\a\n" +
+	"\x19CHANNEL_STATE_HIBERNATING\x10\x05*\xb9\x01\n" +
+	"\rChangeRefusal\x12\x1e\n" +
+	"\x1aCHANGE_REFUSAL_UNSPECIFIED\x10\x00\x12\x1e\n" +
+	"\x1aCHANGE_REFUSAL_STALE_EPOCH\x10\x01\x12!\n" +
+	"\x1dCHANGE_REFUSAL_NOT_SLOT_OWNER\x10\x02\x12\"\n" +
+	"\x1eCHANGE_REFUSAL_UNKNOWN_CHANNEL\x10\x03\x12!\n" +
+	"\x1dCHANGE_REFUSAL_INVALID_CHANGE\x10\x042\xe4\a\n" +
 	"\x0eArbiterService\x12a\n" +
 	"\fRegisterNode\x12'.triarch.arbiter.v1.RegisterNodeRequest\x1a(.triarch.arbiter.v1.RegisterNodeResponse\x12X\n" +
 	"\tHeartbeat\x12$.triarch.arbiter.v1.HeartbeatRequest\x1a%.triarch.arbiter.v1.HeartbeatResponse\x12X\n" +
@@ -2361,106 +2435,108 @@ func file_triarch_arbiter_v1_arbiter_proto_rawDescGZIP() []byte {
 	return file_triarch_arbiter_v1_arbiter_proto_rawDescData
 }
 
-var file_triarch_arbiter_v1_arbiter_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_triarch_arbiter_v1_arbiter_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
 var file_triarch_arbiter_v1_arbiter_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_triarch_arbiter_v1_arbiter_proto_goTypes = []any{
 	(NodeRole)(0),                         // 0: triarch.arbiter.v1.NodeRole
 	(NodeState)(0),                        // 1: triarch.arbiter.v1.NodeState
 	(ChannelState)(0),                     // 2: triarch.arbiter.v1.ChannelState
-	(*NodeLoad)(nil),                      // 3: triarch.arbiter.v1.NodeLoad
-	(*Node)(nil),                          // 4: triarch.arbiter.v1.Node
-	(*Channel)(nil),                       // 5: triarch.arbiter.v1.Channel
-	(*SlotAssignment)(nil),                // 6: triarch.arbiter.v1.SlotAssignment
-	(*PeerReachability)(nil),              // 7: triarch.arbiter.v1.PeerReachability
-	(*NotLeader)(nil),                     // 8: triarch.arbiter.v1.NotLeader
-	(*RegisterNodeRequest)(nil),           // 9: triarch.arbiter.v1.RegisterNodeRequest
-	(*RegisterNodeResponse)(nil),          // 10: triarch.arbiter.v1.RegisterNodeResponse
-	(*HeartbeatRequest)(nil),              // 11: triarch.arbiter.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),             // 12: triarch.arbiter.v1.HeartbeatResponse
-	(*DrainNodeRequest)(nil),              // 13: triarch.arbiter.v1.DrainNodeRequest
-	(*DrainNodeResponse)(nil),             // 14: triarch.arbiter.v1.DrainNodeResponse
-	(*CreateChannelRequest)(nil),          // 15: triarch.arbiter.v1.CreateChannelRequest
-	(*CreateChannelResponse)(nil),         // 16: triarch.arbiter.v1.CreateChannelResponse
-	(*GetChannelRequest)(nil),             // 17: triarch.arbiter.v1.GetChannelRequest
-	(*GetChannelResponse)(nil),            // 18: triarch.arbiter.v1.GetChannelResponse
-	(*ListChannelsRequest)(nil),           // 19: triarch.arbiter.v1.ListChannelsRequest
-	(*ListChannelsResponse)(nil),          // 20: triarch.arbiter.v1.ListChannelsResponse
-	(*ChannelChange)(nil),                 // 21: triarch.arbiter.v1.ChannelChange
-	(*ChannelChangeResult)(nil),           // 22: triarch.arbiter.v1.ChannelChangeResult
-	(*CompareAndSetChannelsRequest)(nil),  // 23: triarch.arbiter.v1.CompareAndSetChannelsRequest
-	(*CompareAndSetChannelsResponse)(nil), // 24: triarch.arbiter.v1.CompareAndSetChannelsResponse
-	(*ListSlotsRequest)(nil),              // 25: triarch.arbiter.v1.ListSlotsRequest
-	(*ListSlotsResponse)(nil),             // 26: triarch.arbiter.v1.ListSlotsResponse
-	(*WatchRequest)(nil),                  // 27: triarch.arbiter.v1.WatchRequest
-	(*WatchEvent)(nil),                    // 28: triarch.arbiter.v1.WatchEvent
-	(*WatchResponse)(nil),                 // 29: triarch.arbiter.v1.WatchResponse
-	(*GetClusterStatusRequest)(nil),       // 30: triarch.arbiter.v1.GetClusterStatusRequest
-	(*Member)(nil),                        // 31: triarch.arbiter.v1.Member
-	(*GetClusterStatusResponse)(nil),      // 32: triarch.arbiter.v1.GetClusterStatusResponse
-	nil,                                   // 33: triarch.arbiter.v1.GetClusterStatusResponse.ChannelsByStateEntry
-	(*timestamppb.Timestamp)(nil),         // 34: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),           // 35: google.protobuf.Duration
+	(ChangeRefusal)(0),                    // 3: triarch.arbiter.v1.ChangeRefusal
+	(*NodeLoad)(nil),                      // 4: triarch.arbiter.v1.NodeLoad
+	(*Node)(nil),                          // 5: triarch.arbiter.v1.Node
+	(*Channel)(nil),                       // 6: triarch.arbiter.v1.Channel
+	(*SlotAssignment)(nil),                // 7: triarch.arbiter.v1.SlotAssignment
+	(*PeerReachability)(nil),              // 8: triarch.arbiter.v1.PeerReachability
+	(*NotLeader)(nil),                     // 9: triarch.arbiter.v1.NotLeader
+	(*RegisterNodeRequest)(nil),           // 10: triarch.arbiter.v1.RegisterNodeRequest
+	(*RegisterNodeResponse)(nil),          // 11: triarch.arbiter.v1.RegisterNodeResponse
+	(*HeartbeatRequest)(nil),              // 12: triarch.arbiter.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),             // 13: triarch.arbiter.v1.HeartbeatResponse
+	(*DrainNodeRequest)(nil),              // 14: triarch.arbiter.v1.DrainNodeRequest
+	(*DrainNodeResponse)(nil),             // 15: triarch.arbiter.v1.DrainNodeResponse
+	(*CreateChannelRequest)(nil),          // 16: triarch.arbiter.v1.CreateChannelRequest
+	(*CreateChannelResponse)(nil),         // 17: triarch.arbiter.v1.CreateChannelResponse
+	(*GetChannelRequest)(nil),             // 18: triarch.arbiter.v1.GetChannelRequest
+	(*GetChannelResponse)(nil),            // 19: triarch.arbiter.v1.GetChannelResponse
+	(*ListChannelsRequest)(nil),           // 20: triarch.arbiter.v1.ListChannelsRequest
+	(*ListChannelsResponse)(nil),          // 21: triarch.arbiter.v1.ListChannelsResponse
+	(*ChannelChange)(nil),                 // 22: triarch.arbiter.v1.ChannelChange
+	(*ChannelChangeResult)(nil),           // 23: triarch.arbiter.v1.ChannelChangeResult
+	(*CompareAndSetChannelsRequest)(nil),  // 24: triarch.arbiter.v1.CompareAndSetChannelsRequest
+	(*CompareAndSetChannelsResponse)(nil), // 25: triarch.arbiter.v1.CompareAndSetChannelsResponse
+	(*ListSlotsRequest)(nil),              // 26: triarch.arbiter.v1.ListSlotsRequest
+	(*ListSlotsResponse)(nil),             // 27: triarch.arbiter.v1.ListSlotsResponse
+	(*WatchRequest)(nil),                  // 28: triarch.arbiter.v1.WatchRequest
+	(*WatchEvent)(nil),                    // 29: triarch.arbiter.v1.WatchEvent
+	(*WatchResponse)(nil),                 // 30: triarch.arbiter.v1.WatchResponse
+	(*GetClusterStatusRequest)(nil),       // 31: triarch.arbiter.v1.GetClusterStatusRequest
+	(*Member)(nil),                        // 32: triarch.arbiter.v1.Member
+	(*GetClusterStatusResponse)(nil),      // 33: triarch.arbiter.v1.GetClusterStatusResponse
+	nil,                                   // 34: triarch.arbiter.v1.GetClusterStatusResponse.ChannelsByStateEntry
+	(*timestamppb.Timestamp)(nil),         // 35: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),           // 36: google.protobuf.Duration
 }
 var file_triarch_arbiter_v1_arbiter_proto_depIdxs = []int32{
 	0,  // 0: triarch.arbiter.v1.Node.role:type_name -> triarch.arbiter.v1.NodeRole
 	1,  // 1: triarch.arbiter.v1.Node.state:type_name -> triarch.arbiter.v1.NodeState
-	34, // 2: triarch.arbiter.v1.Node.lease_expire_time:type_name -> google.protobuf.Timestamp
-	3,  // 3: triarch.arbiter.v1.Node.load:type_name -> triarch.arbiter.v1.NodeLoad
+	35, // 2: triarch.arbiter.v1.Node.lease_expire_time:type_name -> google.protobuf.Timestamp
+	4,  // 3: triarch.arbiter.v1.Node.load:type_name -> triarch.arbiter.v1.NodeLoad
 	2,  // 4: triarch.arbiter.v1.Channel.state:type_name -> triarch.arbiter.v1.ChannelState
-	34, // 5: triarch.arbiter.v1.Channel.create_time:type_name -> google.protobuf.Timestamp
-	35, // 6: triarch.arbiter.v1.PeerReachability.last_contact_age:type_name -> google.protobuf.Duration
+	35, // 5: triarch.arbiter.v1.Channel.create_time:type_name -> google.protobuf.Timestamp
+	36, // 6: triarch.arbiter.v1.PeerReachability.last_contact_age:type_name -> google.protobuf.Duration
 	0,  // 7: triarch.arbiter.v1.RegisterNodeRequest.role:type_name -> triarch.arbiter.v1.NodeRole
-	4,  // 8: triarch.arbiter.v1.RegisterNodeResponse.node:type_name -> triarch.arbiter.v1.Node
-	35, // 9: triarch.arbiter.v1.RegisterNodeResponse.lease_ttl:type_name -> google.protobuf.Duration
-	35, // 10: triarch.arbiter.v1.RegisterNodeResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	3,  // 11: triarch.arbiter.v1.HeartbeatRequest.load:type_name -> triarch.arbiter.v1.NodeLoad
-	7,  // 12: triarch.arbiter.v1.HeartbeatRequest.peers:type_name -> triarch.arbiter.v1.PeerReachability
-	35, // 13: triarch.arbiter.v1.HeartbeatRequest.last_rtt:type_name -> google.protobuf.Duration
-	35, // 14: triarch.arbiter.v1.HeartbeatResponse.lease_ttl:type_name -> google.protobuf.Duration
-	35, // 15: triarch.arbiter.v1.HeartbeatResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	5,  // 8: triarch.arbiter.v1.RegisterNodeResponse.node:type_name -> triarch.arbiter.v1.Node
+	36, // 9: triarch.arbiter.v1.RegisterNodeResponse.lease_ttl:type_name -> google.protobuf.Duration
+	36, // 10: triarch.arbiter.v1.RegisterNodeResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	4,  // 11: triarch.arbiter.v1.HeartbeatRequest.load:type_name -> triarch.arbiter.v1.NodeLoad
+	8,  // 12: triarch.arbiter.v1.HeartbeatRequest.peers:type_name -> triarch.arbiter.v1.PeerReachability
+	36, // 13: triarch.arbiter.v1.HeartbeatRequest.last_rtt:type_name -> google.protobuf.Duration
+	36, // 14: triarch.arbiter.v1.HeartbeatResponse.lease_ttl:type_name -> google.protobuf.Duration
+	36, // 15: triarch.arbiter.v1.HeartbeatResponse.heartbeat_interval:type_name -> google.protobuf.Duration
 	1,  // 16: triarch.arbiter.v1.HeartbeatResponse.state:type_name -> triarch.arbiter.v1.NodeState
-	4,  // 17: triarch.arbiter.v1.DrainNodeResponse.node:type_name -> triarch.arbiter.v1.Node
-	5,  // 18: triarch.arbiter.v1.CreateChannelResponse.channel:type_name -> triarch.arbiter.v1.Channel
-	5,  // 19: triarch.arbiter.v1.GetChannelResponse.channel:type_name -> triarch.arbiter.v1.Channel
-	5,  // 20: triarch.arbiter.v1.ListChannelsResponse.channels:type_name -> triarch.arbiter.v1.Channel
+	5,  // 17: triarch.arbiter.v1.DrainNodeResponse.node:type_name -> triarch.arbiter.v1.Node
+	6,  // 18: triarch.arbiter.v1.CreateChannelResponse.channel:type_name -> triarch.arbiter.v1.Channel
+	6,  // 19: triarch.arbiter.v1.GetChannelResponse.channel:type_name -> triarch.arbiter.v1.Channel
+	6,  // 20: triarch.arbiter.v1.ListChannelsResponse.channels:type_name -> triarch.arbiter.v1.Channel
 	2,  // 21: triarch.arbiter.v1.ChannelChange.state:type_name -> triarch.arbiter.v1.ChannelState
-	5,  // 22: triarch.arbiter.v1.ChannelChangeResult.channel:type_name -> triarch.arbiter.v1.Channel
-	21, // 23: triarch.arbiter.v1.CompareAndSetChannelsRequest.changes:type_name -> triarch.arbiter.v1.ChannelChange
-	22, // 24: triarch.arbiter.v1.CompareAndSetChannelsResponse.results:type_name -> triarch.arbiter.v1.ChannelChangeResult
-	6,  // 25: triarch.arbiter.v1.ListSlotsResponse.slots:type_name -> triarch.arbiter.v1.SlotAssignment
-	5,  // 26: triarch.arbiter.v1.WatchEvent.channel:type_name -> triarch.arbiter.v1.Channel
-	4,  // 27: triarch.arbiter.v1.WatchEvent.node:type_name -> triarch.arbiter.v1.Node
-	6,  // 28: triarch.arbiter.v1.WatchEvent.slot:type_name -> triarch.arbiter.v1.SlotAssignment
-	28, // 29: triarch.arbiter.v1.WatchResponse.events:type_name -> triarch.arbiter.v1.WatchEvent
-	31, // 30: triarch.arbiter.v1.GetClusterStatusResponse.members:type_name -> triarch.arbiter.v1.Member
-	4,  // 31: triarch.arbiter.v1.GetClusterStatusResponse.nodes:type_name -> triarch.arbiter.v1.Node
-	33, // 32: triarch.arbiter.v1.GetClusterStatusResponse.channels_by_state:type_name -> triarch.arbiter.v1.GetClusterStatusResponse.ChannelsByStateEntry
-	6,  // 33: triarch.arbiter.v1.GetClusterStatusResponse.slots:type_name -> triarch.arbiter.v1.SlotAssignment
-	9,  // 34: triarch.arbiter.v1.ArbiterService.RegisterNode:input_type -> triarch.arbiter.v1.RegisterNodeRequest
-	11, // 35: triarch.arbiter.v1.ArbiterService.Heartbeat:input_type -> triarch.arbiter.v1.HeartbeatRequest
-	13, // 36: triarch.arbiter.v1.ArbiterService.DrainNode:input_type -> triarch.arbiter.v1.DrainNodeRequest
-	15, // 37: triarch.arbiter.v1.ArbiterService.CreateChannel:input_type -> triarch.arbiter.v1.CreateChannelRequest
-	17, // 38: triarch.arbiter.v1.ArbiterService.GetChannel:input_type -> triarch.arbiter.v1.GetChannelRequest
-	19, // 39: triarch.arbiter.v1.ArbiterService.ListChannels:input_type -> triarch.arbiter.v1.ListChannelsRequest
-	23, // 40: triarch.arbiter.v1.ArbiterService.CompareAndSetChannels:input_type -> triarch.arbiter.v1.CompareAndSetChannelsRequest
-	25, // 41: triarch.arbiter.v1.ArbiterService.ListSlots:input_type -> triarch.arbiter.v1.ListSlotsRequest
-	27, // 42: triarch.arbiter.v1.ArbiterService.Watch:input_type -> triarch.arbiter.v1.WatchRequest
-	30, // 43: triarch.arbiter.v1.ArbiterService.GetClusterStatus:input_type -> triarch.arbiter.v1.GetClusterStatusRequest
-	10, // 44: triarch.arbiter.v1.ArbiterService.RegisterNode:output_type -> triarch.arbiter.v1.RegisterNodeResponse
-	12, // 45: triarch.arbiter.v1.ArbiterService.Heartbeat:output_type -> triarch.arbiter.v1.HeartbeatResponse
-	14, // 46: triarch.arbiter.v1.ArbiterService.DrainNode:output_type -> triarch.arbiter.v1.DrainNodeResponse
-	16, // 47: triarch.arbiter.v1.ArbiterService.CreateChannel:output_type -> triarch.arbiter.v1.CreateChannelResponse
-	18, // 48: triarch.arbiter.v1.ArbiterService.GetChannel:output_type -> triarch.arbiter.v1.GetChannelResponse
-	20, // 49: triarch.arbiter.v1.ArbiterService.ListChannels:output_type -> triarch.arbiter.v1.ListChannelsResponse
-	24, // 50: triarch.arbiter.v1.ArbiterService.CompareAndSetChannels:output_type -> triarch.arbiter.v1.CompareAndSetChannelsResponse
-	26, // 51: triarch.arbiter.v1.ArbiterService.ListSlots:output_type -> triarch.arbiter.v1.ListSlotsResponse
-	29, // 52: triarch.arbiter.v1.ArbiterService.Watch:output_type -> triarch.arbiter.v1.WatchResponse
-	32, // 53: triarch.arbiter.v1.ArbiterService.GetClusterStatus:output_type -> triarch.arbiter.v1.GetClusterStatusResponse
-	44, // [44:54] is the sub-list for method output_type
-	34, // [34:44] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	6,  // 22: triarch.arbiter.v1.ChannelChangeResult.channel:type_name -> triarch.arbiter.v1.Channel
+	3,  // 23: triarch.arbiter.v1.ChannelChangeResult.refusal:type_name -> triarch.arbiter.v1.ChangeRefusal
+	22, // 24: triarch.arbiter.v1.CompareAndSetChannelsRequest.changes:type_name -> triarch.arbiter.v1.ChannelChange
+	23, // 25: triarch.arbiter.v1.CompareAndSetChannelsResponse.results:type_name -> triarch.arbiter.v1.ChannelChangeResult
+	7,  // 26: triarch.arbiter.v1.ListSlotsResponse.slots:type_name -> triarch.arbiter.v1.SlotAssignment
+	6,  // 27: triarch.arbiter.v1.WatchEvent.channel:type_name -> triarch.arbiter.v1.Channel
+	5,  // 28: triarch.arbiter.v1.WatchEvent.node:type_name -> triarch.arbiter.v1.Node
+	7,  // 29: triarch.arbiter.v1.WatchEvent.slot:type_name -> triarch.arbiter.v1.SlotAssignment
+	29, // 30: triarch.arbiter.v1.WatchResponse.events:type_name -> triarch.arbiter.v1.WatchEvent
+	32, // 31: triarch.arbiter.v1.GetClusterStatusResponse.members:type_name -> triarch.arbiter.v1.Member
+	5,  // 32: triarch.arbiter.v1.GetClusterStatusResponse.nodes:type_name -> triarch.arbiter.v1.Node
+	34, // 33: triarch.arbiter.v1.GetClusterStatusResponse.channels_by_state:type_name -> triarch.arbiter.v1.GetClusterStatusResponse.ChannelsByStateEntry
+	7,  // 34: triarch.arbiter.v1.GetClusterStatusResponse.slots:type_name -> triarch.arbiter.v1.SlotAssignment
+	10, // 35: triarch.arbiter.v1.ArbiterService.RegisterNode:input_type -> triarch.arbiter.v1.RegisterNodeRequest
+	12, // 36: triarch.arbiter.v1.ArbiterService.Heartbeat:input_type -> triarch.arbiter.v1.HeartbeatRequest
+	14, // 37: triarch.arbiter.v1.ArbiterService.DrainNode:input_type -> triarch.arbiter.v1.DrainNodeRequest
+	16, // 38: triarch.arbiter.v1.ArbiterService.CreateChannel:input_type -> triarch.arbiter.v1.CreateChannelRequest
+	18, // 39: triarch.arbiter.v1.ArbiterService.GetChannel:input_type -> triarch.arbiter.v1.GetChannelRequest
+	20, // 40: triarch.arbiter.v1.ArbiterService.ListChannels:input_type -> triarch.arbiter.v1.ListChannelsRequest
+	24, // 41: triarch.arbiter.v1.ArbiterService.CompareAndSetChannels:input_type -> triarch.arbiter.v1.CompareAndSetChannelsRequest
+	26, // 42: triarch.arbiter.v1.ArbiterService.ListSlots:input_type -> triarch.arbiter.v1.ListSlotsRequest
+	28, // 43: triarch.arbiter.v1.ArbiterService.Watch:input_type -> triarch.arbiter.v1.WatchRequest
+	31, // 44: triarch.arbiter.v1.ArbiterService.GetClusterStatus:input_type -> triarch.arbiter.v1.GetClusterStatusRequest
+	11, // 45: triarch.arbiter.v1.ArbiterService.RegisterNode:output_type -> triarch.arbiter.v1.RegisterNodeResponse
+	13, // 46: triarch.arbiter.v1.ArbiterService.Heartbeat:output_type -> triarch.arbiter.v1.HeartbeatResponse
+	15, // 47: triarch.arbiter.v1.ArbiterService.DrainNode:output_type -> triarch.arbiter.v1.DrainNodeResponse
+	17, // 48: triarch.arbiter.v1.ArbiterService.CreateChannel:output_type -> triarch.arbiter.v1.CreateChannelResponse
+	19, // 49: triarch.arbiter.v1.ArbiterService.GetChannel:output_type -> triarch.arbiter.v1.GetChannelResponse
+	21, // 50: triarch.arbiter.v1.ArbiterService.ListChannels:output_type -> triarch.arbiter.v1.ListChannelsResponse
+	25, // 51: triarch.arbiter.v1.ArbiterService.CompareAndSetChannels:output_type -> triarch.arbiter.v1.CompareAndSetChannelsResponse
+	27, // 52: triarch.arbiter.v1.ArbiterService.ListSlots:output_type -> triarch.arbiter.v1.ListSlotsResponse
+	30, // 53: triarch.arbiter.v1.ArbiterService.Watch:output_type -> triarch.arbiter.v1.WatchResponse
+	33, // 54: triarch.arbiter.v1.ArbiterService.GetClusterStatus:output_type -> triarch.arbiter.v1.GetClusterStatusResponse
+	45, // [45:55] is the sub-list for method output_type
+	35, // [35:45] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_triarch_arbiter_v1_arbiter_proto_init() }
@@ -2479,7 +2555,7 @@ func file_triarch_arbiter_v1_arbiter_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_triarch_arbiter_v1_arbiter_proto_rawDesc), len(file_triarch_arbiter_v1_arbiter_proto_rawDesc)),
-			NumEnums:      3,
+			NumEnums:      4,
 			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
