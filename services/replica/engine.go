@@ -673,6 +673,69 @@ func (e *Engine) Campaign(ctx context.Context, channelID string) error {
 	return e.host.Campaign(ctx, ch.group)
 }
 
+// CampaignOutcome is the result of one ordered campaign.
+type CampaignOutcome struct {
+	Status *replicav1.GroupStatus
+	Err    error
+}
+
+// CampaignAndWait orders this replica to campaign for the channels and waits, up to wait,
+// until each either leads here or sees another leader. A campaign that stalls with no leader
+// at all (its vote requests were lost: followers are never ticked, so nobody sends them
+// again) is ordered again; one that lost to a known leader is not, since with CheckQuorum off
+// a second campaign could unseat that leader.
+func (e *Engine) CampaignAndWait(ctx context.Context, channelIDs []string, wait time.Duration) []CampaignOutcome {
+	out := make([]CampaignOutcome, len(channelIDs))
+	pending := map[int]*channel{}
+	for i, id := range channelIDs {
+		ch, err := e.channel(id)
+		if err == nil {
+			err = e.host.Campaign(ctx, ch.group)
+		}
+		if err != nil {
+			out[i].Err = err
+			continue
+		}
+		pending[i] = ch
+	}
+	const poll, reorder = 2 * time.Millisecond, 50 * time.Millisecond
+	deadline := e.cfg.Now().Add(wait)
+	lastOrder := e.cfg.Now()
+	for len(pending) > 0 {
+		again := e.cfg.Now().Sub(lastOrder) >= reorder
+		for i, ch := range pending {
+			st, err := e.host.Status(ctx, ch.group)
+			if err != nil {
+				out[i].Err = err
+				delete(pending, i)
+				continue
+			}
+			out[i].Status = statusProto(ch, st)
+			switch {
+			case st.Leader != 0: // this replica won, or another one leads
+				delete(pending, i)
+			case again:
+				if err := e.host.Campaign(ctx, ch.group); err != nil {
+					out[i].Err = err
+					delete(pending, i)
+				}
+			}
+		}
+		if again {
+			lastOrder = e.cfg.Now()
+		}
+		if len(pending) == 0 || !e.cfg.Now().Before(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return out
+		case <-time.After(poll):
+		}
+	}
+	return out
+}
+
 // TransferLeader orders this replica, the leader, to hand leadership to target.
 func (e *Engine) TransferLeader(ctx context.Context, channelID string, target uint64) error {
 	ch, err := e.channel(channelID)

@@ -3,6 +3,7 @@ package replica
 import (
 	"context"
 	"errors"
+	"time"
 
 	"go.etcd.io/raft/v3"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -137,19 +138,24 @@ func (h *handler) UnloadGroups(ctx context.Context, req *replicav1.UnloadGroupsR
 	return out, nil
 }
 
+// campaignWait bounds how long Campaign waits for elections to complete; the usual election
+// is one round trip to the peers.
+const campaignWait = time.Second
+
 func (h *handler) Campaign(ctx context.Context, req *replicav1.CampaignRequest) (*replicav1.CampaignResponse, error) {
-	out := &replicav1.CampaignResponse{Results: make([]*replicav1.CampaignResult, len(req.GetOrders()))}
+	ids := make([]string, len(req.GetOrders()))
 	for i, o := range req.GetOrders() {
-		r := &replicav1.CampaignResult{ChannelId: o.GetChannelId()}
-		if err := h.e.Campaign(ctx, o.GetChannelId()); err != nil {
-			r.Error = groupError(err)
-		} else if st, err := h.e.GroupStatus(ctx, o.GetChannelId()); err != nil {
-			r.Error = groupError(err)
-		} else {
-			r.Status = st
-			r.Leader = st.GetRole() == replicav1.Role_ROLE_LEADER
-		}
-		out.Results[i] = r
+		ids[i] = o.GetChannelId()
+	}
+	wait := campaignWait
+	if d, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(d)/2)
+	}
+	outcomes := h.e.CampaignAndWait(ctx, ids, wait)
+	out := &replicav1.CampaignResponse{Results: make([]*replicav1.CampaignResult, len(ids))}
+	for i, o := range outcomes {
+		out.Results[i] = &replicav1.CampaignResult{ChannelId: ids[i], Status: o.Status, Error: groupError(o.Err),
+			Leader: o.Err == nil && o.Status.GetRole() == replicav1.Role_ROLE_LEADER}
 	}
 	return out, nil
 }
