@@ -34,10 +34,34 @@ type Config struct {
 	// a RawNode is only ever touched by one goroutine. Default: GOMAXPROCS.
 	Workers int
 
-	// HeartbeatTick and ElectionTick are in host ticks. Followers are never ticked, so
-	// ElectionTick only bounds how long a leader waits for a leader transfer. Defaults 1, 10.
+	// SelfElecting lets the groups elect their leaders themselves, as plain raft does: every
+	// group is ticked, followers and candidates included, so a follower that hears nothing
+	// from a leader for an election timeout campaigns, and CheckQuorum is on, so a leader
+	// that loses touch with a quorum for an election timeout steps down (PreVote stays on).
+	// This is for a host whose groups have no control tier above them: the arbiter's
+	// metadata group. The replica tier leaves it off, and its groups elect no one unless
+	// ordered to (see the package documentation).
+	SelfElecting bool
+
+	// HeartbeatTick and ElectionTick are in host ticks. Unless SelfElecting, followers are
+	// never ticked, so ElectionTick only bounds how long a leader waits for a leader
+	// transfer; when SelfElecting it is raft's election timeout (randomized by raft within
+	// [ElectionTick, 2*ElectionTick)). Defaults 1, 10.
 	HeartbeatTick int
 	ElectionTick  int
+
+	// SnapshotEntries makes the host snapshot a group after that many entries were applied
+	// since its last snapshot (0, the default: never). The Applier must implement
+	// Snapshotter. The snapshot is taken on the apply stage right after the entries it
+	// covers are applied, recorded in the Store (SaveSnapshot) with the group's
+	// configuration as of its index, and the log is then compacted to SnapshotKeepEntries
+	// entries up to that index. A follower that needs compacted entries is sent the
+	// snapshot.
+	SnapshotEntries uint64
+	// SnapshotKeepEntries is how many entries up to a snapshot's index compaction keeps, so
+	// that a follower slightly behind still catches up with entries rather than with the
+	// whole snapshot. 1 keeps only the entry at the snapshot's index. Default 1000.
+	SnapshotKeepEntries uint64
 
 	// Raft flow control, per group (see raft.Config). Defaults: 1 MiB per append message,
 	// 256 messages and 8 MiB in flight per follower, 8 MiB of uncommitted entries on a
@@ -85,6 +109,9 @@ func (c *Config) withDefaults() (Config, error) {
 	case cfg.Applier == nil:
 		return cfg, errors.New("multiraft: Applier is required")
 	}
+	if _, ok := cfg.Applier.(Snapshotter); cfg.SnapshotEntries > 0 && !ok {
+		return cfg, fmt.Errorf("multiraft: SnapshotEntries is %d but the Applier %T does not implement Snapshotter", cfg.SnapshotEntries, cfg.Applier)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -103,6 +130,7 @@ func (c *Config) withDefaults() (Config, error) {
 	setDefault(&cfg.MaxAppendBatchBytes, 16<<20)
 	setDefault(&cfg.MaxApplyBatchBytes, 16<<20)
 	setDefault(&cfg.MaxAppendBacklogBytes, 64<<20)
+	setDefault(&cfg.SnapshotKeepEntries, 1000)
 	if cfg.Workers < 0 || cfg.HeartbeatTick < 0 || cfg.MaxInflightMsgs < 0 ||
 		cfg.MaxPendingProposals < 0 || cfg.MaxInboxMessages < 0 || cfg.MaxRoundItems < 0 {
 		return cfg, errors.New("multiraft: negative limit in config")
@@ -132,11 +160,14 @@ func (c *Config) raftConfig(groupID, applied uint64, log raftstore.Log) *raft.Co
 		Applied:       applied,
 		// Storage writes and applies run in the host's shared append and apply stages.
 		AsyncStorageWrites: true,
-		// PreVote keeps a stale or partitioned replica that is ordered to campaign from
-		// bumping the term and deposing a healthy leader. CheckQuorum is off: liveness is
-		// judged by the control tier, and a leader must not step down on its own timer.
+		// PreVote keeps a stale or partitioned replica that is ordered to campaign (or times
+		// out, when self-electing) from bumping the term and deposing a healthy leader.
+		// CheckQuorum is off in the replica tier: liveness is judged by the control tier,
+		// and a leader must not step down on its own timer. A self-electing group has no
+		// such tier: a leader cut off from a quorum steps down, and with PreVote its
+		// followers refuse to vote while they hear from a leader (raft's leader lease).
 		PreVote:     true,
-		CheckQuorum: false,
+		CheckQuorum: c.SelfElecting,
 		// Proposals are only taken on the leader; a follower must refuse, not forward.
 		DisableProposalForwarding: true,
 		StepDownOnRemoval:         true,

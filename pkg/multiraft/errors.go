@@ -30,6 +30,10 @@ var (
 	// ErrOverloaded is returned when a proposal is refused because the host's proposal
 	// queue or its append backlog is full. Nothing was proposed; retry later.
 	ErrOverloaded = errors.New("multiraft: overloaded")
+	// ErrConfChangeRefused is returned to a conf change that raft would not take: another
+	// conf change is not applied yet, or the change is invalid for the current
+	// configuration. Nothing was committed for it.
+	ErrConfChangeRefused = errors.New("multiraft: conf change refused")
 	// ErrEmptyProposal is returned for a proposal without data: empty entries are raft's
 	// own (a new leader's first entry), so the Applier can skip them blindly.
 	ErrEmptyProposal = errors.New("multiraft: empty proposal")

@@ -2,8 +2,10 @@ package multiraft
 
 import (
 	"fmt"
+	"slices"
 
 	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
 	"go.etcd.io/raft/v3/tracker"
 
 	"github.com/triarch-io/triarch/pkg/raftstore"
@@ -32,9 +34,28 @@ type group struct {
 	applyFloor uint64
 
 	// appending and applying count messages handed to the stages whose completions have
-	// not come back; a group is only unloaded when both are zero.
+	// not come back; a group is only unloaded when both are zero. Snapshot installs and
+	// configuration records count as appends.
 	appending int
 	applying  int
+
+	// confState is raft's configuration as of max(raft's applied index, confFloor): the
+	// configuration the group was loaded with, then every conf change applied since and every
+	// snapshot raft installed.
+	confState *raftpb.ConfState
+	// confFloor is the index up to which conf changes are already in confState: the index of
+	// the configuration record the group was loaded from, or of the last snapshot raft
+	// installed. Entries at or below it that raft still hands to the apply stage (it resumes
+	// no later than the Applier, which may lag the record) are not applied to raft again.
+	confFloor uint64
+	// confRecorded is the index of the newest configuration record queued for the Store.
+	confRecorded uint64
+	// restoring is set while a snapshot raft installed is being persisted and restored: the
+	// group's Ready is not taken until then, so that nothing raft emits after the snapshot
+	// (entries to apply after it above all) overtakes the restore.
+	restoring bool
+	// sinceSnapshot counts the entries handed to the apply stage since the last snapshot.
+	sinceSnapshot uint64
 
 	// waiters are the proposals of this replica in index order, until applied or failed.
 	waiters []*Proposal
@@ -48,6 +69,17 @@ type group struct {
 
 // newGroup builds a group's RawNode from its stored state. It does not touch any shard, so
 // it runs on the caller's goroutine and the worker only installs the result.
+//
+// Raft must start from a configuration and an applied index that agree: the configuration
+// given to raft includes exactly the conf changes up to raft's applied index, and raft hands
+// every later committed entry to the apply stage, whose conf changes the host applies to
+// raft. The newest configuration record in the Store (at index confIndex) and the Applier's
+// applied index need not agree: either may be ahead after a crash (the record is written
+// after the conf change is applied, the Applier makes its state durable when it likes). So
+// raft resumes at the lowest of the two (and of the stored commit index, which raft requires),
+// and the gap above it is covered by two floors: the Applier does not see entries up to its
+// applied index again (applyFloor), and raft does not see conf changes up to confIndex again
+// (confFloor), which its configuration already holds.
 func (h *Host) newGroup(id uint64, log raftstore.Log) (*group, error) {
 	hs, _, err := log.InitialState()
 	if err != nil {
@@ -65,39 +97,85 @@ func (h *Host) newGroup(id uint64, log raftstore.Log) (*group, error) {
 	if err != nil {
 		return nil, fmt.Errorf("multiraft: group %d: term of %d: %w", id, last, err)
 	}
+	confIndex, cs, err := h.cfg.Store.ConfState(id)
+	if err != nil {
+		return nil, fmt.Errorf("multiraft: group %d: configuration: %w", id, err)
+	}
 	applied, err := h.cfg.Applier.Applied(id)
 	if err != nil {
 		return nil, fmt.Errorf("multiraft: group %d: applied index: %w", id, err)
 	}
-	snapIndex := first - 1
+	compacted := first - 1 // raft starts no earlier than here
 	switch {
 	case applied > last:
 		return nil, fmt.Errorf("multiraft: group %d: applier is at %d beyond the log's last index %d", id, applied, last)
-	case applied < snapIndex && snapIndex > BootstrapIndex:
-		return nil, fmt.Errorf("multiraft: group %d: applier is at %d, before the log's first index %d", id, applied, first)
+	case confIndex < compacted:
+		// The conf changes between the record and the compaction point are gone.
+		return nil, fmt.Errorf("multiraft: group %d: configuration recorded at %d, before the log's first index %d", id, confIndex, first)
+	case applied < compacted && compacted > BootstrapIndex:
+		// The entries the Applier needs next are compacted: only the snapshot has them.
+		if applied, err = h.restoreStored(id, log, applied, first); err != nil {
+			return nil, err
+		}
 	}
-	// raft refuses an applied index beyond the stored commit index; resume raft from the
-	// commit index and keep the gap from the Applier instead.
-	raftApplied, floor := applied, uint64(0)
-	if raftApplied > hs.GetCommit() {
-		raftApplied, floor = hs.GetCommit(), applied
+	raftApplied := min(applied, confIndex, hs.GetCommit())
+	if raftApplied <= compacted {
+		raftApplied = 0 // raft starts at the compaction point anyway
 	}
-	if raftApplied <= snapIndex {
-		raftApplied = 0 // raft starts at the snapshot anyway
+	start := max(raftApplied, compacted)
+	g := &group{
+		id:           id,
+		role:         raft.StateFollower,
+		leaderPos:    -1,
+		lastIndex:    last,
+		lastTerm:     lastTerm,
+		confState:    cs,
+		confRecorded: confIndex,
 	}
-	rn, err := newRawNode(h.cfg.raftConfig(id, raftApplied, log))
-	if err != nil {
+	if applied > start {
+		g.applyFloor = applied
+	}
+	if confIndex > start {
+		g.confFloor = confIndex
+	}
+	storage := confLog{Log: log, cs: cloneConfState(cs)}
+	if g.rn, err = newRawNode(h.cfg.raftConfig(id, raftApplied, storage)); err != nil {
 		return nil, fmt.Errorf("multiraft: group %d: %w", id, err)
 	}
-	return &group{
-		id:         id,
-		rn:         rn,
-		role:       raft.StateFollower,
-		leaderPos:  -1,
-		lastIndex:  last,
-		lastTerm:   lastTerm,
-		applyFloor: floor,
-	}, nil
+	return g, nil
+}
+
+// restoreStored hands the stored snapshot to a Snapshotter whose state is behind the log's
+// compaction point, and returns the index it is at then.
+func (h *Host) restoreStored(id uint64, log raftstore.Log, applied, first uint64) (uint64, error) {
+	if h.snapshotter == nil {
+		return 0, fmt.Errorf("multiraft: group %d: applier is at %d, before the log's first index %d, and cannot restore a snapshot", id, applied, first)
+	}
+	snap, err := log.Snapshot()
+	if err != nil {
+		return 0, fmt.Errorf("multiraft: group %d: stored snapshot: %w", id, err)
+	}
+	idx := snap.GetMetadata().GetIndex()
+	if idx+1 < first {
+		return 0, fmt.Errorf("multiraft: group %d: stored snapshot at %d, before the log's first index %d", id, idx, first)
+	}
+	if err := h.snapshotter.Restore(id, snap); err != nil {
+		return 0, fmt.Errorf("multiraft: group %d: restore snapshot at %d: %w", id, idx, err)
+	}
+	h.log.Info("restored a group from its stored snapshot", "group", id, "index", idx, "applier_was_at", applied)
+	return idx, nil
+}
+
+// confLog is a group's log as raft sees it: its InitialState carries the configuration the
+// host resumes from (the newest record; see newGroup) rather than the snapshot's.
+type confLog struct {
+	raftstore.Log
+	cs *raftpb.ConfState
+}
+
+func (l confLog) InitialState() (*raftpb.HardState, *raftpb.ConfState, error) {
+	hs, _, err := l.Log.InitialState()
+	return hs, l.cs, err
 }
 
 // newRawNode turns raft's panics on unreadable or inconsistent stored state into an error,
@@ -151,6 +229,7 @@ func (g *group) status(self uint64) Status {
 		Commit:         bs.GetCommit(),
 		Applied:        bs.Applied,
 		LeadTransferee: bs.LeadTransferee,
+		ConfState:      cloneConfState(g.confState),
 	}
 	if bs.RaftState == raft.StateLeader {
 		st.Progress = make(map[uint64]FollowerProgress)
@@ -164,4 +243,17 @@ func (g *group) status(self uint64) Status {
 		})
 	}
 	return st
+}
+
+// cloneConfState copies cs, with every field set as raft expects, without protobuf
+// reflection: Status copies the configuration on every call. The host never changes a
+// ConfState it holds; copies are for what it hands out.
+func cloneConfState(cs *raftpb.ConfState) *raftpb.ConfState {
+	return &raftpb.ConfState{
+		Voters:         slices.Clone(cs.GetVoters()),
+		Learners:       slices.Clone(cs.GetLearners()),
+		VotersOutgoing: slices.Clone(cs.GetVotersOutgoing()),
+		LearnersNext:   slices.Clone(cs.GetLearnersNext()),
+		AutoLeave:      new(cs.GetAutoLeave()),
+	}
 }

@@ -24,13 +24,27 @@ import (
 // BootstrapIndex+1.
 const BootstrapIndex uint64 = 1
 
-// GroupSpec names a group and, for a group with no data on this replica yet, its voters.
+// GroupSpec names a group and, for a group with no data on this replica yet, how it starts:
+// bootstrapped with Voters, or joining a running group.
 type GroupSpec struct {
 	GroupID uint64
 	// Voters bootstraps a brand-new group; it must hold this node and be the same on every
 	// replica. It is ignored for a group that already has data (raft's stored
 	// configuration is authoritative).
 	Voters []uint64
+	// Join loads a group this replica is being added to (ProposeConfChange on its leader):
+	// with no data here, the group starts with an empty log and no configuration, and
+	// learns everything from the leader. It cannot campaign and does nothing until the
+	// leader, once the conf change adding it is applied, reaches it: the leader finds
+	// nothing in common with the empty log and sends its snapshot (the group's bootstrap
+	// state at BootstrapIndex if it was never compacted, which every replica stores alike),
+	// then the entries after it, conf changes included, which bring the configuration up to
+	// date. Load before proposing the change, so the leader's first messages are not
+	// dropped. Join is ignored for a group that already has data, and excludes Voters.
+	// Until the leader has reached it, the group has no data: a reload (after UnloadGroup
+	// or a restart) must Join again, as bootstrapping it with Voters would give it a
+	// history of its own.
+	Join bool
 }
 
 // Status is a snapshot of one group on this replica.
@@ -52,6 +66,9 @@ type Status struct {
 	LeadTransferee uint64
 	// Progress holds every replica's progress, the leader's own included; only on the leader.
 	Progress map[uint64]FollowerProgress
+	// ConfState is the group's configuration as this replica applies it: voters, learners
+	// and, in a joint configuration, the outgoing voters. A copy.
+	ConfState *raftpb.ConfState
 }
 
 // FollowerProgress is the leader's view of one replica.
@@ -70,6 +87,8 @@ type Host struct {
 	shards  []*shard
 	appends *appendStage
 	applies *applyStage
+	// snapshotter is the Applier as a Snapshotter, nil if it is not one.
+	snapshotter Snapshotter
 
 	// saveMu keeps Store.Save to one caller at a time, as the Store contract asks, when
 	// LoadGroups writes bootstrap state while the append stage runs.
@@ -95,6 +114,7 @@ func New(cfg Config) (*Host, error) {
 		return nil, err
 	}
 	h := &Host{cfg: c, log: c.Logger.With("node", c.NodeID), stopped: make(chan struct{})}
+	h.snapshotter, _ = c.Applier.(Snapshotter)
 	h.shards = make([]*shard, c.Workers)
 	for i := range h.shards {
 		h.shards[i] = newShard(h)
@@ -264,7 +284,8 @@ func (h *Host) exec(ctx context.Context, s *shard, fn func() error) error {
 }
 
 // Tick advances the clock of every group this replica leads, for heartbeats and
-// retransmission. Followers and candidates are never ticked, so no group ever elects itself.
+// retransmission. Unless Config.SelfElecting, followers and candidates are never ticked, so
+// no group ever elects itself; with it, every group is ticked and elects as plain raft does.
 // The caller ticks on its own clock (a time.Ticker in the service, directly in tests).
 func (h *Host) Tick() {
 	for _, s := range h.shards {
@@ -299,10 +320,12 @@ func (h *Host) LoadGroup(ctx context.Context, spec GroupSpec) error {
 }
 
 // LoadGroups loads groups into memory. A group with no data on this replica is bootstrapped
-// with spec.Voters: the bootstrap state of all new groups is written in one Store.Save
-// before they start. A group with data is restored from the Store, and raft resumes after
-// what the Applier reports applied. Loading a loaded group does nothing. Groups that fail
-// are reported together; the others are loaded.
+// with spec.Voters (the bootstrap state of all new groups is written in one Store.Save
+// before they start), or starts empty with spec.Join. A group with data is restored from
+// the Store with its newest recorded configuration, and the Applier resumes after what it
+// reports applied; an Applier behind the log's compaction point is first restored from the
+// stored snapshot (Snapshotter). Loading a loaded group does nothing. Groups that fail are
+// reported together; the others are loaded.
 func (h *Host) LoadGroups(ctx context.Context, specs []GroupSpec) error {
 	h.lifeMu.Lock()
 	defer h.lifeMu.Unlock()
@@ -341,7 +364,10 @@ func (h *Host) LoadGroups(ctx context.Context, specs []GroupSpec) error {
 			continue
 		}
 		empty, err := isEmptyLog(log)
-		if err == nil && empty {
+		if err == nil && sp.Join && len(sp.Voters) > 0 {
+			err = fmt.Errorf("join: voters %v given to a group that joins", sp.Voters)
+		}
+		if err == nil && empty && !sp.Join {
 			var boot raftstore.Update
 			if boot, err = h.bootstrapUpdate(sp); err == nil {
 				boots = append(boots, boot)
@@ -461,12 +487,28 @@ func isEmptyLog(log raftstore.Log) (bool, error) {
 // stays there and LoadGroup brings it back. It is refused with ErrNotQuiescent unless the
 // group is at rest: nothing in flight in the stages, no proposal pending, everything
 // committed and applied, and on the leader every replica's log matching to the last index.
+//
+// The group's configuration as of its applied index is recorded in the Store first (unless
+// already recorded), so that the reload resumes right there instead of replaying the
+// entries since the last record.
 func (h *Host) UnloadGroup(ctx context.Context, groupID uint64) error {
 	h.lifeMu.Lock()
 	defer h.lifeMu.Unlock()
 	s := h.shardFor(groupID)
-	if err := h.exec(ctx, s, func() error { return s.unload(groupID) }); err != nil {
+	var rec *confRecord
+	err := h.exec(ctx, s, func() (err error) {
+		rec, err = s.unload(groupID)
 		return err
+	})
+	if err != nil {
+		// rec may still be written by an op that ran late; do not read it.
+		return err
+	}
+	if rec != nil {
+		if err := h.cfg.Store.SaveConfState(groupID, rec.index, rec.cs); err != nil {
+			// Without the record a reload replays from an older one: slower, as correct.
+			h.log.WarnContext(ctx, "record configuration on unload", "group", groupID, "err", err)
+		}
 	}
 	h.cfg.Store.Release(groupID)
 	return nil
@@ -513,6 +555,45 @@ func (h *Host) ProposeAsync(groupID uint64, data []byte) *Proposal {
 	default:
 		h.shardFor(groupID).pushProposal(p)
 	}
+	return p
+}
+
+// ProposeConfChange proposes a membership change to the group and returns the index of its
+// entry once it is applied locally: raft has switched to the new configuration (the host
+// calls ApplyConfChange on every replica as it applies the entry) and the configuration is
+// queued to be recorded in the Store, so reloads and restarts resume with it. The local
+// replica must lead the group.
+//
+// Raft takes one change at a time: a change proposed while another is not yet applied, or
+// one that is invalid for the current configuration (removing the last voter, a simple
+// change of several voters at once, leaving a joint configuration that is not joint), fails
+// with ErrConfChangeRefused before anything is committed. Several changes in one cc enter a
+// joint configuration, which raft leaves on its own when cc.Transition is auto. Other errors
+// are those of Propose. In manual mode use ProposeConfChangeAsync.
+//
+// To add a replica, load the group on its host with GroupSpec.Join, add it as a learner,
+// wait until its Match reaches the leader's log (Status.Progress), then promote it with
+// ConfChangeAddNode; a replica removed while it leads steps down once the change is applied.
+func (h *Host) ProposeConfChange(ctx context.Context, groupID uint64, cc *raftpb.ConfChangeV2) (uint64, error) {
+	return h.ProposeConfChangeAsync(groupID, cc).Wait(ctx)
+}
+
+// ProposeConfChangeAsync queues a conf change proposal and returns at once; see
+// ProposeConfChange. It is queued with the proposals of ProposeAsync and keeps its place
+// among them. cc is encoded at once; the caller may reuse it.
+func (h *Host) ProposeConfChangeAsync(groupID uint64, cc *raftpb.ConfChangeV2) *Proposal {
+	var data []byte
+	err := errors.New("nil conf change") // an empty one would mean "leave the joint configuration"
+	if cc != nil {
+		data, err = proto.Marshal(cc)
+	}
+	p := newProposal(groupID, data)
+	p.conf = true
+	if err != nil {
+		p.finish(0, fmt.Errorf("multiraft: group %d: encode conf change: %w", groupID, err))
+		return p
+	}
+	h.shardFor(groupID).pushProposal(p)
 	return p
 }
 

@@ -25,6 +25,16 @@ type Transport interface {
 	// Silent loss is tolerated by raft, but then the follower only recovers at the next
 	// heartbeat.
 	//
+	// Snapshots (MsgSnap) need no special handling: the host reports a MsgSnap as delivered
+	// to raft (ReportSnapshot) once Send has returned without reporting it dropped, and as
+	// failed when a ReportUnreachable for that follower arrives before that. Raft holds a
+	// follower that is sent a snapshot back until one of the two is reported, so an
+	// optimistic success is what keeps a follower from waiting forever on a snapshot that a
+	// transport lost silently or a follower crashed on: after it the leader resumes probing
+	// at the next heartbeat response, and a follower that did not get the snapshot is just
+	// sent it again. A transport MAY therefore send a large MsgSnap on a side channel,
+	// provided it still calls ReportUnreachable if that fails.
+	//
 	// Send is called concurrently from several goroutines. It MUST NOT keep msgs after it
 	// returns (the host reuses the slice); it may keep the messages, which nobody mutates
 	// after Send.
@@ -43,9 +53,10 @@ type Committed struct {
 type Applier interface {
 	// Apply applies a batch of committed entries of many groups. Per group, entries arrive
 	// exactly once, contiguous and in increasing index order across calls, starting right
-	// after Applied(group) as it was when the group was loaded; a group may appear more than
-	// once in one batch. The first entry of a group bootstrapped by the host has index
-	// BootstrapIndex+1.
+	// after Applied(group) as it was when the group was loaded, or right after the index of
+	// a snapshot handed to Snapshotter.Restore since; a group may appear more than once in
+	// one batch. The first entry of a group bootstrapped by the host, or joined with
+	// GroupSpec.Join, has index BootstrapIndex+1.
 	//
 	// The batch includes raft's own entries: the empty entry every new leader appends
 	// (EntryNormal with no data; proposals through the host are never empty) and conf changes.
@@ -61,4 +72,35 @@ type Applier interface {
 	// never hands an entry at or below that index to Apply again. It is never called while
 	// entries of that group are being applied.
 	Applied(groupID uint64) (uint64, error)
+}
+
+// Snapshotter is implemented by Appliers whose groups take snapshots.
+//
+// A host whose Applier implements it can take part in groups whose logs are compacted: it
+// takes snapshots itself (Config.SnapshotEntries), restores a follower that fell behind a
+// leader's compacted log from the leader's snapshot, and restores a group whose Applier is
+// behind the compacted log when it loads it. Without it, a snapshot from a leader (other than
+// a group's bootstrap state) stops the host: its state machine could not follow.
+//
+// Both methods are called by the apply stage, between Apply calls (so a snapshot is exactly
+// the state after the entries applied so far), or by LoadGroups for a group not loaded yet.
+type Snapshotter interface {
+	// Snapshot returns the group's state machine state as of everything applied so far, and that index.
+	//
+	// It is called only with Config.SnapshotEntries, right after an Apply, and the index
+	// must be that of the group's last entry applied. The host records the data in the Store
+	// (with the configuration as of that index) and compacts the log behind it; the data is
+	// sent as is to followers that need compacted entries and handed to their Restore, so it
+	// must not be modified once returned. An error skips this snapshot; the host goes on.
+	Snapshot(groupID uint64) (data []byte, appliedIndex uint64, err error)
+	// Restore replaces the group's state with the snapshot (a follower that fell behind the leader's compacted log).
+	//
+	// The snapshot's data is what some replica's Snapshot returned; its metadata holds its
+	// index, term and configuration. Once Restore returns, Applied must report the
+	// snapshot's index as soon as the restored state is durable, and Apply continues with
+	// the entry after it. Restore is not called for a group's bootstrap state at
+	// BootstrapIndex, which holds nothing, nor when the Applier reported an applied index
+	// past the snapshot's when the group was loaded. snap must not be modified. An error
+	// stops the host, as one from Apply does.
+	Restore(groupID uint64, snap *raftpb.Snapshot) error
 }

@@ -20,7 +20,9 @@ type Proposal struct {
 	group uint64
 	// data is kept until the entry is seen in a Ready, to check that the position predicted
 	// for it holds this very entry; it is dropped then, raft keeps its own copy.
-	data  []byte
+	data []byte
+	// conf says data is a ConfChangeV2: the entry is a conf change, proposed on its own.
+	conf  bool
 	index uint64
 	term  uint64
 	done  chan struct{}

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/confchange"
 	"go.etcd.io/raft/v3/raftpb"
 	"go.etcd.io/raft/v3/tracker"
 	"google.golang.org/protobuf/proto"
@@ -36,6 +37,8 @@ type shard struct {
 	out     []Envelope
 	appends []appendTask
 	applies []applyTask
+	// installing is set when appends holds a snapshot raft installed.
+	installing bool
 }
 
 // inbox is what a worker takes at the start of a round.
@@ -46,7 +49,9 @@ type inbox struct {
 	ops         []func()
 	ticks       int
 	unreachable []peer
-	msgs        []Envelope
+	// snapSent are the MsgSnaps handed to the Transport, to report to raft as sent.
+	snapSent []peer
+	msgs     []Envelope
 }
 
 type peer struct{ group, node uint64 }
@@ -58,14 +63,19 @@ const (
 	doneApply
 )
 
-// localDone is a completed MsgStorageAppend or MsgStorageApply of one group: msgs are its
-// responses (only those addressed to this node are stepped) and, for an apply, entries are
-// what was applied.
+// localDone is a completed MsgStorageAppend or MsgStorageApply of one group (or a record
+// the append stage wrote): msgs are its responses (only those addressed to this node are
+// stepped) and, for an apply, entries are what was applied.
 type localDone struct {
 	kind    doneKind
 	group   uint64
 	msgs    []*raftpb.Message
 	entries []*raftpb.Entry
+	// installed marks the append that persisted a snapshot raft installed, once the apply
+	// stage has also restored it.
+	installed bool
+	// snap is the snapshot the apply stage took after applying entries, if it took one.
+	snap *takenSnapshot
 }
 
 func newShard(h *Host) *shard {
@@ -171,6 +181,15 @@ func (s *shard) pushUnreachable(groupID, nodeID uint64) {
 	s.wake()
 }
 
+func (s *shard) pushSnapSent(sent []peer) {
+	s.mu.Lock()
+	if !s.closed {
+		s.in.snapSent = append(s.in.snapSent, sent...)
+	}
+	s.mu.Unlock()
+	s.wake()
+}
+
 func (s *shard) addTick() {
 	s.mu.Lock()
 	s.in.ticks++
@@ -180,7 +199,7 @@ func (s *shard) addTick() {
 
 func (in *inbox) empty() bool {
 	return len(in.local) == 0 && len(in.props) == 0 && len(in.ops) == 0 && in.ticks == 0 &&
-		len(in.unreachable) == 0 && len(in.msgs) == 0
+		len(in.unreachable) == 0 && len(in.snapSent) == 0 && len(in.msgs) == 0
 }
 
 func (s *shard) pending() bool {
@@ -216,12 +235,14 @@ func (s *shard) recycle(in inbox) {
 	clear(in.props)
 	clear(in.ops)
 	clear(in.unreachable)
+	clear(in.snapSent)
 	clear(in.msgs)
 	s.spare = inbox{
 		local:       in.local[:0],
 		props:       in.props[:0],
 		ops:         in.ops[:0],
 		unreachable: in.unreachable[:0],
+		snapSent:    in.snapSent[:0],
 		msgs:        in.msgs[:0],
 	}
 }
@@ -262,9 +283,20 @@ func (s *shard) round() bool {
 	if in.ticks > 0 {
 		s.tick(in.ticks)
 	}
+	// Drops first: a MsgSnap the Transport dropped at once is reported failed before the
+	// report that it was sent, which raft then ignores.
 	for _, u := range in.unreachable {
 		if g := s.groups[u.group]; g != nil {
 			g.rn.ReportUnreachable(u.node)
+			if awaitsSnapshot(g, u.node) {
+				g.rn.ReportSnapshot(u.node, raft.SnapshotFailure)
+			}
+			s.markDirty(g)
+		}
+	}
+	for _, p := range in.snapSent {
+		if g := s.groups[p.group]; g != nil {
+			g.rn.ReportSnapshot(p.node, raft.SnapshotFinish)
 			s.markDirty(g)
 		}
 	}
@@ -304,48 +336,92 @@ func (s *shard) flush() bool {
 
 	worked := len(s.out) > 0 || len(s.appends) > 0 || len(s.applies) > 0
 	if len(s.out) > 0 {
+		var snaps []peer
+		for _, e := range s.out {
+			if e.Msg.GetType() == raftpb.MessageType_MsgSnap {
+				snaps = append(snaps, peer{e.GroupID, e.Msg.GetTo()})
+			}
+		}
 		s.h.cfg.Transport.Send(s.out)
+		if len(snaps) > 0 {
+			// Reported next round, after any drop the Transport reported during Send.
+			s.pushSnapSent(snaps)
+		}
 		clear(s.out)
 		s.out = s.out[:0]
 	}
+	if s.installing {
+		// A snapshot this round persists goes from the append stage to the apply stage to
+		// be restored, and must queue there behind the applies of the entries committed
+		// before it, which this round may hold: those go first.
+		s.pushApplies()
+		s.installing = false
+	}
+	// Appends first otherwise: they are on the way to commit, applies only follow.
 	if len(s.appends) > 0 {
 		s.h.appends.push(s.appends)
 		clear(s.appends)
 		s.appends = s.appends[:0]
 	}
+	s.pushApplies()
+	return worked
+}
+
+func (s *shard) pushApplies() {
 	if len(s.applies) > 0 {
 		s.h.applies.push(s.applies)
 		clear(s.applies)
 		s.applies = s.applies[:0]
 	}
-	return worked
+}
+
+// awaitsSnapshot says whether the group leads and holds back replication to node until a
+// snapshot sent to it is reported.
+func awaitsSnapshot(g *group, node uint64) bool {
+	if g.role != raft.StateLeader {
+		return false
+	}
+	waiting := false
+	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
+		waiting = waiting || (id == node && pr.State == tracker.StateSnapshot)
+	})
+	return waiting
 }
 
 // handleReady takes a group's Ready and routes its messages: the append to the append stage,
 // the apply to the apply stage, the rest to peers. With AsyncStorageWrites the Ready's other
-// fields are carried by those messages.
+// fields are carried by those messages. A group restoring a snapshot is left alone until it
+// is restored (see group.restoring); raft keeps what it has for the next Ready.
 func (s *shard) handleReady(g *group) {
+	if g.restoring {
+		return
+	}
 	rd := g.rn.Ready()
 	var appendMsg *raftpb.Message
 	for _, m := range rd.Messages {
 		switch m.GetTo() {
 		case raft.LocalAppendThread:
 			appendMsg = m
-			if snap := m.GetSnapshot(); !raft.IsEmptySnap(snap) {
-				// The host never compacts, so no leader sends snapshots, and the Applier
-				// could not take one; going on would apply entries on a missing state.
-				s.h.fail(fmt.Errorf("multiraft: group %d: received a snapshot at index %d; snapshots are not supported",
-					g.id, snap.GetMetadata().GetIndex()))
+			t := appendTask{group: g.id, msg: m, bytes: entryBytes(m.GetEntries())}
+			if snap := m.GetSnapshot(); !raft.IsEmptySnap(snap) && !s.installSnapshot(g, snap, &t) {
+				return // the host failed
 			}
 			if ents := m.GetEntries(); len(ents) > 0 {
 				last := ents[len(ents)-1]
 				g.lastIndex, g.lastTerm = last.GetIndex(), last.GetTerm()
 			}
 			g.appending++
-			s.appends = append(s.appends, appendTask{group: g.id, msg: m, bytes: entryBytes(m.GetEntries())})
+			s.appends = append(s.appends, t)
 		case raft.LocalApplyThread:
 			g.applying++
-			s.applies = append(s.applies, applyTask{group: g.id, msg: m, floor: g.applyFloor})
+			t := applyTask{group: g.id, msg: m, floor: g.applyFloor}
+			if n := s.h.cfg.SnapshotEntries; n > 0 {
+				g.sinceSnapshot += uint64(len(m.GetEntries()))
+				if g.sinceSnapshot >= n {
+					t.snapshot, g.sinceSnapshot = true, 0
+				}
+			}
+			s.applies = append(s.applies, t)
 		default:
 			s.out = append(s.out, Envelope{GroupID: g.id, Msg: m})
 		}
@@ -356,6 +432,42 @@ func (s *shard) handleReady(g *group) {
 	if rd.SoftState != nil {
 		s.setRole(g, rd.SoftState)
 	}
+}
+
+// installSnapshot prepares the append of a snapshot raft installed from its leader. The
+// append stage persists it, the apply stage restores the state machine from it once the
+// entries committed before it are applied, and only then does raft hear that it is
+// persisted (its MsgStorageAppendResp marks the snapshot applied) and hand out the entries
+// after it; meanwhile the group's Ready is held back. It reports false, after failing the
+// host, when the Applier cannot take the snapshot.
+func (s *shard) installSnapshot(g *group, snap *raftpb.Snapshot, t *appendTask) bool {
+	md := snap.GetMetadata()
+	idx := md.GetIndex()
+	restore := false
+	if idx > BootstrapIndex {
+		if s.h.snapshotter == nil {
+			// Going on would apply the entries after it to a state that lacks the snapshot.
+			s.h.fail(fmt.Errorf("multiraft: group %d: received a snapshot at index %d, and the Applier %T does not implement Snapshotter",
+				g.id, idx, s.h.cfg.Applier))
+			return false
+		}
+		// An Applier already past the snapshot (it was ahead of raft when the group was
+		// loaded, see applyFloor) holds everything the snapshot does; the floor keeps the
+		// entries between the two from it.
+		restore = idx > g.applyFloor
+	}
+	t.install, t.restore = true, restore
+	g.restoring = true
+	s.installing = true
+	// Raft switched to the snapshot's configuration. Conf changes up to its index, in
+	// applies still to complete, are in it.
+	g.confState = cloneConfState(md.GetConfState())
+	g.confFloor = idx
+	g.confRecorded = max(g.confRecorded, idx) // the Store records the snapshot's
+	g.lastIndex, g.lastTerm = idx, md.GetTerm()
+	g.sinceSnapshot = 0
+	s.h.log.Info("installing a snapshot from the leader", "group", g.id, "index", idx, "restore", restore)
+	return true
 }
 
 func entryBytes(ents []*raftpb.Entry) int64 {
@@ -445,15 +557,26 @@ func (s *shard) complete(d *localDone) {
 		return
 	}
 	self := s.h.cfg.NodeID
+	confChanged := false
 	switch d.kind {
 	case doneAppend:
 		g.appending--
+		if d.installed {
+			g.restoring = false
+		}
 	case doneApply:
 		g.applying--
 		for _, e := range d.entries {
-			if err := applyConfChange(g.rn, e); err != nil {
+			if e.GetIndex() <= g.confFloor {
+				continue // already in the configuration raft started from
+			}
+			cs, err := applyConfChange(g.rn, e)
+			if err != nil {
 				s.h.fail(fmt.Errorf("multiraft: group %d: %w", g.id, err))
 				return
+			}
+			if cs != nil {
+				g.confState, confChanged = cs, true
 			}
 		}
 	}
@@ -467,30 +590,84 @@ func (s *shard) complete(d *localDone) {
 	}
 	if d.kind == doneApply {
 		s.settle(g, d.entries)
+		if n := len(d.entries); n > 0 {
+			s.record(g, d.entries[n-1], d.snap, confChanged)
+		}
 	}
 	s.markDirty(g)
 }
 
-func applyConfChange(rn *raft.RawNode, e *raftpb.Entry) error {
+// confRecordInterval is how many applied entries go by, at most, between two configuration
+// records of a group, bounding what a restart after a crash replays through raft (see
+// newGroup). A record costs one small unsynced write.
+const confRecordInterval = 1024
+
+// record queues for the append stage what the Store should know once last is applied: the
+// snapshot the apply stage took there, or else the configuration after a conf change or
+// after confRecordInterval entries. confState is as of last: every conf change up to it was
+// applied to raft, in order, before this.
+func (s *shard) record(g *group, last *raftpb.Entry, taken *takenSnapshot, confChanged bool) {
+	idx := last.GetIndex()
+	if idx < g.confFloor {
+		// Raft already has a later configuration (a snapshot it installed, or the one it
+		// was loaded with): confState is not the one as of idx.
+		return
+	}
+	rec := &recordTask{}
+	switch {
+	case taken != nil && taken.index == idx:
+		rec.snap = &raftpb.Snapshot{
+			Metadata: &raftpb.SnapshotMetadata{
+				Index:     new(idx),
+				Term:      new(last.GetTerm()),
+				ConfState: g.confState,
+			},
+			Data: taken.data,
+		}
+		if keep := s.h.cfg.SnapshotKeepEntries; idx >= keep {
+			rec.compact = idx + 1 - keep
+		}
+	case confChanged || idx >= g.confRecorded+confRecordInterval:
+		if idx <= g.confRecorded {
+			return
+		}
+		rec.conf = &confRecord{index: idx, cs: g.confState}
+	default:
+		return
+	}
+	g.confRecorded = max(g.confRecorded, idx)
+	g.appending++
+	s.appends = append(s.appends, appendTask{group: g.id, rec: rec})
+}
+
+// applyConfChange applies the conf change in e, if it holds one, to raft and returns the new
+// configuration. Raft panics on a change its configuration cannot take; ProposeConfChange
+// refuses those, but a committed one (proposed by another host) must stop this host with an
+// error, not the process.
+func applyConfChange(rn *raft.RawNode, e *raftpb.Entry) (cs *raftpb.ConfState, err error) {
 	var cc raftpb.ConfChangeI
 	switch e.GetType() {
 	case raftpb.EntryConfChange:
 		v1 := new(raftpb.ConfChange)
 		if err := proto.Unmarshal(e.GetData(), v1); err != nil {
-			return fmt.Errorf("decode conf change at %d: %w", e.GetIndex(), err)
+			return nil, fmt.Errorf("decode conf change at %d: %w", e.GetIndex(), err)
 		}
 		cc = v1
 	case raftpb.EntryConfChangeV2:
 		v2 := new(raftpb.ConfChangeV2)
 		if err := proto.Unmarshal(e.GetData(), v2); err != nil {
-			return fmt.Errorf("decode conf change at %d: %w", e.GetIndex(), err)
+			return nil, fmt.Errorf("decode conf change at %d: %w", e.GetIndex(), err)
 		}
 		cc = v2
 	default:
-		return nil
+		return nil, nil
 	}
-	rn.ApplyConfChange(cc)
-	return nil
+	defer func() {
+		if r := recover(); r != nil {
+			cs, err = nil, fmt.Errorf("apply conf change at %d: %v", e.GetIndex(), r)
+		}
+	}()
+	return rn.ApplyConfChange(cc), nil
 }
 
 // settle resolves the waiters of applied entries: the entry applied at a proposal's index
@@ -557,8 +734,9 @@ func (s *shard) proposeGroup(id uint64, props []*Proposal) {
 	term := bs.GetTerm()
 	limit := s.h.cfg.MaxProposalBatchBytes
 	for len(props) > 0 {
-		n, size := 0, uint64(0)
-		for n < len(props) && (n == 0 || size+uint64(len(props[n].data)) <= limit) {
+		// A conf change goes alone, so that raft's verdict on it is its own.
+		n, size := 1, uint64(len(props[0].data))
+		for !props[0].conf && n < len(props) && !props[n].conf && size+uint64(len(props[n].data)) <= limit {
 			size += uint64(len(props[n].data))
 			n++
 		}
@@ -567,6 +745,14 @@ func (s *shard) proposeGroup(id uint64, props []*Proposal) {
 		ents := make([]*raftpb.Entry, n)
 		for i, p := range batch {
 			ents[i] = &raftpb.Entry{Data: p.data}
+		}
+		conf := batch[0].conf
+		if conf {
+			if err := validConfChange(g.confState, batch[0].data); err != nil {
+				batch[0].finish(0, fmt.Errorf("multiraft: group %d: %w: %w", id, ErrConfChangeRefused, err))
+				continue
+			}
+			ents[0].Type = raftpb.EntryType_EntryConfChangeV2.Enum()
 		}
 		err := g.rn.Step(&raftpb.Message{
 			Type:    raftpb.MessageType_MsgProp.Enum(),
@@ -580,20 +766,62 @@ func (s *shard) proposeGroup(id uint64, props []*Proposal) {
 			}
 			continue
 		}
+		g.lastTerm = term
+		if conf && ents[0].GetType() != raftpb.EntryType_EntryConfChangeV2 {
+			// Raft appended an empty entry in its place: a conf change may not be applied
+			// yet (an earlier one, or one in the log the leader has not applied since its
+			// election).
+			g.lastIndex++
+			batch[0].finish(0, fmt.Errorf("multiraft: group %d: %w: a conf change may be pending", id, ErrConfChangeRefused))
+			continue
+		}
 		for _, p := range batch {
 			g.lastIndex++
 			p.index, p.term = g.lastIndex, term
 		}
-		g.lastTerm = term
 		g.waiters = append(g.waiters, batch...)
 		g.unverified = append(g.unverified, batch...)
 	}
 	s.markDirty(g)
 }
 
+// validConfChange checks the encoded ConfChangeV2 against the configuration as raft would
+// when applying it, so that a change raft cannot apply (it panics on those) is refused
+// before it is committed. No other conf change can come between: raft takes one only when
+// every earlier one is applied.
+func validConfChange(cs *raftpb.ConfState, data []byte) error {
+	cc := new(raftpb.ConfChangeV2)
+	if err := proto.Unmarshal(data, cc); err != nil {
+		return fmt.Errorf("decode conf change: %w", err)
+	}
+	chg := confchange.Changer{Tracker: tracker.MakeProgressTracker(1, 0), LastIndex: 1}
+	cfg, trk, err := confchange.Restore(chg, cs)
+	if err != nil {
+		return fmt.Errorf("current configuration: %w", err)
+	}
+	chg.Tracker.Config, chg.Tracker.Progress = cfg, trk
+	if cc.LeaveJoint() {
+		_, _, err = chg.LeaveJoint()
+	} else if autoLeave, joint := cc.EnterJoint(); joint {
+		_, _, err = chg.EnterJoint(autoLeave, cc.GetChanges()...)
+	} else {
+		_, _, err = chg.Simple(cc.GetChanges()...)
+	}
+	return err
+}
+
 func (s *shard) tick(n int) {
 	// A backlog of ticks is one long pause, not many heartbeats' worth of work.
 	n = min(n, s.h.cfg.ElectionTick)
+	if s.h.cfg.SelfElecting {
+		for _, g := range s.groups {
+			for range n {
+				g.rn.Tick()
+			}
+			s.markDirty(g)
+		}
+		return
+	}
 	for _, g := range s.leaders {
 		for range n {
 			g.rn.Tick()
@@ -607,10 +835,49 @@ func (s *shard) step(e Envelope) {
 	if g == nil {
 		return // hibernated or never loaded here; the control tier loads before it orders
 	}
-	if err := g.rn.Step(e.Msg); err != nil {
-		s.h.log.Debug("raft refused message", "group", g.id, "type", e.Msg.GetType().String(), "from", e.Msg.GetFrom(), "err", err)
+	m := e.Msg
+	if m.GetType() == raftpb.MessageType_MsgSnap {
+		m = s.admitSnapshot(g, m)
+	}
+	if err := g.rn.Step(m); err != nil {
+		s.h.log.Debug("raft refused message", "group", g.id, "type", m.GetType().String(), "from", m.GetFrom(), "err", err)
 	}
 	s.markDirty(g)
+}
+
+// admitSnapshot makes a snapshot whose configuration lacks this replica acceptable to raft,
+// which otherwise drops it, by adding the replica as a learner.
+//
+// A leader sends snapshots only to replicas of its applied configuration, so a snapshot
+// lacks this replica only when the replica was added after the snapshot's index: a joining
+// replica that is sent the group's bootstrap state, or a replica added after the leader's
+// last snapshot. The conf change that added it is then committed after the snapshot, and
+// this replica replays it with every other entry after the snapshot. Each change names the
+// state it gives a replica (voter, learner, removed) whatever the replica was, so from the
+// first change that names this replica on, the configuration is exactly the group's; before
+// it, the only difference is this replica being a learner, which lets it take entries but
+// neither vote for itself nor campaign. (etcd solves the same problem on the leader, by
+// replacing the snapshot with a fresh one of its applied state.)
+func (s *shard) admitSnapshot(g *group, m *raftpb.Message) *raftpb.Message {
+	if raft.IsEmptySnap(m.GetSnapshot()) {
+		return m
+	}
+	self := s.h.cfg.NodeID
+	cs := m.GetSnapshot().GetMetadata().GetConfState()
+	for _, set := range [][]uint64{cs.GetVoters(), cs.GetLearners(), cs.GetVotersOutgoing()} {
+		if slices.Contains(set, self) {
+			return m
+		}
+	}
+	// The transport's message may be shared; the copy is the only one changed.
+	m = proto.Clone(m).(*raftpb.Message)
+	md := raftpb.EnsureSnapshotMetadata(m.GetSnapshot().GetMetadata())
+	md.ConfState = raftpb.EnsureConfState(md.ConfState)
+	md.ConfState.Learners = append(md.ConfState.Learners, self)
+	slices.Sort(md.ConfState.Learners)
+	s.h.log.Info("admitting a snapshot from before this replica was added, as a learner",
+		"group", g.id, "index", md.GetIndex(), "conf", cs.String())
+	return m
 }
 
 func (s *shard) lookup(id uint64) (*group, error) {
@@ -633,16 +900,23 @@ func (s *shard) install(gs []*group) {
 	}
 }
 
-func (s *shard) unload(id uint64) error {
+// unload drops a quiescent group. It returns the configuration record to write before the
+// Store releases the group, nil when the newest queued one is as of the applied index.
+func (s *shard) unload(id uint64) (*confRecord, error) {
 	g, err := s.lookup(id)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if g.rn.HasReady() {
 		s.handleReady(g)
 	}
 	if why := g.quiescence(); why != "" {
-		return fmt.Errorf("multiraft: group %d: %w: %s", id, ErrNotQuiescent, why)
+		return nil, fmt.Errorf("multiraft: group %d: %w: %s", id, ErrNotQuiescent, why)
+	}
+	var rec *confRecord
+	// At rest everything is applied, so confState is the configuration as of applied.
+	if applied := g.rn.BasicStatus().Applied; applied > g.confRecorded && applied >= g.confFloor {
+		rec = &confRecord{index: applied, cs: g.confState}
 	}
 	if g.leaderPos >= 0 {
 		s.dropLeader(g)
@@ -654,7 +928,7 @@ func (s *shard) unload(id uint64) error {
 		s.groups = compacted(s.groups)
 		s.peak = n
 	}
-	return nil
+	return rec, nil
 }
 
 func compacted(m map[uint64]*group) map[uint64]*group {

@@ -3,6 +3,7 @@ package raftstore
 import (
 	"fmt"
 
+	"github.com/dgraph-io/badger/v4"
 	"go.etcd.io/raft/v3"
 )
 
@@ -62,7 +63,7 @@ func (b *Badger) Compact(groupID, index uint64) error {
 	return nil
 }
 
-// Delete implements Store. A whole group is one tombstone per run plus four keys. Badger's
+// Delete implements Store. A whole group is one tombstone per run plus five keys. Badger's
 // DropPrefix would avoid the tombstones but it blocks all writes and rewrites the tables that
 // hold the prefix, which stalls every other group of the node; deleting runs in batched
 // transactions costs little because runs already hold many entries each.
@@ -92,12 +93,19 @@ func (b *Badger) Delete(groupID uint64) error {
 	if err != nil {
 		return err
 	}
-	if g.st.hasMeta || len(starts) > 0 {
+	var conf confRecord
+	if err := b.db.View(func(txn *badger.Txn) error {
+		conf, err = readConfRecord(txn, groupID)
+		return err
+	}); err != nil {
+		return fmt.Errorf("raftstore: group %d: delete: %w", groupID, err)
+	}
+	if g.st.hasMeta || len(starts) > 0 || conf.index > 0 {
 		var ops []op
 		for _, s := range starts {
 			ops = append(ops, delOp(runKey(groupID, s)))
 		}
-		for _, k := range []byte{kindHard, kindSnapMeta, kindSnapData, kindMeta} {
+		for _, k := range []byte{kindHard, kindSnapMeta, kindSnapData, kindConf, kindMeta} {
 			ops = append(ops, delOp(groupKey(k, groupID)))
 		}
 		w := b.newTxnWriter()

@@ -335,6 +335,116 @@ var contractCases = []contractCase{
 		expectLog(t, h.s, 1, 18, 1, span{18, 19, 2})
 	}},
 
+	{"save snapshot keeps the log", func(t *testing.T, h *harness) {
+		save(t, h.s, Update{GroupID: 1, HardState: hs(2, 1, 8), Entries: ents(1, 1, 5, 1)})
+		save(t, h.s, Update{GroupID: 1, Entries: ents(1, 6, 10, 2)})
+		snap := snapshot(7, 2, []uint64{1, 2}, "state at 7")
+		snap.Metadata.ConfState.Learners = []uint64{3}
+		require.NoError(t, h.s.SaveSnapshot(1, snap))
+		snap.Data[0] = 'X' // the store keeps its own copy
+		check := func(first, prevTerm uint64, spans ...span) {
+			t.Helper()
+			expectLog(t, h.s, 1, first, prevTerm, spans...)
+			expectHardState(t, h.s, 1, 2, 1, 8)
+			l := open(t, h.s, 1)
+			got, err := l.Snapshot()
+			require.NoError(t, err)
+			require.Equal(t, uint64(7), got.GetMetadata().GetIndex())
+			require.Equal(t, uint64(2), got.GetMetadata().GetTerm())
+			require.Equal(t, "state at 7", string(got.GetData()))
+			_, cs, err := l.InitialState()
+			require.NoError(t, err)
+			require.Equal(t, []uint64{1, 2}, cs.GetVoters())
+			require.Equal(t, []uint64{3}, cs.GetLearners())
+		}
+		check(1, 0, span{1, 5, 1}, span{6, 10, 2})
+		h.restart()
+		check(1, 0, span{1, 5, 1}, span{6, 10, 2})
+
+		// Compacting up to the snapshot keeps it; raft reads the snapshot's term there.
+		require.NoError(t, h.s.Compact(1, 6))
+		check(6, 1, span{6, 10, 2})
+		h.restart()
+		check(6, 1, span{6, 10, 2})
+
+		for _, bad := range []*raftpb.Snapshot{
+			snapshot(7, 2, []uint64{1}, "not newer"),
+			snapshot(6, 2, []uint64{1}, "older"),
+		} {
+			require.ErrorIs(t, h.s.SaveSnapshot(1, bad), raft.ErrSnapOutOfDate)
+		}
+		require.Error(t, h.s.SaveSnapshot(1, snapshot(11, 2, []uint64{1}, "beyond the last index")))
+		require.Error(t, h.s.SaveSnapshot(1, snapshot(9, 3, []uint64{1}, "wrong term")))
+		check(6, 1, span{6, 10, 2})
+
+		// The whole log, then a snapshot at the compaction point.
+		require.NoError(t, h.s.SaveSnapshot(1, snapshot(10, 2, []uint64{1, 2}, "state at 10")))
+		require.NoError(t, h.s.Compact(1, 11))
+		expectLog(t, h.s, 1, 11, 2)
+		// An installed snapshot must be newer than the saved one.
+		err := h.s.Save([]Update{{GroupID: 1, Snapshot: snapshot(10, 2, []uint64{1}, "stale install")}})
+		require.ErrorIs(t, err, raft.ErrSnapOutOfDate)
+		save(t, h.s, Update{GroupID: 1, Entries: ents(1, 11, 12, 3)})
+		require.Error(t, h.s.SaveSnapshot(1, snapshot(10, 2, []uint64{1}, "")), "at the old compaction point")
+		save(t, h.s, Update{GroupID: 1, HardState: hs(4, 0, 20), Snapshot: snapshot(20, 4, []uint64{1, 2, 3}, "installed")})
+		h.restart()
+		expectLog(t, h.s, 1, 21, 4)
+		got, err := open(t, h.s, 1).Snapshot()
+		require.NoError(t, err)
+		require.Equal(t, "installed", string(got.GetData()))
+	}},
+
+	{"configuration records", func(t *testing.T, h *harness) {
+		expectConf := func(index uint64, voters, learners []uint64) {
+			t.Helper()
+			i, cs, err := h.s.ConfState(1)
+			require.NoError(t, err)
+			require.Equal(t, index, i, "configuration index")
+			require.Equal(t, voters, cs.GetVoters())
+			require.Equal(t, learners, cs.GetLearners())
+			require.NotNil(t, cs.AutoLeave, "raft needs every field set")
+		}
+		expectConf(0, nil, nil)
+		boot := snapshot(1, 1, []uint64{1, 2, 3}, "")
+		boot.Data = nil
+		save(t, h.s, Update{GroupID: 1, HardState: hs(1, 0, 1), Snapshot: boot})
+		save(t, h.s, Update{GroupID: 1, Entries: ents(1, 2, 9, 1)})
+		expectConf(1, []uint64{1, 2, 3}, nil)
+
+		cs := &raftpb.ConfState{Voters: []uint64{1, 2, 3}, Learners: []uint64{4}}
+		require.NoError(t, h.s.SaveConfState(1, 5, cs))
+		cs.Voters[0] = 99 // the store keeps its own copy
+		expectConf(5, []uint64{1, 2, 3}, []uint64{4})
+		// Records only move forward.
+		require.NoError(t, h.s.SaveConfState(1, 4, &raftpb.ConfState{Voters: []uint64{1}}))
+		require.NoError(t, h.s.SaveConfState(1, 5, &raftpb.ConfState{Voters: []uint64{1}}))
+		expectConf(5, []uint64{1, 2, 3}, []uint64{4})
+		// InitialState stays the snapshot's: raft replays from the snapshot.
+		_, ics, err := open(t, h.s, 1).InitialState()
+		require.NoError(t, err)
+		require.Equal(t, []uint64{1, 2, 3}, ics.GetVoters())
+		require.Empty(t, ics.GetLearners())
+		h.s.Release(1)
+		h.restart()
+		expectConf(5, []uint64{1, 2, 3}, []uint64{4})
+
+		// A snapshot at the record's index or later is newer.
+		require.NoError(t, h.s.SaveSnapshot(1, snapshot(5, 1, []uint64{1, 2, 4}, "")))
+		expectConf(5, []uint64{1, 2, 4}, nil)
+		require.NoError(t, h.s.SaveConfState(1, 8, &raftpb.ConfState{Voters: []uint64{1, 2, 4}, Learners: []uint64{5}}))
+		expectConf(8, []uint64{1, 2, 4}, []uint64{5})
+		h.restart()
+		expectConf(8, []uint64{1, 2, 4}, []uint64{5})
+
+		require.NoError(t, h.s.Delete(1))
+		expectConf(0, nil, nil)
+		h.restart()
+		expectConf(0, nil, nil)
+		groups, err := h.s.Groups()
+		require.NoError(t, err)
+		require.Empty(t, groups)
+	}},
+
 	{"many groups in one save are independent", func(t *testing.T, h *harness) {
 		var us []Update
 		for g := uint64(1); g <= 50; g++ {

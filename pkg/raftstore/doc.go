@@ -3,6 +3,10 @@
 // It sits under the multi-group raft host of the replica tier (and the arbiter's single group):
 // the host folds the MsgStorageAppend of all groups in a round into one Store.Save call, which is
 // one write batch and one fsync, and hands each group a Log that satisfies raft.Storage.
+// Beside each log it keeps the group's latest snapshot (installed from a leader through Save,
+// or taken locally and recorded with SaveSnapshot, after which the log is compacted behind it)
+// and configuration records (SaveConfState), so that a group reloads with its current voters
+// rather than those of its bootstrap snapshot.
 //
 // Two implementations share one contract test suite: Memory (for deterministic tests of the
 // host without disk) and Badger (all groups of a node in one Badger database).

@@ -4,6 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
 )
 
 // Key layout of the Badger store. Every key starts with a one-byte kind, then the group id
@@ -14,6 +17,7 @@ import (
 //	'h' | group                  hard state (term, vote, commit)
 //	's' | group                  snapshot metadata (raftpb.SnapshotMetadata, incl. ConfState)
 //	'd' | group                  snapshot data
+//	'c' | group                  configuration record: index and ConfState (SaveConfState)
 //	'e' | group | first index    a run: consecutive entries written by one Save
 //	'k' | group | key            a state-machine record (StateStore), written unsynced
 //
@@ -35,6 +39,7 @@ const (
 	kindHard     = 'h'
 	kindSnapMeta = 's'
 	kindSnapData = 'd'
+	kindConf     = 'c'
 	kindRun      = 'e'
 	kindState    = 'k'
 )
@@ -138,6 +143,35 @@ func decodeHardState(b []byte) (hardState, error) {
 		vote:   binary.BigEndian.Uint64(b[9:]),
 		commit: binary.BigEndian.Uint64(b[17:]),
 	}, nil
+}
+
+// confRecord is the value of a group's 'c' key: the configuration once every entry up to
+// index is applied.
+type confRecord struct {
+	index uint64
+	cs    *raftpb.ConfState
+}
+
+func (r confRecord) encode() ([]byte, error) {
+	cs, err := proto.Marshal(r.cs)
+	if err != nil {
+		return nil, fmt.Errorf("marshal conf state: %w", err)
+	}
+	b := make([]byte, 9, 9+len(cs))
+	b[0] = 1
+	binary.BigEndian.PutUint64(b[1:], r.index)
+	return append(b, cs...), nil
+}
+
+func decodeConfRecord(b []byte) (confRecord, error) {
+	if len(b) < 9 || b[0] != 1 {
+		return confRecord{}, errors.New("malformed configuration record")
+	}
+	cs := new(raftpb.ConfState)
+	if err := proto.Unmarshal(b[9:], cs); err != nil {
+		return confRecord{}, fmt.Errorf("configuration record: %w", err)
+	}
+	return confRecord{index: binary.BigEndian.Uint64(b[1:]), cs: raftpb.EnsureConfState(cs)}, nil
 }
 
 func stateKey(group uint64, key []byte) []byte {

@@ -15,13 +15,14 @@ import (
 type Memory struct {
 	mu     sync.Mutex
 	groups map[uint64]*memLog
+	conf   map[uint64]confRecord // what SaveConfState recorded
 	state  memState
 	closed bool
 }
 
 // NewMemory returns an empty in-memory store.
 func NewMemory() *Memory {
-	return &Memory{groups: make(map[uint64]*memLog)}
+	return &Memory{groups: make(map[uint64]*memLog), conf: make(map[uint64]confRecord)}
 }
 
 var _ Store = (*Memory)(nil)
@@ -96,7 +97,9 @@ func (m *Memory) Save(updates []Update) error {
 
 func (m *Memory) save(g *memLog, u Update) error {
 	if u.Snapshot != nil {
-		if err := g.ApplySnapshot(u.Snapshot); err != nil {
+		// A copy: MemoryStorage keeps the snapshot it is given and SaveSnapshot later
+		// rewrites its fields in place, while raft may still hold the one in the update.
+		if err := g.ApplySnapshot(proto.Clone(u.Snapshot).(*raftpb.Snapshot)); err != nil {
 			return fmt.Errorf("group %d: apply snapshot: %w", u.GroupID, err)
 		}
 	}
@@ -136,6 +139,89 @@ func (m *Memory) Compact(groupID, index uint64) error {
 	return g.MemoryStorage.Compact(index - 1)
 }
 
+// SaveSnapshot implements Store.
+func (m *Memory) SaveSnapshot(groupID uint64, snap *raftpb.Snapshot) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	g := m.group(groupID)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	md := snap.GetMetadata()
+	idx := md.GetIndex()
+	cur, _ := g.MemoryStorage.Snapshot()
+	if idx <= cur.GetMetadata().GetIndex() {
+		return fmt.Errorf("raftstore: group %d: snapshot %d not newer than %d: %w",
+			groupID, idx, cur.GetMetadata().GetIndex(), raft.ErrSnapOutOfDate)
+	}
+	if err := checkSnapshotInLog(g.MemoryStorage, idx, md.GetTerm()); err != nil {
+		return fmt.Errorf("raftstore: group %d: %w", groupID, err)
+	}
+	cs := raftpb.EnsureConfState(proto.Clone(md.GetConfState()).(*raftpb.ConfState))
+	if _, err := g.CreateSnapshot(idx, cs, slices.Clone(snap.GetData())); err != nil {
+		return fmt.Errorf("raftstore: group %d: save snapshot: %w", groupID, err)
+	}
+	return nil
+}
+
+// checkSnapshotInLog checks that index is in the log (or is its compaction point) with term.
+func checkSnapshotInLog(l raft.Storage, index, term uint64) error {
+	first, err := l.FirstIndex()
+	if err != nil {
+		return err
+	}
+	last, err := l.LastIndex()
+	if err != nil {
+		return err
+	}
+	if index+1 < first || index > last {
+		return fmt.Errorf("snapshot at %d outside the log [%d, %d]", index, first, last)
+	}
+	t, err := l.Term(index)
+	if err != nil {
+		return fmt.Errorf("snapshot at %d: term: %w", index, err)
+	}
+	if t != term {
+		return fmt.Errorf("snapshot at %d has term %d, the log has %d", index, term, t)
+	}
+	return nil
+}
+
+// SaveConfState implements Store.
+func (m *Memory) SaveConfState(groupID, index uint64, cs *raftpb.ConfState) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	if index > m.conf[groupID].index {
+		m.conf[groupID] = confRecord{index, raftpb.EnsureConfState(proto.Clone(cs).(*raftpb.ConfState))}
+	}
+	return nil
+}
+
+// ConfState implements Store.
+func (m *Memory) ConfState(groupID uint64) (uint64, *raftpb.ConfState, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return 0, nil, ErrClosed
+	}
+	index, cs := uint64(0), (*raftpb.ConfState)(nil)
+	if g := m.groups[groupID]; g != nil {
+		g.mu.RLock()
+		snap, _ := g.MemoryStorage.Snapshot()
+		g.mu.RUnlock()
+		index, cs = snap.GetMetadata().GetIndex(), snap.GetMetadata().GetConfState()
+	}
+	if r, ok := m.conf[groupID]; ok && r.index > index {
+		index, cs = r.index, r.cs
+	}
+	return index, raftpb.EnsureConfState(proto.Clone(cs).(*raftpb.ConfState)), nil
+}
+
 // Groups implements Store.
 func (m *Memory) Groups() ([]uint64, error) {
 	m.mu.Lock()
@@ -155,6 +241,7 @@ func (m *Memory) Delete(groupID uint64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.groups, groupID)
+	delete(m.conf, groupID)
 	m.deleteState(groupID)
 	return nil
 }

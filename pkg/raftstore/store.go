@@ -30,8 +30,37 @@ type Store interface {
 	// Open reloads it. Logs handed out before Release must no longer be used.
 	Release(groupID uint64)
 	// Compact discards a group's entries before index (which must be applied), keeping the
-	// term of index-1 for raft's log matching.
+	// term of index-1 for raft's log matching. A caller that wants a follower needing the
+	// discarded entries to be able to catch up compacts only up to a snapshot saved before
+	// (SaveSnapshot), index <= snapshot index + 1: raft then sends that snapshot instead.
 	Compact(groupID, index uint64) error
+	// SaveSnapshot records snap, the state machine as of snap's index, as the group's snapshot:
+	// Log.Snapshot returns it from now on (raft sends it to followers that need compacted
+	// entries) and its ConfState is a configuration record (see ConfState). Unlike a snapshot
+	// in Save, it keeps the log: entries before and after its index stay until Compact, so
+	// followers slightly behind still get entries.
+	//
+	// The index must be in the log (first-1 <= index <= last) with the log's term there, and
+	// newer than the stored snapshot, else the error wraps raft.ErrSnapOutOfDate (a snapshot
+	// installed meanwhile is newer) or explains the mismatch. The snapshot MUST be durable when
+	// SaveSnapshot returns: callers compact up to it next, and a crash must not leave a log
+	// compacted past its newest snapshot.
+	SaveSnapshot(groupID uint64, snap *raftpb.Snapshot) error
+	// SaveConfState records that cs is the group's configuration once every entry up to and
+	// including index is applied. A record at or below the newest one is ignored: records only
+	// move forward.
+	//
+	// It need not be durable on return (it is made durable by the next Save) and a crash may
+	// lose it: a record only ever states a fact about committed entries, so the previous one
+	// (or the snapshot's) is still true, and a caller that replays the committed entries after
+	// the record it finds recovers the rest. Records from one caller survive in order.
+	SaveConfState(groupID, index uint64, cs *raftpb.ConfState) error
+	// ConfState returns the group's newest configuration record: the one SaveConfState wrote,
+	// or the stored snapshot's, whichever has the higher index (the snapshot's on a tie);
+	// (0, empty) for a group with neither. InitialState keeps returning the snapshot's
+	// configuration, which is what plain raft expects of a raft.Storage; a node that resumes
+	// after the newer record passes that configuration to raft itself.
+	ConfState(groupID uint64) (index uint64, cs *raftpb.ConfState, err error)
 	// Groups lists every group with data in the store, open or not, in increasing order.
 	Groups() ([]uint64, error)
 	// Delete removes a group and all its data.

@@ -1,0 +1,69 @@
+package multiraft_test
+
+import (
+	"testing"
+
+	"go.etcd.io/raft/v3"
+
+	"github.com/triarch-io/triarch/pkg/multiraft"
+)
+
+// tickUntil ticks every attached host, settling after each tick, until cond holds; it fails
+// the test after max ticks.
+func (c *fsmCluster) tickUntil(max int, what string, nodes []uint64, cond func() bool) {
+	c.t.Helper()
+	for i := 0; !cond(); i++ {
+		if i == max {
+			c.t.Fatalf("after %d ticks: %s", max, what)
+		}
+		for _, id := range nodes {
+			c.hosts[id].Tick()
+		}
+		c.stabilize()
+	}
+}
+
+// The arbiter's mode: no one orders elections, ticks alone elect a leader, a leader cut off
+// steps down (CheckQuorum) while the others elect another, and after the heal there is one
+// leader again.
+func TestSelfElectingHostsElectAndFailOver(t *testing.T) {
+	c := newFSMCluster(t, 3, 31, nil, func(cfg *multiraft.Config) { cfg.SelfElecting = true })
+	g := groupIDs(1)[0]
+	c.load(g)
+
+	var leader uint64
+	c.tickUntil(100, "no leader elected by ticks alone", c.ids, func() bool {
+		leader = c.leaderOf(g, c.ids...)
+		return leader != 0
+	})
+	term := c.status(leader, g).Term
+	c.proposeAll(leader, g, seq("a", 5), 5)
+
+	c.hub.Isolate(leader)
+	var others []uint64
+	for _, id := range c.ids {
+		if id != leader {
+			others = append(others, id)
+		}
+	}
+	var next uint64
+	c.tickUntil(100, "the majority side elected no new leader, or the old one kept leading", c.ids, func() bool {
+		next = c.leaderOf(g, others...)
+		return next != 0 && c.status(leader, g).Role != raft.StateLeader
+	})
+	if st := c.status(next, g); st.Term <= term {
+		t.Fatalf("new leader %d at term %d, not above the old term %d", next, st.Term, term)
+	}
+	if st := c.status(leader, g); st.Role == raft.StateLeader || st.Role == raft.StateCandidate || st.Term != term {
+		t.Fatalf("the isolated old leader is %v at term %d; want it stepped down at its term %d (PreVote keeps it from bumping it)",
+			st.Role, st.Term, term)
+	}
+	c.proposeAll(next, g, seq("b", 5), 5)
+
+	c.hub.Heal()
+	c.tickUntil(100, "no single leader after the heal", c.ids, func() bool {
+		return c.leaderOf(g, c.ids...) == next
+	})
+	c.proposeAll(next, g, seq("c", 5), 5)
+	c.requireSameState(g, append(append(seq("a", 5), seq("b", 5)...), seq("c", 5)...))
+}
