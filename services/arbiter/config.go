@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/triarch-io/triarch/pkg/process"
+	"github.com/triarch-io/triarch/services/arbiter/liveness"
 )
 
 // Config is the arbiter's configuration.
@@ -14,11 +16,38 @@ type Config struct {
 	// Peers maps every member's node id to its raft/gRPC address, this member included.
 	// Empty means a single-member cluster (triarch dev).
 	Peers map[uint64]string
+	// Liveness holds the lease and failure-detection settings (liveness.DefaultConfig).
+	Liveness liveness.Config
+	// TickInterval and ElectionTicks set the metadata group's election timeout
+	// (TickInterval x ElectionTicks, randomised up to twice that by raft).
+	TickInterval  time.Duration
+	ElectionTicks int
+	// SnapshotEntries is how many entries go by between snapshots of the FSM.
+	SnapshotEntries uint64
+}
+
+// Defaults fills unset fields.
+func (c *Config) Defaults() {
+	if c.Liveness == (liveness.Config{}) {
+		c.Liveness = liveness.DefaultConfig()
+	}
+	if c.TickInterval <= 0 {
+		c.TickInterval = 50 * time.Millisecond
+	}
+	if c.ElectionTicks <= 0 {
+		c.ElectionTicks = 10
+	}
+	if c.SnapshotEntries == 0 {
+		c.SnapshotEntries = 10_000
+	}
 }
 
 // Validate checks the configuration.
 func (c Config) Validate() error {
-	errs := []error{c.Common.Validate()}
+	errs := []error{c.Common.Validate(), c.Liveness.Validate()}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("--data-dir is required"))
+	}
 	for id, addr := range c.Peers {
 		if id == 0 {
 			errs = append(errs, errors.New("--peers: node id 0 is not allowed"))

@@ -2,36 +2,255 @@ package arbiter
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 
 	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
 	raftv1 "github.com/triarch-io/triarch/gen/triarch/raft/v1"
+	"github.com/triarch-io/triarch/pkg/grpcx"
+	"github.com/triarch-io/triarch/pkg/multiraft"
 	"github.com/triarch-io/triarch/pkg/process"
+	"github.com/triarch-io/triarch/pkg/raftnet"
+	"github.com/triarch-io/triarch/pkg/raftstore"
 	"github.com/triarch-io/triarch/pkg/telemetry"
+	"github.com/triarch-io/triarch/services/arbiter/fsm"
+	"github.com/triarch-io/triarch/services/arbiter/liveness"
 )
 
-// Service is a running arbiter member.
+// Service is a running arbiter member: its Badger store, the metadata raft group (ordinary
+// elections among the members), the FSM, the leader's liveness tracker and the gRPC API.
 type Service struct {
 	*process.Process
+	cfg Config
+	log *telemetry.Telemetry
+
+	store     *raftstore.Badger
+	transport *raftnet.Transport
+	host      *multiraft.Host
+	fsm       *fsm.FSM
+	repl      *replicated
+	tracker   *liveness.Tracker
+	now       func() time.Time
+
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	hostErr  chan error
+	stopping chan struct{}
+	stop     sync.Once
+	stopErr  error
 }
 
-// Start validates cfg and starts serving.
-func Start(_ context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, error) {
+// Start opens the member's store, joins the metadata group and serves.
+func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Service, err error) {
+	cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("arbiter: %w", err)
 	}
-	h := &handler{}
-	p, err := process.Start(cfg.Common, tel, process.Options{
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("arbiter: create --data-dir: %w", err)
+	}
+	store, err := raftstore.OpenBadger(cfg.DataDir, raftstore.WithLogger(tel.Logger))
+	if err != nil {
+		return nil, fmt.Errorf("arbiter: %w", err)
+	}
+	s := &Service{cfg: cfg, log: tel, store: store, fsm: fsm.New(), now: time.Now,
+		hostErr: make(chan error, 1), stopping: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			_ = s.shutdown(context.WithoutCancel(ctx))
+		}
+	}()
+	if s.tracker, err = liveness.New(cfg.Liveness); err != nil {
+		return nil, fmt.Errorf("arbiter: %w", err)
+	}
+	s.repl = newReplicated(cfg.NodeID, s.fsm)
+	if err := s.restoreFromStore(); err != nil {
+		return nil, err
+	}
+	dial := func(addr string) (*grpc.ClientConn, error) { return grpcx.Dial(addr, tel) }
+	s.transport = raftnet.New(raftnet.Config{NodeID: cfg.NodeID, Dial: dial, Log: tel.Logger}, nil)
+	s.host, err = multiraft.New(multiraft.Config{
+		NodeID: cfg.NodeID, Store: store, Transport: s.transport, Applier: s.repl, Logger: tel.Logger,
+		SelfElecting: true, HeartbeatTick: 1, ElectionTick: cfg.ElectionTicks,
+		SnapshotEntries: cfg.SnapshotEntries,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("arbiter: %w", err)
+	}
+	s.repl.host = s.host
+	s.transport.SetHost(s.host)
+
+	h := &handler{s: s}
+	s.Process, err = process.Start(cfg.Common, tel, process.Options{
 		Services: []string{arbiterv1.ArbiterService_ServiceDesc.ServiceName, raftv1.RaftTransportService_ServiceDesc.ServiceName},
-		Register: func(s *grpc.Server) {
-			arbiterv1.RegisterArbiterServiceServer(s, h)
-			raftv1.RegisterRaftTransportServiceServer(s, h)
+		Register: func(g *grpc.Server) {
+			arbiterv1.RegisterArbiterServiceServer(g, h)
+			raftv1.RegisterRaftTransportServiceServer(g, s.transport.Server())
+		},
+		Ready: func(ctx context.Context) error {
+			leader, _, err := s.repl.leader(ctx)
+			if err != nil {
+				return err
+			}
+			if leader == 0 {
+				return errors.New("no arbiter leader elected")
+			}
+			return nil
 		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("arbiter: %w", err)
 	}
-	return &Service{Process: p}, nil
+	if len(s.cfg.Peers) == 0 {
+		s.cfg.Peers = map[uint64]string{cfg.NodeID: s.Advertise()}
+	}
+	voters := make([]uint64, 0, len(s.cfg.Peers))
+	for id, addr := range s.cfg.Peers {
+		voters = append(voters, id)
+		s.transport.SetPeer(id, addr)
+	}
+	slices.Sort(voters)
+
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	s.goRun(func() {
+		if err := s.host.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+			s.hostErr <- err
+		}
+	})
+	if err := s.host.LoadGroup(ctx, multiraft.GroupSpec{GroupID: metaGroup, Voters: voters}); err != nil {
+		return nil, fmt.Errorf("arbiter: load the metadata group: %w", err)
+	}
+	s.goRun(func() { s.tick(runCtx) })
+	s.goRun(func() { s.decide(runCtx) })
+	return s, nil
+}
+
+// restoreFromStore rebuilds the FSM from the last snapshot on disk; raft replays the entries
+// after it (Applied reports the snapshot's index).
+func (s *Service) restoreFromStore() error {
+	log, err := s.store.Open(metaGroup)
+	if err != nil {
+		return fmt.Errorf("arbiter: open the metadata log: %w", err)
+	}
+	snap, err := log.Snapshot()
+	if err != nil {
+		return fmt.Errorf("arbiter: read the snapshot: %w", err)
+	}
+	return s.repl.Restore(metaGroup, snap)
+}
+
+func (s *Service) goRun(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+func (s *Service) tick(ctx context.Context) {
+	t := time.NewTicker(s.cfg.TickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.host.Tick()
+		}
+	}
+}
+
+// decide is the leader's failure detector: it evaluates the leases and peer reports and
+// commits node state changes as raft entries, so a new leader continues from the same state.
+// A member that just became leader first gives every node a fresh lease (ResetAll): leases
+// are not replicated, and a leader change must never declare anyone dead by itself.
+func (s *Service) decide(ctx context.Context) {
+	t := time.NewTicker(s.cfg.Liveness.EvaluateEvery)
+	defer t.Stop()
+	wasLeader := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		leader, _, err := s.repl.leader(ctx)
+		isLeader := err == nil && leader == s.cfg.NodeID
+		now := s.now()
+		if isLeader && !wasLeader {
+			s.tracker.ResetAll(now)
+			s.log.Logger.InfoContext(ctx, "became arbiter leader; all leases renewed", "nodes", len(s.fsm.Nodes()))
+		}
+		wasLeader = isLeader
+		if !isLeader {
+			continue
+		}
+		for _, n := range s.fsm.Nodes() {
+			s.tracker.Observe(n.ID, n.Liveness, now)
+		}
+		for _, d := range s.tracker.Evaluate(now, s.fsm.Peers) {
+			pctx, cancel := context.WithTimeout(ctx, s.cfg.Liveness.LeaseTTL)
+			_, err := s.repl.propose(pctx, fsm.SetNodeStateCommand(d.Node, d.State, d.Reason, now))
+			cancel()
+			if err != nil {
+				s.log.Logger.WarnContext(ctx, "could not commit a node state decision", "node", d.Node, "state", d.State, "err", err)
+				continue
+			}
+			s.log.Logger.InfoContext(ctx, "node state decided", "node", d.Node, "state", d.State, "reason", d.Reason)
+		}
+	}
+}
+
+// Leader returns the member this one believes leads, 0 when none.
+func (s *Service) Leader(ctx context.Context) (uint64, error) {
+	leader, _, err := s.repl.leader(ctx)
+	return leader, err
+}
+
+// FSM exposes the member's state machine to tests in other packages (read only).
+func (s *Service) FSM() *fsm.FSM { return s.fsm }
+
+// Wait serves until ctx ends or the host fails, then stops within grace.
+func (s *Service) Wait(ctx context.Context, grace time.Duration) error {
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-s.hostErr:
+	case runErr = <-s.Err():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
+	defer cancel()
+	return errors.Join(runErr, s.Stop(sctx))
+}
+
+// Stop shuts the member down; it is safe to call more than once.
+func (s *Service) Stop(ctx context.Context) error {
+	s.stop.Do(func() { s.stopErr = s.shutdown(ctx) })
+	return s.stopErr
+}
+
+// shutdown ends watch streams, stops the raft host and transport, then the gRPC server, and
+// closes the store.
+func (s *Service) shutdown(ctx context.Context) error {
+	var errs []error
+	close(s.stopping)
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.wg.Wait()
+	if s.transport != nil {
+		s.transport.Close()
+	}
+	if s.Process != nil {
+		errs = append(errs, s.Process.Stop(ctx))
+	}
+	errs = append(errs, s.store.Close())
+	return errors.Join(errs...)
 }

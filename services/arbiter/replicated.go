@@ -1,0 +1,170 @@
+package arbiter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"go.etcd.io/raft/v3/raftpb"
+
+	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
+	"github.com/triarch-io/triarch/pkg/multiraft"
+	"github.com/triarch-io/triarch/services/arbiter/fsm"
+)
+
+// metaGroup is the raft group id of the arbiter's metadata log: the arbiter is one group.
+const metaGroup uint64 = 1
+
+// replicated is the FSM behind the arbiter's raft log: it applies committed commands, hands
+// results to the requests that proposed them, snapshots and restores the FSM, and wakes
+// watchers. It implements multiraft.Applier and multiraft.Snapshotter.
+type replicated struct {
+	nodeID uint64
+	fsm    *fsm.FSM
+	host   *multiraft.Host
+
+	applied atomic.Uint64
+
+	nextProposal atomic.Uint64
+	waitMu       sync.Mutex
+	waiters      map[uint64]chan applyResult
+
+	notifyMu sync.Mutex
+	notify   chan struct{}
+}
+
+type applyResult struct {
+	res any
+	err error
+}
+
+func newReplicated(nodeID uint64, f *fsm.FSM) *replicated {
+	return &replicated{nodeID: nodeID, fsm: f, waiters: make(map[uint64]chan applyResult), notify: make(chan struct{})}
+}
+
+var (
+	_ multiraft.Applier     = (*replicated)(nil)
+	_ multiraft.Snapshotter = (*replicated)(nil)
+)
+
+// Applied implements multiraft.Applier: the FSM lives in memory, so after a restart it holds
+// what the stored snapshot restored (see restoreFromStore) and raft replays the rest.
+func (r *replicated) Applied(uint64) (uint64, error) { return r.applied.Load(), nil }
+
+// Apply implements multiraft.Applier. A command the FSM refuses is still an applied entry:
+// every member refuses it alike, and the proposer gets the error.
+func (r *replicated) Apply(batch []multiraft.Committed) error {
+	for _, c := range batch {
+		for _, e := range c.Entries {
+			if e.GetType() == raftpb.EntryType_EntryNormal && len(e.GetData()) > 0 {
+				cmd, err := fsm.Decode(e.GetData())
+				var res any
+				if err == nil {
+					res, err = r.fsm.Apply(cmd)
+				}
+				if id := cmd.GetProposalId(); id != 0 {
+					r.deliver(id, applyResult{res, err})
+				}
+			}
+			r.applied.Store(e.GetIndex())
+		}
+	}
+	r.notifyMu.Lock()
+	close(r.notify)
+	r.notify = make(chan struct{})
+	r.notifyMu.Unlock()
+	return nil
+}
+
+// changed is closed after the next applied batch.
+func (r *replicated) changed() <-chan struct{} {
+	r.notifyMu.Lock()
+	defer r.notifyMu.Unlock()
+	return r.notify
+}
+
+func (r *replicated) deliver(id uint64, res applyResult) {
+	r.waitMu.Lock()
+	w := r.waiters[id]
+	delete(r.waiters, id)
+	r.waitMu.Unlock()
+	if w != nil {
+		w <- res
+	}
+}
+
+// Snapshot implements multiraft.Snapshotter.
+func (r *replicated) Snapshot(uint64) ([]byte, uint64, error) {
+	// The apply stage calls this between Apply calls, so applied and the FSM agree.
+	idx := r.applied.Load()
+	data, err := r.fsm.Snapshot()
+	return data, idx, err
+}
+
+// Restore implements multiraft.Snapshotter.
+func (r *replicated) Restore(_ uint64, snap *raftpb.Snapshot) error {
+	if len(snap.GetData()) > 0 {
+		if err := r.fsm.Restore(snap.GetData()); err != nil {
+			return fmt.Errorf("arbiter: restore snapshot at %d: %w", snap.GetMetadata().GetIndex(), err)
+		}
+	}
+	r.applied.Store(snap.GetMetadata().GetIndex())
+	return nil
+}
+
+// ErrNotLeader is returned for writes on a member that does not lead; the handler attaches the
+// leader's address.
+type ErrNotLeader struct {
+	LeaderID uint64
+}
+
+func (e *ErrNotLeader) Error() string {
+	if e.LeaderID == 0 {
+		return "this arbiter member is not the leader and no leader is known (election in progress)"
+	}
+	return fmt.Sprintf("this arbiter member is not the leader; member %d is", e.LeaderID)
+}
+
+// propose commits cmd through raft and returns the FSM's result for it.
+func (r *replicated) propose(ctx context.Context, cmd *arbiterv1.Command) (any, error) {
+	// Proposal ids carry the member id so results never reach another member's waiter.
+	id := r.nodeID<<40 | r.nextProposal.Add(1)
+	cmd.ProposalId = id
+	data, err := fsm.Encode(cmd)
+	if err != nil {
+		return nil, err
+	}
+	w := make(chan applyResult, 1)
+	r.waitMu.Lock()
+	r.waiters[id] = w
+	r.waitMu.Unlock()
+	defer func() {
+		r.waitMu.Lock()
+		delete(r.waiters, id)
+		r.waitMu.Unlock()
+	}()
+	if _, err := r.host.Propose(ctx, metaGroup, data); err != nil {
+		var nl *multiraft.NotLeaderError
+		if errors.As(err, &nl) {
+			return nil, &ErrNotLeader{LeaderID: nl.LeaderID}
+		}
+		return nil, err
+	}
+	select {
+	case res := <-w:
+		return res.res, res.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// leader returns the leader this member knows of and whether it is this member.
+func (r *replicated) leader(ctx context.Context) (uint64, multiraft.Status, error) {
+	st, err := r.host.Status(ctx, metaGroup)
+	if err != nil {
+		return 0, st, err
+	}
+	return st.Leader, st, nil
+}
