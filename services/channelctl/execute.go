@@ -1,0 +1,300 @@
+package channelctl
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
+	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
+	"github.com/triarch-io/triarch/services/channelctl/machine"
+)
+
+// replica returns the control client of a replica node.
+func (c *Controller) replica(node uint64) (replicav1.ReplicaControlServiceClient, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.nodes[node]
+	if n == nil || n.GetAddress() == "" {
+		return nil, fmt.Errorf("replica node %d has no known address", node)
+	}
+	conn, ok := c.conns[n.GetAddress()]
+	if !ok {
+		var err error
+		if conn, err = c.cfg.Dial(n.GetAddress()); err != nil {
+			return nil, err
+		}
+		c.conns[n.GetAddress()] = conn
+	}
+	return replicav1.NewReplicaControlServiceClient(conn), nil
+}
+
+func groupErr(e *replicav1.GroupError) error {
+	if e == nil {
+		return nil
+	}
+	return status.Error(codes.Code(e.GetCode()), e.GetMessage())
+}
+
+// execute carries out a round: one arbiter call for all compare-and-sets and, per replica
+// node, one call of each kind, all in parallel; then it reports the results as events.
+func (c *Controller) execute(ctx context.Context, r machine.Round) {
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		events []posted
+	)
+	emit := func(channel string, ev machine.Event) {
+		mu.Lock()
+		events = append(events, posted{channel: channel, event: ev})
+		mu.Unlock()
+	}
+	goCall := func(f func(ctx context.Context)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, c.cfg.RPCTimeout)
+			defer cancel()
+			f(cctx)
+		}()
+	}
+
+	if len(r.CAS) > 0 {
+		goCall(func(ctx context.Context) { c.commitCAS(ctx, r.CAS, emit) })
+	}
+
+	// Loads: one LoadGroups per node; a channel's event waits for all of its nodes.
+	type loadRes struct {
+		statuses map[uint64]*replicav1.GroupStatus
+		errs     map[uint64]error
+		epoch    uint64
+	}
+	loads := map[string]*loadRes{}
+	for node, acts := range r.Load {
+		for _, a := range acts {
+			if loads[a.ChannelID] == nil {
+				loads[a.ChannelID] = &loadRes{statuses: map[uint64]*replicav1.GroupStatus{}, errs: map[uint64]error{}, epoch: a.Epoch}
+			}
+		}
+		goCall(func(ctx context.Context) {
+			req := &replicav1.LoadGroupsRequest{}
+			for _, a := range acts {
+				spec := &replicav1.GroupSpec{ChannelId: a.ChannelID, GroupId: a.GroupID, Epoch: a.Epoch}
+				for id, addr := range c.addresses(a.Replicas) {
+					spec.Replicas = append(spec.Replicas, &replicav1.Peer{NodeId: id, Address: addr})
+				}
+				req.Groups = append(req.Groups, spec)
+			}
+			resp, err := c.call(ctx, node, func(ctx context.Context, cl replicav1.ReplicaControlServiceClient) (any, error) {
+				return cl.LoadGroups(ctx, req)
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			for i, a := range acts {
+				lr := loads[a.ChannelID]
+				if err != nil {
+					lr.errs[node] = err
+					continue
+				}
+				res := resp.(*replicav1.LoadGroupsResponse).GetResults()[i]
+				if e := groupErr(res.GetError()); e != nil {
+					lr.errs[node] = e
+				} else {
+					lr.statuses[node] = res.GetStatus()
+				}
+			}
+		})
+	}
+
+	// Position queries and leader confirmations share one GetGroupStatus per node.
+	type queryRes struct {
+		statuses map[uint64]*replicav1.GroupStatus
+		errs     map[uint64]error
+		epoch    uint64
+	}
+	queries := map[string]*queryRes{}
+	statusNodes := map[uint64]bool{}
+	for node, acts := range r.Query {
+		statusNodes[node] = true
+		for _, a := range acts {
+			if queries[a.ChannelID] == nil {
+				queries[a.ChannelID] = &queryRes{statuses: map[uint64]*replicav1.GroupStatus{}, errs: map[uint64]error{}, epoch: a.Epoch}
+			}
+		}
+	}
+	for node := range r.Confirm {
+		statusNodes[node] = true
+	}
+	for node := range statusNodes {
+		goCall(func(ctx context.Context) {
+			var ids []string
+			for _, a := range r.Query[node] {
+				ids = append(ids, a.ChannelID)
+			}
+			for _, a := range r.Confirm[node] {
+				ids = append(ids, a.ChannelID)
+			}
+			resp, err := c.call(ctx, node, func(ctx context.Context, cl replicav1.ReplicaControlServiceClient) (any, error) {
+				return cl.GetGroupStatus(ctx, &replicav1.GetGroupStatusRequest{ChannelIds: ids})
+			})
+			byID := map[string]*replicav1.GetGroupStatusResult{}
+			if err == nil {
+				for _, res := range resp.(*replicav1.GetGroupStatusResponse).GetResults() {
+					byID[res.GetChannelId()] = res
+				}
+			}
+			mu.Lock()
+			for _, a := range r.Query[node] {
+				q := queries[a.ChannelID]
+				res := byID[a.ChannelID]
+				switch {
+				case err != nil:
+					q.errs[node] = err
+				case groupErr(res.GetError()) != nil:
+					q.errs[node] = groupErr(res.GetError())
+				default:
+					q.statuses[node] = res.GetStatus()
+				}
+			}
+			mu.Unlock()
+			for _, a := range r.Confirm[node] {
+				emit(a.ChannelID, machine.ConfirmResult{Node: node, Epoch: a.Epoch, Status: byID[a.ChannelID].GetStatus()})
+			}
+		})
+	}
+
+	for node, acts := range r.Campaign {
+		goCall(func(ctx context.Context) {
+			req := &replicav1.CampaignRequest{}
+			for _, a := range acts {
+				req.Orders = append(req.Orders, &replicav1.CampaignOrder{ChannelId: a.ChannelID, Epoch: a.Epoch})
+			}
+			resp, err := c.call(ctx, node, func(ctx context.Context, cl replicav1.ReplicaControlServiceClient) (any, error) {
+				return cl.Campaign(ctx, req)
+			})
+			for i, a := range acts {
+				ev := machine.CampaignResult{Node: node, Epoch: a.Epoch, Err: err}
+				if err == nil {
+					res := resp.(*replicav1.CampaignResponse).GetResults()[i]
+					ev.Leader, ev.Term, ev.Err = res.GetLeader(), res.GetStatus().GetTerm(), groupErr(res.GetError())
+				}
+				emit(a.ChannelID, ev)
+			}
+		})
+	}
+
+	for node, acts := range r.Transfer {
+		goCall(func(ctx context.Context) {
+			req := &replicav1.TransferLeaderRequest{}
+			for _, a := range acts {
+				req.Transfers = append(req.Transfers, &replicav1.Transfer{ChannelId: a.ChannelID, TargetNodeId: a.To})
+			}
+			resp, err := c.call(ctx, node, func(ctx context.Context, cl replicav1.ReplicaControlServiceClient) (any, error) {
+				return cl.TransferLeader(ctx, req)
+			})
+			for i, a := range acts {
+				ev := machine.TransferResult{Target: a.To, Epoch: a.Epoch, Err: err}
+				if err == nil {
+					ev.Err = groupErr(resp.(*replicav1.TransferLeaderResponse).GetResults()[i].GetError())
+				}
+				emit(a.ChannelID, ev)
+			}
+		})
+	}
+
+	type unloadRes struct {
+		unloaded []uint64
+		errs     map[uint64]error
+		epoch    uint64
+	}
+	unloads := map[string]*unloadRes{}
+	for node, acts := range r.Unload {
+		for _, a := range acts {
+			if unloads[a.ChannelID] == nil {
+				unloads[a.ChannelID] = &unloadRes{errs: map[uint64]error{}, epoch: a.Epoch}
+			}
+		}
+		goCall(func(ctx context.Context) {
+			req := &replicav1.UnloadGroupsRequest{}
+			for _, a := range acts {
+				req.ChannelIds = append(req.ChannelIds, a.ChannelID)
+			}
+			resp, err := c.call(ctx, node, func(ctx context.Context, cl replicav1.ReplicaControlServiceClient) (any, error) {
+				return cl.UnloadGroups(ctx, req)
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			for i, a := range acts {
+				u := unloads[a.ChannelID]
+				gerr := err
+				if gerr == nil {
+					gerr = groupErr(resp.(*replicav1.UnloadGroupsResponse).GetResults()[i].GetError())
+				}
+				// A replica that does not have the group loaded has nothing to drop.
+				if gerr == nil || status.Code(gerr) == codes.NotFound {
+					u.unloaded = append(u.unloaded, node)
+				} else {
+					u.errs[node] = gerr
+				}
+			}
+		})
+	}
+
+	wg.Wait()
+	for id, l := range loads {
+		emit(id, machine.GroupsLoaded{Epoch: l.epoch, Statuses: l.statuses, Errors: l.errs})
+	}
+	for id, q := range queries {
+		emit(id, machine.PositionsReported{Epoch: q.epoch, Statuses: q.statuses, Errors: q.errs})
+	}
+	for id, u := range unloads {
+		emit(id, machine.UnloadResult{Epoch: u.epoch, Unloaded: u.unloaded, Errors: u.errs})
+	}
+	for _, e := range events {
+		select {
+		case c.events <- e:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// call runs one RPC on a replica node.
+func (c *Controller) call(ctx context.Context, node uint64, f func(context.Context, replicav1.ReplicaControlServiceClient) (any, error)) (any, error) {
+	cl, err := c.replica(node)
+	if err != nil {
+		return nil, err
+	}
+	return f(ctx, cl)
+}
+
+// commitCAS sends all compare-and-sets of a round in one call. When the call itself fails its
+// outcome is unknown, so each channel is read back and reported as a refusal carrying the
+// current record: the machine adopts it and resumes from there.
+func (c *Controller) commitCAS(ctx context.Context, changes []*arbiterv1.ChannelChange, emit func(string, machine.Event)) {
+	resp, err := c.cfg.Arbiter.CompareAndSetChannels(ctx, &arbiterv1.CompareAndSetChannelsRequest{NodeId: c.cfg.NodeID, Changes: changes})
+	if err != nil {
+		for _, ch := range changes {
+			got, gerr := c.cfg.Arbiter.GetChannel(ctx, &arbiterv1.GetChannelRequest{ChannelId: ch.GetChannelId()})
+			ev := machine.CASResult{Refusal: machine.RefusedStaleEpoch, Reason: fmt.Sprintf("compare-and-set failed: %v", err)}
+			if gerr == nil {
+				ev.Channel = got.GetChannel()
+			}
+			emit(ch.GetChannelId(), ev)
+		}
+		return
+	}
+	for i, res := range resp.GetResults() {
+		ev := machine.CASResult{Accepted: res.GetSucceeded(), Channel: res.GetChannel(), Reason: res.GetError()}
+		if !ev.Accepted {
+			ev.Refusal = machine.RefusedStaleEpoch
+			if res.GetRefusal() == arbiterv1.ChangeRefusal_CHANGE_REFUSAL_NOT_SLOT_OWNER {
+				ev.Refusal = machine.RefusedNotOwner
+			}
+		}
+		emit(changes[i].GetChannelId(), ev)
+	}
+}

@@ -1,0 +1,228 @@
+package tests
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	channelctlv1 "github.com/triarch-io/triarch/gen/triarch/channelctl/v1"
+	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
+	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
+	"github.com/triarch-io/triarch/pkg/process"
+	"github.com/triarch-io/triarch/pkg/telemetry"
+	"github.com/triarch-io/triarch/services/arbiter"
+	"github.com/triarch-io/triarch/services/channelctl"
+	"github.com/triarch-io/triarch/services/replica"
+)
+
+// cluster is the three tiers in this process over real gRPC and Badger: one arbiter, two
+// channelctls and three replicas (the gateway has its own tests).
+type cluster struct {
+	t            *testing.T
+	arbiter      *arbiter.Service
+	arbiterAddr  string
+	ctls         map[uint64]*channelctl.Service
+	replicas     map[uint64]*replica.Service
+	replicaAddrs map[uint64]string
+	replicaDirs  map[uint64]string
+	hibernate    time.Duration
+
+	connMu sync.Mutex
+	conns  map[string]*grpc.ClientConn
+}
+
+func quietTelemetry(t *testing.T, name string, node uint64) *telemetry.Telemetry {
+	t.Helper()
+	tel, err := telemetry.Setup(context.Background(), telemetry.Options{ServiceName: name, NodeID: node, LogWriter: logSink(t), LogLevel: logLevel()})
+	require.NoError(t, err)
+	return tel
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return addr
+}
+
+func startCluster(t *testing.T, hibernateAfter time.Duration) *cluster {
+	t.Helper()
+	c := &cluster{t: t, conns: map[string]*grpc.ClientConn{}, ctls: map[uint64]*channelctl.Service{}, replicas: map[uint64]*replica.Service{},
+		replicaAddrs: map[uint64]string{}, replicaDirs: map[uint64]string{}, hibernate: hibernateAfter}
+	var err error
+	c.arbiter, err = arbiter.Start(context.Background(), arbiter.Config{
+		Common: process.Common{NodeID: 1, Listen: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", DataDir: t.TempDir()},
+	}, quietTelemetry(t, "arbiter", 1))
+	require.NoError(t, err)
+	c.arbiterAddr = c.arbiter.Advertise()
+	for id := uint64(1); id <= 3; id++ {
+		c.replicaAddrs[id] = freePort(t)
+		c.replicaDirs[id] = t.TempDir()
+		c.startReplica(id)
+	}
+	for id := uint64(1); id <= 2; id++ {
+		c.startChannelctl(id)
+	}
+	t.Cleanup(c.stopAll)
+	// Ready: every channelctl follows the arbiter and every slot has an owner.
+	for _, s := range c.ctls {
+		select {
+		case <-s.Controller.Ready():
+		case <-time.After(20 * time.Second):
+			t.Fatal("channelctl never became ready")
+		}
+	}
+	return c
+}
+
+func (c *cluster) startReplica(id uint64) {
+	c.t.Helper()
+	s, err := replica.Start(context.Background(), replica.Config{
+		Common:      process.Common{NodeID: id, Listen: c.replicaAddrs[id], AdminAddr: "127.0.0.1:0", DataDir: c.replicaDirs[id], Arbiters: []string{c.arbiterAddr}},
+		DedupWindow: time.Hour, DedupMaxIDs: 10_000,
+	}, quietTelemetry(c.t, "replica", id))
+	require.NoError(c.t, err)
+	c.replicas[id] = s
+}
+
+func (c *cluster) startChannelctl(id uint64) {
+	c.t.Helper()
+	s, err := channelctl.Start(context.Background(), channelctl.Config{
+		Common:         process.Common{NodeID: 100 + id, Listen: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Arbiters: []string{c.arbiterAddr}},
+		HibernateAfter: c.hibernate, ReplaceDeadAfter: time.Hour,
+	}, quietTelemetry(c.t, "channelctl", id))
+	require.NoError(c.t, err)
+	c.ctls[id] = s
+}
+
+func stopService(t *testing.T, s interface{ Stop(context.Context) error }) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	require.NoError(t, s.Stop(ctx))
+}
+
+func (c *cluster) stopReplica(id uint64) {
+	stopService(c.t, c.replicas[id])
+	delete(c.replicas, id)
+}
+
+func (c *cluster) stopAll() {
+	for id, s := range c.ctls {
+		stopService(c.t, s)
+		delete(c.ctls, id)
+	}
+	for id := range c.replicas {
+		c.stopReplica(id)
+	}
+	stopService(c.t, c.arbiter)
+	for _, conn := range c.conns {
+		_ = conn.Close()
+	}
+}
+
+// dial returns a cached client connection to addr.
+func (c *cluster) dial(addr string) *grpc.ClientConn {
+	c.connMu.Lock()
+	defer c.connMu.Unlock()
+	if conn, ok := c.conns[addr]; ok {
+		return conn
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(c.t, err)
+	c.conns[addr] = conn
+	return conn
+}
+
+// resolve asks the channelctls (following NotOwner) for the channel's leader.
+func (c *cluster) resolve(ctx context.Context, channel string, stale uint64) (*channelctlv1.ResolveChannelResponse, error) {
+	var lastErr error
+	for _, s := range c.ctls {
+		cl := channelctlv1.NewChannelControlServiceClient(c.dial(s.Advertise()))
+		resp, err := cl.ResolveChannel(ctx, &channelctlv1.ResolveChannelRequest{ChannelId: channel, CreateIfMissing: true,
+			ReplicationFactor: 3, StaleLeaderNodeId: stale})
+		if err == nil {
+			return resp, nil
+		}
+		lastErr = err
+	}
+	return nil, lastErr
+}
+
+// send sends one message to the channel through its leader, re-resolving across leader
+// changes, as the gateway does; it returns the message's seq.
+func (c *cluster) send(ctx context.Context, channel, id string) (uint64, error) {
+	var stale uint64
+	for {
+		res, err := c.resolve(ctx, channel, stale)
+		if err == nil {
+			cl := replicav1.NewReplicaServiceClient(c.dial(res.GetLeaderAddress()))
+			var resp *replicav1.AppendResponse
+			resp, err = cl.Append(ctx, &replicav1.AppendRequest{ChannelId: channel,
+				Messages: []*triarchv1.MessageInput{{ClientMsgId: id, Payload: []byte(id)}}})
+			if err == nil {
+				return resp.GetResults()[0].GetSeq(), nil
+			}
+			stale = res.GetLeaderNodeId()
+		}
+		if ctx.Err() != nil {
+			return 0, errors.Join(err, ctx.Err())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// readAll reads every committed message of the channel from its leader.
+func (c *cluster) readAll(ctx context.Context, channel string) ([]*triarchv1.Message, error) {
+	res, err := c.resolve(ctx, channel, 0)
+	if err != nil {
+		return nil, err
+	}
+	cl := replicav1.NewReplicaServiceClient(c.dial(res.GetLeaderAddress()))
+	var out []*triarchv1.Message
+	from := uint64(1)
+	for {
+		resp, err := cl.Read(ctx, &replicav1.ReadRequest{ChannelId: channel, FromSeq: from, Limit: 1000})
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w (%v)", channel, err, status.Code(err))
+		}
+		out = append(out, resp.GetMessages()...)
+		if len(resp.GetMessages()) == 0 {
+			return out, nil
+		}
+		from = resp.GetMessages()[len(resp.GetMessages())-1].GetSeq() + 1
+	}
+}
+
+// logSink is where the services' logs go: nowhere, unless TRIARCH_TEST_LOG names a file.
+func logSink(t *testing.T) io.Writer {
+	path := os.Getenv("TRIARCH_TEST_LOG")
+	if path == "" {
+		return io.Discard
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = f.Close() })
+	return f
+}
+
+func logLevel() slog.Level {
+	if os.Getenv("TRIARCH_TEST_LOG") != "" {
+		return slog.LevelDebug
+	}
+	return slog.LevelInfo
+}
