@@ -11,7 +11,7 @@ GRPC_GATEWAY_VERSION        := v2.33.0
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all tools generate build test test-short lint breaking image up down dev clean
+.PHONY: all tools generate build test test-short lint breaking image up down dev clean e2e
 
 all: build
 
@@ -56,7 +56,12 @@ dev: build
 # image builds a static binary and a FROM-scratch image from it (no base image is pulled).
 image:
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o deploy/triarch ./cmd/triarch
+	mkdir -p deploy/rootfs/data
 	docker build -t triarch:latest -f deploy/Dockerfile deploy
+
+# e2e runs the docker-compose cluster end to end: send, kill a replica, keep sending, verify.
+e2e: image
+	TRIARCH_E2E=1 COMPOSE="$(COMPOSE)" go test -count=1 -timeout 10m -v ./tests/e2e/
 
 up: image
 	$(COMPOSE) up -d
@@ -67,4 +72,4 @@ down:
 COMPOSE := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 clean:
-	rm -rf $(BIN) deploy/triarch
+	rm -rf $(BIN) deploy/triarch deploy/rootfs

@@ -1,28 +1,29 @@
 package main
 
 import (
-	"errors"
+	"context"
 	"fmt"
 	"io"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
+	"github.com/triarch-io/triarch/pkg/client"
 )
 
 const defaultGateway = "127.0.0.1:9090"
 
+// dialTimeout bounds connecting to the gateway.
+const dialTimeout = 10 * time.Second
+
 // dialGateway connects to a gateway's gRPC API.
-func dialGateway(addr string) (triarchv1.TriarchServiceClient, func(), error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return nil, nil, fmt.Errorf("gateway %s: %w", addr, err)
-	}
-	return triarchv1.NewTriarchServiceClient(conn), func() { _ = conn.Close() }, nil
+func dialGateway(ctx context.Context, addr string) (*client.Client, error) {
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	return client.Dial(dctx, addr, client.Options{})
 }
 
 func newStatusCmd() *cobra.Command {
@@ -32,12 +33,12 @@ func newStatusCmd() *cobra.Command {
 		Short: "Show the cluster: arbiter members, nodes, channel counts",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, done, err := dialGateway(gw)
+			c, err := dialGateway(cmd.Context(), gw)
 			if err != nil {
 				return err
 			}
-			defer done()
-			resp, err := c.GetCluster(cmd.Context(), &triarchv1.GetClusterRequest{})
+			defer c.Close()
+			resp, err := c.Cluster(cmd.Context())
 			if err != nil {
 				return fmt.Errorf("status: %w", err)
 			}
@@ -65,32 +66,31 @@ func printCluster(out io.Writer, r *triarchv1.GetClusterResponse) error {
 }
 
 func newSendCmd() *cobra.Command {
-	var gw, sender string
+	var gw, sender, id string
 	cmd := &cobra.Command{
 		Use:   "send CHANNEL TEXT...",
 		Short: "Send one message (the words of TEXT joined by spaces) to a channel",
 		Args:  cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := dialGateway(gw)
+			c, err := dialGateway(cmd.Context(), gw)
 			if err != nil {
 				return err
 			}
-			defer done()
-			resp, err := c.SendMessages(cmd.Context(), &triarchv1.SendMessagesRequest{
-				ChannelId: args[0],
-				Messages:  []*triarchv1.MessageInput{{Sender: sender, Payload: []byte(strings.Join(args[1:], " "))}},
-			})
+			defer c.Close()
+			res, err := c.Send(cmd.Context(), args[0], client.Outgoing{
+				ClientMsgID: id, Sender: sender, Payload: []byte(strings.Join(args[1:], " "))})
 			if err != nil {
 				return fmt.Errorf("send: %w", err)
 			}
-			for _, r := range resp.GetResults() {
-				fmt.Fprintf(cmd.OutOrStdout(), "seq %d (client_msg_id %s, duplicate %v)\n", r.GetSeq(), r.GetClientMsgId(), r.GetDuplicate())
+			for _, r := range res {
+				fmt.Fprintf(cmd.OutOrStdout(), "seq %d (client_msg_id %s, duplicate %v)\n", r.Seq, r.ClientMsgID, r.Duplicate)
 			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&gw, "gateway", defaultGateway, "gateway gRPC address")
 	cmd.Flags().StringVar(&sender, "sender", "cli", "sender name recorded with the message")
+	cmd.Flags().StringVar(&id, "client-msg-id", "", "id that makes the send idempotent (default: a random one)")
 	return cmd
 }
 
@@ -105,27 +105,36 @@ func newTailCmd() *cobra.Command {
 		Short: "Print a channel's messages from --from on; with -f keep following new ones",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := dialGateway(gw)
+			c, err := dialGateway(cmd.Context(), gw)
 			if err != nil {
 				return err
 			}
-			defer done()
+			defer c.Close()
 			out := cmd.OutOrStdout()
 			if follow {
-				return followChannel(cmd, c, args[0], from, out)
-			}
-			for {
-				resp, err := c.ReadMessages(cmd.Context(), &triarchv1.ReadMessagesRequest{ChannelId: args[0], FromSeq: from, Limit: 1000})
+				// Subscribe resumes by itself across gateway restarts and leader changes; it
+				// returns nil when Ctrl-C cancels the command's context.
+				err := c.Subscribe(cmd.Context(), args[0], from, func(m client.Message) error {
+					printMessage(out, m)
+					return nil
+				})
 				if err != nil {
 					return fmt.Errorf("tail: %w", err)
 				}
-				for _, m := range resp.GetMessages() {
+				return nil
+			}
+			for {
+				page, err := c.Read(cmd.Context(), args[0], from, 1000)
+				if err != nil {
+					return fmt.Errorf("tail: %w", err)
+				}
+				for _, m := range page.Messages {
 					printMessage(out, m)
 				}
-				if len(resp.GetMessages()) == 0 || resp.GetNextSeq() > resp.GetLastSeq() {
+				if len(page.Messages) == 0 || page.NextSeq > page.LastSeq {
 					return nil
 				}
-				from = resp.GetNextSeq()
+				from = page.NextSeq
 			}
 		},
 	}
@@ -135,27 +144,8 @@ func newTailCmd() *cobra.Command {
 	return cmd
 }
 
-func followChannel(cmd *cobra.Command, c triarchv1.TriarchServiceClient, channel string, from uint64, out io.Writer) error {
-	stream, err := c.SubscribeMessages(cmd.Context(), &triarchv1.SubscribeMessagesRequest{ChannelId: channel, FromSeq: from})
-	if err != nil {
-		return fmt.Errorf("tail: %w", err)
-	}
-	for {
-		resp, err := stream.Recv()
-		if errors.Is(err, io.EOF) || cmd.Context().Err() != nil {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("tail: %w", err)
-		}
-		for _, m := range resp.GetMessages() {
-			printMessage(out, m)
-		}
-	}
-}
-
-func printMessage(out io.Writer, m *triarchv1.Message) {
-	fmt.Fprintf(out, "%d\t%s\t%s\t%s\n", m.GetSeq(), m.GetCommitTime().AsTime().Format("15:04:05.000"), m.GetSender(), m.GetPayload())
+func printMessage(out io.Writer, m client.Message) {
+	fmt.Fprintf(out, "%d\t%s\t%s\t%s\n", m.Seq, m.CommitTime.Format("15:04:05.000"), m.Sender, m.Payload)
 }
 
 func newBenchCmd() *cobra.Command {

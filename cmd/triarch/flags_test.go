@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"net"
 	"strings"
 	"testing"
 
@@ -101,7 +102,7 @@ func TestInvalidConfigIsRefusedBeforeServing(t *testing.T) {
 
 // Every service documents every flag it has in --help.
 func TestHelpDocumentsEveryFlag(t *testing.T) {
-	for _, name := range []string{"dev", "arbiter", "channelctl", "replica", "gateway", "status", "send", "tail", "bench"} {
+	for _, name := range []string{"dev", "arbiter", "channelctl", "replica", "gateway", "status", "send", "tail", "bench", "health"} {
 		t.Run(name, func(t *testing.T) {
 			var out bytes.Buffer
 			code := run(context.Background(), []string{name, "--help"}, envOf(nil), &out, &out)
@@ -125,4 +126,15 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 	for _, common := range []string{"--node-id", "--listen", "--advertise", "--data-dir", "--arbiters", "--admin-addr"} {
 		require.Contains(t, out.String(), common)
 	}
+}
+
+func TestHealthFailsWhenNothingServes(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	var out bytes.Buffer
+	code := run(context.Background(), []string{"health", "--addr", addr, "--timeout", "300ms"}, envOf(nil), &out, &out)
+	require.Equal(t, 1, code)
+	require.Contains(t, out.String(), "health "+addr)
 }

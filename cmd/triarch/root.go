@@ -37,6 +37,7 @@ as underscores), e.g. TRIARCH_NODE_ID=2. A flag given on the command line wins.`
 		newSendCmd(),
 		newTailCmd(),
 		newBenchCmd(),
+		newHealthCmd(),
 	)
 	return root
 }

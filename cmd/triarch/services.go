@@ -146,5 +146,7 @@ func newGatewayCmd() *cobra.Command {
 	fs.StringVar(&c.Listen, "grpc-addr", "127.0.0.1:9090", "gRPC address of the public API (same as --listen)")
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8080", "REST/JSON address of the public API")
 	fs.Uint32Var(&cfg.DefaultReplication, "default-replication", 3, "replication factor of channels created by a send")
+	fs.StringSliceVar(&cfg.Channelctls, "channelctls", nil, "comma-separated gRPC addresses of the channelctl services that resolve channels")
+	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", gateway.DefaultRequestTimeout, "deadline of a call whose client set none, retries across leader changes included")
 	return cmd
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/triarch-io/triarch/pkg/arbiterclient"
 	"github.com/triarch-io/triarch/pkg/process"
 	"github.com/triarch-io/triarch/pkg/telemetry"
+	"github.com/triarch-io/triarch/services/arbiter/liveness"
 )
 
 func freeAddr(t *testing.T) string {
@@ -33,15 +34,20 @@ func freeAddr(t *testing.T) string {
 
 // members is an arbiter cluster in this process over real gRPC and Badger.
 type members struct {
-	t     *testing.T
-	peers map[uint64]string
-	dirs  map[uint64]string
-	svcs  map[uint64]*Service
+	t *testing.T
+	// liveness, when set, replaces the default lease settings.
+	liveness liveness.Config
+	peers    map[uint64]string
+	dirs     map[uint64]string
+	svcs     map[uint64]*Service
 }
 
-func startMembers(t *testing.T, n int) *members {
+func startMembers(t *testing.T, n int, opts ...func(*members)) *members {
 	t.Helper()
 	m := &members{t: t, peers: map[uint64]string{}, dirs: map[uint64]string{}, svcs: map[uint64]*Service{}}
+	for _, o := range opts {
+		o(m)
+	}
 	for id := uint64(1); id <= uint64(n); id++ {
 		m.peers[id] = freeAddr(t)
 		m.dirs[id] = t.TempDir()
@@ -64,7 +70,7 @@ func (m *members) start(id uint64) {
 	s, err := Start(context.Background(), Config{
 		Common:       process.Common{NodeID: id, Listen: m.peers[id], AdminAddr: "127.0.0.1:0", DataDir: m.dirs[id]},
 		Peers:        m.peers,
-		TickInterval: 10 * time.Millisecond, SnapshotEntries: 50,
+		TickInterval: 10 * time.Millisecond, SnapshotEntries: 50, Liveness: m.liveness,
 	}, tel)
 	require.NoError(m.t, err)
 	m.svcs[id] = s
@@ -191,8 +197,14 @@ func TestSingleMemberServesMetadata(t *testing.T) {
 	require.Len(t, st.GetSlots(), 256)
 }
 
+// longLeases keeps leases from lapsing during a test that must not depend on timing.
+func longLeases(m *members) {
+	m.liveness = liveness.DefaultConfig()
+	m.liveness.LeaseTTL = time.Minute
+}
+
 func TestBadInputChangesNothing(t *testing.T) {
-	m := startMembers(t, 1)
+	m := startMembers(t, 1, longLeases)
 	m.leader()
 	c := m.client()
 	registerReplicas(t, c, 1, 2)
@@ -306,4 +318,25 @@ func TestWatchAcrossLeaderChangeSeesEveryRevisionOnce(t *testing.T) {
 	for i, r := range revs {
 		require.Equal(t, uint64(i+1), r, "every revision exactly once, in order")
 	}
+}
+
+// A node that restarts on a new address is accepted once its old lease has lapsed, and the old
+// registration is recorded dead on the way (its channels fail over).
+func TestReregistrationFromANewAddressAfterTheLeaseLapsed(t *testing.T) {
+	m := startMembers(t, 1)
+	m.leader()
+	c := m.client()
+	registerReplicas(t, c, 1, 2, 3)
+	moved := &arbiterv1.RegisterNodeRequest{NodeId: 2, Role: arbiterv1.NodeRole_NODE_ROLE_REPLICA, Address: "replica-2-new:7600"}
+	_, err := c.RegisterNode(tctx(t), moved)
+	require.Equal(t, codes.AlreadyExists, status.Code(err), "refused while the old lease is current")
+	require.Eventually(t, func() bool {
+		_, err := c.RegisterNode(tctx(t), moved)
+		return err == nil
+	}, 10*time.Second, 20*time.Millisecond)
+	n, ok := m.svcs[1].FSM().Node(2)
+	require.True(t, ok)
+	require.Equal(t, "replica-2-new:7600", n.Address)
+	require.Equal(t, arbiterv1.NodeState_NODE_STATE_ALIVE, n.Liveness)
+	require.Equal(t, uint64(2), n.Incarnation)
 }

@@ -3,7 +3,9 @@ package arbiter
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -78,6 +80,9 @@ func (h *handler) nodeProto(n fsm.Node) *arbiterv1.Node {
 
 func (h *handler) RegisterNode(ctx context.Context, req *arbiterv1.RegisterNodeRequest) (*arbiterv1.RegisterNodeResponse, error) {
 	now := h.s.now()
+	if err := h.replaceLapsed(ctx, req, now); err != nil {
+		return nil, h.toStatus(err)
+	}
 	res, err := h.s.repl.propose(ctx, fsm.RegisterNodeCommand(req.GetNodeId(), req.GetRole(), req.GetAddress(), req.GetZone(), now))
 	if err != nil {
 		return nil, h.toStatus(err)
@@ -90,6 +95,31 @@ func (h *handler) RegisterNode(ctx context.Context, req *arbiterv1.RegisterNodeR
 		HeartbeatInterval: durationpb.New(interval),
 		Revision:          r.Revision,
 	}, nil
+}
+
+// replaceLapsed lets a node come back from a new address (a restart that got another port or
+// IP) once the old registration's lease has lapsed by more than the drift margin: by then the
+// old process has stopped serving (see the timing rule in package liveness), so the leader
+// first records the old registration dead, which also fails its channels over. While the old
+// lease is current, a second process claiming the same id is refused (AlreadyExists).
+func (h *handler) replaceLapsed(ctx context.Context, req *arbiterv1.RegisterNodeRequest, now time.Time) error {
+	n, ok := h.s.fsm.Node(req.GetNodeId())
+	if !ok || n.Address == req.GetAddress() || n.Liveness == arbiterv1.NodeState_NODE_STATE_DEAD {
+		return nil
+	}
+	if err := h.leading(ctx); err != nil {
+		return err
+	}
+	exp, ok := h.s.tracker.Lease(n.ID)
+	if ok {
+		if until := exp.Add(h.s.cfg.Liveness.DriftMargin); now.Before(until) {
+			return status.Errorf(codes.AlreadyExists, "node %d is registered at %s and its lease is current; "+
+				"a new address is accepted once that lease has lapsed, in %v", n.ID, n.Address, until.Sub(now).Round(time.Millisecond))
+		}
+	}
+	_, err := h.s.repl.propose(ctx, fsm.SetNodeStateCommand(n.ID, arbiterv1.NodeState_NODE_STATE_DEAD,
+		fmt.Sprintf("registering again from %s after the lease of %s lapsed", req.GetAddress(), n.Address), now))
+	return err
 }
 
 func (h *handler) Heartbeat(ctx context.Context, req *arbiterv1.HeartbeatRequest) (*arbiterv1.HeartbeatResponse, error) {

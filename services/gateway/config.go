@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/triarch-io/triarch/pkg/process"
 )
@@ -15,6 +16,27 @@ type Config struct {
 	HTTPAddr string
 	// DefaultReplication is the replication factor of channels created implicitly by a send.
 	DefaultReplication uint32
+	// Channelctls are the gRPC addresses of the channel control services the gateway resolves
+	// channels through (--channelctls). Empty is allowed while the gateway cannot yet learn them
+	// from the arbiter: it then serves, reports not ready, and answers every channel call
+	// Unavailable, saying that no channelctl is configured.
+	Channelctls []string
+	// RequestTimeout bounds a call whose caller set no deadline, retries included
+	// (--request-timeout, 5 s when zero). It is also how long a subscription may stay
+	// disconnected while the gateway looks for the channel's new leader.
+	RequestTimeout time.Duration
+}
+
+// Default tuning.
+const (
+	DefaultRequestTimeout = 5 * time.Second
+)
+
+// Defaults fills unset tuning fields.
+func (c *Config) Defaults() {
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
 }
 
 // Validate checks the configuration.
@@ -25,6 +47,17 @@ func (c Config) Validate() error {
 	}
 	if c.DefaultReplication == 0 {
 		errs = append(errs, errors.New("--default-replication must be at least 1"))
+	}
+	if c.DefaultReplication > MaxReplication {
+		errs = append(errs, fmt.Errorf("--default-replication %d: at most %d", c.DefaultReplication, MaxReplication))
+	}
+	for _, a := range c.Channelctls {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			errs = append(errs, fmt.Errorf("--channelctls: %q: %w", a, err))
+		}
+	}
+	if c.RequestTimeout < 0 {
+		errs = append(errs, errors.New("--request-timeout must not be negative"))
 	}
 	return errors.Join(errs...)
 }

@@ -9,13 +9,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/triarch-io/triarch/gen/openapi"
 	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
+	"github.com/triarch-io/triarch/pkg/arbiterclient"
 	"github.com/triarch-io/triarch/pkg/grpcx"
 	"github.com/triarch-io/triarch/pkg/process"
 	"github.com/triarch-io/triarch/pkg/telemetry"
@@ -24,6 +23,9 @@ import (
 // Service is a running gateway: the gRPC API on Common.Listen and REST on HTTPAddr.
 type Service struct {
 	*process.Process
+	// Router routes channels to their leaders.
+	Router  *Router
+	arbiter *arbiterclient.Client
 	conn    *grpc.ClientConn
 	httpLis net.Listener
 	httpSrv *http.Server
@@ -34,20 +36,48 @@ type Service struct {
 
 // Start validates cfg and starts serving gRPC and REST.
 func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, error) {
+	cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	h := &handler{}
-	p, err := process.Start(cfg.Common, tel, process.Options{
-		Services: []string{triarchv1.TriarchService_ServiceDesc.ServiceName},
-		Register: func(s *grpc.Server) { triarchv1.RegisterTriarchServiceServer(s, h) },
+	router, err := NewRouter(RouterConfig{
+		Channelctls:       cfg.Channelctls,
+		Dial:              func(addr string) (grpc.ClientConnInterface, error) { return grpcx.Dial(addr, tel) },
+		CreateReplication: cfg.DefaultReplication,
+		DefaultTimeout:    cfg.RequestTimeout,
+		Log:               tel.Logger,
+		Meter:             tel.MeterProvider.Meter("github.com/triarch-io/triarch/services/gateway"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	s := &Service{Process: p, httpErr: make(chan error, 1)}
+	h := &handler{r: router, defaultReplication: cfg.DefaultReplication}
+	var arb *arbiterclient.Client
+	if len(cfg.Arbiters) > 0 {
+		arb, err = arbiterclient.New(arbiterclient.Config{Members: cfg.Arbiters, Log: tel.Logger,
+			Dial: func(addr string) (*grpc.ClientConn, error) { return grpcx.Dial(addr, tel) }})
+		if err != nil {
+			_ = router.Close()
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+		h.arbiter = arb
+	}
+	p, err := process.Start(cfg.Common, tel, process.Options{
+		Services: []string{triarchv1.TriarchService_ServiceDesc.ServiceName},
+		Register: func(s *grpc.Server) { triarchv1.RegisterTriarchServiceServer(s, h) },
+		Ready:    router.Ready,
+	})
+	if err != nil {
+		_ = router.Close()
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	if len(cfg.Channelctls) == 0 {
+		tel.Logger.Warn("no channelctl configured (--channelctls): channel calls answer Unavailable")
+	}
+	s := &Service{Process: p, Router: router, arbiter: arb, httpErr: make(chan error, 1)}
 	if err := s.startHTTP(ctx, cfg, tel); err != nil {
 		_ = p.Stop(ctx)
+		_ = router.Close()
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	return s, nil
@@ -58,12 +88,7 @@ func (s *Service) startHTTP(ctx context.Context, cfg Config, tel *telemetry.Tele
 	if err != nil {
 		return fmt.Errorf("dial own gRPC server: %w", err)
 	}
-	// Proto field names (channel_id, from_seq) in JSON, as in DESIGN.md's contract, and every
-	// field present so clients need not know proto3's zero-value omission.
-	gw := runtime.NewServeMux(runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
-		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true},
-		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-	}))
+	gw := newRESTMux()
 	if err := triarchv1.RegisterTriarchServiceHandler(ctx, gw, conn); err != nil {
 		_ = conn.Close()
 		return fmt.Errorf("register REST handlers: %w", err)
@@ -76,7 +101,7 @@ func (s *Service) startHTTP(ctx context.Context, cfg Config, tel *telemetry.Tele
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	mux.Handle("/", gw)
+	mux.Handle("/", restMiddleware(gw))
 	lis, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		_ = conn.Close()
@@ -116,12 +141,20 @@ func (s *Service) Wait(ctx context.Context, grace time.Duration) error {
 	return errors.Join(runErr, s.Stop(sctx))
 }
 
-// Stop stops REST, then the gRPC process. It is safe to call more than once.
+// Stop ends subscriptions (they answer Unavailable, so clients resume elsewhere), stops REST,
+// then the gRPC process once unary calls have drained, and closes the connections to
+// channelctls and replicas. It is safe to call more than once.
 func (s *Service) Stop(ctx context.Context) error {
 	s.stop.Do(func() {
+		s.Router.StopStreams()
 		herr := s.httpSrv.Shutdown(ctx)
 		cerr := s.conn.Close()
-		s.stopErr = errors.Join(herr, cerr, s.Process.Stop(ctx))
+		perr := s.Process.Stop(ctx)
+		var aerr error
+		if s.arbiter != nil {
+			aerr = s.arbiter.Close()
+		}
+		s.stopErr = errors.Join(herr, cerr, perr, s.Router.Close(), aerr)
 	})
 	return s.stopErr
 }

@@ -588,19 +588,21 @@ func (e *Engine) prepare(sp *replicav1.GroupSpec) (*channel, []raftstore.StateWr
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if ch := e.byID[sp.GetChannelId()]; ch != nil {
-		if ch.group != sp.GetGroupId() {
-			return nil, nil, fmt.Errorf("%w: %s is loaded as group %d, not %d", ErrInvalid, ch.id, ch.group, sp.GetGroupId())
-		}
-		return nil, nil, nil
+	if ch := e.byID[sp.GetChannelId()]; ch != nil && ch.group != sp.GetGroupId() {
+		return nil, nil, fmt.Errorf("%w: %s is loaded as group %d, not %d", ErrInvalid, ch.id, ch.group, sp.GetGroupId())
 	}
+	// Addresses are refreshed even for a loaded channel: a peer that restarted elsewhere is
+	// found again through the next load order.
 	for _, p := range sp.GetReplicas() {
-		if p.GetAddress() != "" {
+		if p.GetAddress() != "" && p.GetNodeId() != e.cfg.NodeID {
 			e.addresses[p.GetNodeId()] = p.GetAddress()
 			if e.peers != nil {
 				e.peers.SetPeer(p.GetNodeId(), p.GetAddress())
 			}
 		}
+	}
+	if e.byID[sp.GetChannelId()] != nil {
+		return nil, nil, nil
 	}
 	log := chanlog.New(e.cfg.Dedup)
 	cpData, err := e.cfg.Store.GetState(sp.GetGroupId(), []byte{kindCheckpoint})

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
 	"github.com/triarch-io/triarch/pkg/process"
 	"github.com/triarch-io/triarch/pkg/telemetry"
 	"github.com/triarch-io/triarch/services/arbiter"
@@ -25,6 +26,8 @@ type Config struct {
 	HTTPAddr  string
 	GRPCAddr  string
 	AdminAddr string
+	// HibernateAfter is the channelctl's idle time before a channel hibernates (2 min if 0).
+	HibernateAfter time.Duration
 }
 
 // Suite is the running suite.
@@ -48,6 +51,9 @@ func withLogger(tel *telemetry.Telemetry, service string, node uint64) *telemetr
 // Start boots the services in dependency order: the arbiter first, since all others find it by
 // its address.
 func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (s *Suite, err error) {
+	if cfg.HibernateAfter <= 0 {
+		cfg.HibernateAfter = 2 * time.Minute
+	}
 	s = &Suite{}
 	defer func() {
 		if err != nil {
@@ -69,8 +75,8 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (s *Suite,
 		return s, err
 	}
 	if s.Channelctl, err = channelctl.Start(ctx, channelctl.Config{
-		Common: common(1, ""), HibernateAfter: 2 * time.Minute, ReplaceDeadAfter: 10 * time.Minute,
-	}, withLogger(tel, "channelctl", 1)); err != nil {
+		Common: common(101, ""), HibernateAfter: cfg.HibernateAfter, ReplaceDeadAfter: 10 * time.Minute,
+	}, withLogger(tel, "channelctl", 101)); err != nil {
 		return s, err
 	}
 	for i := uint64(1); i <= Replicas; i++ {
@@ -82,11 +88,43 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (s *Suite,
 		}
 		s.Replicas = append(s.Replicas, r)
 	}
+	if err := s.waitFormed(ctx); err != nil {
+		return s, err
+	}
 	gc := common(1, "")
 	gc.Listen, gc.AdminAddr = cfg.GRPCAddr, cfg.AdminAddr
-	s.Gateway, err = gateway.Start(ctx, gateway.Config{Common: gc, HTTPAddr: cfg.HTTPAddr, DefaultReplication: Replicas},
-		withLogger(tel, "gateway", 1))
+	s.Gateway, err = gateway.Start(ctx, gateway.Config{Common: gc, HTTPAddr: cfg.HTTPAddr, DefaultReplication: Replicas,
+		Channelctls: []string{s.Channelctl.Advertise()}}, withLogger(tel, "gateway", 1))
 	return s, err
+}
+
+// waitFormed waits until every replica has registered with the arbiter and the channelctl
+// follows it, so the first request finds a whole cluster, not a half-started one.
+func (s *Suite) waitFormed(ctx context.Context) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		alive := 0
+		for _, n := range s.Arbiter.FSM().Nodes() {
+			if n.Role == arbiterv1.NodeRole_NODE_ROLE_REPLICA && n.Liveness == arbiterv1.NodeState_NODE_STATE_ALIVE {
+				alive++
+			}
+		}
+		select {
+		case <-s.Channelctl.Controller.Ready():
+			if alive >= Replicas {
+				return nil
+			}
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("suite: the cluster did not form within 30s (%d of %d replicas registered)", alive, Replicas)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // HTTPAddr is the gateway's REST address.

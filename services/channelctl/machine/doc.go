@@ -55,7 +55,7 @@
 // Failover (active, the arbiter declares leader d dead; epoch e):
 //
 //	CAS e:   state=ELECTING leader=0            gateways stop routing to d and resolve instead
-//	QueryPositions on live replicas @e+1
+//	LoadGroups on live replicas @e+1 (a no-op where loaded; answers with positions)
 //	ChooseLeader, then CAS e+1: leader=c, Campaign c @e+2, ConfirmLeader c,
 //	CAS e+2: state=ACTIVE leader=c term=t, AnswerWaiters      (as in activation)
 //
@@ -84,7 +84,7 @@
 // ChooseLeader never picks a replica behind a reachable one and refuses without a reachable
 // majority. CanHibernate decides whether the statuses allow unloading. PlanFailover orders and
 // slices the failover of every channel a dead node led (waiting clients first, at most a budget
-// per step, one status and one campaign call per node per step); Batch groups any round of
+// per step, one load and one campaign call per node per step); Batch groups any round of
 // actions from many machines into one arbiter call and one call per node and kind. PlanBalance
 // spreads leaders with rate-limited transfers to caught-up replicas only.
 //

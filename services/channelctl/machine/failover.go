@@ -26,7 +26,7 @@ type NodeBatch struct {
 type FailoverStep struct {
 	// Channels in the order their machines should be stepped (waiting clients first).
 	Channels []string
-	// Status is one GetGroupStatus per surviving replica node.
+	// Status is one position-gathering call (LoadGroups) per surviving replica node.
 	Status []NodeBatch
 }
 

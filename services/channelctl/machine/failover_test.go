@@ -34,7 +34,9 @@ func TestPlanFailover10000Channels(t *testing.T) {
 		"channels with waiting clients first, most waiters first, then by id")
 	require.NotContains(t, plan.Steps[0].Channels, chanID(1), "a channel node 1 did not lead needs no election")
 
-	// Status: one call per surviving node per step, each covering the whole step.
+	// Status: one call per surviving node per step, each covering the whole step. The machines
+	// carry these out as LoadGroups (the election's gather), not GetGroupStatus; the count is
+	// the same (TestFailover10000ChannelsInAHandfulOfRPCs checks the loads against the plan).
 	for _, s := range plan.Steps {
 		require.Len(t, s.Status, 2)
 		require.Equal(t, uint64(2), s.Status[0].Node)
@@ -69,7 +71,7 @@ func TestPlanFailover10000Channels(t *testing.T) {
 		campaigns += len(batches)
 	}
 	require.Equal(t, 8, campaigns)
-	require.Equal(t, 16, plan.StatusRPCs()+campaigns, "3,334 channels fail over in 16 node RPCs")
+	require.Equal(t, 16, plan.StatusRPCs()+campaigns, "3,334 channels fail over in 16 node RPCs: 8 loads, 8 campaigns")
 	require.Equal(t, uint64(3), chosen[chanID(15)], "node 3 is ahead on channel 15")
 	require.Equal(t, uint64(3), chosen[chanID(3)])
 	require.Equal(t, uint64(2), chosen[chanID(6)])
@@ -121,16 +123,24 @@ func (c *fakeCluster) run(r Round) map[string][]Event {
 		c.records[ch.GetChannelId()] = apply(rec, ch)
 		out[ch.GetChannelId()] = append(out[ch.GetChannelId()], CASResult{Accepted: true, Channel: proto.Clone(c.records[ch.GetChannelId()]).(*arbiterv1.Channel)})
 	}
-	reports := map[string]*PositionsReported{}
-	for node, qs := range r.Query {
-		for _, q := range qs {
-			p := reports[q.ChannelID]
+	// A load brings the group into memory where it is not (a replica that restarted) and
+	// answers with the status either way, as the replicas' LoadGroups does.
+	reports := map[string]*GroupsLoaded{}
+	for node, ls := range r.Load {
+		for _, l := range ls {
+			rec := c.records[l.ChannelID]
+			require.Equal(c.t, rec.GetGroupId(), l.GroupID, "%s: load of another group", l.ChannelID)
+			require.Equal(c.t, rec.GetReplicaNodeIds(), l.Replicas, "%s: the load names the whole replica set as voters", l.ChannelID)
+			require.Equal(c.t, rec.GetEpoch(), l.Epoch, "%s: the load carries the current epoch", l.ChannelID)
+			p := reports[l.ChannelID]
 			if p == nil {
-				p = &PositionsReported{Epoch: q.Epoch, Statuses: map[uint64]*replicav1.GroupStatus{}}
-				reports[q.ChannelID] = p
+				p = &GroupsLoaded{Epoch: l.Epoch, Statuses: map[uint64]*replicav1.GroupStatus{}}
+				reports[l.ChannelID] = p
 			}
 			if !c.dead[node] {
-				p.Statuses[node] = proto.Clone(c.statuses[q.ChannelID][node]).(*replicav1.GroupStatus)
+				s := c.statuses[l.ChannelID][node]
+				s.Loaded = true
+				p.Statuses[node] = proto.Clone(s).(*replicav1.GroupStatus)
 			}
 		}
 	}
@@ -144,6 +154,7 @@ func (c *fakeCluster) run(r Round) map[string][]Event {
 				term = max(term, s.GetTerm())
 			}
 			s := c.statuses[a.ChannelID][node]
+			require.True(c.t, s.GetLoaded(), "%s: campaign on node %d, which has not loaded the group", a.ChannelID, node)
 			s.Role, s.Term, s.LeaderNodeId = replicav1.Role_ROLE_LEADER, term+1, node
 			out[a.ChannelID] = append(out[a.ChannelID], CampaignResult{Node: node, Epoch: a.Epoch, Leader: true, Term: term + 1})
 		}
@@ -154,7 +165,8 @@ func (c *fakeCluster) run(r Round) map[string][]Event {
 				Status: proto.Clone(c.statuses[a.ChannelID][node]).(*replicav1.GroupStatus)})
 		}
 	}
-	require.Empty(c.t, r.Load)
+	// A failover's statuses come from the loads; nothing queries positions.
+	require.Empty(c.t, r.Query)
 	require.Empty(c.t, r.Transfer)
 	require.Empty(c.t, r.Unload)
 	for _, a := range r.Answer {
@@ -166,7 +178,10 @@ func (c *fakeCluster) run(r Round) map[string][]Event {
 
 // TestFailover10000ChannelsInAHandfulOfRPCs kills the node leading 10,000 channels and drives
 // every channel's machine through its election, batching each round over all channels of a
-// plan step: 9 RPCs per step of 2,500 channels, 36 in all.
+// plan step: 9 RPCs per step of 2,500 channels, 36 in all. The positions come from LoadGroups
+// on the survivors (which also reloads the group on a survivor that restarted), so the plan's
+// "status" batches are carried out as LoadGroups calls: one per surviving node per step, as
+// many as the GetGroupStatus calls they replace.
 func TestFailover10000ChannelsInAHandfulOfRPCs(t *testing.T) {
 	const total = 10000
 	cluster := &fakeCluster{t: t, records: map[string]*arbiterv1.Channel{}, statuses: map[string]map[uint64]*replicav1.GroupStatus{},
@@ -183,6 +198,9 @@ func TestFailover10000ChannelsInAHandfulOfRPCs(t *testing.T) {
 		}
 		if i%5 == 0 {
 			cluster.statuses[id][2] = st(5, 98, 98) // behind: must never be chosen
+		}
+		if i%11 == 0 {
+			cluster.statuses[id][3].Loaded = false // node 3 restarted and has not reloaded it yet
 		}
 		machines[id] = newMachine(t, ch)
 	}
@@ -213,13 +231,31 @@ func TestFailover10000ChannelsInAHandfulOfRPCs(t *testing.T) {
 			require.NoError(t, err)
 			acts = append(acts, a...)
 		}
-		stepRPCs := 0
+		stepRPCs, loadRounds := 0, 0
 		for len(acts) > 0 {
 			r := Batch(acts)
 			stepRPCs += r.RPCs()
-			for node, qs := range r.Query {
+			for node, ls := range r.Load {
 				require.NotEqual(t, uint64(1), node, "no call to the dead node")
-				require.Len(t, qs, len(s.Channels))
+				require.Len(t, ls, len(s.Channels))
+			}
+			if len(r.Load) > 0 {
+				// The loads are the plan's status batches: per surviving node, the step's channels.
+				var loads []NodeBatch
+				for _, node := range slices.Sorted(maps.Keys(r.Load)) {
+					b := NodeBatch{Node: node}
+					for _, l := range r.Load[node] {
+						b.Channels = append(b.Channels, l.ChannelID)
+					}
+					slices.Sort(b.Channels)
+					loads = append(loads, b)
+				}
+				var want []NodeBatch
+				for _, b := range s.Status {
+					want = append(want, NodeBatch{Node: b.Node, Channels: slices.Sorted(slices.Values(b.Channels))})
+				}
+				require.Equal(t, want, loads, "step %d", si)
+				loadRounds++
 			}
 			events := cluster.run(r)
 			acts = nil
@@ -231,7 +267,11 @@ func TestFailover10000ChannelsInAHandfulOfRPCs(t *testing.T) {
 				}
 			}
 		}
-		require.Equal(t, 9, stepRPCs, "step %d: claim CAS, 2 status, decide CAS, 2 campaign, 2 confirm, settle CAS", si)
+		// Rounds in lockstep, so no two kinds share a round: claim CAS (1), LoadGroups on 2 and 3
+		// (2, formerly the GetGroupStatus position queries), decide CAS (1), Campaign on 2 and 3
+		// (2), GetGroupStatus confirmations on 2 and 3 (2), settle CAS (1).
+		require.Equal(t, 9, stepRPCs, "step %d: claim CAS, 2 load, decide CAS, 2 campaign, 2 confirm, settle CAS", si)
+		require.Equal(t, 1, loadRounds, "step %d: one round of loads", si)
 		rpcs += stepRPCs
 		if si == 0 {
 			for _, id := range waiting {
@@ -239,7 +279,7 @@ func TestFailover10000ChannelsInAHandfulOfRPCs(t *testing.T) {
 			}
 		}
 	}
-	require.Equal(t, 36, rpcs)
+	require.Equal(t, 36, rpcs, "4 steps of 9: 12 CAS, 8 LoadGroups, 8 Campaign, 8 GetGroupStatus")
 	require.Empty(t, cluster.failed)
 
 	leaders := map[uint64]int{}
@@ -255,6 +295,9 @@ func TestFailover10000ChannelsInAHandfulOfRPCs(t *testing.T) {
 			require.Equal(t, uint64(3), rec.GetLeaderNodeId(), "%s: node 2 is behind and must not lead", id)
 		}
 		leaders[rec.GetLeaderNodeId()]++
+		for _, n := range []uint64{2, 3} {
+			require.True(t, cluster.statuses[id][n].GetLoaded(), "%s: the failover loaded the group on survivor %d", id, n)
+		}
 	}
 	require.Equal(t, map[uint64]int{2: 4000, 3: 6000}, leaders,
 		"equal survivors split by group id; node 3 also takes the channels node 2 lags on")

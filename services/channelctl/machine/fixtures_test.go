@@ -54,6 +54,16 @@ func expect(t testing.TB, m *Machine, ev Event, want ...string) *Machine {
 	return m
 }
 
+// expectActions is expect comparing the actions themselves, for the fields their compact
+// String form leaves out (a load's group and voters).
+func expectActions(t testing.TB, m *Machine, ev Event, want ...Action) *Machine {
+	t.Helper()
+	acts, err := m.Step(ev)
+	require.NoError(t, err, "%T", ev)
+	require.Equal(t, want, acts, "%T", ev)
+	return m
+}
+
 func fxHibernated(t testing.TB) *Machine {
 	return newMachine(t, channel(stateHibernated, 10, 1, 5))
 }
@@ -65,7 +75,8 @@ func fxActivatingClaim(t testing.TB) *Machine {
 
 func fxActivatingGather(t testing.TB) *Machine {
 	m := fxActivatingClaim(t)
-	return expect(t, m, accepted(m), "load(c@11 on [1 2 3])")
+	return expectActions(t, m, accepted(m),
+		LoadGroups{ChannelID: "c", GroupID: 7, Replicas: []uint64{1, 2, 3}, Nodes: []uint64{1, 2, 3}, Epoch: 11})
 }
 
 func fxActivatingDecide(t testing.TB) *Machine {
@@ -125,12 +136,16 @@ func fxElectingClaim(t testing.TB) *Machine {
 
 func fxElectingGather(t testing.TB) *Machine {
 	m := fxElectingClaim(t)
-	return expect(t, m, accepted(m), "query(c@11 on [2 3])")
+	// The failover loads the group on the survivors only, but with the whole replica set as its
+	// voters (and so their current addresses): a survivor that restarted or hibernated the group
+	// gets it back, one that holds it answers with its status.
+	return expectActions(t, m, accepted(m),
+		LoadGroups{ChannelID: "c", GroupID: 7, Replicas: []uint64{1, 2, 3}, Nodes: []uint64{2, 3}, Epoch: 11})
 }
 
 func fxElectingDecide(t testing.TB) *Machine {
 	m := fxElectingGather(t)
-	return expect(t, m, PositionsReported{Epoch: 11, Statuses: map[uint64]*replicav1.GroupStatus{
+	return expect(t, m, GroupsLoaded{Epoch: 11, Statuses: map[uint64]*replicav1.GroupStatus{
 		2: st(5, 100, 100), 3: st(5, 90, 90)}}, "cas(c@11 leader=2)")
 }
 

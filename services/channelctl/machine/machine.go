@@ -38,7 +38,7 @@ const (
 	phaseStalled
 	// phaseClaim: the CAS that enters the current state is in flight.
 	phaseClaim
-	// phaseGather: LoadGroups (activating) or QueryPositions (electing) is in flight.
+	// phaseGather: LoadGroups (which answers with positions) is in flight.
 	phaseGather
 	// phaseDecide: the CAS recording the chosen candidate is in flight.
 	phaseDecide

@@ -53,13 +53,15 @@ func TestScenarioFailover(t *testing.T) {
 
 	expect(t, m, NodeDead{Node: 1}, "cas(c@10 state=ELECTING leader=0)")
 	expect(t, m, Resolve{Waiter: 1, At: t0, StaleLeader: 1}) // the client saw node 1 fail
-	expect(t, m, accepted(m), "query(c@11 on [2 3])")
+	// The survivors (re)load the group, which answers with their statuses.
+	expect(t, m, accepted(m), "load(c@11 on [2 3])")
 	// Node 3 holds three entries more than node 2: it must win, preferences notwithstanding.
-	expect(t, m, PositionsReported{Epoch: 11, Statuses: map[uint64]*replicav1.GroupStatus{
+	expect(t, m, GroupsLoaded{Epoch: 11, Statuses: map[uint64]*replicav1.GroupStatus{
 		2: st(5, 100, 100), 3: st(5, 103, 100)}}, "cas(c@11 leader=3)")
 	expect(t, m, Resolve{Waiter: 2, At: t0})
 	expect(t, m, accepted(m), "campaign(c@12 on 3)")
-	require.Empty(t, refuse(t, m, PositionsReported{Epoch: 11}, ErrUnexpectedEvent), "a late status reply changes nothing")
+	require.Empty(t, refuse(t, m, GroupsLoaded{Epoch: 11}, ErrUnexpectedEvent), "a late load reply changes nothing")
+	require.Empty(t, refuse(t, m, PositionsReported{Epoch: 11}, ErrUnexpectedEvent), "nor does a status reply nobody asked for")
 	require.Empty(t, refuse(t, m, CampaignResult{Node: 3, Epoch: 11, Leader: true, Term: 6}, ErrStaleEpoch))
 	expect(t, m, CampaignResult{Node: 3, Epoch: 12, Leader: true, Term: 6}, "confirm(c@12 on 3 term>=6)")
 	expect(t, m, ConfirmResult{Node: 3, Epoch: 12, Status: leaderSt(3, 6, 104, map[uint64]uint64{2: 104})},
@@ -75,9 +77,9 @@ func TestScenarioFailover(t *testing.T) {
 func TestScenarioLostSlotStopsActing(t *testing.T) {
 	m := newMachine(t, channel(stateActive, 10, 1, 5))
 	expect(t, m, NodeDead{Node: 1}, "cas(c@10 state=ELECTING leader=0)")
-	expect(t, m, accepted(m), "query(c@11 on [2 3])")
+	expect(t, m, accepted(m), "load(c@11 on [2 3])")
 	expect(t, m, Resolve{Waiter: 1, At: t0})
-	expect(t, m, PositionsReported{Epoch: 11, Statuses: map[uint64]*replicav1.GroupStatus{
+	expect(t, m, GroupsLoaded{Epoch: 11, Statuses: map[uint64]*replicav1.GroupStatus{
 		2: st(5, 100, 100), 3: st(5, 100, 100)}}, "cas(c@11 leader=3)")
 
 	// Meanwhile the slot moved to another channelctl, which already decided on node 2.
@@ -96,9 +98,9 @@ func TestScenarioLostSlotStopsActing(t *testing.T) {
 func TestScenarioStaleEpochAdoptsTheArbiter(t *testing.T) {
 	m := newMachine(t, channel(stateActive, 10, 1, 5))
 	expect(t, m, NodeDead{Node: 1}, "cas(c@10 state=ELECTING leader=0)")
-	expect(t, m, accepted(m), "query(c@11 on [2 3])")
+	expect(t, m, accepted(m), "load(c@11 on [2 3])")
 	expect(t, m, Resolve{Waiter: 1, At: t0})
-	expect(t, m, PositionsReported{Epoch: 11, Statuses: map[uint64]*replicav1.GroupStatus{
+	expect(t, m, GroupsLoaded{Epoch: 11, Statuses: map[uint64]*replicav1.GroupStatus{
 		2: st(5, 100, 100), 3: st(5, 100, 100)}}, "cas(c@11 leader=3)")
 
 	// The arbiter's record moved on (a previous owner's election finished first): adopt it.
@@ -174,9 +176,9 @@ func TestScenarioNoMajorityThenANodeReturns(t *testing.T) {
 	require.True(t, m.Stalled())
 	require.Empty(t, refuse(t, m, IdleTimeout{Now: t0.Add(time.Hour)}, ErrNotActive))
 
-	expect(t, m, NodeAlive{Node: 2}, "query(c@11 on [2 3])")
+	expect(t, m, NodeAlive{Node: 2}, "load(c@11 on [2 3])")
 	expect(t, m, Resolve{Waiter: 2, At: t0})
-	expect(t, m, PositionsReported{Epoch: 11, Statuses: map[uint64]*replicav1.GroupStatus{
+	expect(t, m, GroupsLoaded{Epoch: 11, Statuses: map[uint64]*replicav1.GroupStatus{
 		2: st(5, 99, 99), 3: st(5, 100, 100)}}, "cas(c@11 leader=3)")
 	expect(t, m, accepted(m), "campaign(c@12 on 3)")
 	expect(t, m, CampaignResult{Node: 3, Epoch: 12, Leader: true, Term: 6}, "confirm(c@12 on 3 term>=6)")
@@ -206,8 +208,8 @@ func TestScenarioTakeoverMidElection(t *testing.T) {
 	// The previous owner died after recording candidate 2; this channelctl resumes from the record.
 	m := newMachine(t, channel(stateElecting, 12, 2, 5))
 	require.True(t, m.Stalled())
-	expect(t, m, Resolve{Waiter: 1, At: t0}, "query(c@12 on [1 2 3])")
-	expect(t, m, PositionsReported{Epoch: 12, Statuses: map[uint64]*replicav1.GroupStatus{
+	expect(t, m, Resolve{Waiter: 1, At: t0}, "load(c@12 on [1 2 3])")
+	expect(t, m, GroupsLoaded{Epoch: 12, Statuses: map[uint64]*replicav1.GroupStatus{
 		1: st(5, 100, 100), 2: st(5, 100, 100), 3: st(5, 100, 100)}}, "cas(c@12 leader=2)")
 	expect(t, m, accepted(m), "campaign(c@13 on 2)")
 }

@@ -72,7 +72,7 @@ func stepElecting(m *Machine, ev Event) ([]Action, error) {
 			}
 			return m.gather()
 		}
-	case PositionsReported:
+	case GroupsLoaded:
 		if m.phase != phaseGather {
 			return nil, m.unexpected(ev)
 		}
@@ -367,8 +367,10 @@ func (m *Machine) beginElecting(reason string) []Action {
 	return []Action{m.cas(&arbiterv1.ChannelChange{State: stateElecting.Enum(), LeaderNodeId: ptr[uint64](0)})}
 }
 
-// gather (re)starts an election by collecting positions: loading the groups when activating
-// (the load answers with the status), querying them when electing.
+// gather (re)starts an election by collecting positions through a load of the group on the
+// live replicas: the load answers with the status, is a no-op where the group is loaded, and
+// brings it back where it is not (a replica that restarted, or that the group's hibernation
+// reached before the failover did), with the replica set's current addresses.
 func (m *Machine) gather() ([]Action, error) {
 	m.candidate, m.minTerm, m.moveFrom = 0, 0, 0
 	alive := m.alive()
@@ -377,11 +379,8 @@ func (m *Machine) gather() ([]Action, error) {
 		return m.stall(fmt.Errorf("%d of %d replicas alive: %w", len(alive), len(m.ch.GetReplicaNodeIds()), ErrNoMajority))
 	}
 	m.phase = phaseGather
-	if m.state == stateActivating {
-		return []Action{LoadGroups{ChannelID: m.ch.GetChannelId(), GroupID: m.ch.GetGroupId(), Replicas: m.members(),
-			Nodes: alive, Epoch: m.ch.GetEpoch()}}, nil
-	}
-	return []Action{QueryPositions{ChannelID: m.ch.GetChannelId(), Nodes: alive, Epoch: m.ch.GetEpoch()}}, nil
+	return []Action{LoadGroups{ChannelID: m.ch.GetChannelId(), GroupID: m.ch.GetGroupId(), Replicas: m.members(),
+		Nodes: alive, Epoch: m.ch.GetEpoch()}}, nil
 }
 
 // decide chooses the candidate from the reported statuses and records it before it campaigns.
