@@ -38,6 +38,8 @@ type cluster struct {
 	replicaAddrs map[uint64]string
 	replicaDirs  map[uint64]string
 	hibernate    time.Duration
+	// fault, when set, injects delay and loss between the replicas.
+	fault func(to uint64) (time.Duration, bool)
 
 	connMu sync.Mutex
 	conns  map[string]*grpc.ClientConn
@@ -59,10 +61,13 @@ func freePort(t *testing.T) string {
 	return addr
 }
 
-func startCluster(t *testing.T, hibernateAfter time.Duration) *cluster {
+func startCluster(t *testing.T, hibernateAfter time.Duration, opts ...func(*cluster)) *cluster {
 	t.Helper()
 	c := &cluster{t: t, conns: map[string]*grpc.ClientConn{}, ctls: map[uint64]*channelctl.Service{}, replicas: map[uint64]*replica.Service{},
 		replicaAddrs: map[uint64]string{}, replicaDirs: map[uint64]string{}, hibernate: hibernateAfter}
+	for _, o := range opts {
+		o(c)
+	}
 	var err error
 	c.arbiter, err = arbiter.Start(context.Background(), arbiter.Config{
 		Common: process.Common{NodeID: 1, Listen: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", DataDir: t.TempDir()},
@@ -93,7 +98,7 @@ func (c *cluster) startReplica(id uint64) {
 	c.t.Helper()
 	s, err := replica.Start(context.Background(), replica.Config{
 		Common:      process.Common{NodeID: id, Listen: c.replicaAddrs[id], AdminAddr: "127.0.0.1:0", DataDir: c.replicaDirs[id], Arbiters: []string{c.arbiterAddr}},
-		DedupWindow: time.Hour, DedupMaxIDs: 10_000,
+		DedupWindow: time.Hour, DedupMaxIDs: 10_000, TransportFault: c.fault,
 	}, quietTelemetry(c.t, "replica", id))
 	require.NoError(c.t, err)
 	c.replicas[id] = s

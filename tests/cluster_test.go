@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"testing"
 	"time"
@@ -202,4 +203,78 @@ func TestChannelctlLossMovesItsSlots(t *testing.T) {
 		require.NoError(t, err, "s%d", i)
 		require.Equal(t, uint64(2), seq)
 	}
+}
+
+// Jitter between the replicas (0-200 ms delays, 5% of frames lost) for the whole test, with no
+// node down, causes no election: groups never elect themselves, and nobody orders one.
+func TestNetworkJitterCausesNoElections(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots the three tiers")
+	}
+	jitter := func(c *cluster) {
+		c.fault = func(uint64) (time.Duration, bool) {
+			return time.Duration(rand.N(200)) * time.Millisecond, rand.N(100) < 5
+		}
+	}
+	c := startCluster(t, time.Hour, jitter)
+	ctx := testCtx(t, 120*time.Second)
+	const channels = 10
+	// The arbiter's record (epoch, leader term) and every replica's raft term must not move:
+	// a group electing itself would show in the replicas' terms even if nobody recorded it.
+	type position struct{ epoch, term uint64 }
+	terms := func(id string) []uint64 {
+		var out []uint64
+		for n := uint64(1); n <= 3; n++ {
+			st, err := c.replicas[n].Engine.GroupStatus(ctx, id)
+			require.NoError(t, err)
+			out = append(out, st.GetTerm())
+		}
+		return out
+	}
+	termsBefore := map[string][]uint64{}
+	before := map[string]position{}
+	for i := range channels {
+		id := fmt.Sprintf("j%d", i)
+		_, err := c.send(ctx, id, "first")
+		require.NoError(t, err)
+		ch, _ := c.arbiter.FSM().Channel(id)
+		before[id] = position{ch.Epoch, ch.LeaderTerm}
+	}
+	for id := range before {
+		// Followers learn the leader's term with its first append; wait for that, once.
+		require.Eventually(t, func() bool {
+			ts := terms(id)
+			return ts[0] == ts[1] && ts[1] == ts[2]
+		}, 30*time.Second, 10*time.Millisecond)
+		termsBefore[id] = terms(id)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	sent := 0
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; time.Now().Before(deadline); j++ {
+				_, err := c.send(ctx, fmt.Sprintf("j%d", (w+4*j)%channels), fmt.Sprintf("w%d-%d", w, j))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for id, p := range before {
+		ch, _ := c.arbiter.FSM().Channel(id)
+		require.Equal(t, p, position{ch.Epoch, ch.LeaderTerm}, "channel %s was re-elected", id)
+		require.Equal(t, termsBefore[id], terms(id), "a replica of %s changed term", id)
+		msgs, err := c.readAll(ctx, id)
+		require.NoError(t, err)
+		sent += len(msgs)
+	}
+	for _, n := range c.arbiter.FSM().Nodes() {
+		require.Equal(t, arbiterv1.NodeState_NODE_STATE_ALIVE, n.Liveness, "node %d", n.ID)
+	}
+	t.Logf("%d messages committed under jitter, zero elections", sent)
 }

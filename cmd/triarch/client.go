@@ -147,14 +147,3 @@ func newTailCmd() *cobra.Command {
 func printMessage(out io.Writer, m client.Message) {
 	fmt.Fprintf(out, "%d\t%s\t%s\t%s\n", m.Seq, m.CommitTime.Format("15:04:05.000"), m.Sender, m.Payload)
 }
-
-func newBenchCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "bench SCENARIO",
-		Short: "Measure a cluster: throughput, latency, failover, hibernate, fanout",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(_ *cobra.Command, args []string) error {
-			return fmt.Errorf("bench %s: the benchmark scenarios are not built yet (issue 7)", args[0])
-		},
-	}
-}

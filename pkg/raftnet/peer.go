@@ -152,6 +152,17 @@ func (p *peer) session(ctx context.Context) (sent bool) {
 		batch := p.takeAll()
 		for len(batch) > 0 {
 			frame, n, err := encodeUpTo(p.t.cfg.NodeID, p.id, batch, p.t.cfg.MaxFrameBytes)
+			if f := p.t.cfg.Fault; f != nil && err == nil {
+				delay, drop := f(p.id)
+				if delay > 0 {
+					time.Sleep(delay)
+				}
+				if drop {
+					p.t.reportDropped(batch[:n])
+					batch = batch[n:]
+					continue
+				}
+			}
 			if err == nil {
 				err = stream.Send(frame)
 			}

@@ -41,6 +41,10 @@ type Config struct {
 	MaxFrameBytes int
 	// MinBackoff and MaxBackoff bound the wait between reconnects (defaults 50 ms and 2 s).
 	MinBackoff, MaxBackoff time.Duration
+	// Fault, when set, is asked before each frame goes out to a peer: it may delay the frame
+	// or drop it (dropped messages are reported unreachable, as a real loss would be). Tests
+	// use it to inject network jitter and loss; production leaves it nil.
+	Fault func(to uint64) (delay time.Duration, drop bool)
 }
 
 // Transport implements multiraft.Transport over gRPC streams.

@@ -3,6 +3,7 @@ package raftnet
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -264,4 +265,23 @@ func BenchmarkFrameEncodeDecode(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+func TestFaultHookDelaysAndDrops(t *testing.T) {
+	b := startNode(t, 2, "127.0.0.1:0")
+	h := newFakeHost()
+	var calls atomic.Int64
+	tr := New(Config{NodeID: 1, Dial: dial, Fault: func(to uint64) (time.Duration, bool) {
+		n := calls.Add(1)
+		return time.Millisecond, n%2 == 0 // every second frame is lost
+	}}, h)
+	t.Cleanup(tr.Close)
+	tr.SetPeer(2, b.addr)
+	eventually(t, "connected", func() bool { return tr.Connected()[2] })
+	for i := uint64(1); i <= 10; i++ {
+		tr.Send([]multiraft.Envelope{{GroupID: 1, Msg: msg(1, 2, i)}})
+		eventually(t, "frame handled", func() bool { return int64(b.host.steppedCount()+h.unreachableCount()) == int64(i) })
+	}
+	require.Equal(t, 5, b.host.steppedCount(), "half the frames arrive")
+	require.Equal(t, 5, h.unreachableCount(), "the other half are reported lost")
 }

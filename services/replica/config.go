@@ -23,6 +23,9 @@ type Config struct {
 	// LeaseTTL is how long a leader serves without renewing its node lease or hearing from a
 	// quorum of its group. It must match the arbiter's lease TTL.
 	LeaseTTL time.Duration
+	// TransportFault injects delay and loss on the frames this replica sends to its peers
+	// (tests only; see raftnet.Config.Fault).
+	TransportFault func(to uint64) (delay time.Duration, drop bool)
 }
 
 // Defaults fills unset tuning fields.

@@ -700,11 +700,17 @@ func (e *Engine) CampaignAndWait(ctx context.Context, channelIDs []string, wait 
 		}
 		pending[i] = ch
 	}
-	const poll, reorder = 2 * time.Millisecond, 50 * time.Millisecond
+	// A campaign that fell back to follower with no leader (its pre-vote was refused or lost)
+	// is ordered again soon; one still (pre-)campaigning only after stall, long enough for
+	// a slow round trip: ordering again restarts the campaign and, past the pre-vote, takes a
+	// new term, so re-ordering faster than votes come back would never elect anyone.
+	const poll, again, stall = 2 * time.Millisecond, 50 * time.Millisecond, 300 * time.Millisecond
 	deadline := e.cfg.Now().Add(wait)
-	lastOrder := e.cfg.Now()
+	ordered := map[int]time.Time{}
+	for i := range pending {
+		ordered[i] = e.cfg.Now()
+	}
 	for len(pending) > 0 {
-		again := e.cfg.Now().Sub(lastOrder) >= reorder
 		for i, ch := range pending {
 			st, err := e.host.Status(ctx, ch.group)
 			if err != nil {
@@ -713,18 +719,18 @@ func (e *Engine) CampaignAndWait(ctx context.Context, channelIDs []string, wait 
 				continue
 			}
 			out[i].Status = statusProto(ch, st)
-			switch {
-			case st.Leader != 0: // this replica won, or another one leads
+			if st.Leader != 0 { // this replica won, or another one leads
 				delete(pending, i)
-			case again:
+				continue
+			}
+			if since := e.cfg.Now().Sub(ordered[i]); (st.Role == raft.StateFollower && since >= again) || since >= stall {
 				if err := e.host.Campaign(ctx, ch.group); err != nil {
 					out[i].Err = err
 					delete(pending, i)
+					continue
 				}
+				ordered[i] = e.cfg.Now()
 			}
-		}
-		if again {
-			lastOrder = e.cfg.Now()
 		}
 		if len(pending) == 0 || !e.cfg.Now().Before(deadline) {
 			break

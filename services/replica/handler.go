@@ -139,8 +139,8 @@ func (h *handler) UnloadGroups(ctx context.Context, req *replicav1.UnloadGroupsR
 }
 
 // campaignWait bounds how long Campaign waits for elections to complete; the usual election
-// is one round trip to the peers.
-const campaignWait = time.Second
+// is one round trip to the peers, a slow or lossy link takes a few.
+const campaignWait = 2 * time.Second
 
 func (h *handler) Campaign(ctx context.Context, req *replicav1.CampaignRequest) (*replicav1.CampaignResponse, error) {
 	ids := make([]string, len(req.GetOrders()))
