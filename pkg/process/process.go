@@ -63,7 +63,7 @@ func Start(cfg Common, tel *telemetry.Telemetry, opts Options) (*Process, error)
 		health: health.NewServer(),
 		lis:    lis,
 		admin:  adm,
-		errc:   make(chan error, 2),
+		errc:   make(chan error, 1),
 	}
 	healthpb.RegisterHealthServer(p.grpc, p.health)
 	if opts.Register != nil {
@@ -77,13 +77,13 @@ func Start(cfg Common, tel *telemetry.Telemetry, opts Options) (*Process, error)
 	go func() {
 		defer p.wg.Done()
 		if err := p.grpc.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			p.errc <- fmt.Errorf("grpc serve: %w", err)
+			p.Fail(fmt.Errorf("grpc serve: %w", err))
 		}
 	}()
 	go func() {
 		defer p.wg.Done()
 		if err := adm.Serve(); err != nil {
-			p.errc <- err
+			p.Fail(err)
 		}
 	}()
 	p.log.Info("serving", "grpc", p.Addr(), "advertise", p.Advertise(), "admin", p.AdminAddr().String())
@@ -133,15 +133,32 @@ func (p *Process) Stop(ctx context.Context) error {
 	return err
 }
 
+// Fail reports the failure of something a service runs beside its servers (its raft host, its
+// controller), so that Wait stops the service. It never blocks; later failures after the first
+// are dropped.
+func (p *Process) Fail(err error) {
+	select {
+	case p.errc <- err:
+	default:
+	}
+}
+
 // Wait blocks until ctx is cancelled or a listener fails, then stops, giving running calls
 // grace to finish. It returns nil on a clean shutdown.
 func (p *Process) Wait(ctx context.Context, grace time.Duration) error {
+	return WaitThenStop(ctx, grace, p.errc, p.Stop)
+}
+
+// WaitThenStop blocks until ctx ends or errc delivers a failure, then calls stop with grace to
+// finish; it returns the failure joined with stop's error, nil on a clean shutdown. Every
+// service's Wait is this, with the service's own stop.
+func WaitThenStop(ctx context.Context, grace time.Duration, errc <-chan error, stop func(context.Context) error) error {
 	var runErr error
 	select {
 	case <-ctx.Done():
-	case runErr = <-p.errc:
+	case runErr = <-errc:
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
 	defer cancel()
-	return errors.Join(runErr, p.Stop(sctx))
+	return errors.Join(runErr, stop(sctx))
 }

@@ -40,7 +40,6 @@ type Service struct {
 
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
-	hostErr  chan error
 	stopping chan struct{}
 	stop     sync.Once
 	stopErr  error
@@ -59,8 +58,7 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 	if err != nil {
 		return nil, fmt.Errorf("arbiter: %w", err)
 	}
-	s := &Service{cfg: cfg, log: tel, store: store, fsm: fsm.New(), now: time.Now,
-		hostErr: make(chan error, 1), stopping: make(chan struct{})}
+	s := &Service{cfg: cfg, log: tel, store: store, fsm: fsm.New(), now: time.Now, stopping: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			_ = s.shutdown(context.WithoutCancel(ctx))
@@ -121,7 +119,7 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 	s.cancel = cancel
 	s.goRun(func() {
 		if err := s.host.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
-			s.hostErr <- err
+			s.Fail(err)
 		}
 	})
 	if err := s.host.LoadGroup(ctx, multiraft.GroupSpec{GroupID: metaGroup, Voters: voters}); err != nil {
@@ -219,15 +217,7 @@ func (s *Service) FSM() *fsm.FSM { return s.fsm }
 
 // Wait serves until ctx ends or the host fails, then stops within grace.
 func (s *Service) Wait(ctx context.Context, grace time.Duration) error {
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-s.hostErr:
-	case runErr = <-s.Err():
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
-	defer cancel()
-	return errors.Join(runErr, s.Stop(sctx))
+	return process.WaitThenStop(ctx, grace, s.Err(), s.Stop)
 }
 
 // Stop shuts the member down; it is safe to call more than once.

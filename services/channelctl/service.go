@@ -27,7 +27,6 @@ type Service struct {
 	arbiter *arbiterclient.Client
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
-	runErr  chan error
 	stop    sync.Once
 	stopErr error
 }
@@ -41,7 +40,7 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 		return nil, errors.New("channelctl: --arbiters is required")
 	}
 	dial := func(addr string) (*grpc.ClientConn, error) { return grpcx.Dial(addr, tel) }
-	s := &Service{runErr: make(chan error, 2)}
+	s := &Service{}
 	defer func() {
 		if err != nil {
 			_ = s.Stop(context.WithoutCancel(ctx))
@@ -101,22 +100,14 @@ func (s *Service) goRun(f func() error) {
 	go func() {
 		defer s.wg.Done()
 		if err := f(); err != nil {
-			s.runErr <- err
+			s.Fail(err)
 		}
 	}()
 }
 
 // Wait serves until ctx ends, then stops within grace.
 func (s *Service) Wait(ctx context.Context, grace time.Duration) error {
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-s.runErr:
-	case runErr = <-s.Err():
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
-	defer cancel()
-	return errors.Join(runErr, s.Stop(sctx))
+	return process.WaitThenStop(ctx, grace, s.Err(), s.Stop)
 }
 
 // Stop stops the controller and the keeper, then the server.

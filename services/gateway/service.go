@@ -29,7 +29,6 @@ type Service struct {
 	conn    *grpc.ClientConn
 	httpLis net.Listener
 	httpSrv *http.Server
-	httpErr chan error
 	stop    sync.Once
 	stopErr error
 }
@@ -74,7 +73,7 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service,
 	if len(cfg.Channelctls) == 0 {
 		tel.Logger.Warn("no channelctl configured (--channelctls): channel calls answer Unavailable")
 	}
-	s := &Service{Process: p, Router: router, arbiter: arb, httpErr: make(chan error, 1)}
+	s := &Service{Process: p, Router: router, arbiter: arb}
 	if err := s.startHTTP(ctx, cfg, tel); err != nil {
 		_ = p.Stop(ctx)
 		_ = router.Close()
@@ -117,7 +116,7 @@ func (s *Service) startHTTP(ctx context.Context, cfg Config, tel *telemetry.Tele
 	}
 	go func() {
 		if err := s.httpSrv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.httpErr <- fmt.Errorf("rest serve: %w", err)
+			s.Fail(fmt.Errorf("rest serve: %w", err))
 		}
 	}()
 	tel.Logger.Info("serving REST", "http", lis.Addr().String())
@@ -130,15 +129,7 @@ func (s *Service) HTTPAddr() string { return s.httpLis.Addr().String() }
 // Wait blocks until ctx ends or a listener fails, then stops REST first (so no request arrives
 // at a stopped gRPC server) and the gRPC process after it.
 func (s *Service) Wait(ctx context.Context, grace time.Duration) error {
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-s.httpErr:
-	case runErr = <-s.Err():
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
-	defer cancel()
-	return errors.Join(runErr, s.Stop(sctx))
+	return process.WaitThenStop(ctx, grace, s.Err(), s.Stop)
 }
 
 // Stop ends subscriptions (they answer Unavailable, so clients resume elsewhere), stops REST,

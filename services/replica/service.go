@@ -37,7 +37,6 @@ type Service struct {
 	arbiter   *arbiterclient.Client
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
-	hostErr   chan error
 	stop      sync.Once
 	stopErr   error
 }
@@ -55,7 +54,7 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 	if err != nil {
 		return nil, fmt.Errorf("replica: %w", err)
 	}
-	s := &Service{store: store, hostErr: make(chan error, 1)}
+	s := &Service{store: store}
 	defer func() {
 		if err != nil {
 			_ = s.shutdown(context.WithoutCancel(ctx))
@@ -114,7 +113,7 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 	s.goRun(func() error {
 		err := s.Host.Run(runCtx)
 		if err != nil && !errors.Is(err, context.Canceled) {
-			s.hostErr <- err
+			s.Fail(err)
 		}
 		return nil
 	})
@@ -159,15 +158,7 @@ func (s *Service) peerReachability() []*arbiterv1.PeerReachability {
 
 // Wait serves until ctx ends or the host fails, then stops within grace.
 func (s *Service) Wait(ctx context.Context, grace time.Duration) error {
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-s.hostErr:
-	case runErr = <-s.Err():
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
-	defer cancel()
-	return errors.Join(runErr, s.Stop(sctx))
+	return process.WaitThenStop(ctx, grace, s.Err(), s.Stop)
 }
 
 // Stop shuts the replica down; see shutdown.
