@@ -23,7 +23,7 @@ import (
 	"github.com/triarch-io/triarch/services/arbiter/liveness"
 )
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -34,7 +34,7 @@ func freeAddr(t *testing.T) string {
 
 // members is an arbiter cluster in this process over real gRPC and Badger.
 type members struct {
-	t *testing.T
+	t testing.TB
 	// liveness, when set, replaces the default lease settings.
 	liveness liveness.Config
 	peers    map[uint64]string
@@ -42,7 +42,7 @@ type members struct {
 	svcs     map[uint64]*Service
 }
 
-func startMembers(t *testing.T, n int, opts ...func(*members)) *members {
+func startMembers(t testing.TB, n int, opts ...func(*members)) *members {
 	t.Helper()
 	m := &members{t: t, peers: map[uint64]string{}, dirs: map[uint64]string{}, svcs: map[uint64]*Service{}}
 	for _, o := range opts {
@@ -124,13 +124,13 @@ func (m *members) client() *arbiterclient.Client {
 	return c
 }
 
-func tctx(t *testing.T) context.Context {
+func tctx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }
 
-func registerReplicas(t *testing.T, c *arbiterclient.Client, ids ...uint64) {
+func registerReplicas(t testing.TB, c *arbiterclient.Client, ids ...uint64) {
 	t.Helper()
 	for _, id := range ids {
 		_, err := c.RegisterNode(tctx(t), &arbiterv1.RegisterNodeRequest{NodeId: id, Role: arbiterv1.NodeRole_NODE_ROLE_REPLICA,
