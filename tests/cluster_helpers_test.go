@@ -30,7 +30,7 @@ import (
 // cluster is the three tiers in this process over real gRPC and Badger: one arbiter, two
 // channelctls and three replicas (the gateway has its own tests).
 type cluster struct {
-	t            *testing.T
+	t            testing.TB
 	arbiter      *arbiter.Service
 	arbiterAddr  string
 	ctls         map[uint64]*channelctl.Service
@@ -45,14 +45,14 @@ type cluster struct {
 	conns  map[string]*grpc.ClientConn
 }
 
-func quietTelemetry(t *testing.T, name string, node uint64) *telemetry.Telemetry {
+func quietTelemetry(t testing.TB, name string, node uint64) *telemetry.Telemetry {
 	t.Helper()
 	tel, err := telemetry.Setup(context.Background(), telemetry.Options{ServiceName: name, NodeID: node, LogWriter: logSink(t), LogLevel: logLevel()})
 	require.NoError(t, err)
 	return tel
 }
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -61,7 +61,7 @@ func freePort(t *testing.T) string {
 	return addr
 }
 
-func startCluster(t *testing.T, hibernateAfter time.Duration, opts ...func(*cluster)) *cluster {
+func startCluster(t testing.TB, hibernateAfter time.Duration, opts ...func(*cluster)) *cluster {
 	t.Helper()
 	c := &cluster{t: t, conns: map[string]*grpc.ClientConn{}, ctls: map[uint64]*channelctl.Service{}, replicas: map[uint64]*replica.Service{},
 		replicaAddrs: map[uint64]string{}, replicaDirs: map[uint64]string{}, hibernate: hibernateAfter}
@@ -114,7 +114,7 @@ func (c *cluster) startChannelctl(id uint64) {
 	c.ctls[id] = s
 }
 
-func stopService(t *testing.T, s interface{ Stop(context.Context) error }) {
+func stopService(t testing.TB, s interface{ Stop(context.Context) error }) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
@@ -214,7 +214,7 @@ func (c *cluster) readAll(ctx context.Context, channel string) ([]*triarchv1.Mes
 }
 
 // logSink is where the services' logs go: nowhere, unless TRIARCH_TEST_LOG names a file.
-func logSink(t *testing.T) io.Writer {
+func logSink(t testing.TB) io.Writer {
 	path := os.Getenv("TRIARCH_TEST_LOG")
 	if path == "" {
 		return io.Discard
