@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -131,9 +132,12 @@ type Engine struct {
 	byGroup   map[uint64]*channel
 	addresses map[uint64]string
 
+	// nextProposal starts at a random value in every process: ids must not repeat across
+	// restarts, or re-applying an old entry of this node would hand its results to a new
+	// request that drew the same id. Append also checks the entry's index.
 	nextProposal atomic.Uint64
 	waitMu       sync.Mutex
-	waiters      map[uint64]chan []chanlog.Result
+	waiters      map[uint64]chan proposalResult
 }
 
 // NewEngine returns an engine; Attach connects it to its host before use (the host needs the
@@ -148,13 +152,15 @@ func NewEngine(cfg EngineConfig) *Engine {
 	if cfg.CheckpointEvery == 0 {
 		cfg.CheckpointEvery = 1024
 	}
-	return &Engine{
+	e := &Engine{
 		cfg:       cfg,
 		byID:      make(map[string]*channel),
 		byGroup:   make(map[uint64]*channel),
 		addresses: make(map[uint64]string),
-		waiters:   make(map[uint64]chan []chanlog.Result),
+		waiters:   make(map[uint64]chan proposalResult),
 	}
+	e.nextProposal.Store(rand.Uint64() >> 1)
+	return e
 }
 
 // Attach sets the host, the transport and the lease (nil: the lease never lapses).
@@ -211,8 +217,8 @@ func (e *Engine) Apply(batch []multiraft.Committed) error {
 				writes = append(writes, raftstore.StateWrite{GroupID: c.GroupID, Key: seqKey(a.FirstSeq), Value: v})
 			}
 			if a.ProposerNodeID == e.cfg.NodeID {
-				id, rs := a.ProposalID, a.Results
-				results = append(results, func() { e.deliver(id, rs) })
+				id, res := a.ProposalID, proposalResult{index: ent.GetIndex(), results: a.Results}
+				results = append(results, func() { e.deliver(id, res) })
 			}
 		}
 		if ch.log.AppliedIndex()-ch.checkpointedAt >= e.cfg.CheckpointEvery {
@@ -252,13 +258,21 @@ func checkpointWrite(ch *channel) (raftstore.StateWrite, error) {
 	return raftstore.StateWrite{GroupID: ch.group, Key: []byte{kindCheckpoint}, Value: v}, nil
 }
 
-func (e *Engine) deliver(proposal uint64, rs []chanlog.Result) {
+// proposalResult is what the apply stage hands the request that proposed an entry.
+type proposalResult struct {
+	index   uint64
+	results []chanlog.Result
+}
+
+func (e *Engine) deliver(proposal uint64, res proposalResult) {
 	e.waitMu.Lock()
 	w := e.waiters[proposal]
-	delete(e.waiters, proposal)
 	e.waitMu.Unlock()
 	if w != nil {
-		w <- rs
+		select {
+		case w <- res:
+		default: // a stale delivery already filled it; Append checks the index
+		}
 	}
 }
 
@@ -395,7 +409,7 @@ func (e *Engine) Append(ctx context.Context, channelID string, msgs []*triarchv1
 	if err != nil {
 		return nil, fmt.Errorf("replica: encode batch: %w", err)
 	}
-	w := make(chan []chanlog.Result, 1)
+	w := make(chan proposalResult, 1)
 	e.waitMu.Lock()
 	e.waiters[id] = w
 	e.waitMu.Unlock()
@@ -404,14 +418,20 @@ func (e *Engine) Append(ctx context.Context, channelID string, msgs []*triarchv1
 		delete(e.waiters, id)
 		e.waitMu.Unlock()
 	}()
-	if _, err := e.host.Propose(ctx, ch.group, data); err != nil {
+	index, err := e.host.Propose(ctx, ch.group, data)
+	if err != nil {
 		return nil, e.notLeader(ch, err)
 	}
-	select {
-	case rs := <-w:
-		return rs, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	for {
+		select {
+		case res := <-w:
+			// Only the entry raft committed for this proposal answers it.
+			if res.index == index {
+				return res.results, nil
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 }
 
