@@ -271,7 +271,7 @@ func (e *Engine) deliver(proposal uint64, res proposalResult) {
 	if w != nil {
 		select {
 		case w <- res:
-		default: // a stale delivery already filled it; Append checks the index
+		default: // full of stale deliveries; Append times out and the client retries
 		}
 	}
 }
@@ -409,7 +409,10 @@ func (e *Engine) Append(ctx context.Context, channelID string, msgs []*triarchv1
 	if err != nil {
 		return nil, fmt.Errorf("replica: encode batch: %w", err)
 	}
-	w := make(chan proposalResult, 1)
+	// Room for the real result and a few stale ones (an entry of an earlier process of this
+	// node that drew the same id, which the random start of ids makes all but impossible):
+	// the apply stage never blocks on a waiter.
+	w := make(chan proposalResult, 4)
 	e.waitMu.Lock()
 	e.waiters[id] = w
 	e.waitMu.Unlock()

@@ -1,0 +1,83 @@
+package replica
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
+	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
+	"github.com/triarch-io/triarch/pkg/chanlog"
+	"github.com/triarch-io/triarch/pkg/multiraft"
+	"github.com/triarch-io/triarch/pkg/raftstore"
+)
+
+// scriptedHost is a Proposer whose Propose runs a script standing for the raft host: it
+// hands the engine committed entries through Apply, as the apply stage would.
+type scriptedHost struct {
+	propose func(ctx context.Context, group uint64, data []byte) (uint64, error)
+}
+
+func (s *scriptedHost) LoadGroups(context.Context, []multiraft.GroupSpec) error { return nil }
+func (s *scriptedHost) UnloadGroup(context.Context, uint64) error               { return nil }
+func (s *scriptedHost) Campaign(context.Context, uint64) error                  { return nil }
+func (s *scriptedHost) TransferLeader(context.Context, uint64, uint64) error    { return nil }
+func (s *scriptedHost) Propose(ctx context.Context, group uint64, data []byte) (uint64, error) {
+	return s.propose(ctx, group, data)
+}
+func (s *scriptedHost) Status(_ context.Context, group uint64) (multiraft.Status, error) {
+	return multiraft.Status{GroupID: group, NodeID: 1, Role: raft.StateLeader, Leader: 1}, nil
+}
+
+// BUG: the engine routes an applied entry's results to the waiting Append by
+// (ProposerNodeId, ProposalId), and ProposalId comes from a counter that starts again at 1
+// in every process. After a restart, entries this node proposed in its previous life and
+// that are applied only now (everything after its last checkpoint: SIGKILL writes none, and
+// the stored commit index is lazy) carry proposal ids 1, 2, ... that the new process hands
+// out again, so such an entry delivers its results to an unrelated new Append: that
+// request is acknowledged with another message's sequence number, and its own result is
+// dropped. tests/TestReplicaWholeClusterSIGKILLThenAppends shows it with real processes.
+//
+// Here the script plays it deterministically: while Append's proposal (id 1 of the new
+// process) waits, the apply stage first applies entry 2, proposed as id 1 by this node
+// before a restart, then the new entry at 3.
+func TestAppendAfterRestartGetsItsOwnResults(t *testing.T) {
+	e := NewEngine(EngineConfig{NodeID: 1, Store: raftstore.NewMemory(), Dedup: chanlog.Config{Window: time.Hour, MaxIDs: 1000}})
+	// Ids now start at a random value per process; force the old id to recur, so that the
+	// check of the committed index is what must reject the re-applied entry's results.
+	e.nextProposal.Store(0)
+	old, err := proto.Marshal(&replicav1.LogBatch{
+		Messages:       []*triarchv1.MessageInput{{ClientMsgId: "before-restart", Payload: []byte("old")}},
+		ProposeTime:    timestamppb.Now(),
+		ProposerNodeId: 1,
+		ProposalId:     1, // the first proposal of the previous process
+	})
+	require.NoError(t, err)
+	host := &scriptedHost{propose: func(_ context.Context, group uint64, data []byte) (uint64, error) {
+		for i, d := range [][]byte{old, data} {
+			err := e.Apply([]multiraft.Committed{{GroupID: group, Entries: []*raftpb.Entry{{
+				Index: proto.Uint64(uint64(2 + i)), Term: proto.Uint64(2), Data: d}}}})
+			if err != nil {
+				return 0, err
+			}
+		}
+		return 3, nil
+	}}
+	e.Attach(host, nil, nil)
+	errs := e.Load(context.Background(), []*replicav1.GroupSpec{{ChannelId: "ch", GroupId: 7,
+		Replicas: []*replicav1.Peer{{NodeId: 1}, {NodeId: 2}, {NodeId: 3}}}})
+	require.NoError(t, errs[0])
+
+	rs, err := e.Append(context.Background(), "ch", []*triarchv1.MessageInput{{ClientMsgId: "after-restart", Payload: []byte("new")}})
+	require.NoError(t, err)
+	seq, ok := e.byID["ch"].log.Lookup("after-restart")
+	require.True(t, ok)
+	require.Equal(t, uint64(2), seq, "the state machine numbered the new message 2")
+	require.Equal(t, []chanlog.Result{{Seq: 2}}, rs, "Append acknowledged the new message with another entry's result")
+}
