@@ -600,11 +600,9 @@ func TestReplicaSIGKILLKeepsAcknowledgedMessages(t *testing.T) {
 // replica elected first re-applies the entries it had proposed before the crash while new
 // appends wait for their results.
 //
-// BUG (see services/replica TestAppendAfterRestartGetsItsOwnResults): the engine hands an
-// applied entry's results to the Append waiting under (proposer node, proposal id), and
-// proposal ids start again at 1 in every process, so the entries re-applied after the
-// restart answer new appends: a new message is acknowledged with the seq of an old one
-// (seen: "acknowledged after-w5-0-0 at seq 3 is stored at 90").
+// Regression: proposal ids used to restart at 1 in every process, so the re-applied
+// entries answered new appends with their own seqs ("acknowledged after-w5-0-0 at seq 3
+// is stored at 90"); see services/replica TestAppendAfterRestartGetsItsOwnResults.
 func TestReplicaWholeClusterSIGKILLThenAppends(t *testing.T) {
 	c := startProcCluster(t, 20)
 	for _, p := range c.procs {
@@ -612,8 +610,8 @@ func TestReplicaWholeClusterSIGKILLThenAppends(t *testing.T) {
 	}
 	c.elect(c.procs[0], allIdx(len(c.channels)))
 	acks := newAckLog()
-	// Enough appends that the proposal ids of the old process (1, 2, ...) are still ahead of
-	// the new one's when it is elected (failed attempts before the election use ids too).
+	// Many appends, so that many entries are re-applied after the restart, while the new
+	// appends wait (with ids restarting at 1 this failed in 6 runs out of 6).
 	w := c.startWriters(acks, 8, "before")
 	c.waitAcks(acks, 6000, w)
 	for _, p := range c.procs {

@@ -35,18 +35,18 @@ func (s *scriptedHost) Status(_ context.Context, group uint64) (multiraft.Status
 	return multiraft.Status{GroupID: group, NodeID: 1, Role: raft.StateLeader, Leader: 1}, nil
 }
 
-// BUG: the engine routes an applied entry's results to the waiting Append by
-// (ProposerNodeId, ProposalId), and ProposalId comes from a counter that starts again at 1
-// in every process. After a restart, entries this node proposed in its previous life and
-// that are applied only now (everything after its last checkpoint: SIGKILL writes none, and
-// the stored commit index is lazy) carry proposal ids 1, 2, ... that the new process hands
-// out again, so such an entry delivers its results to an unrelated new Append: that
-// request is acknowledged with another message's sequence number, and its own result is
-// dropped. tests/TestReplicaWholeClusterSIGKILLThenAppends shows it with real processes.
+// Regression (found by tests/TestReplicaWholeClusterSIGKILLThenAppends): the engine routes
+// an applied entry's results to the waiting Append by (ProposerNodeId, ProposalId). Ids
+// used to restart at 1 in every process, so after a restart an entry this node proposed in
+// its previous life and applied only now (everything after its last checkpoint: SIGKILL
+// writes none, and the stored commit index is lazy) answered an unrelated new Append with
+// its own seqs, and the new entry's result was dropped. Ids now start at random and Append
+// only takes the result of the index raft committed for it.
 //
-// Here the script plays it deterministically: while Append's proposal (id 1 of the new
-// process) waits, the apply stage first applies entry 2, proposed as id 1 by this node
-// before a restart, then the new entry at 3.
+// The script forces the old id to recur: while Append's proposal waits, the apply stage
+// first applies entry 2, proposed under the same id by this node before a restart, then
+// the new entry at 3. Append must answer with the new entry's seq, not time out or take the
+// old one's.
 func TestAppendAfterRestartGetsItsOwnResults(t *testing.T) {
 	e := NewEngine(EngineConfig{NodeID: 1, Store: raftstore.NewMemory(), Dedup: chanlog.Config{Window: time.Hour, MaxIDs: 1000}})
 	// Ids now start at a random value per process; force the old id to recur, so that the
@@ -74,8 +74,11 @@ func TestAppendAfterRestartGetsItsOwnResults(t *testing.T) {
 		Replicas: []*replicav1.Peer{{NodeId: 1}, {NodeId: 2}, {NodeId: 3}}}})
 	require.NoError(t, errs[0])
 
-	rs, err := e.Append(context.Background(), "ch", []*triarchv1.MessageInput{{ClientMsgId: "after-restart", Payload: []byte("new")}})
-	require.NoError(t, err)
+	// A lost result shows as a timeout, not a hung test.
+	actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rs, err := e.Append(actx, "ch", []*triarchv1.MessageInput{{ClientMsgId: "after-restart", Payload: []byte("new")}})
+	require.NoError(t, err, "the new entry's own result never reached Append")
 	seq, ok := e.byID["ch"].log.Lookup("after-restart")
 	require.True(t, ok)
 	require.Equal(t, uint64(2), seq, "the state machine numbered the new message 2")
