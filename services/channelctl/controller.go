@@ -267,7 +267,7 @@ func (c *Controller) step(channel string, ev machine.Event) []machine.Action {
 		return nil
 	}
 	actions, err := m.Step(ev)
-	// Idle timeouts are offered on every tick and refused until the channel is idle: routine.
+	// A replica's recent activity can still refuse an idle timeout: routine, not worth a log.
 	if err != nil && !errors.Is(err, machine.ErrNotIdle) {
 		c.cfg.Log.Debug("channel event refused", "channel", channel, "event", fmt.Sprintf("%T", ev), "err", err)
 	}
@@ -454,7 +454,11 @@ func (c *Controller) timers() []posted {
 	for id, m := range c.machines {
 		switch {
 		case m.State() == arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE && !m.Busy() && m.Waiters() == 0:
-			out = append(out, posted{channel: id, event: machine.IdleTimeout{Now: now}})
+			// Offered only once the machine has been idle long enough: on every tick to every
+			// active channel it would be thousands of refused events a second on this loop.
+			if now.Sub(m.IdleSince()) >= c.cfg.HibernateAfter {
+				out = append(out, posted{channel: id, event: machine.IdleTimeout{Now: now}})
+			}
 		case m.Stalled() && now.Sub(c.stalledAt[id]) >= c.cfg.RetryAfter:
 			delete(c.stalledAt, id)
 			out = append(out, posted{channel: id, event: machine.Retry{}})
