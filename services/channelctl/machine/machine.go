@@ -174,11 +174,11 @@ func (m *Machine) Stalled() bool { return m.phase == phaseStalled }
 // machine refuses every event and should be dropped.
 func (m *Machine) Fenced() bool { return m.fenced }
 
-// Info summarises the channel for PlanFailover. Leader is set only for an active channel: a
-// channel in any other state has no serving leader to fail over from.
 // IdleSince is the time of the last client activity the machine has seen.
 func (m *Machine) IdleSince() time.Time { return m.lastActivity }
 
+// Info summarises the channel for PlanFailover. Leader is set only for an active channel: a
+// channel in any other state has no serving leader to fail over from.
 func (m *Machine) Info() ChannelInfo {
 	info := ChannelInfo{ID: m.ch.GetChannelId(), Replicas: slices.Clone(m.ch.GetReplicaNodeIds()), Waiters: len(m.waiters)}
 	if m.state == arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE {
