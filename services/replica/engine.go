@@ -44,6 +44,7 @@ type Proposer interface {
 	TransferLeader(ctx context.Context, groupID, target uint64) error
 	Propose(ctx context.Context, groupID uint64, data []byte) (uint64, error)
 	Status(ctx context.Context, groupID uint64) (multiraft.Status, error)
+	ProposeConfChange(ctx context.Context, groupID uint64, cc *raftpb.ConfChangeV2) (uint64, error)
 }
 
 // Peers is the part of the transport the engine uses: peer addresses and last contact.
@@ -89,7 +90,11 @@ func channelKey(channelID string) []byte { return append([]byte{kindChannelID}, 
 type channel struct {
 	id     string
 	group  uint64
-	spec   *replicav1.GroupSpec
+	spec  *replicav1.GroupSpec
+	join  bool // loaded with GroupSpec.join: learns its configuration from the leader
+	votMu sync.Mutex
+	// voters is the raft configuration's voters as last known here (the load order's replicas,
+	// then each applied ChangeReplicas); read through currentVoters.
 	voters []uint64
 
 	// log is owned by the apply stage once the group is loaded.
@@ -341,12 +346,13 @@ func (e *Engine) checkLease(ch *channel) error {
 	}
 	heard := e.peers.LastHeard()
 	n := 1 // this replica
-	for _, v := range ch.voters {
+	voters := ch.currentVoters()
+	for _, v := range voters {
 		if v != e.cfg.NodeID && now.Sub(heard[v]) < e.cfg.LeaseTTL {
 			n++
 		}
 	}
-	if n > len(ch.voters)/2 {
+	if n > len(voters)/2 {
 		return nil
 	}
 	return fmt.Errorf("%w (channel %s)", ErrLeaseLost, ch.id)
@@ -570,7 +576,11 @@ func (e *Engine) Load(ctx context.Context, specs []*replicav1.GroupSpec) []error
 			continue
 		}
 		writes = append(writes, w...)
-		hostSpecs = append(hostSpecs, multiraft.GroupSpec{GroupID: ch.group, Voters: ch.voters})
+		spec := multiraft.GroupSpec{GroupID: ch.group, Voters: ch.currentVoters()}
+		if ch.join {
+			spec = multiraft.GroupSpec{GroupID: ch.group, Join: true}
+		}
+		hostSpecs = append(hostSpecs, spec)
 		loading = append(loading, i)
 	}
 	if len(writes) > 0 {
@@ -639,7 +649,7 @@ func (e *Engine) prepare(sp *replicav1.GroupSpec) (*channel, []raftstore.StateWr
 		}
 		log = chanlog.Restore(e.cfg.Dedup, &cp)
 	}
-	ch := &channel{id: sp.GetChannelId(), group: sp.GetGroupId(), spec: sp, voters: voters, log: log,
+	ch := &channel{id: sp.GetChannelId(), group: sp.GetGroupId(), spec: sp, join: sp.GetJoin(), voters: voters, log: log,
 		checkpointedAt: log.AppliedIndex(), notify: make(chan struct{}), unloaded: make(chan struct{})}
 	ch.lastSeq.Store(log.LastSeq())
 	ch.lastActivity.Store(e.cfg.Now().UnixNano())
@@ -773,7 +783,7 @@ func (e *Engine) TransferLeader(ctx context.Context, channelID string, target ui
 	if err != nil {
 		return err
 	}
-	if !slices.Contains(ch.voters, target) {
+	if !slices.Contains(ch.currentVoters(), target) {
 		return fmt.Errorf("%w: node %d is not a replica of %s", ErrInvalid, target, channelID)
 	}
 	return e.notLeader(ch, e.host.TransferLeader(ctx, ch.group, target))
@@ -801,6 +811,12 @@ func statusProto(ch *channel, st multiraft.Status) *replicav1.GroupStatus {
 		Term: st.Term, Vote: st.Vote, LeaderNodeId: st.Leader, LastIndex: st.LastIndex, LastTerm: st.LastTerm,
 		Commit: st.Commit, Applied: st.Applied, LastSeq: ch.lastSeq.Load(),
 		LastActivityTime: timestamppb.New(time.Unix(0, ch.lastActivity.Load())),
+	}
+	out.Voters, out.Learners = confStateIDs(st)
+	if len(out.Voters) > 0 {
+		// Followers learn of a changed replica set only from raft: refresh what the lease
+		// check counts.
+		ch.setVoters(out.Voters)
 	}
 	ids := make([]uint64, 0, len(st.Progress))
 	for id := range st.Progress {

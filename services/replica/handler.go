@@ -3,6 +3,7 @@ package replica
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"go.etcd.io/raft/v3"
@@ -179,5 +180,27 @@ func (h *handler) GetGroupStatus(ctx context.Context, req *replicav1.GetGroupSta
 		st, err := h.e.GroupStatus(ctx, id)
 		out.Results[i] = &replicav1.GetGroupStatusResult{ChannelId: id, Status: st, Error: groupError(err)}
 	}
+	return out, nil
+}
+
+// changeReplicasParallel bounds how many groups of one ChangeReplicas call catch up at once:
+// each waits for its new replica to receive the whole log, and doing them one by one would
+// make a node's repair take as long as the sum of all its channels' catch-ups.
+const changeReplicasParallel = 64
+
+func (h *handler) ChangeReplicas(ctx context.Context, req *replicav1.ChangeReplicasRequest) (*replicav1.ChangeReplicasResponse, error) {
+	out := &replicav1.ChangeReplicasResponse{Results: make([]*replicav1.ChangeReplicasResult, len(req.GetChanges()))}
+	sem := make(chan struct{}, changeReplicasParallel)
+	var wg sync.WaitGroup
+	for i, c := range req.GetChanges() {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			st, err := h.e.ChangeReplicas(ctx, c)
+			out.Results[i] = &replicav1.ChangeReplicasResult{ChannelId: c.GetChannelId(), Status: st, Error: groupError(err)}
+		}()
+	}
+	wg.Wait()
 	return out, nil
 }

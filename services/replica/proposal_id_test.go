@@ -2,6 +2,7 @@ package replica
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -28,6 +29,9 @@ func (s *scriptedHost) LoadGroups(context.Context, []multiraft.GroupSpec) error 
 func (s *scriptedHost) UnloadGroup(context.Context, uint64) error               { return nil }
 func (s *scriptedHost) Campaign(context.Context, uint64) error                  { return nil }
 func (s *scriptedHost) TransferLeader(context.Context, uint64, uint64) error    { return nil }
+func (s *scriptedHost) ProposeConfChange(context.Context, uint64, *raftpb.ConfChangeV2) (uint64, error) {
+	return 0, errors.New("scripted host: no membership changes")
+}
 func (s *scriptedHost) Propose(ctx context.Context, group uint64, data []byte) (uint64, error) {
 	return s.propose(ctx, group, data)
 }

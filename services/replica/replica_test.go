@@ -32,10 +32,13 @@ type cluster struct {
 	conns []*grpc.ClientConn
 }
 
-func newCluster(t *testing.T) *cluster {
+func newCluster(t *testing.T) *cluster { return newClusterOf(t, 3) }
+
+// newClusterOf starts n replica services; c.spec and c.load use all of them.
+func newClusterOf(t *testing.T, n int) *cluster {
 	t.Helper()
 	c := &cluster{t: t}
-	for range 3 {
+	for range n {
 		c.dirs = append(c.dirs, t.TempDir())
 	}
 	c.start()

@@ -638,7 +638,11 @@ type GroupSpec struct {
 	GroupId   uint64                 `protobuf:"varint,2,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
 	Replicas  []*Peer                `protobuf:"bytes,3,rep,name=replicas,proto3" json:"replicas,omitempty"`
 	// epoch is the arbiter epoch the order was made under (for logs and fencing).
-	Epoch         uint64 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Epoch uint64 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// join loads the group on a replica being added to it (ChangeReplicas on the leader): with no
+	// data here yet it starts empty and learns everything, configuration included, from the
+	// leader. Ignored where the group already has data.
+	Join          bool `protobuf:"varint,5,opt,name=join,proto3" json:"join,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -699,6 +703,13 @@ func (x *GroupSpec) GetEpoch() uint64 {
 		return x.Epoch
 	}
 	return 0
+}
+
+func (x *GroupSpec) GetJoin() bool {
+	if x != nil {
+		return x.Join
+	}
+	return false
 }
 
 type LoadGroupsRequest struct {
@@ -1475,8 +1486,12 @@ type GroupStatus struct {
 	LastSeq          uint64                 `protobuf:"varint,12,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
 	Progress         []*Progress            `protobuf:"bytes,13,rep,name=progress,proto3" json:"progress,omitempty"`
 	LastActivityTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=last_activity_time,json=lastActivityTime,proto3" json:"last_activity_time,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// voters and learners are the group's raft configuration as this replica applies it (empty
+	// when the group is hibernated here).
+	Voters        []uint64 `protobuf:"varint,15,rep,packed,name=voters,proto3" json:"voters,omitempty"`
+	Learners      []uint64 `protobuf:"varint,16,rep,packed,name=learners,proto3" json:"learners,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GroupStatus) Reset() {
@@ -1603,6 +1618,20 @@ func (x *GroupStatus) GetProgress() []*Progress {
 func (x *GroupStatus) GetLastActivityTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.LastActivityTime
+	}
+	return nil
+}
+
+func (x *GroupStatus) GetVoters() []uint64 {
+	if x != nil {
+		return x.Voters
+	}
+	return nil
+}
+
+func (x *GroupStatus) GetLearners() []uint64 {
+	if x != nil {
+		return x.Learners
 	}
 	return nil
 }
@@ -1764,6 +1793,234 @@ func (x *GetGroupStatusResponse) GetResults() []*GetGroupStatusResult {
 	return nil
 }
 
+// ReplicaChange replaces remove_node_id by add_node_id in a channel's group.
+type ReplicaChange struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ChannelId string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
+	AddNodeId uint64                 `protobuf:"varint,2,opt,name=add_node_id,json=addNodeId,proto3" json:"add_node_id,omitempty"`
+	// add_address is where the new replica listens, for the leader's transport.
+	AddAddress string `protobuf:"bytes,3,opt,name=add_address,json=addAddress,proto3" json:"add_address,omitempty"`
+	// remove_node_id is the replica leaving; 0 only adds.
+	RemoveNodeId  uint64 `protobuf:"varint,4,opt,name=remove_node_id,json=removeNodeId,proto3" json:"remove_node_id,omitempty"`
+	Epoch         uint64 `protobuf:"varint,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaChange) Reset() {
+	*x = ReplicaChange{}
+	mi := &file_triarch_replica_v1_replica_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaChange) ProtoMessage() {}
+
+func (x *ReplicaChange) ProtoReflect() protoreflect.Message {
+	mi := &file_triarch_replica_v1_replica_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaChange.ProtoReflect.Descriptor instead.
+func (*ReplicaChange) Descriptor() ([]byte, []int) {
+	return file_triarch_replica_v1_replica_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ReplicaChange) GetChannelId() string {
+	if x != nil {
+		return x.ChannelId
+	}
+	return ""
+}
+
+func (x *ReplicaChange) GetAddNodeId() uint64 {
+	if x != nil {
+		return x.AddNodeId
+	}
+	return 0
+}
+
+func (x *ReplicaChange) GetAddAddress() string {
+	if x != nil {
+		return x.AddAddress
+	}
+	return ""
+}
+
+func (x *ReplicaChange) GetRemoveNodeId() uint64 {
+	if x != nil {
+		return x.RemoveNodeId
+	}
+	return 0
+}
+
+func (x *ReplicaChange) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+type ChangeReplicasRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Changes       []*ReplicaChange       `protobuf:"bytes,1,rep,name=changes,proto3" json:"changes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangeReplicasRequest) Reset() {
+	*x = ChangeReplicasRequest{}
+	mi := &file_triarch_replica_v1_replica_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeReplicasRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeReplicasRequest) ProtoMessage() {}
+
+func (x *ChangeReplicasRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_triarch_replica_v1_replica_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeReplicasRequest.ProtoReflect.Descriptor instead.
+func (*ChangeReplicasRequest) Descriptor() ([]byte, []int) {
+	return file_triarch_replica_v1_replica_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ChangeReplicasRequest) GetChanges() []*ReplicaChange {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+type ChangeReplicasResult struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ChannelId string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
+	Error     *GroupError            `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	// status is the group on the leader after the change, voters included.
+	Status        *GroupStatus `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangeReplicasResult) Reset() {
+	*x = ChangeReplicasResult{}
+	mi := &file_triarch_replica_v1_replica_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeReplicasResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeReplicasResult) ProtoMessage() {}
+
+func (x *ChangeReplicasResult) ProtoReflect() protoreflect.Message {
+	mi := &file_triarch_replica_v1_replica_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeReplicasResult.ProtoReflect.Descriptor instead.
+func (*ChangeReplicasResult) Descriptor() ([]byte, []int) {
+	return file_triarch_replica_v1_replica_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ChangeReplicasResult) GetChannelId() string {
+	if x != nil {
+		return x.ChannelId
+	}
+	return ""
+}
+
+func (x *ChangeReplicasResult) GetError() *GroupError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *ChangeReplicasResult) GetStatus() *GroupStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+type ChangeReplicasResponse struct {
+	state         protoimpl.MessageState  `protogen:"open.v1"`
+	Results       []*ChangeReplicasResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangeReplicasResponse) Reset() {
+	*x = ChangeReplicasResponse{}
+	mi := &file_triarch_replica_v1_replica_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeReplicasResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeReplicasResponse) ProtoMessage() {}
+
+func (x *ChangeReplicasResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_triarch_replica_v1_replica_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeReplicasResponse.ProtoReflect.Descriptor instead.
+func (*ChangeReplicasResponse) Descriptor() ([]byte, []int) {
+	return file_triarch_replica_v1_replica_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ChangeReplicasResponse) GetResults() []*ChangeReplicasResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 // LogBatch is the payload of one raft entry: one client batch (or several coalesced sends).
 // Sequence numbers are not stored; they are assigned in log order at apply time, so raft's own
 // no-op and configuration entries never consume one.
@@ -1781,7 +2038,7 @@ type LogBatch struct {
 
 func (x *LogBatch) Reset() {
 	*x = LogBatch{}
-	mi := &file_triarch_replica_v1_replica_proto_msgTypes[30]
+	mi := &file_triarch_replica_v1_replica_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1793,7 +2050,7 @@ func (x *LogBatch) String() string {
 func (*LogBatch) ProtoMessage() {}
 
 func (x *LogBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_triarch_replica_v1_replica_proto_msgTypes[30]
+	mi := &file_triarch_replica_v1_replica_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1806,7 +2063,7 @@ func (x *LogBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogBatch.ProtoReflect.Descriptor instead.
 func (*LogBatch) Descriptor() ([]byte, []int) {
-	return file_triarch_replica_v1_replica_proto_rawDescGZIP(), []int{30}
+	return file_triarch_replica_v1_replica_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *LogBatch) GetMessages() []*v1.MessageInput {
@@ -1854,7 +2111,7 @@ type SeqIndexRecord struct {
 
 func (x *SeqIndexRecord) Reset() {
 	*x = SeqIndexRecord{}
-	mi := &file_triarch_replica_v1_replica_proto_msgTypes[31]
+	mi := &file_triarch_replica_v1_replica_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1866,7 +2123,7 @@ func (x *SeqIndexRecord) String() string {
 func (*SeqIndexRecord) ProtoMessage() {}
 
 func (x *SeqIndexRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_triarch_replica_v1_replica_proto_msgTypes[31]
+	mi := &file_triarch_replica_v1_replica_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1879,7 +2136,7 @@ func (x *SeqIndexRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SeqIndexRecord.ProtoReflect.Descriptor instead.
 func (*SeqIndexRecord) Descriptor() ([]byte, []int) {
-	return file_triarch_replica_v1_replica_proto_rawDescGZIP(), []int{31}
+	return file_triarch_replica_v1_replica_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SeqIndexRecord) GetIndex() uint64 {
@@ -1916,7 +2173,7 @@ type DedupEntry struct {
 
 func (x *DedupEntry) Reset() {
 	*x = DedupEntry{}
-	mi := &file_triarch_replica_v1_replica_proto_msgTypes[32]
+	mi := &file_triarch_replica_v1_replica_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1928,7 +2185,7 @@ func (x *DedupEntry) String() string {
 func (*DedupEntry) ProtoMessage() {}
 
 func (x *DedupEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_triarch_replica_v1_replica_proto_msgTypes[32]
+	mi := &file_triarch_replica_v1_replica_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1941,7 +2198,7 @@ func (x *DedupEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupEntry.ProtoReflect.Descriptor instead.
 func (*DedupEntry) Descriptor() ([]byte, []int) {
-	return file_triarch_replica_v1_replica_proto_rawDescGZIP(), []int{32}
+	return file_triarch_replica_v1_replica_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *DedupEntry) GetClientMsgId() string {
@@ -1979,7 +2236,7 @@ type ChannelCheckpoint struct {
 
 func (x *ChannelCheckpoint) Reset() {
 	*x = ChannelCheckpoint{}
-	mi := &file_triarch_replica_v1_replica_proto_msgTypes[33]
+	mi := &file_triarch_replica_v1_replica_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1991,7 +2248,7 @@ func (x *ChannelCheckpoint) String() string {
 func (*ChannelCheckpoint) ProtoMessage() {}
 
 func (x *ChannelCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_triarch_replica_v1_replica_proto_msgTypes[33]
+	mi := &file_triarch_replica_v1_replica_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2004,7 +2261,7 @@ func (x *ChannelCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelCheckpoint.ProtoReflect.Descriptor instead.
 func (*ChannelCheckpoint) Descriptor() ([]byte, []int) {
-	return file_triarch_replica_v1_replica_proto_rawDescGZIP(), []int{33}
+	return file_triarch_replica_v1_replica_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ChannelCheckpoint) GetAppliedIndex() uint64 {
@@ -2070,13 +2327,14 @@ const file_triarch_replica_v1_replica_proto_rawDesc = "" +
 	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x19\n" +
 	"\bfrom_seq\x18\x02 \x01(\x04R\afromSeq\"D\n" +
 	"\x11SubscribeResponse\x12/\n" +
-	"\bmessages\x18\x01 \x03(\v2\x13.triarch.v1.MessageR\bmessages\"\x91\x01\n" +
+	"\bmessages\x18\x01 \x03(\v2\x13.triarch.v1.MessageR\bmessages\"\xa5\x01\n" +
 	"\tGroupSpec\x12\x1d\n" +
 	"\n" +
 	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x19\n" +
 	"\bgroup_id\x18\x02 \x01(\x04R\agroupId\x124\n" +
 	"\breplicas\x18\x03 \x03(\v2\x18.triarch.replica.v1.PeerR\breplicas\x12\x14\n" +
-	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\"J\n" +
+	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x12\x12\n" +
+	"\x04join\x18\x05 \x01(\bR\x04join\"J\n" +
 	"\x11LoadGroupsRequest\x125\n" +
 	"\x06groups\x18\x01 \x03(\v2\x1d.triarch.replica.v1.GroupSpecR\x06groups\"\xa0\x01\n" +
 	"\x10LoadGroupsResult\x12\x1d\n" +
@@ -2125,7 +2383,7 @@ const file_triarch_replica_v1_replica_proto_rawDesc = "" +
 	"\bProgress\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x14\n" +
 	"\x05match\x18\x02 \x01(\x04R\x05match\x12\x12\n" +
-	"\x04next\x18\x03 \x01(\x04R\x04next\"\xe8\x03\n" +
+	"\x04next\x18\x03 \x01(\x04R\x04next\"\x9c\x04\n" +
 	"\vGroupStatus\x12\x1d\n" +
 	"\n" +
 	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x19\n" +
@@ -2143,7 +2401,9 @@ const file_triarch_replica_v1_replica_proto_rawDesc = "" +
 	"\aapplied\x18\v \x01(\x04R\aapplied\x12\x19\n" +
 	"\blast_seq\x18\f \x01(\x04R\alastSeq\x128\n" +
 	"\bprogress\x18\r \x03(\v2\x1c.triarch.replica.v1.ProgressR\bprogress\x12H\n" +
-	"\x12last_activity_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\x10lastActivityTime\"J\n" +
+	"\x12last_activity_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\x10lastActivityTime\x12\x16\n" +
+	"\x06voters\x18\x0f \x03(\x04R\x06voters\x12\x1a\n" +
+	"\blearners\x18\x10 \x03(\x04R\blearners\"J\n" +
 	"\x15GetGroupStatusRequest\x12\x1f\n" +
 	"\vchannel_ids\x18\x01 \x03(\tR\n" +
 	"channelIds\x12\x10\n" +
@@ -2154,7 +2414,24 @@ const file_triarch_replica_v1_replica_proto_rawDesc = "" +
 	"\x06status\x18\x02 \x01(\v2\x1f.triarch.replica.v1.GroupStatusR\x06status\x124\n" +
 	"\x05error\x18\x03 \x01(\v2\x1e.triarch.replica.v1.GroupErrorR\x05error\"\\\n" +
 	"\x16GetGroupStatusResponse\x12B\n" +
-	"\aresults\x18\x01 \x03(\v2(.triarch.replica.v1.GetGroupStatusResultR\aresults\"\xca\x01\n" +
+	"\aresults\x18\x01 \x03(\v2(.triarch.replica.v1.GetGroupStatusResultR\aresults\"\xab\x01\n" +
+	"\rReplicaChange\x12\x1d\n" +
+	"\n" +
+	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x1e\n" +
+	"\vadd_node_id\x18\x02 \x01(\x04R\taddNodeId\x12\x1f\n" +
+	"\vadd_address\x18\x03 \x01(\tR\n" +
+	"addAddress\x12$\n" +
+	"\x0eremove_node_id\x18\x04 \x01(\x04R\fremoveNodeId\x12\x14\n" +
+	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\"T\n" +
+	"\x15ChangeReplicasRequest\x12;\n" +
+	"\achanges\x18\x01 \x03(\v2!.triarch.replica.v1.ReplicaChangeR\achanges\"\xa4\x01\n" +
+	"\x14ChangeReplicasResult\x12\x1d\n" +
+	"\n" +
+	"channel_id\x18\x01 \x01(\tR\tchannelId\x124\n" +
+	"\x05error\x18\x02 \x01(\v2\x1e.triarch.replica.v1.GroupErrorR\x05error\x127\n" +
+	"\x06status\x18\x03 \x01(\v2\x1f.triarch.replica.v1.GroupStatusR\x06status\"\\\n" +
+	"\x16ChangeReplicasResponse\x12B\n" +
+	"\aresults\x18\x01 \x03(\v2(.triarch.replica.v1.ChangeReplicasResultR\aresults\"\xca\x01\n" +
 	"\bLogBatch\x124\n" +
 	"\bmessages\x18\x01 \x03(\v2\x18.triarch.v1.MessageInputR\bmessages\x12=\n" +
 	"\fpropose_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vproposeTime\x12(\n" +
@@ -2183,14 +2460,15 @@ const file_triarch_replica_v1_replica_proto_rawDesc = "" +
 	"\x0eReplicaService\x12O\n" +
 	"\x06Append\x12!.triarch.replica.v1.AppendRequest\x1a\".triarch.replica.v1.AppendResponse\x12I\n" +
 	"\x04Read\x12\x1f.triarch.replica.v1.ReadRequest\x1a .triarch.replica.v1.ReadResponse\x12Z\n" +
-	"\tSubscribe\x12$.triarch.replica.v1.SubscribeRequest\x1a%.triarch.replica.v1.SubscribeResponse0\x012\x80\x04\n" +
+	"\tSubscribe\x12$.triarch.replica.v1.SubscribeRequest\x1a%.triarch.replica.v1.SubscribeResponse0\x012\xe9\x04\n" +
 	"\x15ReplicaControlService\x12[\n" +
 	"\n" +
 	"LoadGroups\x12%.triarch.replica.v1.LoadGroupsRequest\x1a&.triarch.replica.v1.LoadGroupsResponse\x12a\n" +
 	"\fUnloadGroups\x12'.triarch.replica.v1.UnloadGroupsRequest\x1a(.triarch.replica.v1.UnloadGroupsResponse\x12U\n" +
 	"\bCampaign\x12#.triarch.replica.v1.CampaignRequest\x1a$.triarch.replica.v1.CampaignResponse\x12g\n" +
 	"\x0eTransferLeader\x12).triarch.replica.v1.TransferLeaderRequest\x1a*.triarch.replica.v1.TransferLeaderResponse\x12g\n" +
-	"\x0eGetGroupStatus\x12).triarch.replica.v1.GetGroupStatusRequest\x1a*.triarch.replica.v1.GetGroupStatusResponseB@Z>github.com/triarch-io/triarch/gen/triarch/replica/v1;replicav1b\x06proto3"
+	"\x0eGetGroupStatus\x12).triarch.replica.v1.GetGroupStatusRequest\x1a*.triarch.replica.v1.GetGroupStatusResponse\x12g\n" +
+	"\x0eChangeReplicas\x12).triarch.replica.v1.ChangeReplicasRequest\x1a*.triarch.replica.v1.ChangeReplicasResponseB@Z>github.com/triarch-io/triarch/gen/triarch/replica/v1;replicav1b\x06proto3"
 
 var (
 	file_triarch_replica_v1_replica_proto_rawDescOnce sync.Once
@@ -2205,7 +2483,7 @@ func file_triarch_replica_v1_replica_proto_rawDescGZIP() []byte {
 }
 
 var file_triarch_replica_v1_replica_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_triarch_replica_v1_replica_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_triarch_replica_v1_replica_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_triarch_replica_v1_replica_proto_goTypes = []any{
 	(Role)(0),                      // 0: triarch.replica.v1.Role
 	(*NotLeader)(nil),              // 1: triarch.replica.v1.NotLeader
@@ -2238,19 +2516,23 @@ var file_triarch_replica_v1_replica_proto_goTypes = []any{
 	(*GetGroupStatusRequest)(nil),  // 28: triarch.replica.v1.GetGroupStatusRequest
 	(*GetGroupStatusResult)(nil),   // 29: triarch.replica.v1.GetGroupStatusResult
 	(*GetGroupStatusResponse)(nil), // 30: triarch.replica.v1.GetGroupStatusResponse
-	(*LogBatch)(nil),               // 31: triarch.replica.v1.LogBatch
-	(*SeqIndexRecord)(nil),         // 32: triarch.replica.v1.SeqIndexRecord
-	(*DedupEntry)(nil),             // 33: triarch.replica.v1.DedupEntry
-	(*ChannelCheckpoint)(nil),      // 34: triarch.replica.v1.ChannelCheckpoint
-	(*v1.MessageInput)(nil),        // 35: triarch.v1.MessageInput
-	(*v1.Message)(nil),             // 36: triarch.v1.Message
-	(*timestamppb.Timestamp)(nil),  // 37: google.protobuf.Timestamp
+	(*ReplicaChange)(nil),          // 31: triarch.replica.v1.ReplicaChange
+	(*ChangeReplicasRequest)(nil),  // 32: triarch.replica.v1.ChangeReplicasRequest
+	(*ChangeReplicasResult)(nil),   // 33: triarch.replica.v1.ChangeReplicasResult
+	(*ChangeReplicasResponse)(nil), // 34: triarch.replica.v1.ChangeReplicasResponse
+	(*LogBatch)(nil),               // 35: triarch.replica.v1.LogBatch
+	(*SeqIndexRecord)(nil),         // 36: triarch.replica.v1.SeqIndexRecord
+	(*DedupEntry)(nil),             // 37: triarch.replica.v1.DedupEntry
+	(*ChannelCheckpoint)(nil),      // 38: triarch.replica.v1.ChannelCheckpoint
+	(*v1.MessageInput)(nil),        // 39: triarch.v1.MessageInput
+	(*v1.Message)(nil),             // 40: triarch.v1.Message
+	(*timestamppb.Timestamp)(nil),  // 41: google.protobuf.Timestamp
 }
 var file_triarch_replica_v1_replica_proto_depIdxs = []int32{
-	35, // 0: triarch.replica.v1.AppendRequest.messages:type_name -> triarch.v1.MessageInput
+	39, // 0: triarch.replica.v1.AppendRequest.messages:type_name -> triarch.v1.MessageInput
 	5,  // 1: triarch.replica.v1.AppendResponse.results:type_name -> triarch.replica.v1.AppendResult
-	36, // 2: triarch.replica.v1.ReadResponse.messages:type_name -> triarch.v1.Message
-	36, // 3: triarch.replica.v1.SubscribeResponse.messages:type_name -> triarch.v1.Message
+	40, // 2: triarch.replica.v1.ReadResponse.messages:type_name -> triarch.v1.Message
+	40, // 3: triarch.replica.v1.SubscribeResponse.messages:type_name -> triarch.v1.Message
 	3,  // 4: triarch.replica.v1.GroupSpec.replicas:type_name -> triarch.replica.v1.Peer
 	11, // 5: triarch.replica.v1.LoadGroupsRequest.groups:type_name -> triarch.replica.v1.GroupSpec
 	2,  // 6: triarch.replica.v1.LoadGroupsResult.error:type_name -> triarch.replica.v1.GroupError
@@ -2267,34 +2549,40 @@ var file_triarch_replica_v1_replica_proto_depIdxs = []int32{
 	24, // 17: triarch.replica.v1.TransferLeaderResponse.results:type_name -> triarch.replica.v1.TransferLeaderResult
 	0,  // 18: triarch.replica.v1.GroupStatus.role:type_name -> triarch.replica.v1.Role
 	26, // 19: triarch.replica.v1.GroupStatus.progress:type_name -> triarch.replica.v1.Progress
-	37, // 20: triarch.replica.v1.GroupStatus.last_activity_time:type_name -> google.protobuf.Timestamp
+	41, // 20: triarch.replica.v1.GroupStatus.last_activity_time:type_name -> google.protobuf.Timestamp
 	27, // 21: triarch.replica.v1.GetGroupStatusResult.status:type_name -> triarch.replica.v1.GroupStatus
 	2,  // 22: triarch.replica.v1.GetGroupStatusResult.error:type_name -> triarch.replica.v1.GroupError
 	29, // 23: triarch.replica.v1.GetGroupStatusResponse.results:type_name -> triarch.replica.v1.GetGroupStatusResult
-	35, // 24: triarch.replica.v1.LogBatch.messages:type_name -> triarch.v1.MessageInput
-	37, // 25: triarch.replica.v1.LogBatch.propose_time:type_name -> google.protobuf.Timestamp
-	33, // 26: triarch.replica.v1.ChannelCheckpoint.dedup:type_name -> triarch.replica.v1.DedupEntry
-	4,  // 27: triarch.replica.v1.ReplicaService.Append:input_type -> triarch.replica.v1.AppendRequest
-	7,  // 28: triarch.replica.v1.ReplicaService.Read:input_type -> triarch.replica.v1.ReadRequest
-	9,  // 29: triarch.replica.v1.ReplicaService.Subscribe:input_type -> triarch.replica.v1.SubscribeRequest
-	12, // 30: triarch.replica.v1.ReplicaControlService.LoadGroups:input_type -> triarch.replica.v1.LoadGroupsRequest
-	15, // 31: triarch.replica.v1.ReplicaControlService.UnloadGroups:input_type -> triarch.replica.v1.UnloadGroupsRequest
-	19, // 32: triarch.replica.v1.ReplicaControlService.Campaign:input_type -> triarch.replica.v1.CampaignRequest
-	23, // 33: triarch.replica.v1.ReplicaControlService.TransferLeader:input_type -> triarch.replica.v1.TransferLeaderRequest
-	28, // 34: triarch.replica.v1.ReplicaControlService.GetGroupStatus:input_type -> triarch.replica.v1.GetGroupStatusRequest
-	6,  // 35: triarch.replica.v1.ReplicaService.Append:output_type -> triarch.replica.v1.AppendResponse
-	8,  // 36: triarch.replica.v1.ReplicaService.Read:output_type -> triarch.replica.v1.ReadResponse
-	10, // 37: triarch.replica.v1.ReplicaService.Subscribe:output_type -> triarch.replica.v1.SubscribeResponse
-	14, // 38: triarch.replica.v1.ReplicaControlService.LoadGroups:output_type -> triarch.replica.v1.LoadGroupsResponse
-	17, // 39: triarch.replica.v1.ReplicaControlService.UnloadGroups:output_type -> triarch.replica.v1.UnloadGroupsResponse
-	21, // 40: triarch.replica.v1.ReplicaControlService.Campaign:output_type -> triarch.replica.v1.CampaignResponse
-	25, // 41: triarch.replica.v1.ReplicaControlService.TransferLeader:output_type -> triarch.replica.v1.TransferLeaderResponse
-	30, // 42: triarch.replica.v1.ReplicaControlService.GetGroupStatus:output_type -> triarch.replica.v1.GetGroupStatusResponse
-	35, // [35:43] is the sub-list for method output_type
-	27, // [27:35] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	31, // 24: triarch.replica.v1.ChangeReplicasRequest.changes:type_name -> triarch.replica.v1.ReplicaChange
+	2,  // 25: triarch.replica.v1.ChangeReplicasResult.error:type_name -> triarch.replica.v1.GroupError
+	27, // 26: triarch.replica.v1.ChangeReplicasResult.status:type_name -> triarch.replica.v1.GroupStatus
+	33, // 27: triarch.replica.v1.ChangeReplicasResponse.results:type_name -> triarch.replica.v1.ChangeReplicasResult
+	39, // 28: triarch.replica.v1.LogBatch.messages:type_name -> triarch.v1.MessageInput
+	41, // 29: triarch.replica.v1.LogBatch.propose_time:type_name -> google.protobuf.Timestamp
+	37, // 30: triarch.replica.v1.ChannelCheckpoint.dedup:type_name -> triarch.replica.v1.DedupEntry
+	4,  // 31: triarch.replica.v1.ReplicaService.Append:input_type -> triarch.replica.v1.AppendRequest
+	7,  // 32: triarch.replica.v1.ReplicaService.Read:input_type -> triarch.replica.v1.ReadRequest
+	9,  // 33: triarch.replica.v1.ReplicaService.Subscribe:input_type -> triarch.replica.v1.SubscribeRequest
+	12, // 34: triarch.replica.v1.ReplicaControlService.LoadGroups:input_type -> triarch.replica.v1.LoadGroupsRequest
+	15, // 35: triarch.replica.v1.ReplicaControlService.UnloadGroups:input_type -> triarch.replica.v1.UnloadGroupsRequest
+	19, // 36: triarch.replica.v1.ReplicaControlService.Campaign:input_type -> triarch.replica.v1.CampaignRequest
+	23, // 37: triarch.replica.v1.ReplicaControlService.TransferLeader:input_type -> triarch.replica.v1.TransferLeaderRequest
+	28, // 38: triarch.replica.v1.ReplicaControlService.GetGroupStatus:input_type -> triarch.replica.v1.GetGroupStatusRequest
+	32, // 39: triarch.replica.v1.ReplicaControlService.ChangeReplicas:input_type -> triarch.replica.v1.ChangeReplicasRequest
+	6,  // 40: triarch.replica.v1.ReplicaService.Append:output_type -> triarch.replica.v1.AppendResponse
+	8,  // 41: triarch.replica.v1.ReplicaService.Read:output_type -> triarch.replica.v1.ReadResponse
+	10, // 42: triarch.replica.v1.ReplicaService.Subscribe:output_type -> triarch.replica.v1.SubscribeResponse
+	14, // 43: triarch.replica.v1.ReplicaControlService.LoadGroups:output_type -> triarch.replica.v1.LoadGroupsResponse
+	17, // 44: triarch.replica.v1.ReplicaControlService.UnloadGroups:output_type -> triarch.replica.v1.UnloadGroupsResponse
+	21, // 45: triarch.replica.v1.ReplicaControlService.Campaign:output_type -> triarch.replica.v1.CampaignResponse
+	25, // 46: triarch.replica.v1.ReplicaControlService.TransferLeader:output_type -> triarch.replica.v1.TransferLeaderResponse
+	30, // 47: triarch.replica.v1.ReplicaControlService.GetGroupStatus:output_type -> triarch.replica.v1.GetGroupStatusResponse
+	34, // 48: triarch.replica.v1.ReplicaControlService.ChangeReplicas:output_type -> triarch.replica.v1.ChangeReplicasResponse
+	40, // [40:49] is the sub-list for method output_type
+	31, // [31:40] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_triarch_replica_v1_replica_proto_init() }
@@ -2308,7 +2596,7 @@ func file_triarch_replica_v1_replica_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_triarch_replica_v1_replica_proto_rawDesc), len(file_triarch_replica_v1_replica_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   34,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

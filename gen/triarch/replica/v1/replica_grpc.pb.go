@@ -224,6 +224,7 @@ const (
 	ReplicaControlService_Campaign_FullMethodName       = "/triarch.replica.v1.ReplicaControlService/Campaign"
 	ReplicaControlService_TransferLeader_FullMethodName = "/triarch.replica.v1.ReplicaControlService/TransferLeader"
 	ReplicaControlService_GetGroupStatus_FullMethodName = "/triarch.replica.v1.ReplicaControlService/GetGroupStatus"
+	ReplicaControlService_ChangeReplicas_FullMethodName = "/triarch.replica.v1.ReplicaControlService/ChangeReplicas"
 )
 
 // ReplicaControlServiceClient is the client API for ReplicaControlService service.
@@ -243,6 +244,10 @@ type ReplicaControlServiceClient interface {
 	TransferLeader(ctx context.Context, in *TransferLeaderRequest, opts ...grpc.CallOption) (*TransferLeaderResponse, error)
 	// GetGroupStatus reports raft positions of groups, for the channelctl to pick a leader.
 	GetGroupStatus(ctx context.Context, in *GetGroupStatusRequest, opts ...grpc.CallOption) (*GetGroupStatusResponse, error)
+	// ChangeReplicas, on the leader, replaces a replica of each group by another (replica-set
+	// repair): the new replica is added as a learner, promoted once it holds the leader's whole
+	// log, and only then is the old one removed. It replies when the change is applied or fails.
+	ChangeReplicas(ctx context.Context, in *ChangeReplicasRequest, opts ...grpc.CallOption) (*ChangeReplicasResponse, error)
 }
 
 type replicaControlServiceClient struct {
@@ -303,6 +308,16 @@ func (c *replicaControlServiceClient) GetGroupStatus(ctx context.Context, in *Ge
 	return out, nil
 }
 
+func (c *replicaControlServiceClient) ChangeReplicas(ctx context.Context, in *ChangeReplicasRequest, opts ...grpc.CallOption) (*ChangeReplicasResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ChangeReplicasResponse)
+	err := c.cc.Invoke(ctx, ReplicaControlService_ChangeReplicas_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ReplicaControlServiceServer is the server API for ReplicaControlService service.
 // All implementations must embed UnimplementedReplicaControlServiceServer
 // for forward compatibility.
@@ -320,6 +335,10 @@ type ReplicaControlServiceServer interface {
 	TransferLeader(context.Context, *TransferLeaderRequest) (*TransferLeaderResponse, error)
 	// GetGroupStatus reports raft positions of groups, for the channelctl to pick a leader.
 	GetGroupStatus(context.Context, *GetGroupStatusRequest) (*GetGroupStatusResponse, error)
+	// ChangeReplicas, on the leader, replaces a replica of each group by another (replica-set
+	// repair): the new replica is added as a learner, promoted once it holds the leader's whole
+	// log, and only then is the old one removed. It replies when the change is applied or fails.
+	ChangeReplicas(context.Context, *ChangeReplicasRequest) (*ChangeReplicasResponse, error)
 	mustEmbedUnimplementedReplicaControlServiceServer()
 }
 
@@ -344,6 +363,9 @@ func (UnimplementedReplicaControlServiceServer) TransferLeader(context.Context, 
 }
 func (UnimplementedReplicaControlServiceServer) GetGroupStatus(context.Context, *GetGroupStatusRequest) (*GetGroupStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetGroupStatus not implemented")
+}
+func (UnimplementedReplicaControlServiceServer) ChangeReplicas(context.Context, *ChangeReplicasRequest) (*ChangeReplicasResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ChangeReplicas not implemented")
 }
 func (UnimplementedReplicaControlServiceServer) mustEmbedUnimplementedReplicaControlServiceServer() {}
 func (UnimplementedReplicaControlServiceServer) testEmbeddedByValue()                               {}
@@ -456,6 +478,24 @@ func _ReplicaControlService_GetGroupStatus_Handler(srv interface{}, ctx context.
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ReplicaControlService_ChangeReplicas_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ChangeReplicasRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReplicaControlServiceServer).ChangeReplicas(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ReplicaControlService_ChangeReplicas_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReplicaControlServiceServer).ChangeReplicas(ctx, req.(*ChangeReplicasRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ReplicaControlService_ServiceDesc is the grpc.ServiceDesc for ReplicaControlService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -482,6 +522,10 @@ var ReplicaControlService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetGroupStatus",
 			Handler:    _ReplicaControlService_GetGroupStatus_Handler,
+		},
+		{
+			MethodName: "ChangeReplicas",
+			Handler:    _ReplicaControlService_ChangeReplicas_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

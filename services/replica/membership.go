@@ -1,0 +1,158 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"go.etcd.io/raft/v3/raftpb"
+
+	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
+	"github.com/triarch-io/triarch/pkg/multiraft"
+)
+
+// Replica-set repair, on the leader. The order of the steps is what keeps a second failure
+// harmless: the new replica becomes a voter only once it holds the whole log (a voter that
+// lags would count towards a quorum it cannot serve), and the dead one leaves only after that,
+// so the group never has fewer caught-up voters than it had.
+
+// catchUpPoll is how often the leader looks at a learner's progress while it catches up.
+const catchUpPoll = 5 * time.Millisecond
+
+func (c *channel) currentVoters() []uint64 {
+	c.votMu.Lock()
+	defer c.votMu.Unlock()
+	return c.voters
+}
+
+// setVoters records the configuration raft applies; the slice is never modified afterwards,
+// so readers may keep it.
+func (c *channel) setVoters(voters []uint64) {
+	v := slices.Clone(voters)
+	slices.Sort(v)
+	c.votMu.Lock()
+	c.voters = v
+	c.votMu.Unlock()
+}
+
+// ChangeReplicas replaces change.RemoveNodeId by change.AddNodeId in the channel's group, on
+// its leader (this replica). The new replica must have loaded the group with GroupSpec.join.
+// It is added as a learner, promoted once its log reaches the leader's last index as of the
+// promotion check, and only then is the old replica removed. Every step is skipped when
+// already done, so an order repeated after a timeout or a channelctl takeover resumes where
+// the last one stopped.
+func (e *Engine) ChangeReplicas(ctx context.Context, change *replicav1.ReplicaChange) (*replicav1.GroupStatus, error) {
+	add, remove := change.GetAddNodeId(), change.GetRemoveNodeId()
+	switch {
+	case add == 0:
+		return nil, fmt.Errorf("%w: change of %s names no replica to add", ErrInvalid, change.GetChannelId())
+	case add == remove:
+		return nil, fmt.Errorf("%w: change of %s adds and removes node %d", ErrInvalid, change.GetChannelId(), add)
+	case remove == e.cfg.NodeID:
+		// Removing the leader would stop the channel until an ordered election; the channelctl
+		// moves leadership first.
+		return nil, fmt.Errorf("%w: the leader of %s cannot remove itself", ErrInvalid, change.GetChannelId())
+	}
+	ch, err := e.channel(change.GetChannelId())
+	if err != nil {
+		return nil, err
+	}
+	if err := e.leads(ctx, ch); err != nil {
+		return nil, err
+	}
+	if addr := change.GetAddAddress(); addr != "" {
+		e.mu.Lock()
+		e.addresses[add] = addr
+		e.mu.Unlock()
+		if e.peers != nil {
+			e.peers.SetPeer(add, addr)
+		}
+	}
+
+	st, err := e.host.Status(ctx, ch.group)
+	if err != nil {
+		return nil, err
+	}
+	cs := st.ConfState
+	if !slices.Contains(cs.Voters, add) && !slices.Contains(cs.Learners, add) {
+		if err := e.confChange(ctx, ch, raftpb.ConfChangeAddLearnerNode, add); err != nil {
+			return nil, err
+		}
+	}
+	if st, err = e.host.Status(ctx, ch.group); err != nil {
+		return nil, err
+	}
+	if !slices.Contains(st.ConfState.Voters, add) {
+		if err := e.waitCaughtUp(ctx, ch, add); err != nil {
+			return nil, err
+		}
+		if err := e.confChange(ctx, ch, raftpb.ConfChangeAddNode, add); err != nil {
+			return nil, err
+		}
+	}
+	if st, err = e.host.Status(ctx, ch.group); err != nil {
+		return nil, err
+	}
+	if remove != 0 && (slices.Contains(st.ConfState.Voters, remove) || slices.Contains(st.ConfState.Learners, remove)) {
+		if err := e.confChange(ctx, ch, raftpb.ConfChangeRemoveNode, remove); err != nil {
+			return nil, err
+		}
+	}
+	return e.GroupStatus(ctx, ch.id)
+}
+
+func (e *Engine) confChange(ctx context.Context, ch *channel, typ raftpb.ConfChangeType, node uint64) error {
+	cc := &raftpb.ConfChangeV2{Changes: []*raftpb.ConfChangeSingle{{Type: typ.Enum(), NodeId: new(node)}}}
+	if _, err := e.host.ProposeConfChange(ctx, ch.group, cc); err != nil {
+		if errors.Is(err, multiraft.ErrConfChangeRefused) {
+			return fmt.Errorf("%w: %s of node %d in %s: %w", ErrInvalid, typ, node, ch.id, err)
+		}
+		return fmt.Errorf("replica: %s of node %d in %s: %w", typ, node, ch.id, e.notLeader(ch, err))
+	}
+	st, err := e.host.Status(ctx, ch.group)
+	if err != nil {
+		return err
+	}
+	ch.setVoters(st.ConfState.Voters)
+	return nil
+}
+
+// waitCaughtUp waits until node's log reaches the leader's last index as it was when the wait
+// began: the learner then holds everything acknowledged so far and follows the rest like any
+// follower, so promoting it cannot make a quorum depend on a replica that is far behind.
+func (e *Engine) waitCaughtUp(ctx context.Context, ch *channel, node uint64) error {
+	st, err := e.host.Status(ctx, ch.group)
+	if err != nil {
+		return err
+	}
+	target := st.LastIndex
+	t := time.NewTicker(catchUpPoll)
+	defer t.Stop()
+	for {
+		if st.Leader != e.cfg.NodeID {
+			return &NotLeader{ChannelID: ch.id, LeaderID: st.Leader, Address: e.address(st.Leader), Term: st.Term}
+		}
+		if p, ok := st.Progress[node]; ok && p.Match >= target {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("replica: node %d catching up on %s (at %d of %d): %w",
+				node, ch.id, st.Progress[node].Match, target, ctx.Err())
+		case <-t.C:
+		}
+		if st, err = e.host.Status(ctx, ch.group); err != nil {
+			return err
+		}
+	}
+}
+
+// confStateIDs returns the voters and learners of a status's configuration.
+func confStateIDs(st multiraft.Status) (voters, learners []uint64) {
+	if st.ConfState == nil {
+		return nil, nil
+	}
+	return slices.Sorted(slices.Values(st.ConfState.Voters)), slices.Sorted(slices.Values(st.ConfState.Learners))
+}

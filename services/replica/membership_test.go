@@ -1,0 +1,120 @@
+package replica
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+
+	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
+)
+
+// specOf is the spec of a channel whose replicas are the given nodes (1-based).
+func (c *cluster) specOf(channel string, group uint64, join bool, nodes ...int) *replicav1.GroupSpec {
+	sp := &replicav1.GroupSpec{ChannelId: channel, GroupId: group, Join: join}
+	for _, n := range nodes {
+		sp.Replicas = append(sp.Replicas, &replicav1.Peer{NodeId: uint64(n), Address: c.svcs[n-1].Advertise()})
+	}
+	return sp
+}
+
+func (c *cluster) loadOn(sp *replicav1.GroupSpec, nodes ...int) {
+	c.t.Helper()
+	for _, n := range nodes {
+		resp, err := c.ctl[n-1].LoadGroups(ctx(c.t), &replicav1.LoadGroupsRequest{Groups: []*replicav1.GroupSpec{sp}})
+		require.NoError(c.t, err)
+		require.Nil(c.t, resp.GetResults()[0].GetError(), "node %d", n)
+	}
+}
+
+func (c *cluster) stopNode(n int) {
+	c.t.Helper()
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(c.t, c.svcs[n-1].Stop(sctx))
+	_ = c.conns[n-1].Close()
+	c.svcs[n-1] = nil
+}
+
+func (c *cluster) appendN(node int, channel, prefix string, n int) {
+	c.t.Helper()
+	for i := range n {
+		_, err := c.data[node-1].Append(ctx(c.t), &replicav1.AppendRequest{ChannelId: channel, Messages: msgs(fmt.Sprintf("%s-%d", prefix, i))})
+		require.NoError(c.t, err)
+	}
+}
+
+// The repair the channelctl orders when a replica stays dead: the new replica joins empty,
+// catches up as a learner, becomes a voter, the dead one leaves; then a second failure (the
+// leader) still leaves a majority that holds every acknowledged message.
+func TestChangeReplicasReplacesADeadReplicaWithoutLosingData(t *testing.T) {
+	c := newClusterOf(t, 4)
+	const ch, group = "repaired", 40
+	c.loadOn(c.specOf(ch, group, false, 1, 2, 3), 1, 2, 3)
+	c.elect(1, ch)
+	c.appendN(1, ch, "before", 20)
+
+	c.stopNode(3)
+	c.appendN(1, ch, "degraded", 5)
+
+	// The new replica loads the group empty; the surviving follower learns its address.
+	newSpec := c.specOf(ch, group, true, 1, 2, 4)
+	c.loadOn(newSpec, 4, 2)
+	st4, err := c.ctl[3].GetGroupStatus(ctx(t), &replicav1.GetGroupStatusRequest{ChannelIds: []string{ch}})
+	require.NoError(t, err)
+	require.Zero(t, st4.GetResults()[0].GetStatus().GetLastIndex(), "a joining replica starts empty")
+
+	change := &replicav1.ReplicaChange{ChannelId: ch, AddNodeId: 4, AddAddress: c.svcs[3].Advertise(), RemoveNodeId: 3}
+	resp, err := c.ctl[0].ChangeReplicas(ctx(t), &replicav1.ChangeReplicasRequest{Changes: []*replicav1.ReplicaChange{change}})
+	require.NoError(t, err)
+	res := resp.GetResults()[0]
+	require.Nil(t, res.GetError())
+	require.Equal(t, []uint64{1, 2, 4}, res.GetStatus().GetVoters())
+	require.Empty(t, res.GetStatus().GetLearners())
+
+	// Repeating the order (a channelctl that timed out and retries) changes nothing.
+	resp, err = c.ctl[0].ChangeReplicas(ctx(t), &replicav1.ChangeReplicasRequest{Changes: []*replicav1.ReplicaChange{change}})
+	require.NoError(t, err)
+	require.Nil(t, resp.GetResults()[0].GetError())
+	require.Equal(t, []uint64{1, 2, 4}, resp.GetResults()[0].GetStatus().GetVoters())
+
+	c.appendN(1, ch, "repaired", 5)
+	// The old leader dies too: nodes 2 and 4 are a majority of {1, 2, 4} and node 4, elected,
+	// serves every acknowledged message.
+	c.stopNode(1)
+	c.elect(4, ch)
+	c.appendN(4, ch, "after", 3)
+	requireContiguous(t, readAll(t, c.data[3], ch), 33)
+}
+
+func TestChangeReplicasRefusesBadOrders(t *testing.T) {
+	c := newClusterOf(t, 3)
+	const ch = "refused"
+	c.loadOn(c.specOf(ch, 41, false, 1, 2, 3), 1, 2, 3)
+	c.elect(1, ch)
+	for name, tc := range map[string]struct {
+		node   int
+		change *replicav1.ReplicaChange
+		code   codes.Code
+	}{
+		"no node to add":   {1, &replicav1.ReplicaChange{ChannelId: ch, RemoveNodeId: 3}, codes.InvalidArgument},
+		"add and remove":   {1, &replicav1.ReplicaChange{ChannelId: ch, AddNodeId: 3, RemoveNodeId: 3}, codes.InvalidArgument},
+		"leader removes":   {1, &replicav1.ReplicaChange{ChannelId: ch, AddNodeId: 9, RemoveNodeId: 1}, codes.InvalidArgument},
+		"unknown channel":  {1, &replicav1.ReplicaChange{ChannelId: "nope", AddNodeId: 9, RemoveNodeId: 3}, codes.NotFound},
+		"sent to follower": {2, &replicav1.ReplicaChange{ChannelId: ch, AddNodeId: 9, RemoveNodeId: 3}, codes.FailedPrecondition},
+	} {
+		t.Run(name, func(t *testing.T) {
+			resp, err := c.ctl[tc.node-1].ChangeReplicas(ctx(t), &replicav1.ChangeReplicasRequest{Changes: []*replicav1.ReplicaChange{tc.change}})
+			require.NoError(t, err)
+			ge := resp.GetResults()[0].GetError()
+			require.NotNil(t, ge)
+			require.Equal(t, tc.code, codes.Code(ge.GetCode()), ge.GetMessage())
+		})
+	}
+	st, err := c.ctl[0].GetGroupStatus(ctx(t), &replicav1.GetGroupStatusRequest{ChannelIds: []string{ch}})
+	require.NoError(t, err)
+	require.Equal(t, []uint64{1, 2, 3}, st.GetResults()[0].GetStatus().GetVoters(), "refused orders left the group alone")
+}
