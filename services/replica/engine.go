@@ -88,8 +88,8 @@ func channelKey(channelID string) []byte { return append([]byte{kindChannelID}, 
 
 // channel is a loaded channel.
 type channel struct {
-	id     string
-	group  uint64
+	id    string
+	group uint64
 	spec  *replicav1.GroupSpec
 	join  bool // loaded with GroupSpec.join: learns its configuration from the leader
 	votMu sync.Mutex
