@@ -38,6 +38,10 @@ type cluster struct {
 	replicaAddrs map[uint64]string
 	replicaDirs  map[uint64]string
 	hibernate    time.Duration
+	// nReplicas is the number of replica nodes (default 3); replaceDeadAfter the channelctls'
+	// repair timeout (default an hour: no repair during a test unless asked for).
+	nReplicas        int
+	replaceDeadAfter time.Duration
 	// fault, when set, injects delay and loss between the replicas.
 	fault func(to uint64) (time.Duration, bool)
 
@@ -64,7 +68,8 @@ func freePort(t testing.TB) string {
 func startCluster(t testing.TB, hibernateAfter time.Duration, opts ...func(*cluster)) *cluster {
 	t.Helper()
 	c := &cluster{t: t, conns: map[string]*grpc.ClientConn{}, ctls: map[uint64]*channelctl.Service{}, replicas: map[uint64]*replica.Service{},
-		replicaAddrs: map[uint64]string{}, replicaDirs: map[uint64]string{}, hibernate: hibernateAfter}
+		replicaAddrs: map[uint64]string{}, replicaDirs: map[uint64]string{}, hibernate: hibernateAfter,
+		nReplicas: 3, replaceDeadAfter: time.Hour}
 	for _, o := range opts {
 		o(c)
 	}
@@ -74,7 +79,7 @@ func startCluster(t testing.TB, hibernateAfter time.Duration, opts ...func(*clus
 	}, quietTelemetry(t, "arbiter", 1))
 	require.NoError(t, err)
 	c.arbiterAddr = c.arbiter.Advertise()
-	for id := uint64(1); id <= 3; id++ {
+	for id := uint64(1); id <= uint64(c.nReplicas); id++ {
 		c.replicaAddrs[id] = freePort(t)
 		c.replicaDirs[id] = t.TempDir()
 		c.startReplica(id)
@@ -94,6 +99,14 @@ func startCluster(t testing.TB, hibernateAfter time.Duration, opts ...func(*clus
 	return c
 }
 
+// withReplicas starts n replica nodes instead of 3.
+func withReplicas(n int) func(*cluster) { return func(c *cluster) { c.nReplicas = n } }
+
+// withReplaceDeadAfter sets the channelctls' --replace-dead-after.
+func withReplaceDeadAfter(d time.Duration) func(*cluster) {
+	return func(c *cluster) { c.replaceDeadAfter = d }
+}
+
 func (c *cluster) startReplica(id uint64) {
 	c.t.Helper()
 	s, err := replica.Start(context.Background(), replica.Config{
@@ -108,7 +121,7 @@ func (c *cluster) startChannelctl(id uint64) {
 	c.t.Helper()
 	s, err := channelctl.Start(context.Background(), channelctl.Config{
 		Common:         process.Common{NodeID: 100 + id, Listen: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Arbiters: []string{c.arbiterAddr}},
-		HibernateAfter: c.hibernate, ReplaceDeadAfter: time.Hour,
+		HibernateAfter: c.hibernate, ReplaceDeadAfter: c.replaceDeadAfter,
 	}, quietTelemetry(c.t, "channelctl", id))
 	require.NoError(c.t, err)
 	c.ctls[id] = s

@@ -42,7 +42,20 @@ type ControllerConfig struct {
 	RPCTimeout time.Duration
 	// RetryAfter is the pause before a stalled channel is retried (default 200 ms).
 	RetryAfter time.Duration
-	Now        func() time.Time
+	// ReplaceDeadAfter is how long a replica node stays dead before its channels get a new
+	// replica (default 10 minutes).
+	ReplaceDeadAfter time.Duration
+	// RepairTimeout bounds one ChangeReplicas call, which waits for new replicas to catch up
+	// (default 30 s).
+	RepairTimeout time.Duration
+	// MaxRepairs is how many channels may be repaired at once (default 128).
+	MaxRepairs int
+	// BalanceDelay is how long after a replica node comes back or joins leaders are balanced
+	// (default 5 s), so that it has caught up.
+	BalanceDelay time.Duration
+	// BalanceMoves is the most leader moves one balance pass orders (default 64).
+	BalanceMoves int
+	Now          func() time.Time
 }
 
 // Controller runs the state machines of the channels in the slots this channelctl owns. One
@@ -66,6 +79,12 @@ type Controller struct {
 	waiters   map[uint64]chan answer
 	nextWaitr uint64
 	stalledAt map[string]time.Time
+
+	// Upkeep (maintenance.go), owned by run.
+	deadSince      map[uint64]time.Time // replica nodes declared dead, since when (seen here)
+	repairTried    map[string]time.Time
+	lastRepairPass time.Time
+	balanceAt      time.Time // when the next balance pass is due; zero: none
 }
 
 type answer struct {
@@ -88,6 +107,10 @@ type posted struct {
 	cancel  uint64
 	resolve *resolveReq
 	watch   *arbiterv1.WatchResponse
+	// ensure creates the channel's machine from its arbiter record when it has none (upkeep
+	// and instructions reach channels nobody asked for).
+	ensure   bool
+	instruct *instructReq
 }
 
 type resolveReq struct {
@@ -112,11 +135,27 @@ func NewController(cfg ControllerConfig) *Controller {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.ReplaceDeadAfter <= 0 {
+		cfg.ReplaceDeadAfter = 10 * time.Minute
+	}
+	if cfg.RepairTimeout <= 0 {
+		cfg.RepairTimeout = 30 * time.Second
+	}
+	if cfg.MaxRepairs <= 0 {
+		cfg.MaxRepairs = 128
+	}
+	if cfg.BalanceDelay <= 0 {
+		cfg.BalanceDelay = 5 * time.Second
+	}
+	if cfg.BalanceMoves <= 0 {
+		cfg.BalanceMoves = 64
+	}
 	return &Controller{
 		cfg: cfg, events: make(chan posted, 4096), ready: make(chan struct{}),
 		nodes: map[uint64]*arbiterv1.Node{}, slots: map[uint32]*arbiterv1.SlotAssignment{}, conns: map[string]*grpc.ClientConn{},
 		machines: map[string]*machine.Machine{}, channels: map[string]*arbiterv1.Channel{},
 		waiters: map[uint64]chan answer{}, stalledAt: map[string]time.Time{},
+		deadSince: map[uint64]time.Time{}, repairTried: map[string]time.Time{},
 	}
 }
 
@@ -179,6 +218,11 @@ func (c *Controller) bootstrap(ctx context.Context) error {
 	c.mu.Lock()
 	for _, n := range st.GetNodes() {
 		c.nodes[n.GetNodeId()] = n
+		if n.GetRole() == arbiterv1.NodeRole_NODE_ROLE_REPLICA && n.GetState() == arbiterv1.NodeState_NODE_STATE_DEAD {
+			// How long it was dead before is unknown here: count from now, which only delays
+			// a repair.
+			c.deadSince[n.GetNodeId()] = c.cfg.Now()
+		}
 	}
 	for _, s := range st.GetSlots() {
 		c.slots[s.GetSlot()] = s
@@ -253,18 +297,33 @@ func (c *Controller) handle(ctx context.Context, p posted) []machine.Action {
 		return c.applyWatch(ctx, p.watch)
 	case p.resolve != nil:
 		return c.startResolve(p.resolve)
+	case p.instruct != nil:
+		return c.instruct(p.instruct)
 	default:
 		if p.cancel != 0 {
 			delete(c.waiters, p.cancel)
 		}
-		return c.step(p.channel, p.event)
+		var actions []machine.Action
+		if p.ensure {
+			var ok bool
+			if actions, ok = c.ensureMachine(p.channel); !ok {
+				return nil
+			}
+		}
+		return append(actions, c.step(p.channel, p.event)...)
 	}
 }
 
 func (c *Controller) step(channel string, ev machine.Event) []machine.Action {
+	actions, _ := c.stepErr(channel, ev)
+	return actions
+}
+
+// stepErr steps the channel's machine, keeping the controller's books (stalls, fencing).
+func (c *Controller) stepErr(channel string, ev machine.Event) ([]machine.Action, error) {
 	m := c.machines[channel]
 	if m == nil {
-		return nil
+		return nil, fmt.Errorf("channel %s has no machine here", channel)
 	}
 	actions, err := m.Step(ev)
 	// A replica's recent activity can still refuse an idle timeout: routine, not worth a log.
@@ -281,7 +340,25 @@ func (c *Controller) step(channel string, ev machine.Event) []machine.Action {
 	if m.Fenced() {
 		delete(c.machines, channel)
 	}
-	return actions
+	return actions, err
+}
+
+// ensureMachine makes sure a channel of the owned slots has a machine, returning the actions
+// creating it produced; false when the channel is not in the owned slots.
+func (c *Controller) ensureMachine(id string) ([]machine.Action, bool) {
+	if c.machines[id] != nil {
+		return nil, true
+	}
+	ch := c.channels[id]
+	if ch == nil {
+		return nil, false
+	}
+	_, actions, err := c.machineFor(ch)
+	if err != nil {
+		c.cfg.Log.Warn("cannot build channel machine", "channel", id, "err", err)
+		return nil, false
+	}
+	return actions, true
 }
 
 // machineFor returns the channel's machine, creating it from the arbiter's record. A new
@@ -366,6 +443,7 @@ func (c *Controller) applyWatch(ctx context.Context, r *arbiterv1.WatchResponse)
 			prev := c.nodes[n.GetNodeId()]
 			c.nodes[n.GetNodeId()] = n
 			c.mu.Unlock()
+			c.nodeChangedForUpkeep(prev, n)
 			wasDead := prev != nil && prev.GetState() == arbiterv1.NodeState_NODE_STATE_DEAD
 			isDead := n.GetState() == arbiterv1.NodeState_NODE_STATE_DEAD
 			if n.GetRole() == arbiterv1.NodeRole_NODE_ROLE_REPLICA && isDead != wasDead {
@@ -438,6 +516,7 @@ func (c *Controller) dropSlot(slot uint32) {
 		delete(c.channels, id)
 		delete(c.machines, id)
 		delete(c.stalledAt, id)
+		delete(c.repairTried, id)
 	}
 }
 
@@ -450,7 +529,7 @@ func (c *Controller) owns(slot uint32) bool {
 // timers fires idle timeouts and retries stalled machines.
 func (c *Controller) timers() []posted {
 	now := c.cfg.Now()
-	var out []posted
+	out := c.upkeep(now)
 	for id, m := range c.machines {
 		switch {
 		case m.State() == arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE && !m.Busy() && m.Waiters() == 0:

@@ -65,6 +65,11 @@ func (c *Controller) execute(ctx context.Context, r machine.Round) {
 	if len(r.CAS) > 0 {
 		goCall(func(ctx context.Context) { c.commitCAS(ctx, r.CAS, emit) })
 	}
+	for leader, acts := range r.Change {
+		// Outside the round: a change waits for new replicas to catch up, and the rest of the
+		// round (a failover, say) must not wait for it.
+		go c.changeReplicas(ctx, leader, acts)
+	}
 
 	// Loads: one LoadGroups per node; a channel's event waits for all of its nodes.
 	type loadRes struct {
@@ -82,7 +87,7 @@ func (c *Controller) execute(ctx context.Context, r machine.Round) {
 		goCall(func(ctx context.Context) {
 			req := &replicav1.LoadGroupsRequest{}
 			for _, a := range acts {
-				spec := &replicav1.GroupSpec{ChannelId: a.ChannelID, GroupId: a.GroupID, Epoch: a.Epoch}
+				spec := &replicav1.GroupSpec{ChannelId: a.ChannelID, GroupId: a.GroupID, Epoch: a.Epoch, Join: a.Join}
 				for id, addr := range c.addresses(a.Replicas) {
 					spec.Replicas = append(spec.Replicas, &replicav1.Peer{NodeId: id, Address: addr})
 				}
@@ -296,5 +301,32 @@ func (c *Controller) commitCAS(ctx context.Context, changes []*arbiterv1.Channel
 			}
 		}
 		emit(changes[i].GetChannelId(), ev)
+	}
+}
+
+// changeReplicas sends one ChangeReplicas to a leader and reports each channel's outcome.
+func (c *Controller) changeReplicas(ctx context.Context, leader uint64, acts []machine.ChangeReplicas) {
+	cctx, cancel := context.WithTimeout(ctx, c.cfg.RepairTimeout)
+	defer cancel()
+	req := &replicav1.ChangeReplicasRequest{}
+	for _, a := range acts {
+		adds := c.addresses([]uint64{a.Add})
+		req.Changes = append(req.Changes, &replicav1.ReplicaChange{ChannelId: a.ChannelID, AddNodeId: a.Add,
+			AddAddress: adds[a.Add], RemoveNodeId: a.Remove, Epoch: a.Epoch})
+	}
+	resp, err := c.call(cctx, leader, func(ctx context.Context, cl replicav1.ReplicaControlServiceClient) (any, error) {
+		return cl.ChangeReplicas(ctx, req)
+	})
+	for i, a := range acts {
+		ev := machine.ReplicasChanged{Epoch: a.Epoch, Err: err}
+		if err == nil {
+			res := resp.(*replicav1.ChangeReplicasResponse).GetResults()[i]
+			ev.Status, ev.Err = res.GetStatus(), groupErr(res.GetError())
+		}
+		select {
+		case c.events <- posted{channel: a.ChannelID, event: ev}:
+		case <-ctx.Done():
+			return
+		}
 	}
 }

@@ -4,9 +4,6 @@ import (
 	"context"
 	"slices"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
 	channelctlv1 "github.com/triarch-io/triarch/gen/triarch/channelctl/v1"
 )
@@ -46,6 +43,10 @@ func (h *handler) GetChannelState(ctx context.Context, req *channelctlv1.GetChan
 	return &channelctlv1.GetChannelStateResponse{Channel: got.GetChannel(), OwnerNodeId: owner}, nil
 }
 
-func (h *handler) Instruct(context.Context, *channelctlv1.InstructRequest) (*channelctlv1.InstructResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "instructions (ordered moves, forced hibernation) are not implemented yet")
+func (h *handler) Instruct(ctx context.Context, req *channelctlv1.InstructRequest) (*channelctlv1.InstructResponse, error) {
+	res, err := h.c.Instruct(ctx, req.GetInstructions())
+	if err != nil {
+		return nil, err
+	}
+	return &channelctlv1.InstructResponse{Results: res}, nil
 }

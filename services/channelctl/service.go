@@ -50,7 +50,7 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 		return nil, fmt.Errorf("channelctl: %w", err)
 	}
 	s.Controller = NewController(ControllerConfig{NodeID: cfg.NodeID, Arbiter: s.arbiter, Dial: dial, Log: tel.Logger,
-		HibernateAfter: cfg.HibernateAfter})
+		HibernateAfter: cfg.HibernateAfter, ReplaceDeadAfter: cfg.ReplaceDeadAfter})
 	h := &handler{c: s.Controller}
 	s.Process, err = process.Start(cfg.Common, tel, process.Options{
 		Services: []string{channelctlv1.ChannelControlService_ServiceDesc.ServiceName},

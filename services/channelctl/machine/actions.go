@@ -25,6 +25,8 @@ type LoadGroups struct {
 	Replicas  []uint64
 	Nodes     []uint64
 	Epoch     uint64
+	// Join loads the group for a replica being added to it (see replicav1.GroupSpec.join).
+	Join bool
 }
 
 // QueryPositions: ask Nodes for the group's status (GetGroupStatus) and report
@@ -65,6 +67,15 @@ type Unload struct {
 	Epoch     uint64
 }
 
+// ChangeReplicas: order the leader to replace Remove by Add in the group's raft configuration
+// (Add catches up as a learner before it votes) and report ReplicasChanged.
+type ChangeReplicas struct {
+	ChannelID   string
+	Leader      uint64
+	Add, Remove uint64
+	Epoch       uint64
+}
+
 // AnswerWaiters: answer the Resolve calls of Waiters with the leader.
 type AnswerWaiters struct {
 	ChannelID string
@@ -88,6 +99,7 @@ func (Campaign) isAction()       {}
 func (TransferLeader) isAction() {}
 func (ConfirmLeader) isAction()  {}
 func (Unload) isAction()         {}
+func (ChangeReplicas) isAction() {}
 func (AnswerWaiters) isAction()  {}
 func (FailWaiters) isAction()    {}
 
@@ -117,6 +129,9 @@ func (a CommitCAS) String() string {
 }
 
 func (a LoadGroups) String() string {
+	if a.Join {
+		return fmt.Sprintf("load(%s@%d on %v join %v)", a.ChannelID, a.Epoch, a.Nodes, a.Replicas)
+	}
 	return fmt.Sprintf("load(%s@%d on %v)", a.ChannelID, a.Epoch, a.Nodes)
 }
 
@@ -138,6 +153,10 @@ func (a ConfirmLeader) String() string {
 
 func (a Unload) String() string {
 	return fmt.Sprintf("unload(%s@%d on %v)", a.ChannelID, a.Epoch, a.Nodes)
+}
+
+func (a ChangeReplicas) String() string {
+	return fmt.Sprintf("change(%s@%d on %d +%d -%d)", a.ChannelID, a.Epoch, a.Leader, a.Add, a.Remove)
 }
 
 func (a AnswerWaiters) String() string {

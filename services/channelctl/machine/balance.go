@@ -11,7 +11,8 @@ type BalanceChannel struct {
 	Replicas []uint64
 	Leader   uint64
 	// Positions are the replicas' reported positions; a replica without one is never a target,
-	// since it cannot be shown to be caught up.
+	// since it cannot be shown to be caught up. Nil leaves the check to the channel's machine:
+	// MoveLeader queries both replicas and refuses a lagging target before anything moves.
 	Positions map[uint64]Position
 }
 
@@ -49,9 +50,15 @@ func PlanBalance(nodes []uint64, channels []BalanceChannel, maxMoves int) []Move
 		}
 	}
 	canTake := func(c BalanceChannel, to uint64) bool {
+		if to == c.Leader || !eligible[to] || !slices.Contains(c.Replicas, to) {
+			return false
+		}
+		if c.Positions == nil {
+			return true
+		}
 		lp, ok1 := c.Positions[c.Leader]
 		tp, ok2 := c.Positions[to]
-		return to != c.Leader && eligible[to] && slices.Contains(c.Replicas, to) && ok1 && ok2 && CaughtUp(lp, tp)
+		return ok1 && ok2 && CaughtUp(lp, tp)
 	}
 	byCount := func(desc bool) []uint64 {
 		s := slices.Clone(nodes)

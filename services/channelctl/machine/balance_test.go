@@ -33,8 +33,12 @@ func TestPlanBalance(t *testing.T) {
 		moves := PlanBalance([]uint64{1, 2, 3}, balanceChannels("abcdefghi", 1, lag3), 100)
 		require.Equal(t, []Move{{"a", 1, 2}, {"b", 1, 2}, {"c", 1, 2}, {"d", 1, 2}}, moves)
 	})
-	t.Run("no positions, no moves", func(t *testing.T) {
-		require.Empty(t, PlanBalance([]uint64{1, 2, 3}, balanceChannels("abcdefghi", 1, nil), 100))
+	t.Run("no reported positions, no moves", func(t *testing.T) {
+		require.Empty(t, PlanBalance([]uint64{1, 2, 3}, balanceChannels("abcdefghi", 1, map[uint64]Position{}), 100))
+	})
+	t.Run("positions unknown: planned, the machine's move check decides", func(t *testing.T) {
+		moves := PlanBalance([]uint64{1, 2, 3}, balanceChannels("abcdefghi", 1, nil), 100)
+		require.Equal(t, []Move{{"a", 1, 2}, {"b", 1, 3}, {"c", 1, 2}, {"d", 1, 3}, {"e", 1, 2}, {"f", 1, 3}}, moves)
 	})
 	t.Run("balanced already", func(t *testing.T) {
 		chans := append(balanceChannels("ab", 1, all), append(balanceChannels("cd", 2, all), balanceChannels("e", 3, all)...)...)

@@ -47,6 +47,11 @@ var (
 	// ErrStaleTerm: a replica claims to lead in a term not above the recorded leader term,
 	// which raft cannot produce for a fresh election.
 	ErrStaleTerm = errors.New("leader term not above the recorded term")
+	// ErrNotDead: a repair names a replica the arbiter has not declared dead.
+	ErrNotDead = errors.New("replica not declared dead")
+	// ErrRepairFailed: a step of a replica-set repair failed; the channel stays active with its
+	// replica set as recorded, and the repair can be ordered again.
+	ErrRepairFailed = errors.New("replica-set repair failed")
 	// ErrElectionFailed: every attempt of an election failed; the channel stays without a
 	// leader until Retry, a Resolve or a returning node starts a new one.
 	ErrElectionFailed = errors.New("election failed")

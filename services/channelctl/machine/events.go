@@ -45,6 +45,18 @@ type NodeDead struct{ Node uint64 }
 // NodeAlive: a replica node the arbiter had declared dead is alive again.
 type NodeAlive struct{ Node uint64 }
 
+// Repair: replace the replica Dead, which the arbiter declared dead long enough ago, by With,
+// a live replica node outside the set, while the leader keeps serving (replica-set repair).
+type Repair struct{ Dead, With uint64 }
+
+// ReplicasChanged answers ChangeReplicas: the leader's status after the change (its voters)
+// or why it failed.
+type ReplicasChanged struct {
+	Epoch  uint64
+	Status *replicav1.GroupStatus
+	Err    error
+}
+
 // Retry: resume a stalled transition (no majority earlier, attempts exhausted, taken over from
 // another channelctl mid-transition). The driver sends it after its own backoff.
 type Retry struct{}
@@ -126,6 +138,8 @@ func (MoveLeader) isEvent()        {}
 func (NodeDead) isEvent()          {}
 func (NodeAlive) isEvent()         {}
 func (Retry) isEvent()             {}
+func (Repair) isEvent()            {}
+func (ReplicasChanged) isEvent()   {}
 func (CASResult) isEvent()         {}
 func (GroupsLoaded) isEvent()      {}
 func (PositionsReported) isEvent() {}

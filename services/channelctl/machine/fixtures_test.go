@@ -30,6 +30,10 @@ var fixtures = map[string]fixture{
 	"active/move-check":    fxActiveMoveCheck,
 	"active/verify":        fxActiveVerify,
 	"active/3-dead":        fxActive3Dead,
+	"active/repair-claim":  fxActiveRepairClaim,
+	"active/repair-load":   fxActiveRepairLoad,
+	"active/repair-change": fxActiveRepairChange,
+	"active/repair-record": fxActiveRepairRecord,
 	"electing/claim":       fxElectingClaim,
 	"electing/gather":      fxElectingGather,
 	"electing/decide":      fxElectingDecide,
@@ -127,6 +131,41 @@ func fxActiveVerify(t testing.TB) *Machine {
 func fxActive3Dead(t testing.TB) *Machine {
 	m := fxActive(t)
 	return expect(t, m, NodeDead{Node: 3})
+}
+
+// Replica 3 is replaced by 4; the claim takes epoch 11.
+func fxActiveRepairClaim(t testing.TB) *Machine {
+	m := fxActive3Dead(t)
+	return expect(t, m, Repair{Dead: 3, With: 4}, "cas(c@10)")
+}
+
+func fxActiveRepairLoad(t testing.TB) *Machine {
+	m := fxActiveRepairClaim(t)
+	return expect(t, m, accepted(m), "load(c@11 on [1 2 4] join [1 2 4])")
+}
+
+// repairLoaded is the join load answered by the leader (voters 1, 2, 3), 2 and the new node 4.
+func repairLoaded(epoch uint64) GroupsLoaded {
+	ls := leaderSt(1, 5, 100, map[uint64]uint64{2: 100})
+	ls.Voters = []uint64{1, 2, 3}
+	return GroupsLoaded{Epoch: epoch, Statuses: map[uint64]*replicav1.GroupStatus{1: ls, 2: st(5, 100, 100), 4: st(0, 0, 0)}}
+}
+
+func fxActiveRepairChange(t testing.TB) *Machine {
+	m := fxActiveRepairLoad(t)
+	return expect(t, m, repairLoaded(11), "change(c@11 on 1 +4 -3)")
+}
+
+// votersSt is the leader's status after a change, with voters.
+func votersSt(voters ...uint64) *replicav1.GroupStatus {
+	s := leaderSt(1, 5, 103, nil)
+	s.Voters = voters
+	return s
+}
+
+func fxActiveRepairRecord(t testing.TB) *Machine {
+	m := fxActiveRepairChange(t)
+	return expect(t, m, ReplicasChanged{Epoch: 11, Status: votersSt(1, 2, 4)}, "cas(c@11 replicas=[1 2 4])")
 }
 
 func fxElectingClaim(t testing.TB) *Machine {

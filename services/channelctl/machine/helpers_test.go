@@ -122,6 +122,7 @@ func step(t testing.TB, m *Machine, ev Event) []string {
 
 // snapshot is everything a refused event must leave unchanged.
 func snapshot(m *Machine) string {
-	return fmt.Sprintf("%v/%v epoch=%d waiters=%v pending=%v cand=%d fenced=%v",
-		m.state, m.phase, m.ch.GetEpoch(), m.waiters, m.pending != nil, m.candidate, m.fenced)
+	return fmt.Sprintf("%v/%v epoch=%d waiters=%v pending=%v cand=%d fenced=%v repair=%d->%d dead=%v",
+		m.state, m.phase, m.ch.GetEpoch(), m.waiters, m.pending != nil, m.candidate, m.fenced,
+		m.repairDead, m.repairWith, m.alive())
 }

@@ -60,11 +60,20 @@ const (
 	phaseUnload
 	// phaseRest: hibernating; the CAS that makes the channel hibernated is in flight.
 	phaseRest
+	// phaseRepairClaim: active; the CAS that claims a replica-set repair is in flight.
+	phaseRepairClaim
+	// phaseRepairLoad: active; LoadGroups (the new replica joining) is in flight.
+	phaseRepairLoad
+	// phaseRepairChange: active; ChangeReplicas on the leader is in flight.
+	phaseRepairChange
+	// phaseRepairRecord: active; the CAS recording the new replica set is in flight.
+	phaseRepairRecord
 )
 
 func (p phase) String() string {
 	phaseNames := [...]string{"idle", "stalled", "claim", "gather", "decide", "campaign", "transfer",
-		"confirm", "settle", "idle-check", "move-check", "verify", "unload", "rest"}
+		"confirm", "settle", "idle-check", "move-check", "verify", "unload", "rest",
+		"repair-claim", "repair-load", "repair-change", "repair-record"}
 	if int(p) < len(phaseNames) {
 		return phaseNames[p]
 	}
@@ -107,6 +116,9 @@ type Machine struct {
 	idleForced   bool
 	verifyWanted bool
 	lastSeq      uint64
+
+	// The replica-set repair in progress: dead leaves, with joins.
+	repairDead, repairWith uint64
 }
 
 // New builds the machine of a channel from its arbiter record, at startup or when this
@@ -169,6 +181,9 @@ func (m *Machine) Busy() bool { return m.phase != phaseIdle && m.phase != phaseS
 
 // Stalled reports whether an intermediate state's work stopped and waits for Retry.
 func (m *Machine) Stalled() bool { return m.phase == phaseStalled }
+
+// Repairing reports whether a replica-set repair is in flight.
+func (m *Machine) Repairing() bool { return m.repairing() }
 
 // Fenced reports whether the arbiter said this channelctl lost the channel's slot; a fenced
 // machine refuses every event and should be dropped.
@@ -262,6 +277,11 @@ func (m *Machine) casRefused(e CASResult) ([]Action, error) {
 	if m.state != arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE && m.state != arbiterv1.ChannelState_CHANNEL_STATE_HIBERNATED {
 		m.phase = phaseStalled
 	}
+	if m.state == arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE && m.dead[m.ch.GetLeaderNodeId()] {
+		// The recorded leader died while the refused CAS was in flight: stalled, so that the
+		// driver's Retry starts the election.
+		m.phase = phaseStalled
+	}
 	err := m.refuse(ErrCASRefused, "%v (%s); adopted epoch %d state %s",
 		refused, e.Reason, m.ch.GetEpoch(), stateName(m.ch.GetState()))
 	if e.Refusal == RefusedNotOwner {
@@ -301,6 +321,7 @@ func (m *Machine) clearWork() {
 	m.reason = ""
 	m.candidate, m.minTerm, m.attempts, m.moveFrom = 0, 0, 0, 0
 	m.moveTarget, m.idleForced, m.verifyWanted = 0, false, false
+	m.repairDead, m.repairWith = 0, 0
 }
 
 // cas makes change a compare-and-set on the current epoch and records it as in flight.

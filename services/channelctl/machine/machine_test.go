@@ -263,6 +263,66 @@ var transitions = []transition{
 	{from: "hibernating/stalled", ev: Retry{}, state: stateHibernating, acts: []string{"unload(c@10 on [1 2 3])"}},
 	{from: "hibernating/stalled", ev: Resolve{Waiter: 7, At: t0}, state: stateActivating, acts: []string{"cas(c@10 state=ACTIVATING leader=0)"}},
 	{from: "hibernating/stalled", ev: MoveLeader{Target: 2}, state: stateHibernating, err: ErrNotActive},
+
+	// Replica-set repair: only an active channel with a live leader replaces a dead replica.
+	{from: "hibernated", ev: Repair{Dead: 3, With: 4}, state: stateHibernated, err: ErrNotActive},
+	{from: "hibernated", ev: ReplicasChanged{Epoch: 10}, state: stateHibernated, err: ErrUnexpectedEvent},
+	{from: "activating/gather", ev: Repair{Dead: 3, With: 4}, state: stateActivating, err: ErrNotActive},
+	{from: "activating/gather", ev: ReplicasChanged{Epoch: 11}, state: stateActivating, err: ErrUnexpectedEvent},
+	{from: "electing/gather", ev: Repair{Dead: 3, With: 4}, state: stateElecting, err: ErrNotActive},
+	{from: "electing/gather", ev: ReplicasChanged{Epoch: 11}, state: stateElecting, err: ErrUnexpectedEvent},
+	{from: "hibernating/unload", ev: Repair{Dead: 3, With: 4}, state: stateHibernating, err: ErrNotActive},
+	{from: "hibernating/unload", ev: ReplicasChanged{Epoch: 11}, state: stateHibernating, err: ErrUnexpectedEvent},
+	{from: "active", ev: Repair{Dead: 3, With: 4}, state: stateActive, err: ErrNotDead},
+	{from: "active", ev: ReplicasChanged{Epoch: 10}, state: stateActive, err: ErrUnexpectedEvent},
+	{from: "active/3-dead", ev: Repair{Dead: 3, With: 4}, state: stateActive, acts: []string{"cas(c@10)"}},
+	{from: "active/3-dead", ev: Repair{Dead: 5, With: 4}, state: stateActive, err: ErrNotReplica},
+	{from: "active/3-dead", ev: Repair{Dead: 3, With: 2}, state: stateActive, err: ErrInvalidReplicaSet},
+	{from: "active/3-dead", ev: Repair{Dead: 3}, state: stateActive, err: ErrInvalidReplicaSet},
+	{from: "active/3-dead", ev: Repair{Dead: 1, With: 4}, state: stateActive, err: ErrNotDead},
+	{from: "active/idle-check", ev: Repair{Dead: 3, With: 4}, state: stateActive, err: ErrBusy},
+	// The claim: a stale view is refused before raft is touched; a leader death waits for it.
+	{from: "active/repair-claim", evf: accepted, state: stateActive, acts: []string{"load(c@11 on [1 2 4] join [1 2 4])"}},
+	{from: "active/repair-claim", ev: refusedStale(channel(stateActive, 11, 2, 6)), state: stateActive, err: ErrCASRefused, ends: true},
+	{from: "active/repair-claim", ev: refusedNotOwner(channel(stateActive, 10, 1, 5)), state: stateActive, err: ErrNotOwner, ends: true},
+	{from: "active/repair-claim", ev: NodeDead{Node: 1}, state: stateActive},
+	{from: "active/repair-claim", ev: Resolve{Waiter: 7, At: t0}, state: stateActive, acts: []string{"answer(c [7] leader=1 term=5 epoch=10)"}},
+	{from: "active/repair-claim", ev: Repair{Dead: 3, With: 4}, state: stateActive, err: ErrBusy},
+	{from: "active/repair-claim", ev: MoveLeader{Target: 2}, state: stateActive, err: ErrBusy},
+	{from: "active/repair-claim", ev: ReplicasChanged{Epoch: 10}, state: stateActive, err: ErrUnexpectedEvent},
+	// The join load.
+	{from: "active/repair-load", ev: repairLoaded(11), state: stateActive, acts: []string{"change(c@11 on 1 +4 -3)"}},
+	{from: "active/repair-load", ev: repairLoaded(10), state: stateActive, err: ErrStaleEpoch},
+	{from: "active/repair-load", evf: func(*Machine) Event {
+		ev := repairLoaded(11)
+		delete(ev.Statuses, 4)
+		ev.Errors = map[uint64]error{4: errTest}
+		return ev
+	}, state: stateActive, err: ErrRepairFailed, ends: true},
+	{from: "active/repair-load", evf: func(*Machine) Event {
+		ev := repairLoaded(11)
+		delete(ev.Statuses, 1)
+		return ev
+	}, state: stateActive, err: ErrRepairFailed, ends: true},
+	// Raft already has node 5 from a repair the arbiter never recorded: finish that one.
+	{from: "active/repair-load", evf: func(*Machine) Event {
+		ev := repairLoaded(11)
+		ev.Statuses[1].Voters = []uint64{1, 2, 3, 5}
+		return ev
+	}, state: stateActive, acts: []string{"change(c@11 on 1 +5 -3)"}},
+	{from: "active/repair-load", ev: NodeDead{Node: 1}, state: stateElecting, acts: []string{"cas(c@11 state=ELECTING leader=0)"}},
+	{from: "active/repair-load", ev: Hibernate{}, state: stateActive, err: ErrBusy},
+	// The change on the leader.
+	{from: "active/repair-change", ev: ReplicasChanged{Epoch: 11, Status: votersSt(1, 2, 4)}, state: stateActive,
+		acts: []string{"cas(c@11 replicas=[1 2 4])"}},
+	{from: "active/repair-change", ev: ReplicasChanged{Epoch: 11, Err: errTest}, state: stateActive, err: ErrRepairFailed, ends: true},
+	{from: "active/repair-change", ev: ReplicasChanged{Epoch: 11, Status: votersSt(1, 2, 3, 4)}, state: stateActive,
+		err: ErrRepairFailed, ends: true},
+	{from: "active/repair-change", ev: ReplicasChanged{Epoch: 10, Status: votersSt(1, 2, 4)}, state: stateActive, err: ErrStaleEpoch},
+	{from: "active/repair-change", ev: GroupsLoaded{Epoch: 11}, state: stateActive, err: ErrUnexpectedEvent},
+	// The record.
+	{from: "active/repair-record", evf: accepted, state: stateActive},
+	{from: "active/repair-record", ev: refusedStale(channel(stateActive, 12, 1, 5)), state: stateActive, err: ErrCASRefused, ends: true},
 }
 
 func (tr transition) event(m *Machine) Event {
@@ -310,7 +370,7 @@ func TestTransitions(t *testing.T) {
 func TestTransitionsCoverEveryPair(t *testing.T) {
 	events := []Event{Resolve{}, CancelWaiter{}, Activate{}, Hibernate{}, IdleTimeout{}, MoveLeader{}, NodeDead{},
 		NodeAlive{}, Retry{}, CASResult{}, GroupsLoaded{}, PositionsReported{}, CampaignResult{}, TransferResult{},
-		ConfirmResult{}, UnloadResult{}}
+		ConfirmResult{}, UnloadResult{}, Repair{}, ReplicasChanged{}}
 	states := []arbiterv1.ChannelState{stateHibernated, stateActivating, stateActive, stateElecting, stateHibernating}
 	covered := map[string]bool{}
 	for _, tr := range transitions {

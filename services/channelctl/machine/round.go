@@ -17,8 +17,10 @@ type Round struct {
 	// Transfer is keyed by the leader that hands over.
 	Transfer map[uint64][]TransferLeader
 	Unload   map[uint64][]Unload
-	Answer   []AnswerWaiters
-	Fail     []FailWaiters
+	// Change is keyed by the leader that changes its group.
+	Change map[uint64][]ChangeReplicas
+	Answer []AnswerWaiters
+	Fail   []FailWaiters
 }
 
 // Batch groups actions (from any number of machines) into a Round.
@@ -26,6 +28,7 @@ func Batch(actions []Action) Round {
 	r := Round{
 		Load: map[uint64][]LoadGroups{}, Query: map[uint64][]QueryPositions{}, Confirm: map[uint64][]ConfirmLeader{},
 		Campaign: map[uint64][]Campaign{}, Transfer: map[uint64][]TransferLeader{}, Unload: map[uint64][]Unload{},
+		Change: map[uint64][]ChangeReplicas{},
 	}
 	for _, a := range actions {
 		switch a := a.(type) {
@@ -49,6 +52,8 @@ func Batch(actions []Action) Round {
 			for _, n := range a.Nodes {
 				r.Unload[n] = append(r.Unload[n], a)
 			}
+		case ChangeReplicas:
+			r.Change[a.Leader] = append(r.Change[a.Leader], a)
 		case AnswerWaiters:
 			r.Answer = append(r.Answer, a)
 		case FailWaiters:

@@ -228,3 +228,35 @@ func TestScenarioUnloadRefusedReactivates(t *testing.T) {
 	expect(t, m, ConfirmResult{Node: 1, Epoch: 13, Status: leaderSt(1, 6, 102, nil)}, "cas(c@13 state=ACTIVE leader=1 term=6 seq=40)")
 	expect(t, m, accepted(m), "answer(c [1] leader=1 term=6 epoch=14)")
 }
+
+// After a repair the dead replica is gone from the set: the channel may hibernate again (a dead
+// member refuses that) and a later failover elects among the new set.
+func TestRepairRestoresTheReplicaSet(t *testing.T) {
+	m := fxActiveRepairRecord(t)
+	expect(t, m, accepted(m))
+	require.Equal(t, []uint64{1, 2, 4}, m.Channel().GetReplicaNodeIds())
+	require.Equal(t, uint64(12), m.Channel().GetEpoch())
+	require.Equal(t, []uint64{1, 2, 4}, m.alive())
+	expect(t, m, Hibernate{}, "query(c@12 on [1 2 4])")
+
+	m = fxActiveRepairRecord(t)
+	expect(t, m, accepted(m))
+	expect(t, m, NodeDead{Node: 1}, "cas(c@12 state=ELECTING leader=0)")
+	expect(t, m, accepted(m), "load(c@13 on [2 4])")
+}
+
+// A leader that dies while a repair's CAS is in flight is replaced as soon as the CAS answers,
+// accepted or refused, and never with two CASes in flight on one epoch.
+func TestLeaderDeathDuringRepairCAS(t *testing.T) {
+	m := fxActiveRepairRecord(t)
+	expect(t, m, NodeDead{Node: 1})
+	expect(t, m, accepted(m), "cas(c@12 state=ELECTING leader=0)")
+
+	m = fxActiveRepairClaim(t)
+	expect(t, m, NodeDead{Node: 1})
+	acts, err := m.Step(refusedStale(channel(stateActive, 11, 1, 5)))
+	require.ErrorIs(t, err, ErrCASRefused)
+	require.Empty(t, acts)
+	require.True(t, m.Stalled(), "an active channel whose leader is dead waits for Retry")
+	expect(t, m, Retry{}, "cas(c@11 state=ELECTING leader=0)")
+}

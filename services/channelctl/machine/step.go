@@ -33,7 +33,7 @@ func stepHibernated(m *Machine, ev Event) ([]Action, error) {
 	case NodeDead, NodeAlive, Retry:
 		// No leader to lose and nothing in flight: the dead set is all that changes.
 		return nil, nil
-	case IdleTimeout, Hibernate, MoveLeader:
+	case IdleTimeout, Hibernate, MoveLeader, Repair:
 		return nil, m.refuse(ErrNotActive, "%s", eventName(ev))
 	}
 	return nil, m.unexpected(ev)
@@ -122,7 +122,7 @@ func stepElection(m *Machine, ev Event) ([]Action, error) {
 			return m.retry(fmt.Sprintf("candidate %d died", e.Node))
 		}
 		return nil, nil
-	case IdleTimeout, Hibernate, MoveLeader:
+	case IdleTimeout, Hibernate, MoveLeader, Repair:
 		return nil, m.refuse(ErrNotActive, "%s", eventName(ev))
 	case CASResult:
 		switch m.phase {
@@ -186,7 +186,21 @@ func stepElection(m *Machine, ev Event) ([]Action, error) {
 // verifying the leader); losing the leader overrides any of them.
 func stepActive(m *Machine, ev Event) ([]Action, error) {
 	leader := m.ch.GetLeaderNodeId()
+	if m.repairing() {
+		switch e := ev.(type) {
+		case CASResult, GroupsLoaded, ReplicasChanged:
+			return m.stepRepair(ev)
+		case NodeDead:
+			if e.Node == leader && m.pending != nil {
+				// Electing now would put a second CAS in flight on the same epoch; the repair's
+				// CAS result starts the election instead.
+				return nil, nil
+			}
+		}
+	}
 	switch e := ev.(type) {
+	case Repair:
+		return m.beginRepair(e)
 	case Resolve:
 		if e.StaleLeader != 0 && e.StaleLeader == leader {
 			// The client was refused by the recorded leader: check before sending it back there.
@@ -215,6 +229,9 @@ func stepActive(m *Machine, ev Event) ([]Action, error) {
 		if m.dead[leader] {
 			// Only reachable after a refused CAS adopted a record whose leader is dead.
 			return m.beginElecting(fmt.Sprintf("leader %d dead", leader)), nil
+		}
+		if m.phase == phaseStalled {
+			m.phase = phaseIdle
 		}
 		return nil, nil
 	case NodeDead:
@@ -339,7 +356,7 @@ func stepHibernating(m *Machine, ev Event) ([]Action, error) {
 	case NodeDead, NodeAlive:
 		// A dead replica makes the unload fail, which reactivates the channel.
 		return nil, nil
-	case IdleTimeout, Hibernate, MoveLeader:
+	case IdleTimeout, Hibernate, MoveLeader, Repair:
 		return nil, m.refuse(ErrNotActive, "%s", eventName(ev))
 	}
 	return nil, m.unexpected(ev)

@@ -1,0 +1,140 @@
+package machine
+
+import (
+	"fmt"
+	"slices"
+
+	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
+)
+
+// Replica-set repair, in four steps while the channel stays active under its leader:
+//
+//  1. claim: a CAS that only bumps the epoch (reason "replace D with W"), so that a
+//     channelctl that lost the slot is refused before it touches raft;
+//  2. load the group on W with join (it starts empty and learns from the leader), and on
+//     the other live replicas so that they learn W's address;
+//  3. ChangeReplicas on the leader: W is added as a learner, promoted once it holds the whole
+//     log, and D is removed;
+//  4. record the new replica set in the arbiter.
+//
+// Raft's configuration changes before the arbiter's record, never after: a replica the arbiter
+// lists must have the group's data, or a later load without join would bootstrap it with a
+// history of its own. A repair cut short after step 3 leaves raft ahead of the record; the next
+// repair of the channel finds the extra voter in the leader's configuration and resumes with
+// it instead of adding yet another replica.
+
+// beginRepair starts replacing e.Dead by e.With.
+func (m *Machine) beginRepair(e Repair) ([]Action, error) {
+	leader := m.ch.GetLeaderNodeId()
+	switch {
+	case m.phase != phaseIdle:
+		return nil, m.refuse(ErrBusy, "repair while %s is in flight", m.phase)
+	case !m.isMember(e.Dead):
+		return nil, m.refuse(ErrNotReplica, "repair of %d, replicas %v", e.Dead, m.members())
+	case !m.dead[e.Dead]:
+		return nil, m.refuse(ErrNotDead, "repair of %d", e.Dead)
+	case e.Dead == leader || m.dead[leader]:
+		return nil, m.refuse(ErrNodeDead, "repair needs a live leader, leader is %d", leader)
+	case e.With == 0 || m.isMember(e.With):
+		return nil, m.refuse(ErrInvalidReplicaSet, "repair with %d, replicas %v", e.With, m.members())
+	case m.dead[e.With]:
+		return nil, m.refuse(ErrNodeDead, "repair with %d", e.With)
+	}
+	m.clearWork()
+	m.repairDead, m.repairWith = e.Dead, e.With
+	m.reason = fmt.Sprintf("replace dead replica %d with %d", e.Dead, e.With)
+	m.phase = phaseRepairClaim
+	return []Action{m.cas(&arbiterv1.ChannelChange{})}, nil
+}
+
+// repairedSet is the replica set with the dead replica replaced in place.
+func (m *Machine) repairedSet() []uint64 {
+	set := slices.Clone(m.ch.GetReplicaNodeIds())
+	for i, r := range set {
+		if r == m.repairDead {
+			set[i] = m.repairWith
+		}
+	}
+	return set
+}
+
+// stepRepair handles the repair's results in the active state.
+func (m *Machine) stepRepair(ev Event) ([]Action, error) {
+	leader := m.ch.GetLeaderNodeId()
+	switch e := ev.(type) {
+	case CASResult:
+		// Step matched the result to the CAS in flight, which only the claim and the record
+		// phases have.
+		if m.dead[leader] {
+			// The leader died while the CAS was in flight; the election comes first.
+			return m.beginElecting(fmt.Sprintf("leader %d dead", leader)), nil
+		}
+		if m.phase == phaseRepairRecord {
+			delete(m.dead, m.repairDead)
+			m.clearWork()
+			m.phase = phaseIdle
+			return m.doneChecking(), nil
+		}
+		set := m.repairedSet()
+		nodes := slices.DeleteFunc(slices.Clone(set), func(n uint64) bool { return m.dead[n] })
+		slices.Sort(nodes)
+		m.phase = phaseRepairLoad
+		return []Action{LoadGroups{ChannelID: m.ch.GetChannelId(), GroupID: m.ch.GetGroupId(), Replicas: set,
+			Nodes: nodes, Epoch: m.ch.GetEpoch(), Join: true}}, nil
+	case GroupsLoaded:
+		if m.phase != phaseRepairLoad {
+			return nil, m.unexpected(ev)
+		}
+		if e.Epoch != m.ch.GetEpoch() {
+			return nil, m.staleEpoch(ev, e.Epoch)
+		}
+		ls := e.Statuses[leader]
+		if ls == nil {
+			return m.abandonRepair(fmt.Sprintf("leader %d did not load: %v", leader, e.Errors[leader]))
+		}
+		// A voter or learner the arbiter does not list is the new replica of an earlier repair
+		// that raft completed and the arbiter never recorded: finish that one instead.
+		for _, n := range append(slices.Clone(ls.GetVoters()), ls.GetLearners()...) {
+			if !m.isMember(n) && n != m.repairWith && !m.dead[n] {
+				m.repairWith = n
+				m.reason = fmt.Sprintf("replace dead replica %d with %d (resumed)", m.repairDead, n)
+			}
+		}
+		if e.Statuses[m.repairWith] == nil && !slices.Contains(ls.GetVoters(), m.repairWith) {
+			return m.abandonRepair(fmt.Sprintf("node %d did not load the group: %v", m.repairWith, e.Errors[m.repairWith]))
+		}
+		m.phase = phaseRepairChange
+		return []Action{ChangeReplicas{ChannelID: m.ch.GetChannelId(), Leader: leader, Add: m.repairWith,
+			Remove: m.repairDead, Epoch: m.ch.GetEpoch()}}, nil
+	case ReplicasChanged:
+		if m.phase != phaseRepairChange {
+			return nil, m.unexpected(ev)
+		}
+		if e.Epoch != m.ch.GetEpoch() {
+			return nil, m.staleEpoch(ev, e.Epoch)
+		}
+		if e.Err != nil {
+			return m.abandonRepair(fmt.Sprintf("change on leader %d: %v", leader, e.Err))
+		}
+		want := m.repairedSet()
+		slices.Sort(want)
+		if got := e.Status.GetVoters(); !slices.Equal(got, want) {
+			return m.abandonRepair(fmt.Sprintf("leader %d reports voters %v, want %v", leader, got, want))
+		}
+		m.phase = phaseRepairRecord
+		return []Action{m.cas(&arbiterv1.ChannelChange{ReplicaNodeIds: m.repairedSet()})}, nil
+	}
+	return nil, m.unexpected(ev)
+}
+
+// abandonRepair gives the repair up, leaving the channel active; the driver orders it again
+// later, and the steps already done are skipped then.
+func (m *Machine) abandonRepair(why string) ([]Action, error) {
+	err := m.refuse(ErrRepairFailed, "%s", why)
+	m.clearWork()
+	return m.doneChecking(), err
+}
+
+func (m *Machine) repairing() bool {
+	return m.phase >= phaseRepairClaim && m.phase <= phaseRepairRecord
+}

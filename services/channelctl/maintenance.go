@@ -1,0 +1,193 @@
+package channelctl
+
+import (
+	"maps"
+	"slices"
+	"time"
+
+	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
+	"github.com/triarch-io/triarch/services/channelctl/machine"
+)
+
+// Background upkeep of the channels in the owned slots: replica-set repair after a node stays
+// dead, and leader balance after a node comes back or joins. Both only hand events to the
+// machines, which check everything again (a repair needs a live leader, a move a caught-up
+// target) and commit every step in the arbiter; this file decides what to ask and how fast.
+
+const (
+	// repairBackoff is how long a channel whose repair was ordered waits before it is ordered
+	// again (the order was refused, failed, or is still running).
+	repairBackoff = 5 * time.Second
+	// repairPassEvery spaces the scans for channels to repair: each scan walks every channel of
+	// the owned slots.
+	repairPassEvery = time.Second
+	// balancePassEvery spaces balance passes while a pass still finds moves to make, so that
+	// the moves of one pass settle before the next counts leaders.
+	balancePassEvery = 2 * time.Second
+)
+
+// nodeChangedForUpkeep records a replica node's death or return for the repair and balance
+// timers. It runs on the run goroutine, with the node's previous record (nil when new).
+func (c *Controller) nodeChangedForUpkeep(prev, n *arbiterv1.Node) {
+	if n.GetRole() != arbiterv1.NodeRole_NODE_ROLE_REPLICA {
+		return
+	}
+	now := c.cfg.Now()
+	dead := n.GetState() == arbiterv1.NodeState_NODE_STATE_DEAD
+	switch {
+	case dead:
+		if _, ok := c.deadSince[n.GetNodeId()]; !ok {
+			c.deadSince[n.GetNodeId()] = now
+		}
+	default:
+		delete(c.deadSince, n.GetNodeId())
+		wasDead := prev.GetState() == arbiterv1.NodeState_NODE_STATE_DEAD
+		if (prev == nil || wasDead) && n.GetState() == arbiterv1.NodeState_NODE_STATE_ALIVE && c.balanceAt.IsZero() {
+			// A node that just came back is still catching up; moving leaders to it at once
+			// would only have the move checks refuse.
+			c.balanceAt = now.Add(c.cfg.BalanceDelay)
+		}
+	}
+}
+
+// upkeep returns the repair and balance orders due now.
+func (c *Controller) upkeep(now time.Time) []posted {
+	return append(c.repairs(now), c.balance(now)...)
+}
+
+// repairs orders a new replica for channels with a replica dead longer than ReplaceDeadAfter,
+// at most MaxRepairs at a time. A hibernated channel is activated first: a repair needs a
+// leader, and a channel left with two replicas would lose data to one more failure even while
+// nobody uses it.
+func (c *Controller) repairs(now time.Time) []posted {
+	if now.Sub(c.lastRepairPass) < repairPassEvery {
+		return nil
+	}
+	overdue := map[uint64]bool{}
+	for n, since := range c.deadSince {
+		if now.Sub(since) >= c.cfg.ReplaceDeadAfter {
+			overdue[n] = true
+		}
+	}
+	if len(overdue) == 0 {
+		return nil
+	}
+	c.lastRepairPass = now
+	budget := c.cfg.MaxRepairs
+	for _, m := range c.machines {
+		if m.Repairing() {
+			budget--
+		}
+	}
+	load, candidates := c.replicaLoad()
+	var out []posted
+	for _, id := range slices.Sorted(maps.Keys(c.channels)) {
+		if budget <= 0 {
+			break
+		}
+		ch := c.channels[id]
+		var dead uint64
+		for _, r := range ch.GetReplicaNodeIds() {
+			if overdue[r] {
+				dead = r
+				break
+			}
+		}
+		if dead == 0 || now.Sub(c.repairTried[id]) < repairBackoff {
+			continue
+		}
+		state := ch.GetState()
+		if m := c.machines[id]; m != nil {
+			if m.Busy() {
+				continue
+			}
+			state = m.State()
+		}
+		var ev machine.Event
+		switch state {
+		case arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE:
+			with := pickReplica(candidates, load, ch.GetReplicaNodeIds())
+			if with == 0 {
+				continue // no live node outside the set; nothing to do until one joins
+			}
+			load[with]++
+			ev = machine.Repair{Dead: dead, With: with}
+		case arbiterv1.ChannelState_CHANNEL_STATE_HIBERNATED:
+			ev = machine.Activate{}
+		default:
+			continue
+		}
+		c.repairTried[id] = now
+		budget--
+		out = append(out, posted{channel: id, event: ev, ensure: true})
+	}
+	return out
+}
+
+// replicaLoad returns the replica nodes that may take a new replica (alive, not draining), and
+// how many channels each holds as far as the arbiter reported.
+func (c *Controller) replicaLoad() (map[uint64]uint64, []uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	load := map[uint64]uint64{}
+	var nodes []uint64
+	for id, n := range c.nodes {
+		if n.GetRole() == arbiterv1.NodeRole_NODE_ROLE_REPLICA && n.GetState() == arbiterv1.NodeState_NODE_STATE_ALIVE {
+			nodes = append(nodes, id)
+			load[id] = n.GetLoad().GetChannels()
+		}
+	}
+	slices.Sort(nodes)
+	return load, nodes
+}
+
+// pickReplica is the least loaded candidate outside set (lowest id on ties), 0 if none.
+func pickReplica(candidates []uint64, load map[uint64]uint64, set []uint64) uint64 {
+	var best uint64
+	for _, n := range candidates {
+		if slices.Contains(set, n) {
+			continue
+		}
+		if best == 0 || load[n] < load[best] {
+			best = n
+		}
+	}
+	return best
+}
+
+// balance plans leader moves once BalanceDelay after a replica node came back or joined, at
+// most BalanceMoves per pass, and plans again while a pass still finds that many.
+func (c *Controller) balance(now time.Time) []posted {
+	if c.balanceAt.IsZero() || now.Before(c.balanceAt) {
+		return nil
+	}
+	c.balanceAt = time.Time{}
+	_, nodes := c.replicaLoad()
+	var chans []machine.BalanceChannel
+	for id, ch := range c.channels {
+		state, leader := ch.GetState(), ch.GetLeaderNodeId()
+		if m := c.machines[id]; m != nil {
+			if m.Busy() || m.Stalled() {
+				continue
+			}
+			state, leader = m.State(), m.Channel().GetLeaderNodeId()
+		}
+		if state != arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE {
+			continue
+		}
+		// Positions are left to each machine's move check, which refuses a lagging target.
+		chans = append(chans, machine.BalanceChannel{ID: id, Replicas: ch.GetReplicaNodeIds(), Leader: leader})
+	}
+	moves := machine.PlanBalance(nodes, chans, c.cfg.BalanceMoves)
+	out := make([]posted, 0, len(moves))
+	for _, mv := range moves {
+		out = append(out, posted{channel: mv.ChannelID, event: machine.MoveLeader{Target: mv.To}, ensure: true})
+	}
+	if len(moves) == c.cfg.BalanceMoves {
+		c.balanceAt = now.Add(balancePassEvery)
+	}
+	if len(moves) > 0 {
+		c.cfg.Log.Info("balancing leaders", "moves", len(moves), "nodes", nodes)
+	}
+	return out
+}
