@@ -121,7 +121,7 @@ func (c *cluster) startChannelctl(id uint64) {
 	c.t.Helper()
 	s, err := channelctl.Start(context.Background(), channelctl.Config{
 		Common:         process.Common{NodeID: 100 + id, Listen: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Arbiters: []string{c.arbiterAddr}},
-		HibernateAfter: c.hibernate, ReplaceDeadAfter: c.replaceDeadAfter,
+		HibernateAfter: c.hibernate, ReplaceDeadAfter: c.replaceDeadAfter, BalanceDelay: time.Second,
 	}, quietTelemetry(c.t, "channelctl", id))
 	require.NoError(c.t, err)
 	c.ctls[id] = s

@@ -15,6 +15,9 @@ type Config struct {
 	// ReplaceDeadAfter is how long a replica node may stay dead before its channels get a new
 	// replica elsewhere.
 	ReplaceDeadAfter time.Duration
+	// BalanceDelay is how long after a replica node comes back or joins leaders are spread
+	// again; zero means the controller's default. Not a flag: tests shorten it.
+	BalanceDelay time.Duration
 }
 
 // Validate checks the configuration.

@@ -85,6 +85,7 @@ type Controller struct {
 	repairTried    map[string]time.Time
 	lastRepairPass time.Time
 	balanceAt      time.Time // when the next balance pass is due; zero: none
+	balancePasses  int       // passes since the last trigger
 }
 
 type answer struct {
@@ -443,7 +444,7 @@ func (c *Controller) applyWatch(ctx context.Context, r *arbiterv1.WatchResponse)
 			prev := c.nodes[n.GetNodeId()]
 			c.nodes[n.GetNodeId()] = n
 			c.mu.Unlock()
-			c.nodeChangedForUpkeep(prev, n)
+			c.nodeChangedForUpkeep(ctx, prev, n)
 			wasDead := prev != nil && prev.GetState() == arbiterv1.NodeState_NODE_STATE_DEAD
 			isDead := n.GetState() == arbiterv1.NodeState_NODE_STATE_DEAD
 			if n.GetRole() == arbiterv1.NodeRole_NODE_ROLE_REPLICA && isDead != wasDead {

@@ -1,11 +1,13 @@
 package channelctl
 
 import (
+	"context"
 	"maps"
 	"slices"
 	"time"
 
 	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
+	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
 	"github.com/triarch-io/triarch/services/channelctl/machine"
 )
 
@@ -21,16 +23,25 @@ const (
 	// repairPassEvery spaces the scans for channels to repair: each scan walks every channel of
 	// the owned slots.
 	repairPassEvery = time.Second
+	// maxBalancePasses bounds the passes after one trigger: a target that never catches up
+	// must not keep the planner going forever.
+	maxBalancePasses = 30
 	// balancePassEvery spaces balance passes while a pass still finds moves to make, so that
 	// the moves of one pass settle before the next counts leaders.
 	balancePassEvery = 2 * time.Second
 )
 
 // nodeChangedForUpkeep records a replica node's death or return for the repair and balance
-// timers. It runs on the run goroutine, with the node's previous record (nil when new).
-func (c *Controller) nodeChangedForUpkeep(prev, n *arbiterv1.Node) {
+// timers, and reloads the groups of a node that came back. It runs on the run goroutine, with
+// the node's previous record (nil when new).
+func (c *Controller) nodeChangedForUpkeep(ctx context.Context, prev, n *arbiterv1.Node) {
 	if n.GetRole() != arbiterv1.NodeRole_NODE_ROLE_REPLICA {
 		return
+	}
+	restarted := prev != nil && n.GetIncarnation() > prev.GetIncarnation()
+	returned := prev.GetState() == arbiterv1.NodeState_NODE_STATE_DEAD && n.GetState() != arbiterv1.NodeState_NODE_STATE_DEAD
+	if restarted || returned {
+		c.rejoin(ctx, n.GetNodeId())
 	}
 	now := c.cfg.Now()
 	dead := n.GetState() == arbiterv1.NodeState_NODE_STATE_DEAD
@@ -41,12 +52,78 @@ func (c *Controller) nodeChangedForUpkeep(prev, n *arbiterv1.Node) {
 		}
 	default:
 		delete(c.deadSince, n.GetNodeId())
-		wasDead := prev.GetState() == arbiterv1.NodeState_NODE_STATE_DEAD
-		if (prev == nil || wasDead) && n.GetState() == arbiterv1.NodeState_NODE_STATE_ALIVE && c.balanceAt.IsZero() {
+		if (prev == nil || returned || restarted) && n.GetState() == arbiterv1.NodeState_NODE_STATE_ALIVE && c.balanceAt.IsZero() {
 			// A node that just came back is still catching up; moving leaders to it at once
 			// would only have the move checks refuse.
 			c.balanceAt = now.Add(c.cfg.BalanceDelay)
+			c.balancePasses = 0
 		}
+	}
+}
+
+// rejoinBatch is how many groups one LoadGroups of a rejoin carries.
+const rejoinBatch = 1000
+
+// rejoin loads on a replica node that came back (declared dead and alive again, or restarted
+// under a new incarnation) the groups of the active channels it belongs to. Nothing else would:
+// elections load groups only on the replicas they gather, and an active channel has no election
+// coming, so the node would stay out of its groups, a follower short, until the next one. Loads
+// are idempotent; a failed one is logged and the next election or activation loads it anyway.
+func (c *Controller) rejoin(ctx context.Context, node uint64) {
+	var specs []*replicav1.GroupSpec
+	for _, ch := range c.channels {
+		if ch.GetState() != arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE || !slices.Contains(ch.GetReplicaNodeIds(), node) {
+			continue
+		}
+		spec := &replicav1.GroupSpec{ChannelId: ch.GetChannelId(), GroupId: ch.GetGroupId(), Epoch: ch.GetEpoch()}
+		for id, addr := range c.addresses(ch.GetReplicaNodeIds()) {
+			spec.Replicas = append(spec.Replicas, &replicav1.Peer{NodeId: id, Address: addr})
+		}
+		specs = append(specs, spec)
+	}
+	if len(specs) == 0 {
+		return
+	}
+	c.cfg.Log.InfoContext(ctx, "replica node came back; loading its active groups", "node", node, "groups", len(specs))
+	go func() {
+		for chunk := range slices.Chunk(specs, rejoinBatch) {
+			c.rejoinChunk(ctx, node, chunk)
+		}
+	}()
+}
+
+// rejoinRetryFor bounds how long a rejoin keeps trying: the node registers with the arbiter
+// a moment before it serves, and may be slow to start.
+const rejoinRetryFor = time.Minute
+
+func (c *Controller) rejoinChunk(ctx context.Context, node uint64, chunk []*replicav1.GroupSpec) {
+	deadline := c.cfg.Now().Add(rejoinRetryFor)
+	wait := c.cfg.RetryAfter
+	for {
+		cctx, cancel := context.WithTimeout(ctx, c.cfg.RPCTimeout)
+		resp, err := c.call(cctx, node, func(ctx context.Context, cl replicav1.ReplicaControlServiceClient) (any, error) {
+			return cl.LoadGroups(ctx, &replicav1.LoadGroupsRequest{Groups: chunk})
+		})
+		cancel()
+		if err == nil {
+			for _, r := range resp.(*replicav1.LoadGroupsResponse).GetResults() {
+				if r.GetError() != nil {
+					c.cfg.Log.WarnContext(ctx, "could not reload a group on a returning node", "node", node,
+						"channel", r.GetChannelId(), "err", groupErr(r.GetError()))
+				}
+			}
+			return
+		}
+		if ctx.Err() != nil || c.cfg.Now().After(deadline) {
+			c.cfg.Log.WarnContext(ctx, "could not reload groups on a returning node", "node", node, "groups", len(chunk), "err", err)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
 	}
 }
 
@@ -183,7 +260,10 @@ func (c *Controller) balance(now time.Time) []posted {
 	for _, mv := range moves {
 		out = append(out, posted{channel: mv.ChannelID, event: machine.MoveLeader{Target: mv.To}, ensure: true})
 	}
-	if len(moves) == c.cfg.BalanceMoves {
+	// Plan again while there is anything to move: moves refused because their target was still
+	// catching up get another chance, within a bounded number of passes.
+	if len(moves) > 0 && c.balancePasses < maxBalancePasses {
+		c.balancePasses++
 		c.balanceAt = now.Add(balancePassEvery)
 	}
 	if len(moves) > 0 {

@@ -50,7 +50,8 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 		return nil, fmt.Errorf("channelctl: %w", err)
 	}
 	s.Controller = NewController(ControllerConfig{NodeID: cfg.NodeID, Arbiter: s.arbiter, Dial: dial, Log: tel.Logger,
-		HibernateAfter: cfg.HibernateAfter, ReplaceDeadAfter: cfg.ReplaceDeadAfter})
+		HibernateAfter: cfg.HibernateAfter, ReplaceDeadAfter: cfg.ReplaceDeadAfter,
+		BalanceDelay: cfg.BalanceDelay})
 	h := &handler{c: s.Controller}
 	s.Process, err = process.Start(cfg.Common, tel, process.Options{
 		Services: []string{channelctlv1.ChannelControlService_ServiceDesc.ServiceName},

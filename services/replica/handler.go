@@ -163,10 +163,12 @@ func (h *handler) Campaign(ctx context.Context, req *replicav1.CampaignRequest) 
 
 func (h *handler) TransferLeader(ctx context.Context, req *replicav1.TransferLeaderRequest) (*replicav1.TransferLeaderResponse, error) {
 	out := &replicav1.TransferLeaderResponse{Results: make([]*replicav1.TransferLeaderResult, len(req.GetTransfers()))}
-	for i, t := range req.GetTransfers() {
+	// Each transfer waits for its target to lead; one slow target must not hold up the rest.
+	inParallel(len(req.GetTransfers()), func(i int) {
+		t := req.GetTransfers()[i]
 		out.Results[i] = &replicav1.TransferLeaderResult{ChannelId: t.GetChannelId(),
-			Error: groupError(h.e.TransferLeader(ctx, t.GetChannelId(), t.GetTargetNodeId()))}
-	}
+			Error: groupError(h.e.TransferLeaderAndWait(ctx, t.GetChannelId(), t.GetTargetNodeId(), campaignWait))}
+	})
 	return out, nil
 }
 
@@ -183,24 +185,31 @@ func (h *handler) GetGroupStatus(ctx context.Context, req *replicav1.GetGroupSta
 	return out, nil
 }
 
-// changeReplicasParallel bounds how many groups of one ChangeReplicas call catch up at once:
-// each waits for its new replica to receive the whole log, and doing them one by one would
-// make a node's repair take as long as the sum of all its channels' catch-ups.
-const changeReplicasParallel = 64
+// parallelGroups bounds how many groups of one batched call wait at once (for a new replica
+// to catch up, for a transfer to complete): one by one, a call would take as long as the sum.
+const parallelGroups = 64
 
-func (h *handler) ChangeReplicas(ctx context.Context, req *replicav1.ChangeReplicasRequest) (*replicav1.ChangeReplicasResponse, error) {
-	out := &replicav1.ChangeReplicasResponse{Results: make([]*replicav1.ChangeReplicasResult, len(req.GetChanges()))}
-	sem := make(chan struct{}, changeReplicasParallel)
+// inParallel runs f(0..n-1), at most parallelGroups at a time.
+func inParallel(n int, f func(i int)) {
+	sem := make(chan struct{}, parallelGroups)
 	var wg sync.WaitGroup
-	for i, c := range req.GetChanges() {
+	for i := range n {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			st, err := h.e.ChangeReplicas(ctx, c)
-			out.Results[i] = &replicav1.ChangeReplicasResult{ChannelId: c.GetChannelId(), Status: st, Error: groupError(err)}
+			f(i)
 		}()
 	}
 	wg.Wait()
+}
+
+func (h *handler) ChangeReplicas(ctx context.Context, req *replicav1.ChangeReplicasRequest) (*replicav1.ChangeReplicasResponse, error) {
+	out := &replicav1.ChangeReplicasResponse{Results: make([]*replicav1.ChangeReplicasResult, len(req.GetChanges()))}
+	inParallel(len(req.GetChanges()), func(i int) {
+		c := req.GetChanges()[i]
+		st, err := h.e.ChangeReplicas(ctx, c)
+		out.Results[i] = &replicav1.ChangeReplicasResult{ChannelId: c.GetChannelId(), Status: st, Error: groupError(err)}
+	})
 	return out, nil
 }
