@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
 )
 
 // A replica node restarts after its channels failed over to the other two: it rejoins their
@@ -59,6 +61,50 @@ func TestLeadersSpreadAgainWhenANodeComesBack(t *testing.T) {
 	}, 60*time.Second, 50*time.Millisecond, "leaders never spread back over the returned node: %v", leaders())
 	for i := range channels {
 		send(i, "balanced")
+		requireExactlyOnce(t, c, ctx, name(i), acked[i])
+	}
+}
+
+// Draining a replica node moves every leader it holds to the other replicas, by ordered
+// transfers, while the channels keep taking writes.
+func TestDrainingNodeGivesItsLeadersAway(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots the three tiers")
+	}
+	c := startCluster(t, time.Hour)
+	ctx := testCtx(t, 2*time.Minute)
+	const channels = 30
+	name := func(i int) string { return fmt.Sprintf("d%d", i) }
+	acked := make([]map[uint64]string, channels)
+	send := func(i int, tag string) {
+		t.Helper()
+		id := fmt.Sprintf("%s-%s", name(i), tag)
+		seq, err := c.send(ctx, name(i), id)
+		require.NoError(t, err, id)
+		acked[i][seq] = id
+	}
+	ledBy := func(node uint64) int {
+		n := 0
+		for i := range channels {
+			if ch, _ := c.arbiter.FSM().Channel(name(i)); ch.Leader == node {
+				n++
+			}
+		}
+		return n
+	}
+	for i := range channels {
+		acked[i] = map[uint64]string{}
+		send(i, "first")
+	}
+	drained := uint64(3)
+	require.Positive(t, ledBy(drained))
+	cl := arbiterv1.NewArbiterServiceClient(c.dial(c.arbiterAddr))
+	_, err := cl.DrainNode(ctx, &arbiterv1.DrainNodeRequest{NodeId: drained})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return ledBy(drained) == 0 }, 60*time.Second, 50*time.Millisecond,
+		"node %d still leads %d channels", drained, ledBy(drained))
+	for i := range channels {
+		send(i, "drained")
 		requireExactlyOnce(t, c, ctx, name(i), acked[i])
 	}
 }

@@ -52,6 +52,13 @@ func (c *Controller) nodeChangedForUpkeep(ctx context.Context, prev, n *arbiterv
 		}
 	default:
 		delete(c.deadSince, n.GetNodeId())
+		draining := n.GetState() == arbiterv1.NodeState_NODE_STATE_DRAINING && prev.GetState() != arbiterv1.NodeState_NODE_STATE_DRAINING
+		if draining {
+			// A draining node may not lead: its leaders move away now (the planner moves
+			// leaders off nodes outside the eligible ones first).
+			c.balanceAt, c.balancePasses = now, 0
+			return
+		}
 		if (prev == nil || returned || restarted) && n.GetState() == arbiterv1.NodeState_NODE_STATE_ALIVE && c.balanceAt.IsZero() {
 			// A node that just came back is still catching up; moving leaders to it at once
 			// would only have the move checks refuse.
