@@ -5,9 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"os"
 	"sync"
 	"time"
 
@@ -16,8 +13,6 @@ import (
 
 	"github.com/triarch-io/triarch/pkg/bench"
 	"github.com/triarch-io/triarch/pkg/client"
-	"github.com/triarch-io/triarch/pkg/telemetry"
-	"github.com/triarch-io/triarch/services/suite"
 )
 
 // benchFlags are the flags every bench scenario shares, plus the scenario's own.
@@ -38,26 +33,33 @@ type benchFlags struct {
 func newBenchCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench SCENARIO",
-		Short: "Measure a cluster: throughput, latency (failover, hibernate, fanout to come)",
+		Short: "Measure a cluster: throughput, latency, failover, hibernate, fanout",
 		Long: `Measure a running cluster (--gateway, gRPC) or an in-process dev suite (--dev) under load.
 
 Scenarios:
   throughput  closed-loop producers sending batches: acked msgs/s and MB/s, send latency
   latency     one message per send at a fixed offered rate (--rate), latency measured from the
               intended send time (no coordinated omission)
+  failover    steady writers on every channel, then the replica leading the most channels is
+              killed: per-channel unavailability, detection and election times
+  hibernate   many channels with one message each, left to hibernate: replica memory per
+              hibernated channel, then the latency of waking a sample of them
+  fanout      subscribers on every channel while producers send at --rate: end-to-end delivery
+              latency, every subscriber checked to get every acked message once, in order
 
 Each prints a table at the end, shows a live progress line on a terminal, writes every figure
-with --json FILE, and reads back a sample of channels to check that every acknowledged message
-is present exactly once at its seq (the command fails if one is not).`,
+with --json FILE, and checks what it sent: it reads back (or, for fanout, compares what each
+subscriber received) and fails if an acknowledged message is missing, duplicated or out of
+place.`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return cmd.Help()
 			}
-			return fmt.Errorf("bench %s: unknown scenario (built: throughput, latency; failover, hibernate and fanout are not built yet, issue 7)", args[0])
+			return fmt.Errorf("bench %s: unknown scenario (throughput, latency, failover, hibernate or fanout)", args[0])
 		},
 	}
-	cmd.AddCommand(newBenchThroughputCmd(), newBenchLatencyCmd())
+	cmd.AddCommand(newBenchThroughputCmd(), newBenchLatencyCmd(), newBenchFailoverCmd(), newBenchHibernateCmd(), newBenchFanoutCmd())
 	return cmd
 }
 
@@ -135,7 +137,7 @@ func runBench(cmd *cobra.Command, scenario string, f benchFlags) error {
 	ctx := cmd.Context()
 	addr := f.gateway
 	if f.dev {
-		s, stop, err := startBenchSuite(ctx)
+		s, stop, err := startBenchSuite(ctx, 0)
 		if err != nil {
 			return fmt.Errorf("bench %s: start the dev suite: %w", scenario, err)
 		}
@@ -148,11 +150,7 @@ func runBench(cmd *cobra.Command, scenario string, f benchFlags) error {
 	}
 	defer c.Close()
 
-	names := make([]string, f.channels)
-	run := client.NewClientMsgID()[:8] // fresh channels per run, also on a long-lived cluster
-	for i := range names {
-		names[i] = fmt.Sprintf("bench-%s-%d", run, i)
-	}
+	names, _ := benchChannelNames(f.channels)
 	if err := createChannels(ctx, c, names, min(f.producers, 64)); err != nil {
 		return fmt.Errorf("bench %s: %w", scenario, err)
 	}
@@ -185,10 +183,7 @@ func runBench(cmd *cobra.Command, scenario string, f benchFlags) error {
 	}
 
 	live := &bench.Live{}
-	var progress *bench.Progress
-	if fd, ok := cmd.ErrOrStderr().(*os.File); ok && bench.IsTerminal(fd) {
-		progress = bench.StartProgress(fd, live, time.Second)
-	}
+	progress := bench.StartProgress(progressOut(cmd), live, time.Second)
 	started := time.Now()
 	stats, err := bench.Run(ctx, load, live, op)
 	progress.Stop()
@@ -273,34 +268,4 @@ feed:
 		}
 	}
 	return err
-}
-
-// startBenchSuite starts a dev suite on free loopback ports in a temp directory, its logs
-// discarded; stop stops it and removes the directory.
-func startBenchSuite(ctx context.Context) (*suite.Suite, func(), error) {
-	dir, err := os.MkdirTemp("", "triarch-bench-")
-	if err != nil {
-		return nil, nil, err
-	}
-	tel, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: "triarch-bench-dev", NodeID: 1,
-		LogWriter: io.Discard, LogLevel: slog.LevelError})
-	if err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, nil, err
-	}
-	s, err := suite.Start(ctx, suite.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0",
-		AdminAddr: "127.0.0.1:0"}, tel)
-	if err != nil {
-		_ = tel.Shutdown(context.WithoutCancel(ctx))
-		_ = os.RemoveAll(dir)
-		return nil, nil, err
-	}
-	stop := func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
-		defer cancel()
-		_ = s.Stop(sctx)
-		_ = tel.Shutdown(sctx)
-		_ = os.RemoveAll(dir)
-	}
-	return s, stop, nil
 }

@@ -24,6 +24,21 @@ type Progress struct {
 
 // StartProgress starts the line on w; it returns nil (whose Stop does nothing) when w is nil.
 func StartProgress(w io.Writer, live *Live, interval time.Duration) *Progress {
+	var last int64
+	var lastAt time.Duration
+	return StartLine(w, interval, func(elapsed time.Duration) string {
+		n := live.Msgs.Load()
+		rate := float64(n-last) / (elapsed - lastAt).Seconds()
+		last, lastAt = n, elapsed
+		return fmt.Sprintf("%6.1fs  %s msgs/s  %s acked  %s errors", elapsed.Seconds(), group(int64(rate)),
+			group(n), group(live.Errors.Load()))
+	})
+}
+
+// StartLine prints line(time since start) every interval, rewriting it with \r; scenarios
+// whose phases are not a stream of sends (waiting for hibernation, say) say what they wait
+// for. It returns nil (whose Stop does nothing) when w is nil. line runs on one goroutine.
+func StartLine(w io.Writer, interval time.Duration, line func(elapsed time.Duration) string) *Progress {
 	if w == nil {
 		return nil
 	}
@@ -32,17 +47,12 @@ func StartProgress(w io.Writer, live *Live, interval time.Duration) *Progress {
 	p.done.Go(func() {
 		t := time.NewTicker(interval)
 		defer t.Stop()
-		last, lastAt := int64(0), start
 		for {
 			select {
 			case <-p.stop:
 				return
 			case now := <-t.C:
-				n := live.Msgs.Load()
-				rate := float64(n-last) / now.Sub(lastAt).Seconds()
-				last, lastAt = n, now
-				fmt.Fprintf(w, "\r%6.1fs  %s msgs/s  %s acked  %s errors   ",
-					now.Sub(start).Seconds(), group(int64(rate)), group(n), group(live.Errors.Load()))
+				fmt.Fprintf(w, "\r%s   ", line(now.Sub(start)))
 			}
 		}
 	})
@@ -56,5 +66,5 @@ func (p *Progress) Stop() {
 	}
 	close(p.stop)
 	p.done.Wait()
-	fmt.Fprintf(p.w, "\r%60s\r", "")
+	fmt.Fprintf(p.w, "\r%79s\r", "")
 }

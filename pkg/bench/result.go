@@ -1,12 +1,9 @@
 package bench
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
-	"os"
-	"runtime"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -50,16 +47,10 @@ func Summarize(h *Histogram) Latency {
 	}
 }
 
-// Result is everything a run measured, in a form to compare runs by.
+// Result is everything a throughput or latency run measured, in a form to compare runs by.
 type Result struct {
-	Scenario  string    `json:"scenario"`
-	Params    Params    `json:"params"`
-	Version   string    `json:"triarch_version"`
-	GoVersion string    `json:"go_version"`
-	NumCPU    int       `json:"num_cpu"`
-	OS        string    `json:"os"`
-	Arch      string    `json:"arch"`
-	Started   time.Time `json:"started"`
+	Header
+	Params Params `json:"params"`
 	// ElapsedSeconds runs from the first send to the last answer.
 	ElapsedSeconds float64 `json:"elapsed_seconds"`
 	// Sends counts acknowledged send calls; AckedMsgs and AckedBytes (payload) what they carried.
@@ -79,8 +70,7 @@ type Result struct {
 // NewResult fills a result's machine fields and figures from a run's statistics.
 func NewResult(scenario, version string, p Params, started time.Time, st *Stats) *Result {
 	r := &Result{
-		Scenario: scenario, Params: p, Version: version, GoVersion: runtime.Version(),
-		NumCPU: runtime.NumCPU(), OS: runtime.GOOS, Arch: runtime.GOARCH, Started: started.UTC(),
+		Header: NewHeader(scenario, version, started), Params: p,
 		ElapsedSeconds: st.Elapsed.Seconds(), Sends: st.Ops, AckedMsgs: st.Msgs, AckedBytes: st.Bytes,
 		Latency: Summarize(st.Latency), LatencyFrom: "actual send", Errors: st.Errors,
 	}
@@ -96,24 +86,14 @@ func NewResult(scenario, version string, p Params, started time.Time, st *Stats)
 
 // WriteJSON writes the result, indented, to path.
 func (r *Result) WriteJSON(path string) error {
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
+	return writeJSON(path, r)
 }
 
 // WriteTable prints the result for a person.
 func (r *Result) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	p := r.Params
-	target := p.Gateway
-	if p.Dev {
-		target = "in-process dev suite (3 replicas)"
-	}
-	fmt.Fprintf(tw, "scenario\t%s\n", r.Scenario)
-	fmt.Fprintf(tw, "target\t%s\n", target)
-	fmt.Fprintf(tw, "machine\t%d CPU, %s/%s, %s, triarch %s\n", r.NumCPU, r.OS, r.Arch, r.GoVersion, r.Version)
+	r.writeHead(tw, targetName(p.Dev, p.Gateway))
 	load := fmt.Sprintf("%d channels, %d producers, batch %d, %d-byte messages", p.Channels, p.Producers, p.Batch, p.Size)
 	if p.Rate > 0 {
 		load += fmt.Sprintf(", offered %s msgs/s", group(int64(p.Rate)))
@@ -125,18 +105,24 @@ func (r *Result) WriteTable(w io.Writer) error {
 	fmt.Fprintf(tw, "latency (ms, from %s)\tp50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f  mean %.2f\n",
 		r.LatencyFrom, l.P50, l.P90, l.P99, l.P999, l.Max, l.Mean)
 	fmt.Fprintf(tw, "errors\t%s\n", formatErrors(r.Errors))
-	if v := r.Verification; v != nil {
-		verdict := "OK"
-		if !v.OK {
-			verdict = fmt.Sprintf("FAILED: %d missing, %d duplicated, %d misplaced, %d seq gaps", v.Missing, v.Duplicated, v.Misplaced, v.Gaps)
-		}
-		fmt.Fprintf(tw, "read-back\t%d channels, %s acked msgs checked against %s read: %s\n",
-			v.Channels, group(v.Acked), group(v.Read), verdict)
-		for _, e := range v.Examples {
-			fmt.Fprintf(tw, "\t  %s\n", e)
-		}
-	}
+	writeVerification(tw, r.Verification)
 	return tw.Flush()
+}
+
+// writeVerification prints the read-back line, if there was a read-back.
+func writeVerification(w io.Writer, v *Verification) {
+	if v == nil {
+		return
+	}
+	verdict := "OK"
+	if !v.OK {
+		verdict = fmt.Sprintf("FAILED: %d missing, %d duplicated, %d misplaced, %d seq gaps", v.Missing, v.Duplicated, v.Misplaced, v.Gaps)
+	}
+	fmt.Fprintf(w, "read-back\t%d channels, %s acked msgs checked against %s read: %s\n",
+		v.Channels, group(v.Acked), group(v.Read), verdict)
+	for _, e := range v.Examples {
+		fmt.Fprintf(w, "\t  %s\n", e)
+	}
 }
 
 func formatErrors(errs map[string]int64) string {
@@ -149,6 +135,9 @@ func formatErrors(errs map[string]int64) string {
 	}
 	return strings.Join(parts, ", ")
 }
+
+// Group writes n with thousands separators, for progress lines of the command.
+func Group(n int64) string { return group(n) }
 
 // group writes n with thousands separators.
 func group(n int64) string {

@@ -152,3 +152,10 @@ func verifyChannel(ctx context.Context, r Reader, ch string, acks []Ack, v *Veri
 	}
 	return nil
 }
+
+// Acks returns a copy of channel's recorded acks, in the order recorded.
+func (l *Ledger) Acks(channel string) []Ack {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.acks[channel])
+}

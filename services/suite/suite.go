@@ -161,3 +161,26 @@ func (s *Suite) Stop(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
+
+// ReplicaAdminAddrs are the replicas' admin addresses (/metrics), in node id order (the
+// replica at index i is node i+1). In the dev suite they all serve the one process's metrics.
+func (s *Suite) ReplicaAdminAddrs() []string {
+	out := make([]string, len(s.Replicas))
+	for i, r := range s.Replicas {
+		out[i] = r.AdminAddr().String()
+	}
+	return out
+}
+
+// StopReplica stops replica node (1..Replicas) as a crash would look to the rest of the
+// cluster: it stops heartbeating and its connections close, without handing anything over.
+// The failover benchmark uses it. Stop later skips it (a replica stops once).
+func (s *Suite) StopReplica(ctx context.Context, node uint64) error {
+	if node < 1 || node > uint64(len(s.Replicas)) {
+		return fmt.Errorf("suite: no replica node %d (have 1..%d)", node, len(s.Replicas))
+	}
+	if err := s.Replicas[node-1].Stop(ctx); err != nil {
+		return fmt.Errorf("suite: stop replica %d: %w", node, err)
+	}
+	return nil
+}
