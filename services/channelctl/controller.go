@@ -614,6 +614,11 @@ func (c *Controller) notOwner(ch *arbiterv1.Channel) error {
 	owner := c.slots[ch.GetSlot()].GetOwnerNodeId()
 	addr := c.nodes[owner].GetAddress()
 	c.mu.Unlock()
+	if owner == 0 || addr == "" {
+		// The slot is between owners (its channelctl was declared dead and the arbiter has not
+		// handed it on yet, or this one has not heard): a moment later someone owns it.
+		return status.Errorf(codes.Unavailable, "channel %s: slot %d has no live channelctl right now", ch.GetChannelId(), ch.GetSlot())
+	}
 	st, _ := status.New(codes.FailedPrecondition,
 		fmt.Sprintf("channel %s is handled by channelctl %d", ch.GetChannelId(), owner)).WithDetails(
 		&channelctlv1.NotOwner{OwnerNodeId: owner, OwnerAddress: addr})
