@@ -271,6 +271,7 @@ func (r *Router) Subscribe(ctx context.Context, channel string, from uint64, sub
 	var (
 		stale   uint64
 		hops    int
+		quick   bool // the one immediate re-resolve has been used
 		opened  bool
 		lastErr error
 		outage  = time.Now() // start of the current period without a working stream
@@ -316,6 +317,10 @@ func (r *Router) Subscribe(ctx context.Context, channel string, from uint64, sub
 			}
 			r.invalidate(rt)
 			stale = rt.leader
+			if v == verdictResolve && !quick && attempt < r.cfg.MaxAttempts {
+				quick, lastErr = true, err
+				continue
+			}
 		}
 		lastErr = err
 		if attempt >= r.cfg.MaxAttempts || !bo.pause(ctx, outage.Add(r.cfg.DefaultTimeout)) {
@@ -416,6 +421,7 @@ func (r *Router) do(ctx context.Context, channel string, create bool, f func(con
 	var (
 		stale   uint64
 		hops    int
+		quick   bool // the one immediate re-resolve has been used
 		lastErr error
 		bo      = r.backoff()
 	)
@@ -451,6 +457,10 @@ func (r *Router) do(ctx context.Context, channel string, create bool, f func(con
 			}
 			r.invalidate(rt)
 			stale = rt.leader
+			if v == verdictResolve && !quick && attempt < r.cfg.MaxAttempts {
+				quick, lastErr = true, err
+				continue
+			}
 		}
 		lastErr = err
 		if attempt >= r.cfg.MaxAttempts || !bo.pause(ctx, dl) {
@@ -771,9 +781,10 @@ func retryableControl(err error) bool {
 type verdict int
 
 const (
-	verdictFail   verdict = iota // the error is the answer
-	verdictFollow                // NotLeader named the leader: try it now
-	verdictRetry                 // re-resolve, naming the failed leader stale, after a pause
+	verdictFail    verdict = iota // the error is the answer
+	verdictFollow                 // NotLeader named the leader: try it now
+	verdictRetry                  // re-resolve, naming the failed leader stale, after a pause
+	verdictResolve                // the cached route is out of date: re-resolve now, once
 )
 
 // classifyReplica says what to do after a replica call failed with err.
@@ -795,9 +806,10 @@ func classifyReplica(err error, rt *route) (verdict, *replicav1.NotLeader) {
 		// (the caller's own deadline ends the loop before this is acted on).
 		return verdictRetry, nil
 	case codes.NotFound:
-		// channelctl knows the channel (it resolved it), so the replica has a stale view: it
-		// restarted or unloaded the group since.
-		return verdictRetry, nil
+		// channelctl knows the channel (it resolved it), so the cached route is stale: the
+		// channel hibernated (or the replica restarted) since. Waiting would not change that;
+		// the resolve that follows wakes it.
+		return verdictResolve, nil
 	}
 	return verdictFail, nil
 }

@@ -623,3 +623,32 @@ func TestRouterReadyWhenAChannelctlServes(t *testing.T) {
 	r0 := c.router(t, RouterConfig{Channelctls: []string{}})
 	require.ErrorContains(t, r0.Ready(context.Background()), "--channelctls")
 }
+
+// A cached leader that no longer has the group loaded (the channel hibernated) is re-resolved
+// at once. With an hour of backoff any pause lasts half the time left before the deadline
+// (10 s here), so a call that returns within 5 s cannot have paused: the margin is seconds
+// against milliseconds, not a speed assertion.
+func TestRouterReResolvesAtOnceWhenTheGroupIsNotLoaded(t *testing.T) {
+	c := newFakeCluster()
+	c.setLeader("a", 1)
+	c.appendFn = func(addr string, req *replicav1.AppendRequest) (*replicav1.AppendResponse, error) {
+		if addr == "r1" {
+			return nil, status.Error(codes.NotFound, "channel not loaded on this replica")
+		}
+		return c.defaultAppend(addr, req)
+	}
+	c.resolveFn = func(_ string, req *channelctlv1.ResolveChannelRequest) (*channelctlv1.ResolveChannelResponse, error) {
+		if req.GetStaleLeaderNodeId() == 1 {
+			c.setLeader("a", 2) // woken, with another leader
+		}
+		return c.defaultResolve(req)
+	}
+	r := c.router(t, RouterConfig{MinBackoff: time.Hour, MaxBackoff: time.Hour})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := r.Append(ctx, "a", one)
+	require.NoError(t, err)
+	require.Less(t, time.Since(start), 5*time.Second, "the call paused before re-resolving")
+	require.Equal(t, 1, c.appendCount("r2"))
+}
