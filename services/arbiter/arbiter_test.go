@@ -224,7 +224,9 @@ func TestBadInputChangesNothing(t *testing.T) {
 }
 
 func TestLeaderLossLosesNoWriteAndRestartRestoresState(t *testing.T) {
-	m := startMembers(t, 3)
+	// The registered replicas never heartbeat: without long leases they turn suspect after
+	// 600 ms and can no longer take channels, which a loaded machine reaches mid-test.
+	m := startMembers(t, 3, longLeases)
 	c := m.client()
 	first := m.leader()
 	registerReplicas(t, c, 1, 2, 3)
@@ -271,7 +273,7 @@ func TestLeaderLossLosesNoWriteAndRestartRestoresState(t *testing.T) {
 }
 
 func TestWatchAcrossLeaderChangeSeesEveryRevisionOnce(t *testing.T) {
-	m := startMembers(t, 3)
+	m := startMembers(t, 3, longLeases) // the replicas never heartbeat; see above
 	c := m.client()
 	m.leader()
 	registerReplicas(t, c, 1, 2, 3)

@@ -49,7 +49,14 @@ type Tracker struct {
 	cfg   Config
 	mu    sync.Mutex
 	nodes map[uint64]*node
+	// lastEval is when Evaluate last ran; a much longer gap than EvaluateEvery means this
+	// process was starved (CPU, GC, a paused VM) and heartbeats waited unprocessed meanwhile.
+	lastEval time.Time
 }
+
+// stallAfter is the Evaluate gap long enough to count as the arbiter's own stall rather than
+// scheduling noise: half a lease. Below it the lease rules run unchanged.
+func (t *Tracker) stallAfter() time.Duration { return t.cfg.LeaseTTL / 2 }
 
 type report struct {
 	reachable bool
@@ -266,6 +273,21 @@ func (t *Tracker) Phi(id uint64, now time.Time) float64 {
 func (t *Tracker) Evaluate(now time.Time, peersOf func(node uint64) []uint64) []Decision {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if !t.lastEval.IsZero() {
+		if gap := now.Sub(t.lastEval); gap > t.stallAfter() {
+			// The time the arbiter was not looking does not count against the nodes: their
+			// heartbeats may be sitting in its own queues. Without this, an overloaded arbiter
+			// declares healthy nodes dead, which moves their work onto the survivors and
+			// overloads them in turn.
+			stall := gap - t.cfg.EvaluateEvery
+			for _, n := range t.nodes {
+				if n.committed != dead {
+					n.expiry = n.expiry.Add(stall)
+				}
+			}
+		}
+	}
+	t.lastEval = now
 	ids := make([]uint64, 0, len(t.nodes))
 	for id := range t.nodes {
 		ids = append(ids, id)

@@ -397,3 +397,39 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+// An arbiter that was itself stalled (Evaluate not called for longer than half a lease) does
+// not count the stall against anyone: nodes whose heartbeats it could not process meanwhile
+// keep their leases for the length of the stall, and are judged by the usual rule after it.
+func TestArbiterStallIsNotCountedAgainstNodes(t *testing.T) {
+	cfg := DefaultConfig()
+	ttl, margin := cfg.LeaseTTL, cfg.DriftMargin
+	start := func() *Tracker {
+		tr := newTracker(t, cfg)
+		tr.Observe(1, alive, t0)
+		tr.Register(1, t0)
+		return tr
+	}
+	// evaluate runs Evaluate every EvaluateEvery over [from, to] and returns the last state
+	// decided for node 1 (unspecified: none).
+	evaluate := func(tr *Tracker, from, to time.Time) arbiterv1.NodeState {
+		var last arbiterv1.NodeState
+		for at := from; !at.After(to); at = at.Add(cfg.EvaluateEvery) {
+			if st, ok := states(tr.Evaluate(at, noPeers))[1]; ok {
+				last = st
+			}
+		}
+		return last
+	}
+	late := t0.Add(ttl + margin + cfg.EvaluateEvery)
+
+	// Evaluated regularly, the silent node is dead just past TTL + margin.
+	require.Equal(t, dead, evaluate(start(), t0, late))
+
+	// The same silence, but the arbiter stalled from t0 to late: nothing is decided.
+	tr := start()
+	require.Empty(t, tr.Evaluate(t0, noPeers))
+	require.Empty(t, tr.Evaluate(late, noPeers), "the stall ate the lease, not the node")
+	// Still silent a full lease and margin after the stall: now it is dead.
+	require.Equal(t, dead, evaluate(tr, late, late.Add(ttl+margin+cfg.EvaluateEvery)))
+}
