@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -59,39 +60,67 @@ func TestActivationOnDemandAcrossTiers(t *testing.T) {
 	}
 }
 
+// The replica that leads the most of 1,000 channels dies while writers keep sending: every
+// channel it led gets a new leader among the survivors, none of them one that was behind the
+// other survivor when the election ran, and every acknowledged message is still there, once
+// and at its acknowledged sequence number. While the writers run, frames to replica 3 are
+// delayed, so that at the kill it is behind the other survivor on the channels written last:
+// electing it there would break the rule, and the test would say so.
 func TestFailoverAfterLeaderReplicaDies(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots the three tiers")
 	}
-	c := startCluster(t, time.Hour)
-	ctx := testCtx(t, 120*time.Second)
-	const channels = 200
-	acked := make([]map[uint64]string, channels)
+	const lagging = uint64(3)
+	var lag atomic.Bool
+	c := startCluster(t, time.Hour, func(c *cluster) {
+		c.fault = func(to uint64) (time.Duration, bool) {
+			if to == lagging && lag.Load() {
+				return 50 * time.Millisecond, false
+			}
+			return 0, false
+		}
+	})
+	ctx := testCtx(t, 5*time.Minute)
+	const channels, writers = 1000, 10
+	name := func(i int) string { return fmt.Sprintf("f%d", i) }
+	var (
+		mu    sync.Mutex
+		acked = make([]map[uint64]string, channels)
+		count atomic.Int64
+	)
 	for i := range channels {
 		acked[i] = map[uint64]string{}
-		id := fmt.Sprintf("f%d-first", i)
-		seq, err := c.send(ctx, fmt.Sprintf("f%d", i), id)
-		require.NoError(t, err)
-		acked[i][seq] = id
 	}
-	// The node leading most channels dies while writers keep sending.
-	led := map[uint64]int{}
+	require.NoError(t, parallel(channels, 4, func(i int) error {
+		id := name(i) + "-first"
+		seq, err := c.send(ctx, name(i), id)
+		if err != nil {
+			return fmt.Errorf("send %s: %w", id, err)
+		}
+		mu.Lock()
+		acked[i][seq] = id
+		mu.Unlock()
+		return nil
+	}))
+	// The node (other than the lagging one) leading most channels dies while writers keep
+	// sending.
+	type record struct{ leader, epoch, term uint64 }
+	before := map[string]record{}
+	led := map[uint64][]string{}
 	for i := range channels {
-		ch, _ := c.arbiter.FSM().Channel(fmt.Sprintf("f%d", i))
-		led[ch.Leader]++
+		ch, _ := c.arbiter.FSM().Channel(name(i))
+		before[ch.ID] = record{ch.Leader, ch.Epoch, ch.LeaderTerm}
+		led[ch.Leader] = append(led[ch.Leader], ch.ID)
 	}
 	victim := uint64(1)
-	for n, k := range led {
-		if k > led[victim] {
-			victim = n
-		}
+	if len(led[2]) > len(led[1]) {
+		victim = 2
 	}
-	var (
-		mu sync.Mutex
-		wg sync.WaitGroup
-	)
+	orphans := led[victim]
+	lag.Store(true)
 	stop := make(chan struct{})
-	for w := range 10 {
+	var wg sync.WaitGroup
+	for w := range writers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -101,9 +130,9 @@ func TestFailoverAfterLeaderReplicaDies(t *testing.T) {
 					return
 				default:
 				}
-				i := (w + 10*j) % channels
-				id := fmt.Sprintf("f%d-w%d-%d", i, w, j)
-				seq, err := c.send(ctx, fmt.Sprintf("f%d", i), id)
+				i := (w + writers*j) % channels
+				id := fmt.Sprintf("%s-w%d-%d", name(i), w, j)
+				seq, err := c.send(ctx, name(i), id)
 				if err != nil {
 					t.Errorf("send %s: %v", id, err)
 					return
@@ -111,25 +140,43 @@ func TestFailoverAfterLeaderReplicaDies(t *testing.T) {
 				mu.Lock()
 				acked[i][seq] = id
 				mu.Unlock()
+				count.Add(1)
 			}
 		}()
 	}
-	time.Sleep(200 * time.Millisecond)
+	// awaitWrites waits until the writers have had n more sends acknowledged.
+	awaitWrites := func(n int64, what string) {
+		from := count.Load()
+		require.Eventually(t, func() bool { return count.Load() >= from+n }, 2*time.Minute, 5*time.Millisecond, what)
+	}
+	awaitWrites(5*writers, "writers get going before the kill")
 	c.stopReplica(victim)
-	// Every channel gets a new leader among the survivors.
+
+	// The positions each election will compare: nothing appends to the orphans' logs until
+	// their next leader is elected. A channel whose record moved on before the read finished
+	// may have been elected already, so only the channels still recorded under the victim at
+	// its epoch after the read are checked against them.
+	positions, err := survivorPositions(ctx, c, orphans)
+	require.NoError(t, err)
+	lag.Store(false)
+	for _, id := range orphans {
+		if ch, _ := c.arbiter.FSM().Channel(id); ch.Epoch != before[id].epoch {
+			delete(positions, id)
+		}
+	}
+
+	// Every channel the victim led gets a new leader among the survivors.
 	require.Eventually(t, func() bool {
-		for i := range channels {
-			ch, _ := c.arbiter.FSM().Channel(fmt.Sprintf("f%d", i))
-			if ch.Leader == victim || ch.State != arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE {
-				if _, err := c.resolve(ctx, fmt.Sprintf("f%d", i), victim); err != nil {
-					return false
-				}
+		for _, id := range orphans {
+			ch, _ := c.arbiter.FSM().Channel(id)
+			if ch.Leader == victim || ch.Leader == 0 || ch.State != arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE {
 				return false
 			}
 		}
 		return true
-	}, 60*time.Second, 50*time.Millisecond)
-	time.Sleep(200 * time.Millisecond)
+	}, 2*time.Minute, 20*time.Millisecond, "every channel the victim led is active under a survivor")
+	// Writers go on past the failover before they stop.
+	awaitWrites(5*writers, "writers keep sending after the failover")
 	close(stop)
 	wg.Wait()
 	// The arbiter declares the stopped node dead once its lease and margin ran out and its
@@ -138,22 +185,52 @@ func TestFailoverAfterLeaderReplicaDies(t *testing.T) {
 		dead, _ := c.arbiter.FSM().Node(victim)
 		return dead.Liveness == arbiterv1.NodeState_NODE_STATE_DEAD
 	}, 10*time.Second, 10*time.Millisecond)
-	for i := range channels {
-		requireExactlyOnce(t, c, ctx, fmt.Sprintf("f%d", i), acked[i])
+
+	// No channel was handed to a replica that was behind: its log, when the election compared
+	// them, was at least as up to date as every other survivor's, and its term fences the
+	// victim's.
+	differed := 0
+	for _, id := range orphans {
+		ch, _ := c.arbiter.FSM().Channel(id)
+		require.NotEqual(t, victim, ch.Leader, id)
+		require.Greater(t, ch.LeaderTerm, before[id].term, "%s: the new leader's term fences the old one", id)
+		pos, ok := positions[id]
+		if !ok {
+			continue
+		}
+		for n, p := range pos {
+			require.GreaterOrEqual(t, pos[ch.Leader].compare(p), 0,
+				"%s: leader %d was elected at %v, behind replica %d at %v", id, ch.Leader, pos[ch.Leader], n, p)
+			if p != pos[ch.Leader] {
+				differed++
+			}
+		}
 	}
+	t.Logf("victim %d led %d channels; %d messages acknowledged while writing; positions read before the election for %d of them, "+
+		"with the survivors at different positions in %d", victim, len(orphans), count.Load(), len(positions), differed)
+	require.NoError(t, parallel(channels, 16, func(i int) error {
+		return exactlyOnce(ctx, c, name(i), acked[i])
+	}))
 }
 
+// 1,000 channels go idle and hibernate (nothing of them left in any replica's memory), then a
+// send to each wakes it: the send gets the next sequence number and the channel holds exactly
+// its two messages.
 func TestIdleChannelsHibernateAndWake(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots the three tiers")
 	}
 	c := startCluster(t, time.Second)
-	ctx := testCtx(t, 120*time.Second)
-	const channels = 100
-	for i := range channels {
-		_, err := c.send(ctx, fmt.Sprintf("h%d", i), "first")
-		require.NoError(t, err)
-	}
+	ctx := testCtx(t, 5*time.Minute)
+	const channels = 1000
+	name := func(i int) string { return fmt.Sprintf("h%d", i) }
+	require.NoError(t, parallel(channels, 8, func(i int) error {
+		seq, err := c.send(ctx, name(i), "first")
+		if err == nil && seq != 1 {
+			err = fmt.Errorf("first message at seq %d", seq)
+		}
+		return err
+	}))
 	require.Eventually(t, func() bool {
 		for _, r := range c.replicas {
 			if len(r.Engine.Loaded()) > 0 {
@@ -161,17 +238,24 @@ func TestIdleChannelsHibernateAndWake(t *testing.T) {
 			}
 		}
 		return true
-	}, 60*time.Second, 100*time.Millisecond, "idle channels leave the replicas' memory")
+	}, 2*time.Minute, 100*time.Millisecond, "idle channels leave the replicas' memory")
 	for i := range channels {
-		ch, _ := c.arbiter.FSM().Channel(fmt.Sprintf("h%d", i))
-		require.Equal(t, arbiterv1.ChannelState_CHANNEL_STATE_HIBERNATED, ch.State)
+		ch, _ := c.arbiter.FSM().Channel(name(i))
+		require.Equal(t, arbiterv1.ChannelState_CHANNEL_STATE_HIBERNATED, ch.State, ch.ID)
 	}
-	for i := range channels {
-		seq, err := c.send(ctx, fmt.Sprintf("h%d", i), "second")
-		require.NoError(t, err)
-		require.Equal(t, uint64(2), seq, "a woken channel continues its sequence")
-		requireExactlyOnce(t, c, ctx, fmt.Sprintf("h%d", i), map[uint64]string{1: "first", 2: "second"})
-	}
+	require.NoError(t, parallel(channels, 8, func(i int) error {
+		seq, err := c.send(ctx, name(i), "second")
+		if err != nil {
+			return err
+		}
+		if seq != 2 {
+			return fmt.Errorf("%s: a woken channel continues its sequence: got seq %d, want 2", name(i), seq)
+		}
+		return nil
+	}))
+	require.NoError(t, parallel(channels, 16, func(i int) error {
+		return exactlyOnce(ctx, c, name(i), map[uint64]string{1: "first", 2: "second"})
+	}))
 }
 
 func TestChannelctlLossMovesItsSlots(t *testing.T) {
