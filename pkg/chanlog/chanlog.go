@@ -113,21 +113,20 @@ func (c *Channel) Apply(index uint64, data []byte) (Applied, error) {
 		return Applied{}, nil
 	}
 	c.applied = index
-	var batch replicav1.LogBatch
-	if err := proto.Unmarshal(data, &batch); err != nil {
+	batch, err := decodeBatch(data)
+	if err != nil {
 		return Applied{}, fmt.Errorf("%w: index %d: %v", ErrBadEntry, index, err)
 	}
-	now := batch.GetProposeTime().AsTime().UnixNano()
+	now := batch.proposeTime.UnixNano()
 	c.expire(now)
 	out := Applied{
-		Results:        make([]Result, len(batch.GetMessages())),
+		Results:        make([]Result, len(batch.ids)),
 		FirstSeq:       c.lastSeq + 1,
-		ProposerNodeID: batch.GetProposerNodeId(),
-		ProposalID:     batch.GetProposalId(),
+		ProposerNodeID: batch.proposerID,
+		ProposalID:     batch.proposalID,
 	}
 	var rec *replicav1.SeqIndexRecord
-	for i, m := range batch.GetMessages() {
-		id := m.GetClientMsgId()
+	for i, id := range batch.ids {
 		if s, ok := c.ids[id]; ok && id != "" {
 			out.Results[i] = Result{Seq: s.seq, Duplicate: true}
 			if rec == nil {

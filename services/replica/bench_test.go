@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -50,6 +51,8 @@ var (
 	// Experiments only: the store's defaults are what the service runs with.
 	benchVlogMB = flag.Int("replica.bench-vlog-mb", 0, "experiment: Badger value log file size in MiB (0: the store's default)")
 	benchMemMB  = flag.Int("replica.bench-memtable-mb", 0, "experiment: Badger memtable size in MiB (0: the store's default)")
+	// Unlike -test.cpuprofile, this leaves out the cluster's setup and warm-up.
+	benchCPUProfile = flag.String("replica.bench-cpuprofile", "", "write a CPU profile of the measured part of BenchmarkCommitted to this file (each sub-benchmark overwrites it: select one)")
 )
 
 const benchPayload = 128
@@ -402,7 +405,16 @@ func (r *loadResult) report(b *testing.B, label string) {
 		b.ReportMetric(float64(r.after.e-r.before.e)/float64(syncs), "entries/fsync")
 		b.ReportMetric(float64(r.after.syncNanos-r.before.syncNanos)/float64(syncs)/1e6, "save-ms")
 	}
+	if ents := float64(r.after.e-r.before.e) / 3; ents > 0 {
+		// Raft's own entries (elections) are few: this is how many messages an entry carries.
+		b.ReportMetric(float64(r.msgs)/ents, "msgs/entry")
+	}
 	b.ReportMetric(float64(r.after.cpu-r.before.cpu)/float64(r.elapsed), "cpus")
+	if cpu := (r.after.cpu - r.before.cpu).Seconds(); cpu > 0 {
+		// What a run costs, whatever share of the machine it got: on a machine shared with
+		// other work msgs/s follows that share, this much less.
+		b.ReportMetric(float64(r.msgs)/cpu, "msgs/cpu-s")
+	}
 	other := float64((r.after.machineCPU-r.before.machineCPU)-(r.after.cpu-r.before.cpu)) / float64(r.elapsed)
 	b.ReportMetric(max(other, 0), "other-cpus")
 	b.ReportMetric(float64(r.errs), "errors")
@@ -550,6 +562,9 @@ func BenchmarkCommitted(b *testing.B) {
 		{channels: 10000, batch: 100, clients: 64},
 		{channels: 10000, batch: 100, clients: 256},
 		{channels: 1000, batch: 1, clients: 256},
+		// Many senders per channel: what coalescing concurrent sends into shared entries is for.
+		{channels: 10, batch: 1, clients: 256},
+		{channels: 1, batch: 1, clients: 256},
 	} {
 		if *benchClients > 0 {
 			lc.clients = *benchClients
@@ -560,11 +575,34 @@ func BenchmarkCommitted(b *testing.B) {
 			c.setup(names, 1)
 			// A short warm-up connects the peers' streams and fills the pools.
 			c.closedLoop(names, lc.batch, lc.clients, 500*time.Millisecond)
+			stopProfile := startCPUProfile(b)
 			b.ResetTimer()
 			r := c.closedLoop(names, lc.batch, lc.clients, *benchDuration)
 			b.StopTimer()
+			stopProfile()
 			r.report(b, lc.String())
 		})
+	}
+}
+
+// startCPUProfile starts the -replica.bench-cpuprofile profile, if asked for, and returns
+// what stops it.
+func startCPUProfile(b *testing.B) (stop func()) {
+	if *benchCPUProfile == "" {
+		return func() {}
+	}
+	f, err := os.Create(*benchCPUProfile)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			b.Error(err)
+		}
 	}
 }
 

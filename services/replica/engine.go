@@ -108,6 +108,9 @@ type channel struct {
 	notify       chan struct{}
 	lastActivity atomic.Int64
 	unloaded     chan struct{}
+
+	// prop coalesces concurrent Appends into shared entries (coalesce.go).
+	prop proposer
 }
 
 func (c *channel) changed() <-chan struct{} {
@@ -365,37 +368,40 @@ const (
 	MaxBatchLen     = 1000
 )
 
-// validateBatch checks an append before anything is proposed.
-func validateBatch(msgs []*triarchv1.MessageInput) error {
+// validateBatch checks an append before anything is proposed and returns its size: the sum
+// of its messages' encoded sizes, which MaxBatchBytes bounds.
+func validateBatch(msgs []*triarchv1.MessageInput) (int, error) {
 	if len(msgs) == 0 {
-		return fmt.Errorf("%w: empty batch", ErrInvalid)
+		return 0, fmt.Errorf("%w: empty batch", ErrInvalid)
 	}
 	if len(msgs) > MaxBatchLen {
-		return fmt.Errorf("%w: %d messages in one batch, at most %d", ErrTooLarge, len(msgs), MaxBatchLen)
+		return 0, fmt.Errorf("%w: %d messages in one batch, at most %d", ErrTooLarge, len(msgs), MaxBatchLen)
 	}
 	total := 0
 	for i, m := range msgs {
 		if n := len(m.GetPayload()); n > MaxPayloadBytes {
-			return fmt.Errorf("%w: message %d payload is %d bytes, at most %d", ErrTooLarge, i, n, MaxPayloadBytes)
+			return 0, fmt.Errorf("%w: message %d payload is %d bytes, at most %d", ErrTooLarge, i, n, MaxPayloadBytes)
 		}
 		if len(m.GetClientMsgId()) > 256 {
-			return fmt.Errorf("%w: message %d client_msg_id is longer than 256 bytes", ErrInvalid, i)
+			return 0, fmt.Errorf("%w: message %d client_msg_id is longer than 256 bytes", ErrInvalid, i)
 		}
 		total += proto.Size(m)
 	}
 	if total > MaxBatchBytes {
-		return fmt.Errorf("%w: batch is %d bytes, at most %d", ErrTooLarge, total, MaxBatchBytes)
+		return 0, fmt.Errorf("%w: batch is %d bytes, at most %d", ErrTooLarge, total, MaxBatchBytes)
 	}
-	return nil
+	return total, nil
 }
 
 // ErrTooLarge: a message or batch exceeds the limits.
 var ErrTooLarge = errors.New("too large")
 
-// Append proposes msgs to the channel as one entry and returns each message's result once the
-// entry is committed on a majority and applied here.
+// Append appends msgs to the channel and returns each message's result once they are
+// committed on a majority and applied here. Concurrent Appends to one channel may share an
+// entry (see proposer); msgs stay together and in order in it.
 func (e *Engine) Append(ctx context.Context, channelID string, msgs []*triarchv1.MessageInput) ([]chanlog.Result, error) {
-	if err := validateBatch(msgs); err != nil {
+	size, err := validateBatch(msgs)
+	if err != nil {
 		return nil, err
 	}
 	ch, err := e.channel(channelID)
@@ -405,6 +411,12 @@ func (e *Engine) Append(ctx context.Context, channelID string, msgs []*triarchv1
 	if err := e.checkLease(ch); err != nil {
 		return nil, err
 	}
+	return ch.prop.append(ctx, e, ch, msgs, size)
+}
+
+// propose proposes msgs to the channel as one entry and returns each message's result once
+// the entry is committed on a majority and applied here.
+func (e *Engine) propose(ctx context.Context, ch *channel, msgs []*triarchv1.MessageInput) ([]chanlog.Result, error) {
 	id := e.nextProposal.Add(1)
 	data, err := proto.Marshal(&replicav1.LogBatch{
 		Messages:       msgs,

@@ -1,0 +1,191 @@
+package chanlog
+
+import (
+	"errors"
+	"time"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// batchView is what applying an entry needs of its LogBatch. Applying runs on every replica for
+// every entry, and decoding the whole LogBatch (payloads, senders and headers copied into new
+// messages) was most of its cost; the payloads are needed only by reads (Messages).
+type batchView struct {
+	ids                    []string // client_msg_id of each message, in order
+	proposeTime            time.Time
+	proposerID, proposalID uint64
+}
+
+// LogBatch and MessageInput field numbers (proto/triarch/replica/v1, proto/triarch/v1).
+const (
+	fieldBatchMessages    = 1
+	fieldBatchProposeTime = 2
+	fieldBatchProposer    = 3
+	fieldBatchProposal    = 4
+
+	fieldInputClientMsgID = 1
+	fieldInputSender      = 2
+	fieldInputHeaders     = 4
+
+	fieldTimestampSeconds = 1
+	fieldTimestampNanos   = 2
+)
+
+var (
+	errInvalidUTF8 = errors.New("string field contains invalid UTF-8")
+	errFieldNumber = errors.New("invalid field number")
+)
+
+// decodeBatch reads a LogBatch as proto.Unmarshal would, and refuses exactly what it refuses,
+// so that every replica skips the same entries whichever decoder it runs: malformed wire data
+// and invalid UTF-8 in any string field (proto3 strings). As in proto.Unmarshal, a field with
+// an unexpected wire type is an unknown field and skipped, a repeated scalar takes its last
+// value, and repeated occurrences of propose_time merge.
+func decodeBatch(b []byte) (batchView, error) {
+	var (
+		v       batchView
+		seconds int64
+		nanos   int32
+	)
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return batchView{}, err
+		}
+		b = b[n:]
+		switch {
+		case num == fieldBatchMessages && typ == protowire.BytesType:
+			var m []byte
+			if m, n = protowire.ConsumeBytes(b); n >= 0 {
+				id, err := inputID(m)
+				if err != nil {
+					return batchView{}, err
+				}
+				v.ids = append(v.ids, id)
+			}
+		case num == fieldBatchProposeTime && typ == protowire.BytesType:
+			var m []byte
+			if m, n = protowire.ConsumeBytes(b); n >= 0 {
+				if err := timestamp(m, &seconds, &nanos); err != nil {
+					return batchView{}, err
+				}
+			}
+		case num == fieldBatchProposer && typ == protowire.VarintType:
+			v.proposerID, n = protowire.ConsumeVarint(b)
+		case num == fieldBatchProposal && typ == protowire.VarintType:
+			v.proposalID, n = protowire.ConsumeVarint(b)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return batchView{}, protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	// As timestamppb's AsTime of the decoded (or absent) propose_time.
+	v.proposeTime = time.Unix(seconds, int64(nanos)).UTC()
+	return v, nil
+}
+
+// consumeTag reads a field's tag; proto.Unmarshal refuses field numbers out of the valid range.
+func consumeTag(b []byte) (protowire.Number, protowire.Type, int, error) {
+	num, typ, n := protowire.ConsumeTag(b)
+	if n < 0 {
+		return 0, 0, 0, protowire.ParseError(n)
+	}
+	if num > protowire.MaxValidNumber {
+		return 0, 0, 0, errFieldNumber
+	}
+	return num, typ, n, nil
+}
+
+// inputID returns a MessageInput's client_msg_id, checking the rest without copying it.
+func inputID(b []byte) (string, error) {
+	var id []byte
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return "", err
+		}
+		b = b[n:]
+		switch {
+		case (num == fieldInputClientMsgID || num == fieldInputSender) && typ == protowire.BytesType:
+			var s []byte
+			if s, n = protowire.ConsumeBytes(b); n >= 0 {
+				if !utf8.Valid(s) {
+					return "", errInvalidUTF8
+				}
+				if num == fieldInputClientMsgID {
+					id = s
+				}
+			}
+		case num == fieldInputHeaders && typ == protowire.BytesType:
+			var e []byte
+			if e, n = protowire.ConsumeBytes(b); n >= 0 {
+				if err := headerEntry(e); err != nil {
+					return "", err
+				}
+			}
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return "", protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return string(id), nil
+}
+
+// headerEntry checks one entry of the map<string, string> headers.
+func headerEntry(b []byte) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		if (num == 1 || num == 2) && typ == protowire.BytesType {
+			var s []byte
+			if s, n = protowire.ConsumeBytes(b); n >= 0 && !utf8.Valid(s) {
+				return errInvalidUTF8
+			}
+		} else {
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// timestamp merges an encoded google.protobuf.Timestamp into seconds and nanos.
+func timestamp(b []byte, seconds *int64, nanos *int32) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == fieldTimestampSeconds && typ == protowire.VarintType:
+			var x uint64
+			x, n = protowire.ConsumeVarint(b)
+			*seconds = int64(x)
+		case num == fieldTimestampNanos && typ == protowire.VarintType:
+			var x uint64
+			x, n = protowire.ConsumeVarint(b)
+			*nanos = int32(x)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
