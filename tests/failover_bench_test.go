@@ -2,12 +2,17 @@ package tests
 
 import (
 	"context"
+	"flag"
 	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
+	channelctlv1 "github.com/triarch-io/triarch/gen/triarch/channelctl/v1"
 	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
 	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
 )
@@ -22,8 +27,21 @@ import (
 //
 // Metrics: detect-ms; elect-p50-ms, elect-p99-ms (declaration to recorded); p50-ms, p99-ms,
 // max-ms (kill to the first accepted write); channels-moved; setup-s (creating the channels).
+var failoverSizes = flag.String("tests.failover-channels", "", "comma-separated channel counts for BenchmarkFailover (default 1,1000,10000)")
+
 func BenchmarkFailover(b *testing.B) {
-	for _, n := range []int{1, 1000, 10000} {
+	sizes := []int{1, 1000, 10000}
+	if *failoverSizes != "" {
+		sizes = nil
+		for _, f := range strings.Split(*failoverSizes, ",") {
+			n, err := strconv.Atoi(f)
+			if err != nil {
+				b.Fatalf("-tests.failover-channels: %v", err)
+			}
+			sizes = append(sizes, n)
+		}
+	}
+	for _, n := range sizes {
 		b.Run(fmt.Sprintf("channels=%d", n), func(b *testing.B) {
 			for range b.N {
 				failoverOnce(b, n)
@@ -39,10 +57,11 @@ func failoverOnce(b *testing.B, channels int) {
 	defer cancel()
 	name := func(i int) string { return fmt.Sprintf("b%d", i) }
 	setup := time.Now()
-	if err := parallel(channels, 64, func(i int) error {
-		_, err := c.send(ctx, name(i), "first")
-		return err
-	}); err != nil {
+	ids := make([]string, channels)
+	for i := range ids {
+		ids[i] = name(i)
+	}
+	if err := createActive(ctx, c, ids); err != nil {
 		b.Fatal(err)
 	}
 	setupTook := time.Since(setup)
@@ -158,4 +177,80 @@ func failoverOnce(b *testing.B, channels int) {
 	b.ReportMetric(pmax, "max-ms")
 	b.ReportMetric(float64(len(orphans)), "channels-moved")
 	b.ReportMetric(setupTook.Seconds(), "setup-s")
+}
+
+// createActive creates the channels in the arbiter and has their channelctls activate them
+// with batched Instruct calls: activation then runs in the machines' batched rounds, where
+// waking each channel with its own first send would take one resolve per channel.
+func createActive(ctx context.Context, c *cluster, ids []string) error {
+	arb := arbiterv1.NewArbiterServiceClient(c.dial(c.arbiterAddr))
+	// Placement needs every replica registered and alive; startCluster waits for the
+	// channelctls only.
+	for alive := 0; alive < c.nReplicas; {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		alive = 0
+		for _, n := range c.arbiter.FSM().Nodes() {
+			if n.Role == arbiterv1.NodeRole_NODE_ROLE_REPLICA && n.Liveness == arbiterv1.NodeState_NODE_STATE_ALIVE {
+				alive++
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := parallel(len(ids), 64, func(i int) error {
+		_, err := arb.CreateChannel(ctx, &arbiterv1.CreateChannelRequest{ChannelId: ids[i], ReplicationFactor: 3})
+		return err
+	}); err != nil {
+		return fmt.Errorf("create: %w", err)
+	}
+	c.t.Logf("created %d channels in the arbiter", len(ids))
+	for {
+		byOwner := map[uint64][]*channelctlv1.Instruction{}
+		slots := c.arbiter.FSM().Slots()
+		for _, id := range ids {
+			ch, _ := c.arbiter.FSM().Channel(id)
+			if ch.State == arbiterv1.ChannelState_CHANNEL_STATE_HIBERNATED {
+				owner := slots[ch.Slot].Owner
+				byOwner[owner] = append(byOwner[owner], &channelctlv1.Instruction{ChannelId: id,
+					Kind: &channelctlv1.Instruction_Activate{Activate: true}})
+			}
+		}
+		if len(byOwner) == 0 && activeCount(c, ids) == len(ids) {
+			return nil
+		}
+		for owner, ins := range byOwner {
+			s := c.ctls[owner-100]
+			if s == nil {
+				return fmt.Errorf("slot owner %d is not a channelctl of this cluster", owner)
+			}
+			cl := channelctlv1.NewChannelControlServiceClient(c.dial(s.Advertise()))
+			for chunk := range slices.Chunk(ins, 1000) {
+				if _, err := cl.Instruct(ctx, &channelctlv1.InstructRequest{Instructions: chunk}); err != nil {
+					return fmt.Errorf("activate: %w", err)
+				}
+			}
+		}
+		// Activations under way leave HIBERNATED at once; those refused (busy) are asked again
+		// if they have not moved within two seconds.
+		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if activeCount(c, ids) == len(ids) {
+				return nil
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+func activeCount(c *cluster, ids []string) int {
+	n := 0
+	for _, id := range ids {
+		if ch, _ := c.arbiter.FSM().Channel(id); ch.State == arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE {
+			n++
+		}
+	}
+	return n
 }
