@@ -524,6 +524,65 @@ func (h *Host) Campaign(ctx context.Context, groupID uint64) error {
 	return h.exec(ctx, s, func() error { return s.campaign(groupID) })
 }
 
+// Campaigns is Campaign for many groups, with one queued operation per shard instead of one
+// per group: an ordered failover campaigns thousands of groups on a node at once, and waiting
+// for the worker once per group would take longer than the elections. The result holds an
+// error for each group whose order failed.
+func (h *Host) Campaigns(ctx context.Context, groupIDs []uint64) (map[uint64]error, error) {
+	out := map[uint64]error{}
+	err := h.perShard(ctx, groupIDs, func(s *shard, ids []uint64) func() error {
+		return func() error {
+			for _, id := range ids {
+				if err := s.campaign(id); err != nil {
+					out[id] = err
+				}
+			}
+			return nil
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Statuses is Status for many groups, one queued operation per shard (see Campaigns). Groups
+// not loaded here are missing from the result.
+func (h *Host) Statuses(ctx context.Context, groupIDs []uint64) (map[uint64]Status, error) {
+	out := map[uint64]Status{}
+	err := h.perShard(ctx, groupIDs, func(s *shard, ids []uint64) func() error {
+		return func() error {
+			for _, id := range ids {
+				if st, err := s.status(id); err == nil {
+					out[id] = st
+				}
+			}
+			return nil
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// perShard runs, one shard after another, the operation op makes for the groups of each
+// shard. The operations write to the caller's state; on an error (ctx ended, host stopped) an
+// operation may still be running, so the caller must not read that state.
+func (h *Host) perShard(ctx context.Context, groupIDs []uint64, op func(s *shard, ids []uint64) func() error) error {
+	byShard := map[int][]uint64{}
+	for _, id := range groupIDs {
+		i := h.shardIndex(id)
+		byShard[i] = append(byShard[i], id)
+	}
+	for i, ids := range byShard {
+		if err := h.exec(ctx, h.shards[i], op(h.shards[i], ids)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // TransferLeader asks the local leader to hand leadership to target, which campaigns as soon
 // as its log is caught up. The local replica must lead the group.
 func (h *Host) TransferLeader(ctx context.Context, groupID, target uint64) error {

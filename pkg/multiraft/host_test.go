@@ -234,3 +234,35 @@ func TestDeposedLeaderTailIsTruncated(t *testing.T) {
 		}
 	}
 }
+
+// Campaigns and Statuses do for many groups what Campaign and Status do for one, in one
+// operation per shard: every group ordered is elected, a group not loaded is reported (an
+// error for Campaigns, missing for Statuses), and the statuses match Status group by group.
+func TestBatchedCampaignsAndStatuses(t *testing.T) {
+	c := newCluster(t, 3, memnet.Options{Seed: 9}, nil)
+	gids := groupIDs(50)
+	c.load(gids...)
+	const missing = 9999
+	errs, err := c.hosts[2].Campaigns(context.Background(), append(slices.Clone(gids), missing))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(errs) != 1 || !errors.Is(errs[missing], multiraft.ErrGroupNotFound) {
+		t.Fatalf("campaign errors %v, want only group %d not found", errs, missing)
+	}
+	c.stabilize()
+	sts, err := c.hosts[1].Statuses(context.Background(), append(slices.Clone(gids), missing))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sts) != len(gids) {
+		t.Fatalf("%d statuses for %d loaded groups", len(sts), len(gids))
+	}
+	for _, g := range gids {
+		c.requireLeader(g, 2, 2)
+		one := c.status(1, g)
+		if got := sts[g]; got.Leader != one.Leader || got.Term != one.Term || got.LastIndex != one.LastIndex || got.Role != one.Role {
+			t.Fatalf("group %d: batched status %+v, single %+v", g, got, one)
+		}
+	}
+}

@@ -45,6 +45,8 @@ type Proposer interface {
 	Propose(ctx context.Context, groupID uint64, data []byte) (uint64, error)
 	Status(ctx context.Context, groupID uint64) (multiraft.Status, error)
 	ProposeConfChange(ctx context.Context, groupID uint64, cc *raftpb.ConfChangeV2) (uint64, error)
+	Campaigns(ctx context.Context, groupIDs []uint64) (map[uint64]error, error)
+	Statuses(ctx context.Context, groupIDs []uint64) (map[uint64]multiraft.Status, error)
 }
 
 // Peers is the part of the transport the engine uses: peer addresses and last contact.
@@ -736,14 +738,30 @@ func (e *Engine) CampaignAndWait(ctx context.Context, channelIDs []string, wait 
 	pending := map[int]*channel{}
 	for i, id := range channelIDs {
 		ch, err := e.channel(id)
-		if err == nil {
-			err = e.host.Campaign(ctx, ch.group)
-		}
 		if err != nil {
 			out[i].Err = err
 			continue
 		}
 		pending[i] = ch
+	}
+	// Orders and status reads go to the host in one batch per sweep (one queued operation
+	// per shard): a failover campaigns thousands of groups here at once, and one round trip
+	// to the worker per group would take longer than the elections themselves.
+	campaign := func(idx []int) {
+		groups := make([]uint64, len(idx))
+		for k, i := range idx {
+			groups[k] = pending[i].group
+		}
+		errs, err := e.host.Campaigns(ctx, groups)
+		for k, i := range idx {
+			if err == nil {
+				err = errs[groups[k]]
+			}
+			if err != nil {
+				out[i].Err = err
+				delete(pending, i)
+			}
+		}
 	}
 	// A campaign that fell back to follower with no leader (its pre-vote was refused or lost)
 	// is ordered again soon; one still (pre-)campaigning only after stall, long enough for
@@ -752,14 +770,29 @@ func (e *Engine) CampaignAndWait(ctx context.Context, channelIDs []string, wait 
 	const poll, again, stall = 2 * time.Millisecond, 50 * time.Millisecond, 300 * time.Millisecond
 	deadline := e.cfg.Now().Add(wait)
 	ordered := map[int]time.Time{}
+	first := make([]int, 0, len(pending))
 	for i := range pending {
+		first = append(first, i)
 		ordered[i] = e.cfg.Now()
 	}
+	campaign(first)
 	for len(pending) > 0 {
-		for i, ch := range pending {
-			st, err := e.host.Status(ctx, ch.group)
-			if err != nil {
+		groups := make([]uint64, 0, len(pending))
+		for _, ch := range pending {
+			groups = append(groups, ch.group)
+		}
+		sts, err := e.host.Statuses(ctx, groups)
+		if err != nil {
+			for i := range pending {
 				out[i].Err = err
+			}
+			return out
+		}
+		var reorder []int
+		for i, ch := range pending {
+			st, ok := sts[ch.group]
+			if !ok {
+				out[i].Err = fmt.Errorf("%w: %s", ErrUnknownChannel, ch.id)
 				delete(pending, i)
 				continue
 			}
@@ -769,13 +802,12 @@ func (e *Engine) CampaignAndWait(ctx context.Context, channelIDs []string, wait 
 				continue
 			}
 			if since := e.cfg.Now().Sub(ordered[i]); (st.Role == raft.StateFollower && since >= again) || since >= stall {
-				if err := e.host.Campaign(ctx, ch.group); err != nil {
-					out[i].Err = err
-					delete(pending, i)
-					continue
-				}
+				reorder = append(reorder, i)
 				ordered[i] = e.cfg.Now()
 			}
+		}
+		if len(reorder) > 0 {
+			campaign(reorder)
 		}
 		if len(pending) == 0 || !e.cfg.Now().Before(deadline) {
 			break
@@ -815,6 +847,43 @@ func (e *Engine) GroupStatus(ctx context.Context, channelID string) (*replicav1.
 		return statusProto(ch, st), nil
 	}
 	return e.diskStatus(channelID)
+}
+
+// GroupStatuses is GroupStatus for many channels, reading the loaded ones from the host in one
+// operation per shard (the channelctl asks for thousands at once during a failover). Errors
+// are per channel, in order.
+func (e *Engine) GroupStatuses(ctx context.Context, channelIDs []string) ([]*replicav1.GroupStatus, []error) {
+	out := make([]*replicav1.GroupStatus, len(channelIDs))
+	errs := make([]error, len(channelIDs))
+	loaded := map[int]*channel{}
+	var groups []uint64
+	e.mu.RLock()
+	for i, id := range channelIDs {
+		if ch := e.byID[id]; ch != nil {
+			loaded[i] = ch
+			groups = append(groups, ch.group)
+		}
+	}
+	e.mu.RUnlock()
+	sts, err := e.host.Statuses(ctx, groups)
+	for i, id := range channelIDs {
+		ch, ok := loaded[i]
+		switch {
+		case !ok:
+			out[i], errs[i] = e.diskStatus(id)
+		case err != nil:
+			errs[i] = err
+		default:
+			st, ok := sts[ch.group]
+			if !ok {
+				// Unloaded since: what is on disk is its position now.
+				out[i], errs[i] = e.diskStatus(id)
+				continue
+			}
+			out[i] = statusProto(ch, st)
+		}
+	}
+	return out, errs
 }
 
 func statusProto(ch *channel, st multiraft.Status) *replicav1.GroupStatus {

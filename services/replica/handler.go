@@ -178,9 +178,9 @@ func (h *handler) GetGroupStatus(ctx context.Context, req *replicav1.GetGroupSta
 		ids = h.e.Loaded()
 	}
 	out := &replicav1.GetGroupStatusResponse{Results: make([]*replicav1.GetGroupStatusResult, len(ids))}
+	sts, errs := h.e.GroupStatuses(ctx, ids)
 	for i, id := range ids {
-		st, err := h.e.GroupStatus(ctx, id)
-		out.Results[i] = &replicav1.GetGroupStatusResult{ChannelId: id, Status: st, Error: groupError(err)}
+		out.Results[i] = &replicav1.GetGroupStatusResult{ChannelId: id, Status: sts[i], Error: groupError(errs[i])}
 	}
 	return out, nil
 }

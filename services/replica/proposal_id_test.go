@@ -29,6 +29,12 @@ func (s *scriptedHost) LoadGroups(context.Context, []multiraft.GroupSpec) error 
 func (s *scriptedHost) UnloadGroup(context.Context, uint64) error               { return nil }
 func (s *scriptedHost) Campaign(context.Context, uint64) error                  { return nil }
 func (s *scriptedHost) TransferLeader(context.Context, uint64, uint64) error    { return nil }
+func (s *scriptedHost) Campaigns(context.Context, []uint64) (map[uint64]error, error) {
+	return nil, errors.New("scripted host: no campaigns")
+}
+func (s *scriptedHost) Statuses(context.Context, []uint64) (map[uint64]multiraft.Status, error) {
+	return nil, errors.New("scripted host: no statuses")
+}
 func (s *scriptedHost) ProposeConfChange(context.Context, uint64, *raftpb.ConfChangeV2) (uint64, error) {
 	return 0, errors.New("scripted host: no membership changes")
 }
