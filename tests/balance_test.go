@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"fmt"
 	"testing"
 	"time"
 
@@ -20,23 +19,12 @@ func TestLeadersSpreadAgainWhenANodeComesBack(t *testing.T) {
 	c := startCluster(t, time.Hour)
 	ctx := testCtx(t, 3*time.Minute)
 	const channels = 60
-	name := func(i int) string { return fmt.Sprintf("b%d", i) }
-	acked := make([]map[uint64]string, channels)
-	send := func(i int, tag string) {
-		t.Helper()
-		id := fmt.Sprintf("%s-%s", name(i), tag)
-		seq, err := c.send(ctx, name(i), id)
-		require.NoError(t, err, id)
-		acked[i][seq] = id
-	}
-	for i := range channels {
-		acked[i] = map[uint64]string{}
-		send(i, "first")
-	}
+	l := newAckLedger(t, c, ctx, channels, "b")
+	l.sendAll("first")
 	leaders := func() map[uint64]int {
 		out := map[uint64]int{1: 0, 2: 0, 3: 0}
 		for i := range channels {
-			ch, _ := c.arbiter.FSM().Channel(name(i))
+			ch, _ := c.arbiter.FSM().Channel(l.name(i))
 			out[ch.Leader]++
 		}
 		return out
@@ -44,9 +32,7 @@ func TestLeadersSpreadAgainWhenANodeComesBack(t *testing.T) {
 	victim := uint64(2)
 	require.Positive(t, leaders()[victim])
 	c.stopReplica(victim)
-	for i := range channels {
-		send(i, "failed-over")
-	}
+	l.sendAll("failed-over")
 	require.Zero(t, leaders()[victim], "every channel failed over")
 
 	c.startReplica(victim)
@@ -59,10 +45,8 @@ func TestLeadersSpreadAgainWhenANodeComesBack(t *testing.T) {
 		// Each channelctl evens out its own slots' channels to within one; two of them, two.
 		return hi-lo <= 2
 	}, 60*time.Second, 50*time.Millisecond, "leaders never spread back over the returned node: %v", leaders())
-	for i := range channels {
-		send(i, "balanced")
-		requireExactlyOnce(t, c, ctx, name(i), acked[i])
-	}
+	l.sendAll("balanced")
+	l.verify()
 }
 
 // Draining a replica node moves every leader it holds to the other replicas, by ordered
@@ -74,28 +58,17 @@ func TestDrainingNodeGivesItsLeadersAway(t *testing.T) {
 	c := startCluster(t, time.Hour)
 	ctx := testCtx(t, 2*time.Minute)
 	const channels = 30
-	name := func(i int) string { return fmt.Sprintf("d%d", i) }
-	acked := make([]map[uint64]string, channels)
-	send := func(i int, tag string) {
-		t.Helper()
-		id := fmt.Sprintf("%s-%s", name(i), tag)
-		seq, err := c.send(ctx, name(i), id)
-		require.NoError(t, err, id)
-		acked[i][seq] = id
-	}
+	l := newAckLedger(t, c, ctx, channels, "d")
 	ledBy := func(node uint64) int {
 		n := 0
 		for i := range channels {
-			if ch, _ := c.arbiter.FSM().Channel(name(i)); ch.Leader == node {
+			if ch, _ := c.arbiter.FSM().Channel(l.name(i)); ch.Leader == node {
 				n++
 			}
 		}
 		return n
 	}
-	for i := range channels {
-		acked[i] = map[uint64]string{}
-		send(i, "first")
-	}
+	l.sendAll("first")
 	drained := uint64(3)
 	require.Positive(t, ledBy(drained))
 	cl := arbiterv1.NewArbiterServiceClient(c.dial(c.arbiterAddr))
@@ -103,8 +76,6 @@ func TestDrainingNodeGivesItsLeadersAway(t *testing.T) {
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return ledBy(drained) == 0 }, 60*time.Second, 50*time.Millisecond,
 		"node %d still leads %d channels", drained, ledBy(drained))
-	for i := range channels {
-		send(i, "drained")
-		requireExactlyOnce(t, c, ctx, name(i), acked[i])
-	}
+	l.sendAll("drained")
+	l.verify()
 }

@@ -244,3 +244,47 @@ func logLevel() slog.Level {
 	}
 	return slog.LevelInfo
 }
+
+// ackLedger sends to numbered channels through the cluster and remembers, per channel, what
+// was acknowledged at which seq, for requireExactlyOnce.
+type ackLedger struct {
+	t     *testing.T
+	c     *cluster
+	ctx   context.Context
+	name  func(i int) string
+	acked []map[uint64]string
+}
+
+func newAckLedger(t *testing.T, c *cluster, ctx context.Context, channels int, prefix string) *ackLedger {
+	l := &ackLedger{t: t, c: c, ctx: ctx, name: func(i int) string { return fmt.Sprintf("%s%d", prefix, i) },
+		acked: make([]map[uint64]string, channels)}
+	for i := range l.acked {
+		l.acked[i] = map[uint64]string{}
+	}
+	return l
+}
+
+// send sends one message tagged tag to channel i and records its seq.
+func (l *ackLedger) send(i int, tag string) {
+	l.t.Helper()
+	id := fmt.Sprintf("%s-%s", l.name(i), tag)
+	seq, err := l.c.send(l.ctx, l.name(i), id)
+	require.NoError(l.t, err, id)
+	l.acked[i][seq] = id
+}
+
+// sendAll sends one message tagged tag to every channel.
+func (l *ackLedger) sendAll(tag string) {
+	l.t.Helper()
+	for i := range l.acked {
+		l.send(i, tag)
+	}
+}
+
+// verify reads every channel back: every acknowledged message, once, at its seq.
+func (l *ackLedger) verify() {
+	l.t.Helper()
+	for i := range l.acked {
+		requireExactlyOnce(l.t, l.c, l.ctx, l.name(i), l.acked[i])
+	}
+}

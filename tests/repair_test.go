@@ -24,27 +24,16 @@ func TestDeadReplicaIsReplacedAndASecondFailureLosesNothing(t *testing.T) {
 	c := startCluster(t, time.Hour, withReplicas(4), withReplaceDeadAfter(2*time.Second))
 	ctx := testCtx(t, 3*time.Minute)
 	const channels = 40
-	name := func(i int) string { return fmt.Sprintf("r%d", i) }
-	acked := make([]map[uint64]string, channels)
-	send := func(i int, tag string) {
-		t.Helper()
-		id := fmt.Sprintf("%s-%s", name(i), tag)
-		seq, err := c.send(ctx, name(i), id)
-		require.NoError(t, err, id)
-		acked[i][seq] = id
-	}
-	for i := range channels {
-		acked[i] = map[uint64]string{}
-		for j := range 3 {
-			send(i, fmt.Sprint("before-", j))
-		}
+	l := newAckLedger(t, c, ctx, channels, "r")
+	for j := range 3 {
+		l.sendAll(fmt.Sprint("before-", j))
 	}
 
 	// The victim is the node holding the most replicas; the second victim, killed after the
 	// repair, the node sharing the most channels with it.
 	members := map[uint64]int{}
 	for i := range channels {
-		ch, ok := c.arbiter.FSM().Channel(name(i))
+		ch, ok := c.arbiter.FSM().Channel(l.name(i))
 		require.True(t, ok)
 		for _, r := range ch.Replicas {
 			members[r]++
@@ -58,7 +47,7 @@ func TestDeadReplicaIsReplacedAndASecondFailureLosesNothing(t *testing.T) {
 	}
 	shared := map[uint64]int{}
 	for i := range channels {
-		ch, _ := c.arbiter.FSM().Channel(name(i))
+		ch, _ := c.arbiter.FSM().Channel(l.name(i))
 		if slices.Contains(ch.Replicas, victim) {
 			for _, r := range ch.Replicas {
 				if r != victim {
@@ -76,15 +65,13 @@ func TestDeadReplicaIsReplacedAndASecondFailureLosesNothing(t *testing.T) {
 	require.NotZero(t, second)
 	require.Positive(t, shared[second], "some channel has both victims: the test would not need the repair otherwise")
 	c.stopReplica(victim)
-	for i := range channels {
-		send(i, "degraded")
-	}
+	l.sendAll("degraded")
 
 	// Every channel is repaired: three replicas, the victim not among them, in the arbiter and
 	// in the leader's raft configuration.
 	require.Eventually(t, func() bool {
 		for i := range channels {
-			ch, _ := c.arbiter.FSM().Channel(name(i))
+			ch, _ := c.arbiter.FSM().Channel(l.name(i))
 			if len(ch.Replicas) != 3 || slices.Contains(ch.Replicas, victim) || ch.State != arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE {
 				return false
 			}
@@ -92,21 +79,17 @@ func TestDeadReplicaIsReplacedAndASecondFailureLosesNothing(t *testing.T) {
 		return true
 	}, 90*time.Second, 50*time.Millisecond, "channels of dead node %d never got a new replica", victim)
 	for i := range channels {
-		ch, _ := c.arbiter.FSM().Channel(name(i))
+		ch, _ := c.arbiter.FSM().Channel(l.name(i))
 		cl := replicav1.NewReplicaControlServiceClient(c.dial(c.replicaAddrs[ch.Leader]))
-		resp, err := cl.GetGroupStatus(ctx, &replicav1.GetGroupStatusRequest{ChannelIds: []string{name(i)}})
+		resp, err := cl.GetGroupStatus(ctx, &replicav1.GetGroupStatusRequest{ChannelIds: []string{l.name(i)}})
 		require.NoError(t, err)
 		st := resp.GetResults()[0].GetStatus()
 		want := slices.Sorted(slices.Values(ch.Replicas))
-		require.Equal(t, want, st.GetVoters(), "%s: raft voters match the arbiter's replica set", name(i))
-		require.Empty(t, st.GetLearners(), name(i))
+		require.Equal(t, want, st.GetVoters(), "%s: raft voters match the arbiter's replica set", l.name(i))
+		require.Empty(t, st.GetLearners(), l.name(i))
 	}
 
 	c.stopReplica(second)
-	for i := range channels {
-		send(i, "after")
-	}
-	for i := range channels {
-		requireExactlyOnce(t, c, ctx, name(i), acked[i])
-	}
+	l.sendAll("after")
+	l.verify()
 }
