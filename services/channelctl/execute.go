@@ -185,6 +185,7 @@ func (c *Controller) execute(ctx context.Context, r machine.Round) {
 				if err == nil {
 					res := resp.(*replicav1.CampaignResponse).GetResults()[i]
 					ev.Leader, ev.Term, ev.Err = res.GetLeader(), res.GetStatus().GetTerm(), groupErr(res.GetError())
+					ev.Status = res.GetStatus()
 				}
 				emit(a.ChannelID, ev)
 			}

@@ -104,7 +104,10 @@ type CampaignResult struct {
 	Leader bool
 	// Term is the term the node leads in (when Leader).
 	Term uint64
-	Err  error
+	// Status is the node's status as the campaign ended, when it reported one. Showing the
+	// node leading in Term, it stands for the ConfirmLeader that would otherwise follow.
+	Status *replicav1.GroupStatus
+	Err    error
 }
 
 // TransferResult answers TransferLeader. Success means the leader accepted the order, not that

@@ -99,6 +99,16 @@ var transitions = []transition{
 		state: stateActivating, acts: []string{"fail(c [1])"}, err: ErrNotOwner, ends: true},
 	{from: "activating/campaign", ev: CampaignResult{Node: 1, Epoch: 12, Leader: true, Term: 6},
 		state: stateActivating, acts: []string{"confirm(c@12 on 1 term>=6)"}},
+	// The campaign's status shows the candidate leading in the term it reports: no separate
+	// confirmation. A status that does not (follower, another term) still gets one.
+	{from: "activating/campaign", ev: CampaignResult{Node: 1, Epoch: 12, Leader: true, Term: 6, Status: leaderSt(1, 6, 101, nil)},
+		state: stateActivating, acts: []string{"cas(c@12 state=ACTIVE leader=1 term=6 seq=40)"}},
+	{from: "activating/campaign", ev: CampaignResult{Node: 1, Epoch: 12, Leader: true, Term: 6, Status: st(6, 101, 101)},
+		state: stateActivating, acts: []string{"confirm(c@12 on 1 term>=6)"}},
+	{from: "activating/campaign", ev: CampaignResult{Node: 1, Epoch: 12, Leader: true, Term: 6, Status: leaderSt(1, 7, 101, nil)},
+		state: stateActivating, acts: []string{"confirm(c@12 on 1 term>=6)"}},
+	{from: "activating/campaign", ev: CampaignResult{Node: 1, Epoch: 12, Leader: true, Term: 5, Status: leaderSt(1, 5, 101, nil)},
+		state: stateActivating, err: ErrStaleTerm},
 	{from: "activating/campaign", ev: CampaignResult{Node: 1, Epoch: 11, Leader: true, Term: 6}, state: stateActivating, err: ErrStaleEpoch},
 	{from: "activating/campaign", ev: CampaignResult{Node: 2, Epoch: 12, Leader: true, Term: 6}, state: stateActivating, err: ErrUnexpectedEvent},
 	{from: "activating/campaign", ev: CampaignResult{Node: 1, Epoch: 12, Leader: true, Term: 5}, state: stateActivating, err: ErrStaleTerm},

@@ -155,6 +155,11 @@ func stepElection(m *Machine, ev Event) ([]Action, error) {
 			return nil, m.refuse(ErrStaleTerm, "node %d leads in term %d, recorded term is %d", e.Node, e.Term, m.ch.GetLeaderTerm())
 		}
 		m.minTerm = e.Term
+		if leads(e.Status, m.minTerm) && e.Status.GetTerm() == e.Term {
+			// The campaign's own answer already shows the candidate leading: a separate
+			// confirmation would ask the same replica the same question a moment later.
+			return m.settle(e.Status), nil
+		}
 		m.phase = phaseConfirm
 		return []Action{m.confirm(m.candidate)}, nil
 	case ConfirmResult:
@@ -171,13 +176,7 @@ func stepElection(m *Machine, ev Event) ([]Action, error) {
 			return m.retry(fmt.Sprintf("node %d not leading in term >= %d (role %v, term %d)",
 				e.Node, m.minTerm, e.Status.GetRole(), e.Status.GetTerm()))
 		}
-		m.phase = phaseSettle
-		return []Action{m.cas(&arbiterv1.ChannelChange{
-			State:        stateActive.Enum(),
-			LeaderNodeId: ptr(m.candidate),
-			LeaderTerm:   ptr(e.Status.GetTerm()),
-			LastSeq:      ptr(e.Status.GetLastSeq()),
-		})}, nil
+		return m.settle(e.Status), nil
 	}
 	return nil, m.unexpected(ev)
 }
@@ -534,6 +533,17 @@ func (m *Machine) onMoveCheck(statuses map[uint64]*replicav1.GroupStatus) ([]Act
 	m.phase = phaseClaim
 	// Unlike a failover the candidate is known and checked, so the claim records it at once.
 	return []Action{m.cas(&arbiterv1.ChannelChange{State: stateElecting.Enum(), LeaderNodeId: ptr(target)})}, nil
+}
+
+// settle records the confirmed candidate as the active leader, in the term st shows it leading.
+func (m *Machine) settle(st *replicav1.GroupStatus) []Action {
+	m.phase = phaseSettle
+	return []Action{m.cas(&arbiterv1.ChannelChange{
+		State:        stateActive.Enum(),
+		LeaderNodeId: ptr(m.candidate),
+		LeaderTerm:   ptr(st.GetTerm()),
+		LastSeq:      ptr(st.GetLastSeq()),
+	})}
 }
 
 // leads reports whether a status shows its node leading in a term of at least minTerm.
