@@ -14,11 +14,12 @@
 //	// then Step each result back in as an event
 //
 // Events in: Resolve (a client needs the leader), CancelWaiter, Activate and Hibernate (operator
-// orders), IdleTimeout (time is passed in, never read), MoveLeader, NodeDead and NodeAlive
-// (arbiter decisions), Retry, and the results CASResult, GroupsLoaded, PositionsReported,
-// CampaignResult, TransferResult, ConfirmResult and UnloadResult. Actions out: CommitCAS to the
-// arbiter; LoadGroups, QueryPositions, Campaign, TransferLeader, ConfirmLeader and Unload to
-// replicas; AnswerWaiters and FailWaiters to the clients waiting in Resolve.
+// orders), IdleTimeout (time is passed in, never read), MoveLeader, Repair, NodeDead and
+// NodeAlive (arbiter decisions), Retry, and the results CASResult, GroupsLoaded,
+// PositionsReported, CampaignResult, TransferResult, ConfirmResult, UnloadResult and
+// ReplicasChanged. Actions out: CommitCAS to the arbiter; LoadGroups, QueryPositions, Campaign,
+// TransferLeader, ConfirmLeader, Unload and ChangeReplicas to replicas; AnswerWaiters and
+// FailWaiters to the clients waiting in Resolve.
 //
 // Each state has its own step function (stepHibernated, stepActivating, stepActive,
 // stepElecting, stepHibernating), as raft.go has stepLeader and friends. The states are the
@@ -47,8 +48,9 @@
 //	LoadGroups on live replicas @e+1            the load answers with each replica's position
 //	ChooseLeader over a reachable majority      (else: stall, waiters fail, no majority reachable)
 //	CAS e+1: leader=c                           the decision, recorded before it is carried out
-//	Campaign c @e+2
-//	ConfirmLeader c (leader, term >= won term)  (lost or unconfirmed: choose again, bounded)
+//	Campaign c @e+2                             the answer carries c's status; when it shows c
+//	ConfirmLeader c (leader, term >= won term)  leading, it stands for this confirmation
+//	                                            (lost or unconfirmed: choose again, bounded)
 //	CAS e+2: state=ACTIVE leader=c term=t seq   only now do gateways route to c
 //	AnswerWaiters(c, t, e+3)
 //
@@ -76,6 +78,17 @@
 //	                                            since nobody knows which replicas still hold it)
 //	CAS e+1: state=HIBERNATED seq               leader kept as the hint for the next activation
 //
+// Replica-set repair (active, Repair{dead d, with w} once d has been dead long enough; epoch e):
+//
+//	CAS e:   (no field)                         claim: fences a channelctl that lost the slot
+//	LoadGroups join on the live new set @e+1    w starts empty; the others learn w's address
+//	ChangeReplicas on the leader @e+1           w learner, caught up, voter; then d removed
+//	CAS e+1: replicas=set with d replaced by w  raft first, then the record; d is forgotten
+//
+// A voter in the leader's configuration that the record lacks is an earlier repair that raft
+// finished and the arbiter never recorded: the repair resumes with it. A failed step leaves the
+// channel active and the repair to be ordered again.
+//
 // A Resolve that arrives mid-transition waits and is answered when the channel is active; one
 // that arrives while hibernating triggers activation right after.
 //
@@ -92,5 +105,6 @@
 //
 // Timers (idle, retry backoff, client deadlines), addresses, the arbiter watch, and rebuilding
 // machines after a takeover (New on the arbiter's record; intermediate states start stalled and
-// resume on Retry) are the service's. Replica-set repair is not modelled here yet.
+// resume on Retry) are the service's, as is choosing when to repair or balance and with which
+// nodes.
 package machine
