@@ -24,7 +24,7 @@ import (
 
 // cluster is three replica services in this process over real gRPC and Badger.
 type cluster struct {
-	t     *testing.T
+	t     testing.TB
 	dirs  []string
 	svcs  []*Service
 	data  []replicav1.ReplicaServiceClient
@@ -35,7 +35,7 @@ type cluster struct {
 func newCluster(t *testing.T) *cluster { return newClusterOf(t, 3) }
 
 // newClusterOf starts n replica services; c.spec and c.load use all of them.
-func newClusterOf(t *testing.T, n int) *cluster {
+func newClusterOf(t testing.TB, n int) *cluster {
 	t.Helper()
 	c := &cluster{t: t}
 	for range n {
@@ -86,7 +86,7 @@ func (c *cluster) spec(channel string, group uint64) *replicav1.GroupSpec {
 	return sp
 }
 
-func ctx(t *testing.T) context.Context {
+func ctx(t testing.TB) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
 	return c
