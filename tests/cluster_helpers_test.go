@@ -42,6 +42,7 @@ type cluster struct {
 	// repair timeout (default an hour: no repair during a test unless asked for).
 	nReplicas        int
 	replaceDeadAfter time.Duration
+	failoverBudget   int // the channelctls' FailoverBudget; 0: their default
 	// fault, when set, injects delay and loss between the replicas.
 	fault func(to uint64) (time.Duration, bool)
 
@@ -122,6 +123,7 @@ func (c *cluster) startChannelctl(id uint64) {
 	s, err := channelctl.Start(context.Background(), channelctl.Config{
 		Common:         process.Common{NodeID: 100 + id, Listen: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Arbiters: []string{c.arbiterAddr}},
 		HibernateAfter: c.hibernate, ReplaceDeadAfter: c.replaceDeadAfter, BalanceDelay: time.Second,
+		FailoverBudget: c.failoverBudget,
 	}, quietTelemetry(c.t, "channelctl", id))
 	require.NoError(c.t, err)
 	c.ctls[id] = s

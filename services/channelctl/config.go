@@ -18,6 +18,9 @@ type Config struct {
 	// BalanceDelay is how long after a replica node comes back or joins leaders are spread
 	// again; zero means the controller's default. Not a flag: tests shorten it.
 	BalanceDelay time.Duration
+	// FailoverBudget is the most channels of a dead node elected at once; zero means the
+	// controller's default. Not a flag: tests lower it.
+	FailoverBudget int
 }
 
 // Validate checks the configuration.

@@ -55,7 +55,10 @@ type ControllerConfig struct {
 	BalanceDelay time.Duration
 	// BalanceMoves is the most leader moves one balance pass orders (default 64).
 	BalanceMoves int
-	Now          func() time.Time
+	// FailoverBudget is the most channels a dead node's failover elects at once (default
+	// 4096); the rest wait for their turn, waiting clients first.
+	FailoverBudget int
+	Now            func() time.Time
 }
 
 // Controller runs the state machines of the channels in the slots this channelctl owns. One
@@ -86,6 +89,7 @@ type Controller struct {
 	lastRepairPass time.Time
 	balanceAt      time.Time // when the next balance pass is due; zero: none
 	balancePasses  int       // passes since the last trigger
+	failovers      []failoverSlice
 }
 
 type answer struct {
@@ -151,6 +155,9 @@ func NewController(cfg ControllerConfig) *Controller {
 	if cfg.BalanceMoves <= 0 {
 		cfg.BalanceMoves = 64
 	}
+	if cfg.FailoverBudget <= 0 {
+		cfg.FailoverBudget = 4096
+	}
 	return &Controller{
 		cfg: cfg, events: make(chan posted, 4096), ready: make(chan struct{}),
 		nodes: map[uint64]*arbiterv1.Node{}, slots: map[uint32]*arbiterv1.SlotAssignment{}, conns: map[string]*grpc.ClientConn{},
@@ -197,6 +204,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		for _, p := range batch {
 			actions = append(actions, c.handle(ctx, p)...)
 		}
+		actions = append(actions, c.releaseFailovers()...)
 		if len(actions) > 0 {
 			if c.cfg.Log.Enabled(ctx, slog.LevelDebug) {
 				for _, a := range actions {
@@ -480,31 +488,92 @@ func (c *Controller) applyWatch(ctx context.Context, r *arbiterv1.WatchResponse)
 	return actions
 }
 
-// nodeChanged tells the machines of every owned channel on the node that it died or returned;
-// channels it led get a machine (and so a failover) even if nobody asked for them yet.
+// nodeChanged tells the machines of every owned channel on the node that it died or returned.
 func (c *Controller) nodeChanged(node uint64, dead bool) []machine.Action {
+	if dead {
+		return c.nodeDied(node)
+	}
 	var actions []machine.Action
+	for id, ch := range c.channels {
+		if c.machines[id] != nil && slices.Contains(ch.GetReplicaNodeIds(), node) {
+			actions = append(actions, c.step(id, machine.NodeAlive{Node: node})...)
+		}
+	}
+	return actions
+}
+
+// failoverSlice is a slice of a dead node's channels waiting for its turn to be re-elected.
+type failoverSlice struct {
+	node     uint64
+	channels []string
+}
+
+// nodeDied tells every owned channel on the node that it died. The channels it led (those
+// without a machine get one: nobody may have asked for them yet) are re-elected in the order
+// and slices machine.PlanFailover gives: waiting clients first, at most FailoverBudget channels
+// electing at a time, so a node that led tens of thousands of channels does not land on the
+// arbiter and the survivors all at once.
+func (c *Controller) nodeDied(node uint64) []machine.Action {
+	var (
+		actions []machine.Action
+		led     []machine.ChannelInfo
+	)
 	for id, ch := range c.channels {
 		if !slices.Contains(ch.GetReplicaNodeIds(), node) {
 			continue
 		}
-		if c.machines[id] == nil {
-			if !dead || ch.GetLeaderNodeId() != node || ch.GetState() != arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE {
+		if m := c.machines[id]; m != nil {
+			if info := m.Info(); info.Leader == node {
+				led = append(led, info)
 				continue
 			}
-			// A new machine learns of the dead node (c.nodes has it already) as it is made.
-			_, acts, err := c.machineFor(ch)
-			if err != nil {
-				c.cfg.Log.Warn("cannot fail over channel", "channel", id, "err", err)
-			}
-			actions = append(actions, acts...)
+			actions = append(actions, c.step(id, machine.NodeDead{Node: node})...)
 			continue
 		}
-		var ev machine.Event = machine.NodeAlive{Node: node}
-		if dead {
-			ev = machine.NodeDead{Node: node}
+		if ch.GetLeaderNodeId() == node && ch.GetState() == arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE {
+			led = append(led, machine.ChannelInfo{ID: id, Replicas: ch.GetReplicaNodeIds(), Leader: node})
 		}
-		actions = append(actions, c.step(id, ev)...)
+	}
+	for _, st := range machine.PlanFailover(node, led, c.cfg.FailoverBudget).Steps {
+		c.failovers = append(c.failovers, failoverSlice{node: node, channels: st.Channels})
+	}
+	return append(actions, c.releaseFailovers()...)
+}
+
+// releaseFailovers starts queued failover slices while fewer than FailoverBudget channels are
+// electing. A client resolving a queued channel does not wait for its slice: its machine
+// checks the recorded leader and elects at once.
+func (c *Controller) releaseFailovers() []machine.Action {
+	if len(c.failovers) == 0 {
+		return nil
+	}
+	electing := 0
+	for _, m := range c.machines {
+		if m.State() == arbiterv1.ChannelState_CHANNEL_STATE_ELECTING && m.Busy() {
+			electing++
+		}
+	}
+	var actions []machine.Action
+	for len(c.failovers) > 0 && electing < c.cfg.FailoverBudget {
+		sl := c.failovers[0]
+		c.failovers = c.failovers[1:]
+		for _, id := range sl.channels {
+			ch := c.channels[id]
+			if ch == nil {
+				continue // its slot moved away meanwhile
+			}
+			if c.machines[id] == nil {
+				// A new machine learns of the dead node (c.nodes has it already) as it is made.
+				_, acts, err := c.machineFor(ch)
+				if err != nil {
+					c.cfg.Log.Warn("cannot fail over channel", "channel", id, "err", err)
+				}
+				actions = append(actions, acts...)
+				continue
+			}
+			actions = append(actions, c.step(id, machine.NodeDead{Node: sl.node})...)
+		}
+		electing += len(sl.channels)
 	}
 	return actions
 }

@@ -51,7 +51,7 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 	}
 	s.Controller = NewController(ControllerConfig{NodeID: cfg.NodeID, Arbiter: s.arbiter, Dial: dial, Log: tel.Logger,
 		HibernateAfter: cfg.HibernateAfter, ReplaceDeadAfter: cfg.ReplaceDeadAfter,
-		BalanceDelay: cfg.BalanceDelay})
+		BalanceDelay: cfg.BalanceDelay, FailoverBudget: cfg.FailoverBudget})
 	h := &handler{c: s.Controller}
 	s.Process, err = process.Start(cfg.Common, tel, process.Options{
 		Services: []string{channelctlv1.ChannelControlService_ServiceDesc.ServiceName},
