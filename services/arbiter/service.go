@@ -203,6 +203,7 @@ func (s *Service) decide(ctx context.Context) {
 			}
 			s.log.Logger.InfoContext(ctx, "node state decided", "node", d.Node, "state", d.State, "reason", d.Reason)
 		}
+		s.tracker.Evaluated(s.now())
 	}
 }
 

@@ -195,11 +195,24 @@ func (t *Tracker) ResetAll(now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	exp := now.Add(t.cfg.LeaseTTL)
+	// The time before taking over was not a stall of this leader's.
+	t.lastEval = time.Time{}
 	for _, n := range t.nodes {
 		if exp.After(n.expiry) {
 			n.expiry, n.grace = exp, true
 		}
 		n.pending = arbiterv1.NodeState_NODE_STATE_UNSPECIFIED
+	}
+}
+
+// Evaluated tells the Tracker its caller finished acting on an Evaluate at now (proposing the
+// decisions can take up to a lease when the arbiter's quorum is slow): that time is the
+// caller's work, not a stall, and is not credited to the nodes at the next Evaluate.
+func (t *Tracker) Evaluated(now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.lastEval.IsZero() {
+		t.lastEval = now
 	}
 }
 
@@ -279,7 +292,9 @@ func (t *Tracker) Evaluate(now time.Time, peersOf func(node uint64) []uint64) []
 			// heartbeats may be sitting in its own queues. Without this, an overloaded arbiter
 			// declares healthy nodes dead, which moves their work onto the survivors and
 			// overloads them in turn.
-			stall := gap - t.cfg.EvaluateEvery
+			// At most a lease is credited: a longer gap is not a stall this rule can judge
+			// (a leader that just took over gets ResetAll instead).
+			stall := min(gap-t.cfg.EvaluateEvery, t.cfg.LeaseTTL)
 			for _, n := range t.nodes {
 				if n.committed != dead {
 					n.expiry = n.expiry.Add(stall)

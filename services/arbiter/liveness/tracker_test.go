@@ -433,3 +433,32 @@ func TestArbiterStallIsNotCountedAgainstNodes(t *testing.T) {
 	// Still silent a full lease and margin after the stall: now it is dead.
 	require.Equal(t, dead, evaluate(tr, late, late.Add(ttl+margin+cfg.EvaluateEvery)))
 }
+
+// A member that leads again after an hour is not "stalled" for that hour: ResetAll forgets the
+// last evaluation, and a silent node is declared one lease and margin after the takeover.
+// Time spent acting on decisions (Evaluated) is not credited either.
+func TestStallCreditIsBoundedAndNotCarriedAcrossLeadership(t *testing.T) {
+	cfg := DefaultConfig()
+	ttl, margin := cfg.LeaseTTL, cfg.DriftMargin
+	tr := newTracker(t, cfg)
+	tr.Observe(1, alive, t0)
+	tr.Register(1, t0)
+	tr.Evaluate(t0, noPeers)
+	back := t0.Add(time.Hour)
+	tr.ResetAll(back)
+	var last arbiterv1.NodeState
+	for at := back; !at.After(back.Add(ttl + margin + cfg.EvaluateEvery)); at = at.Add(cfg.EvaluateEvery) {
+		if st, ok := states(tr.Evaluate(at, noPeers))[1]; ok {
+			last = st
+		}
+	}
+	require.Equal(t, dead, last, "declared a lease and margin after the takeover, not an hour later")
+
+	// Acting on decisions for a whole lease between two evaluations is not a stall.
+	tr = newTracker(t, cfg)
+	tr.Observe(1, alive, t0)
+	tr.Register(1, t0)
+	tr.Evaluate(t0, noPeers)
+	tr.Evaluated(t0.Add(ttl))
+	require.Equal(t, dead, states(tr.Evaluate(t0.Add(ttl+margin+cfg.EvaluateEvery), noPeers))[1])
+}
