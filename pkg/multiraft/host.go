@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -529,14 +530,21 @@ func (h *Host) Campaign(ctx context.Context, groupID uint64) error {
 // for the worker once per group would take longer than the elections. The result holds an
 // error for each group whose order failed.
 func (h *Host) Campaigns(ctx context.Context, groupIDs []uint64) (map[uint64]error, error) {
-	out := map[uint64]error{}
+	var (
+		mu  sync.Mutex
+		out = map[uint64]error{}
+	)
 	err := h.perShard(ctx, groupIDs, func(s *shard, ids []uint64) func() error {
 		return func() error {
+			local := map[uint64]error{}
 			for _, id := range ids {
 				if err := s.campaign(id); err != nil {
-					out[id] = err
+					local[id] = err
 				}
 			}
+			mu.Lock()
+			maps.Copy(out, local)
+			mu.Unlock()
 			return nil
 		}
 	})
@@ -549,14 +557,21 @@ func (h *Host) Campaigns(ctx context.Context, groupIDs []uint64) (map[uint64]err
 // Statuses is Status for many groups, one queued operation per shard (see Campaigns). Groups
 // not loaded here are missing from the result.
 func (h *Host) Statuses(ctx context.Context, groupIDs []uint64) (map[uint64]Status, error) {
-	out := map[uint64]Status{}
+	var (
+		mu  sync.Mutex
+		out = make(map[uint64]Status, len(groupIDs))
+	)
 	err := h.perShard(ctx, groupIDs, func(s *shard, ids []uint64) func() error {
 		return func() error {
+			local := make(map[uint64]Status, len(ids))
 			for _, id := range ids {
 				if st, err := s.status(id); err == nil {
-					out[id] = st
+					local[id] = st
 				}
 			}
+			mu.Lock()
+			maps.Copy(out, local)
+			mu.Unlock()
 			return nil
 		}
 	})
@@ -566,21 +581,28 @@ func (h *Host) Statuses(ctx context.Context, groupIDs []uint64) (map[uint64]Stat
 	return out, nil
 }
 
-// perShard runs, one shard after another, the operation op makes for the groups of each
-// shard. The operations write to the caller's state; on an error (ctx ended, host stopped) an
-// operation may still be running, so the caller must not read that state.
+// perShard runs the operation op makes for the groups of each shard, on all shards at once,
+// and waits for them all. Each operation writes to its own state, merged by the caller after;
+// on an error (ctx ended, host stopped) an operation may still be running, so the caller must
+// not read that state.
 func (h *Host) perShard(ctx context.Context, groupIDs []uint64, op func(s *shard, ids []uint64) func() error) error {
 	byShard := map[int][]uint64{}
 	for _, id := range groupIDs {
 		i := h.shardIndex(id)
 		byShard[i] = append(byShard[i], id)
 	}
+	errs := make(chan error, len(byShard))
 	for i, ids := range byShard {
-		if err := h.exec(ctx, h.shards[i], op(h.shards[i], ids)); err != nil {
-			return err
+		fn := op(h.shards[i], ids)
+		go func() { errs <- h.exec(ctx, h.shards[i], fn) }()
+	}
+	var first error
+	for range byShard {
+		if err := <-errs; err != nil && first == nil {
+			first = err
 		}
 	}
-	return nil
+	return first
 }
 
 // TransferLeader asks the local leader to hand leadership to target, which campaigns as soon

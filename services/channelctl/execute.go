@@ -3,6 +3,7 @@ package channelctl
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 
 	"google.golang.org/grpc/codes"
@@ -67,8 +68,12 @@ func (c *Controller) execute(ctx context.Context, r machine.Round) {
 	}
 	for leader, acts := range r.Change {
 		// Outside the round: a change waits for new replicas to catch up, and the rest of the
-		// round (a failover, say) must not wait for it.
-		go c.changeReplicas(ctx, leader, acts)
+		// round (a failover, say) must not wait for it. Calls of at most changesPerCall, each
+		// with its own timeout: the replica runs that many at once, so a longer call would
+		// start its tail late and time it out.
+		for chunk := range slices.Chunk(acts, changesPerCall) {
+			go c.changeReplicas(ctx, leader, chunk)
+		}
 	}
 
 	// Loads: one LoadGroups per node; a channel's event waits for all of its nodes.
@@ -304,6 +309,9 @@ func (c *Controller) commitCAS(ctx context.Context, changes []*arbiterv1.Channel
 		emit(changes[i].GetChannelId(), ev)
 	}
 }
+
+// changesPerCall matches the replica's parallelism for ChangeReplicas (parallelGroups).
+const changesPerCall = 64
 
 // changeReplicas sends one ChangeReplicas to a leader and reports each channel's outcome.
 func (c *Controller) changeReplicas(ctx context.Context, leader uint64, acts []machine.ChangeReplicas) {

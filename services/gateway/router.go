@@ -295,7 +295,7 @@ func (r *Router) Subscribe(ctx context.Context, channel string, from uint64, sub
 			}
 			if progressed || time.Since(began) > r.cfg.DefaultTimeout/2 {
 				// The stream worked: this break starts a new outage with a fresh budget.
-				outage, attempt, hops, bo = time.Now(), 0, 0, r.backoff()
+				outage, attempt, hops, bo, quick = time.Now(), 0, 0, r.backoff(), false
 			}
 		}
 		if ctx.Err() != nil {

@@ -754,11 +754,12 @@ func (e *Engine) CampaignAndWait(ctx context.Context, channelIDs []string, wait 
 		}
 		errs, err := e.host.Campaigns(ctx, groups)
 		for k, i := range idx {
-			if err == nil {
-				err = errs[groups[k]]
+			gerr := err
+			if gerr == nil {
+				gerr = errs[groups[k]]
 			}
-			if err != nil {
-				out[i].Err = err
+			if gerr != nil {
+				out[i].Err = gerr
 				delete(pending, i)
 			}
 		}
