@@ -321,7 +321,7 @@ func (c *Controller) changeReplicas(ctx context.Context, leader uint64, acts []m
 	for _, a := range acts {
 		adds := c.addresses([]uint64{a.Add})
 		req.Changes = append(req.Changes, &replicav1.ReplicaChange{ChannelId: a.ChannelID, AddNodeId: a.Add,
-			AddAddress: adds[a.Add], RemoveNodeId: a.Remove, Epoch: a.Epoch})
+			AddAddress: adds[a.Add], RemoveNodeId: a.Remove, Voters: a.Voters, Epoch: a.Epoch})
 	}
 	resp, err := c.call(cctx, leader, func(ctx context.Context, cl replicav1.ReplicaControlServiceClient) (any, error) {
 		return cl.ChangeReplicas(ctx, req)

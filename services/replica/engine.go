@@ -94,6 +94,9 @@ type channel struct {
 	group uint64
 	spec  *replicav1.GroupSpec
 	join  bool // loaded with GroupSpec.join: learns its configuration from the leader
+	// epoch is the highest arbiter epoch seen in this channel's orders (loads, replica
+	// changes); membership changes under an older one are refused.
+	epoch atomic.Uint64
 	votMu sync.Mutex
 	// voters is the raft configuration's voters as last known here (the load order's replicas,
 	// then each applied ChangeReplicas); read through currentVoters.
@@ -294,6 +297,9 @@ var (
 	ErrLeaseLost = errors.New("leader lease lapsed: no arbiter renewal and no quorum contact")
 	// ErrInvalid: the request is malformed.
 	ErrInvalid = errors.New("invalid request")
+	// ErrStaleOrder: a control order made under an older epoch of the channel than one this
+	// replica has already seen (its channelctl lost the slot or its view is old).
+	ErrStaleOrder = errors.New("order from an older epoch")
 )
 
 // NotLeader says which replica leads a channel, as far as this one knows.
@@ -648,7 +654,8 @@ func (e *Engine) prepare(sp *replicav1.GroupSpec) (*channel, []raftstore.StateWr
 			}
 		}
 	}
-	if e.byID[sp.GetChannelId()] != nil {
+	if ch := e.byID[sp.GetChannelId()]; ch != nil {
+		ch.seeEpoch(sp.GetEpoch())
 		return nil, nil, nil
 	}
 	log := chanlog.New(e.cfg.Dedup)
@@ -666,6 +673,7 @@ func (e *Engine) prepare(sp *replicav1.GroupSpec) (*channel, []raftstore.StateWr
 	ch := &channel{id: sp.GetChannelId(), group: sp.GetGroupId(), spec: sp, join: sp.GetJoin(), voters: voters, log: log,
 		checkpointedAt: log.AppliedIndex(), notify: make(chan struct{}), unloaded: make(chan struct{})}
 	ch.lastSeq.Store(log.LastSeq())
+	ch.epoch.Store(sp.GetEpoch())
 	ch.lastActivity.Store(e.cfg.Now().UnixNano())
 	e.byID[ch.id] = ch
 	e.byGroup[ch.group] = ch

@@ -21,6 +21,20 @@ import (
 // catchUpPoll is how often the leader looks at a learner's progress while it catches up.
 const catchUpPoll = 5 * time.Millisecond
 
+// seeEpoch raises the channel's epoch fence to epoch and reports whether epoch is not older
+// than the fence.
+func (c *channel) seeEpoch(epoch uint64) bool {
+	for {
+		cur := c.epoch.Load()
+		if epoch < cur {
+			return false
+		}
+		if epoch == cur || c.epoch.CompareAndSwap(cur, epoch) {
+			return true
+		}
+	}
+}
+
 func (c *channel) currentVoters() []uint64 {
 	c.votMu.Lock()
 	defer c.votMu.Unlock()
@@ -40,9 +54,11 @@ func (c *channel) setVoters(voters []uint64) {
 // ChangeReplicas replaces change.RemoveNodeId by change.AddNodeId in the channel's group, on
 // its leader (this replica). The new replica must have loaded the group with GroupSpec.join.
 // It is added as a learner, promoted once its log reaches the leader's last index as of the
-// promotion check, and only then is the old replica removed. Every step is skipped when
-// already done, so an order repeated after a timeout or a channelctl takeover resumes where
-// the last one stopped.
+// promotion check, and only then does the old replica leave, with, when change.Voters is set,
+// every other voter or learner outside it (left by a repair that an earlier owner of the
+// channel began and never finished). Every step is skipped when already done, so an order
+// repeated after a timeout or a channelctl takeover resumes where the last one stopped; an
+// order under an older epoch than one seen here is refused.
 func (e *Engine) ChangeReplicas(ctx context.Context, change *replicav1.ReplicaChange) (*replicav1.GroupStatus, error) {
 	add, remove := change.GetAddNodeId(), change.GetRemoveNodeId()
 	switch {
@@ -54,10 +70,17 @@ func (e *Engine) ChangeReplicas(ctx context.Context, change *replicav1.ReplicaCh
 		// Removing the leader would stop the channel until an ordered election; the channelctl
 		// moves leadership first.
 		return nil, fmt.Errorf("%w: the leader of %s cannot remove itself", ErrInvalid, change.GetChannelId())
+	case len(change.GetVoters()) > 0 && (!slices.Contains(change.GetVoters(), add) || !slices.Contains(change.GetVoters(), e.cfg.NodeID) ||
+		slices.Contains(change.GetVoters(), remove)):
+		return nil, fmt.Errorf("%w: change of %s wants voters %v: they must hold the leader %d and node %d and not node %d",
+			ErrInvalid, change.GetChannelId(), change.GetVoters(), e.cfg.NodeID, add, remove)
 	}
 	ch, err := e.channel(change.GetChannelId())
 	if err != nil {
 		return nil, err
+	}
+	if !ch.seeEpoch(change.GetEpoch()) {
+		return nil, fmt.Errorf("%w: change of %s under epoch %d, epoch %d seen", ErrStaleOrder, ch.id, change.GetEpoch(), ch.epoch.Load())
 	}
 	if err := e.leads(ctx, ch); err != nil {
 		return nil, err
@@ -92,15 +115,32 @@ func (e *Engine) ChangeReplicas(ctx context.Context, change *replicav1.ReplicaCh
 			return nil, err
 		}
 	}
-	if st, err = e.host.Status(ctx, ch.group); err != nil {
-		return nil, err
-	}
-	if remove != 0 && (slices.Contains(st.ConfState.Voters, remove) || slices.Contains(st.ConfState.Learners, remove)) {
-		if err := e.confChange(ctx, ch, raftpb.ConfChangeRemoveNode, remove); err != nil {
+	for {
+		if st, err = e.host.Status(ctx, ch.group); err != nil {
+			return nil, err
+		}
+		leaving := leavers(st.ConfState.Voters, st.ConfState.Learners, remove, change.GetVoters())
+		if len(leaving) == 0 {
+			return e.GroupStatus(ctx, ch.id)
+		}
+		// One at a time: raft takes a single voter change per entry outside joint consensus.
+		if err := e.confChange(ctx, ch, raftpb.ConfChangeRemoveNode, leaving[0]); err != nil {
 			return nil, err
 		}
 	}
-	return e.GroupStatus(ctx, ch.id)
+}
+
+// leavers are the members to remove: remove when it is one, and, when the wanted voters are
+// given, every voter or learner outside them.
+func leavers(voters, learners []uint64, remove uint64, wanted []uint64) []uint64 {
+	var out []uint64
+	for _, n := range slices.Concat(voters, learners) {
+		if (n == remove || len(wanted) > 0 && !slices.Contains(wanted, n)) && !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func (e *Engine) confChange(ctx context.Context, ch *channel, typ raftpb.ConfChangeType, node uint64) error {

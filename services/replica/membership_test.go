@@ -118,3 +118,46 @@ func TestChangeReplicasRefusesBadOrders(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []uint64{1, 2, 3}, st.GetResults()[0].GetStatus().GetVoters(), "refused orders left the group alone")
 }
+
+// A repair names the whole voter set it wants: a replica an earlier, unfinished repair added
+// leaves along with the dead one. And an order under an older epoch than one seen is refused.
+func TestChangeReplicasReachesTheWantedVotersAndFencesOldOrders(t *testing.T) {
+	c := newClusterOf(t, 5)
+	const ch, group = "target", 42
+	c.loadOn(c.specOf(ch, group, false, 1, 2, 3), 1, 2, 3)
+	c.elect(1, ch)
+	c.appendN(1, ch, "m", 5)
+
+	// An earlier owner's repair added node 4 and stopped there (voters 1, 2, 3, 4).
+	c.loadOn(c.specOf(ch, group, true, 1, 2, 3, 4), 4)
+	change := func(epoch uint64, add uint64, remove uint64, voters ...uint64) *replicav1.ChangeReplicasResult {
+		resp, err := c.ctl[0].ChangeReplicas(ctx(t), &replicav1.ChangeReplicasRequest{Changes: []*replicav1.ReplicaChange{{
+			ChannelId: ch, AddNodeId: add, AddAddress: c.svcs[add-1].Advertise(), RemoveNodeId: remove, Epoch: epoch, Voters: voters}}})
+		require.NoError(t, err)
+		return resp.GetResults()[0]
+	}
+	res := change(5, 4, 0)
+	require.Nil(t, res.GetError())
+	require.Equal(t, []uint64{1, 2, 3, 4}, res.GetStatus().GetVoters())
+
+	// The next owner replaces 3 by 5 and wants exactly {1, 2, 5}: 4 leaves too.
+	c.loadOn(c.specOf(ch, group, true, 1, 2, 5), 5)
+	res = change(7, 5, 3, 1, 2, 5)
+	require.Nil(t, res.GetError())
+	require.Equal(t, []uint64{1, 2, 5}, res.GetStatus().GetVoters())
+	require.Empty(t, res.GetStatus().GetLearners())
+
+	// The earlier owner's late order (epoch 5) is refused and changes nothing.
+	res = change(5, 4, 0)
+	require.NotNil(t, res.GetError())
+	require.Equal(t, codes.FailedPrecondition, codes.Code(res.GetError().GetCode()), res.GetError().GetMessage())
+	st, err := c.ctl[0].GetGroupStatus(ctx(t), &replicav1.GetGroupStatusRequest{ChannelIds: []string{ch}})
+	require.NoError(t, err)
+	require.Equal(t, []uint64{1, 2, 5}, st.GetResults()[0].GetStatus().GetVoters())
+
+	// Wanted voters that leave out the leader or the new node are bad orders.
+	res = change(7, 4, 3, 2, 4, 5)
+	require.Equal(t, codes.InvalidArgument, codes.Code(res.GetError().GetCode()), res.GetError().GetMessage())
+	c.appendN(1, ch, "after", 2)
+	requireContiguous(t, readAll(t, c.data[0], ch), 7)
+}

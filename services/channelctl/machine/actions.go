@@ -68,11 +68,13 @@ type Unload struct {
 }
 
 // ChangeReplicas: order the leader to replace Remove by Add in the group's raft configuration
-// (Add catches up as a learner before it votes) and report ReplicasChanged.
+// (Add catches up as a learner before it votes), ending with exactly Voters, and report
+// ReplicasChanged.
 type ChangeReplicas struct {
 	ChannelID   string
 	Leader      uint64
 	Add, Remove uint64
+	Voters      []uint64
 	Epoch       uint64
 }
 

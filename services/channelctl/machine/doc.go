@@ -85,9 +85,9 @@
 //	ChangeReplicas on the leader @e+1           w learner, caught up, voter; then d removed
 //	CAS e+1: replicas=set with d replaced by w  raft first, then the record; d is forgotten
 //
-// A voter in the leader's configuration that the record lacks is an earlier repair that raft
-// finished and the arbiter never recorded: the repair resumes with it. A failed step leaves the
-// channel active and the repair to be ordered again.
+// The order names the whole voter set wanted, so a voter or learner that an earlier,
+// unfinished repair left in raft leaves too. A failed step leaves the channel active and the
+// repair to be ordered again.
 //
 // A Resolve that arrives mid-transition waits and is answered when the channel is active; one
 // that arrives while hibernating triggers activation right after.

@@ -20,8 +20,8 @@ import (
 // Raft's configuration changes before the arbiter's record, never after: a replica the arbiter
 // lists must have the group's data, or a later load without join would bootstrap it with a
 // history of its own. A repair cut short after step 3 leaves raft ahead of the record; the next
-// repair of the channel finds the extra voter in the leader's configuration and resumes with
-// it instead of adding yet another replica.
+// repair names the whole voter set it wants, and the leader removes whatever else it finds
+// (an extra voter or learner) once the new replica votes.
 
 // beginRepair starts replacing e.Dead by e.With.
 func (m *Machine) beginRepair(e Repair) ([]Action, error) {
@@ -37,8 +37,6 @@ func (m *Machine) beginRepair(e Repair) ([]Action, error) {
 		return nil, m.refuse(ErrNodeDead, "repair needs a live leader, leader is %d", leader)
 	case e.With == 0 || m.isMember(e.With):
 		return nil, m.refuse(ErrInvalidReplicaSet, "repair with %d, replicas %v", e.With, m.members())
-	case m.dead[e.With]:
-		return nil, m.refuse(ErrNodeDead, "repair with %d", e.With)
 	}
 	m.clearWork()
 	m.repairDead, m.repairWith = e.Dead, e.With
@@ -88,24 +86,17 @@ func (m *Machine) stepRepair(ev Event) ([]Action, error) {
 		if e.Epoch != m.ch.GetEpoch() {
 			return nil, m.staleEpoch(ev, e.Epoch)
 		}
-		ls := e.Statuses[leader]
-		if ls == nil {
+		if e.Statuses[leader] == nil {
 			return m.abandonRepair(fmt.Sprintf("leader %d did not load: %v", leader, e.Errors[leader]))
 		}
-		// A voter or learner the arbiter does not list is the new replica of an earlier repair
-		// that raft completed and the arbiter never recorded: finish that one instead.
-		for _, n := range append(slices.Clone(ls.GetVoters()), ls.GetLearners()...) {
-			if !m.isMember(n) && n != m.repairWith && !m.dead[n] {
-				m.repairWith = n
-				m.reason = fmt.Sprintf("replace dead replica %d with %d (resumed)", m.repairDead, n)
-			}
-		}
-		if e.Statuses[m.repairWith] == nil && !slices.Contains(ls.GetVoters(), m.repairWith) {
+		if e.Statuses[m.repairWith] == nil {
 			return m.abandonRepair(fmt.Sprintf("node %d did not load the group: %v", m.repairWith, e.Errors[m.repairWith]))
 		}
+		want := m.repairedSet()
+		slices.Sort(want)
 		m.phase = phaseRepairChange
 		return []Action{ChangeReplicas{ChannelID: m.ch.GetChannelId(), Leader: leader, Add: m.repairWith,
-			Remove: m.repairDead, Epoch: m.ch.GetEpoch()}}, nil
+			Remove: m.repairDead, Voters: want, Epoch: m.ch.GetEpoch()}}, nil
 	case ReplicasChanged:
 		if m.phase != phaseRepairChange {
 			return nil, m.unexpected(ev)

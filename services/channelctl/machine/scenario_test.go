@@ -260,3 +260,11 @@ func TestLeaderDeathDuringRepairCAS(t *testing.T) {
 	require.True(t, m.Stalled(), "an active channel whose leader is dead waits for Retry")
 	expect(t, m, Retry{}, "cas(c@11 state=ELECTING leader=0)")
 }
+
+// The change order names the voters wanted, so the leader also drops what an unfinished
+// earlier repair left in raft.
+func TestRepairOrderNamesTheWantedVoters(t *testing.T) {
+	m := fxActiveRepairLoad(t)
+	expectActions(t, m, repairLoaded(11),
+		ChangeReplicas{ChannelID: "c", Leader: 1, Add: 4, Remove: 3, Voters: []uint64{1, 2, 4}, Epoch: 11})
+}

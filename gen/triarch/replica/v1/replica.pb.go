@@ -1801,8 +1801,13 @@ type ReplicaChange struct {
 	// add_address is where the new replica listens, for the leader's transport.
 	AddAddress string `protobuf:"bytes,3,opt,name=add_address,json=addAddress,proto3" json:"add_address,omitempty"`
 	// remove_node_id is the replica leaving; 0 only adds.
-	RemoveNodeId  uint64 `protobuf:"varint,4,opt,name=remove_node_id,json=removeNodeId,proto3" json:"remove_node_id,omitempty"`
-	Epoch         uint64 `protobuf:"varint,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	RemoveNodeId uint64 `protobuf:"varint,4,opt,name=remove_node_id,json=removeNodeId,proto3" json:"remove_node_id,omitempty"`
+	// epoch is the channel's arbiter epoch the order was made under; an order older than one
+	// this replica has seen for the channel is refused.
+	Epoch uint64 `protobuf:"varint,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// voters, when set, is the whole voter set wanted: once add_node_id votes, every voter or
+	// learner outside it leaves too (what an interrupted earlier repair left behind).
+	Voters        []uint64 `protobuf:"varint,6,rep,packed,name=voters,proto3" json:"voters,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1870,6 +1875,13 @@ func (x *ReplicaChange) GetEpoch() uint64 {
 		return x.Epoch
 	}
 	return 0
+}
+
+func (x *ReplicaChange) GetVoters() []uint64 {
+	if x != nil {
+		return x.Voters
+	}
+	return nil
 }
 
 type ChangeReplicasRequest struct {
@@ -2414,7 +2426,7 @@ const file_triarch_replica_v1_replica_proto_rawDesc = "" +
 	"\x06status\x18\x02 \x01(\v2\x1f.triarch.replica.v1.GroupStatusR\x06status\x124\n" +
 	"\x05error\x18\x03 \x01(\v2\x1e.triarch.replica.v1.GroupErrorR\x05error\"\\\n" +
 	"\x16GetGroupStatusResponse\x12B\n" +
-	"\aresults\x18\x01 \x03(\v2(.triarch.replica.v1.GetGroupStatusResultR\aresults\"\xab\x01\n" +
+	"\aresults\x18\x01 \x03(\v2(.triarch.replica.v1.GetGroupStatusResultR\aresults\"\xc3\x01\n" +
 	"\rReplicaChange\x12\x1d\n" +
 	"\n" +
 	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x1e\n" +
@@ -2422,7 +2434,8 @@ const file_triarch_replica_v1_replica_proto_rawDesc = "" +
 	"\vadd_address\x18\x03 \x01(\tR\n" +
 	"addAddress\x12$\n" +
 	"\x0eremove_node_id\x18\x04 \x01(\x04R\fremoveNodeId\x12\x14\n" +
-	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\"T\n" +
+	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\x12\x16\n" +
+	"\x06voters\x18\x06 \x03(\x04R\x06voters\"T\n" +
 	"\x15ChangeReplicasRequest\x12;\n" +
 	"\achanges\x18\x01 \x03(\v2!.triarch.replica.v1.ReplicaChangeR\achanges\"\xa4\x01\n" +
 	"\x14ChangeReplicasResult\x12\x1d\n" +
