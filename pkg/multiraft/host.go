@@ -530,43 +530,34 @@ func (h *Host) Campaign(ctx context.Context, groupID uint64) error {
 // for the worker once per group would take longer than the elections. The result holds an
 // error for each group whose order failed.
 func (h *Host) Campaigns(ctx context.Context, groupIDs []uint64) (map[uint64]error, error) {
-	var (
-		mu  sync.Mutex
-		out = map[uint64]error{}
-	)
-	err := h.perShard(ctx, groupIDs, func(s *shard, ids []uint64) func() error {
-		return func() error {
-			local := map[uint64]error{}
-			for _, id := range ids {
-				if err := s.campaign(id); err != nil {
-					local[id] = err
-				}
-			}
-			mu.Lock()
-			maps.Copy(out, local)
-			mu.Unlock()
-			return nil
-		}
+	return collect(ctx, h, groupIDs, func(s *shard, id uint64) (error, bool) {
+		err := s.campaign(id)
+		return err, err != nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 // Statuses is Status for many groups, one queued operation per shard (see Campaigns). Groups
 // not loaded here are missing from the result.
 func (h *Host) Statuses(ctx context.Context, groupIDs []uint64) (map[uint64]Status, error) {
+	return collect(ctx, h, groupIDs, func(s *shard, id uint64) (Status, bool) {
+		st, err := s.status(id)
+		return st, err == nil
+	})
+}
+
+// collect runs get for every group on its shard's worker, all shards at once, and gathers the
+// values get reports.
+func collect[V any](ctx context.Context, h *Host, groupIDs []uint64, get func(s *shard, id uint64) (V, bool)) (map[uint64]V, error) {
 	var (
 		mu  sync.Mutex
-		out = make(map[uint64]Status, len(groupIDs))
+		out = make(map[uint64]V, len(groupIDs))
 	)
 	err := h.perShard(ctx, groupIDs, func(s *shard, ids []uint64) func() error {
 		return func() error {
-			local := make(map[uint64]Status, len(ids))
+			local := make(map[uint64]V, len(ids))
 			for _, id := range ids {
-				if st, err := s.status(id); err == nil {
-					local[id] = st
+				if v, ok := get(s, id); ok {
+					local[id] = v
 				}
 			}
 			mu.Lock()
