@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -204,20 +205,34 @@ func runBench(cmd *cobra.Command, scenario string, f benchFlags) error {
 		return fmt.Errorf("bench %s: read-back: %w", scenario, err)
 	}
 	res.Verification = &v
-	if err := res.WriteTable(cmd.OutOrStdout()); err != nil {
-		return err
-	}
-	if f.jsonPath != "" {
-		if err := res.WriteJSON(f.jsonPath); err != nil {
-			return fmt.Errorf("bench %s: --json: %w", scenario, err)
-		}
+	if err := writeReport(cmd, res, f.jsonPath); err != nil {
+		return fmt.Errorf("bench %s: %w", scenario, err)
 	}
 	switch {
 	case !v.OK:
-		return fmt.Errorf("bench %s: read-back verification failed: %d missing, %d duplicated, %d misplaced, %d seq gaps",
-			scenario, v.Missing, v.Duplicated, v.Misplaced, v.Gaps)
+		return fmt.Errorf("bench %s: %w", scenario, v.Err())
 	case res.AckedMsgs == 0:
 		return fmt.Errorf("bench %s: no message was acknowledged (errors: %v)", scenario, res.Errors)
+	}
+	return nil
+}
+
+// report is a scenario's result: a table for people, JSON for comparing runs.
+type report interface {
+	WriteTable(w io.Writer) error
+	WriteJSON(path string) error
+}
+
+// writeReport prints res as a table and, when jsonPath is set, writes it there as JSON.
+func writeReport(cmd *cobra.Command, res report, jsonPath string) error {
+	if err := res.WriteTable(cmd.OutOrStdout()); err != nil {
+		return err
+	}
+	if jsonPath == "" {
+		return nil
+	}
+	if err := res.WriteJSON(jsonPath); err != nil {
+		return fmt.Errorf("--json: %w", err)
 	}
 	return nil
 }

@@ -160,18 +160,12 @@ func runFailover(ctx context.Context, cmd *cobra.Command, f failoverFlags) error
 		return fmt.Errorf("read-back: %w", err)
 	}
 	res.Verification = &v
-	if err := res.WriteTable(cmd.OutOrStdout()); err != nil {
+	if err := writeReport(cmd, res, f.target.jsonPath); err != nil {
 		return err
-	}
-	if f.target.jsonPath != "" {
-		if err := res.WriteJSON(f.target.jsonPath); err != nil {
-			return fmt.Errorf("--json: %w", err)
-		}
 	}
 	switch {
 	case !v.OK:
-		return fmt.Errorf("read-back verification failed: %d missing, %d duplicated, %d misplaced, %d seq gaps",
-			v.Missing, v.Duplicated, v.Misplaced, v.Gaps)
+		return v.Err()
 	case res.AckedMsgs == 0:
 		return fmt.Errorf("no message was acknowledged (errors: %v)", res.Errors)
 	case res.Unrecovered > 0:

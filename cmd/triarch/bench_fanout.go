@@ -164,13 +164,8 @@ func runFanout(ctx context.Context, cmd *cobra.Command, f fanoutFlags) error {
 	}
 	res.Check.Finish()
 	res.Delivery = bench.Summarize(lat)
-	if err := res.WriteTable(cmd.OutOrStdout()); err != nil {
+	if err := writeReport(cmd, res, f.target.jsonPath); err != nil {
 		return err
-	}
-	if f.target.jsonPath != "" {
-		if err := res.WriteJSON(f.target.jsonPath); err != nil {
-			return fmt.Errorf("--json: %w", err)
-		}
 	}
 	switch ch := res.Check; {
 	case !ch.OK:

@@ -147,18 +147,12 @@ func runHibernate(ctx context.Context, cmd *cobra.Command, f hibernateFlags) err
 		return fmt.Errorf("read-back: %w", err)
 	}
 	res.Verification = &v
-	if err := res.WriteTable(cmd.OutOrStdout()); err != nil {
+	if err := writeReport(cmd, res, f.target.jsonPath); err != nil {
 		return err
-	}
-	if f.target.jsonPath != "" {
-		if err := res.WriteJSON(f.target.jsonPath); err != nil {
-			return fmt.Errorf("--json: %w", err)
-		}
 	}
 	switch {
 	case !v.OK:
-		return fmt.Errorf("read-back verification failed: %d missing, %d duplicated, %d misplaced, %d seq gaps",
-			v.Missing, v.Duplicated, v.Misplaced, v.Gaps)
+		return v.Err()
 	case v.Acked != int64(2*len(sample)):
 		return fmt.Errorf("woken channels: %d of %d messages acknowledged (errors: %v)", v.Acked, 2*len(sample), wakeErrs)
 	}

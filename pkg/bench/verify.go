@@ -71,6 +71,15 @@ type Verification struct {
 	OK       bool     `json:"ok"`
 }
 
+// Err is nil when the check passed, else an error counting what it found.
+func (v Verification) Err() error {
+	if v.OK {
+		return nil
+	}
+	return fmt.Errorf("read-back verification failed: %d missing, %d duplicated, %d misplaced, %d seq gaps",
+		v.Missing, v.Duplicated, v.Misplaced, v.Gaps)
+}
+
 const maxExamples = 10
 
 func (v *Verification) problem(format string, args ...any) {
