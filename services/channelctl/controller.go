@@ -549,7 +549,8 @@ func (c *Controller) releaseFailovers() []machine.Action {
 	}
 	electing := 0
 	for _, m := range c.machines {
-		if m.State() == arbiterv1.ChannelState_CHANNEL_STATE_ELECTING && m.Busy() {
+		// A stalled election is still electing (the arbiter records it so, and Retry resumes it).
+		if m.State() == arbiterv1.ChannelState_CHANNEL_STATE_ELECTING && (m.Busy() || m.Stalled()) {
 			electing++
 		}
 	}
