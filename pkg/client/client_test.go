@@ -64,7 +64,7 @@ func TestSendGivesUpAtTheDeadlineAndDoesNotRetryBadInput(t *testing.T) {
 	start := time.Now()
 	_, err := c.Send(ctx, "ch", client.Text("a", "x"))
 	require.Equal(t, codes.Unavailable, status.Code(err), err)
-	require.Less(t, time.Since(start), time.Second)
+	require.Less(t, time.Since(start), 30*time.Second, "gave up, not retrying past the deadline")
 	f.mu.Lock()
 	require.Greater(t, len(f.sendReqs), 2, "retried")
 	f.sendReqs = nil

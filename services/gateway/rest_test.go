@@ -177,8 +177,10 @@ func TestRESTBadInputIsRefusedWithoutChangingState(t *testing.T) {
 		{"from_seq not a number", "GET", "/v1/channels/" + ch + "/messages?from_seq=abc", nil, nil, 400, "from_seq"},
 		{"read unknown channel", "GET", "/v1/channels/nope/messages", nil, nil, 404, "does not exist"},
 		{"get unknown channel", "GET", "/v1/channels/nope", nil, nil, 404, "does not exist"},
+		// No caller deadline: the gateway's own request timeout is the only one that can end
+		// the call, so which of two timeouts fires first cannot decide the answer.
 		{"no leader reachable", "POST", "/v1/channels/unavailable-1/messages", send(map[string]any{"payload": payload("x")}),
-			map[string]string{"Grpc-Timeout": "400m"}, 503, "no channelctl could answer"},
+			nil, 503, "channel unavailable-1"},
 		{"list channels needs the arbiter", "GET", "/v1/channels", nil, nil, 503, "no arbiter configured"},
 		{"cluster needs the arbiter", "GET", "/v1/cluster", nil, nil, 503, "no arbiter configured"},
 		{"unknown path", "GET", "/v1/nothing", nil, nil, 404, ""},
