@@ -1,0 +1,95 @@
+package testutil
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/triarch-io/triarch/pkg/telemetry"
+)
+
+// LogEnv names a file that receives every service's logs at debug level; unset, they are
+// discarded. A failing cluster test is then re-run with it set, not with noisier defaults.
+const LogEnv = "TRIARCH_TEST_LOG"
+
+// FreeAddr returns a loopback address whose port was free a moment ago. Prefer Listen, or
+// "127.0.0.1:0" where the service binds itself: a free port can be taken before it is used.
+// It is for addresses that must be known before the listener exists (raft peers, processes
+// started with a fixed --listen, a node restarted on its old address).
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return addr
+}
+
+// Listen returns a listener on a free loopback port, closed when the test ends.
+func Listen(t testing.TB) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = l.Close() })
+	return l
+}
+
+// Context returns a context that ends after d or when the test ends, whichever is first, so a
+// call that hangs fails the test instead of the whole package's -timeout.
+func Context(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// Stop stops a service (or anything with its Stop) within a generous deadline and requires it
+// to stop cleanly.
+func Stop(t testing.TB, s interface{ Stop(context.Context) error }) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, s.Stop(ctx))
+}
+
+// LogWriter is where services under test log: nowhere, unless LogEnv names a file (appended
+// to, so several tests and processes can share it).
+func LogWriter(t testing.TB) io.Writer {
+	t.Helper()
+	path := os.Getenv(LogEnv)
+	if path == "" {
+		return io.Discard
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = f.Close() })
+	return f
+}
+
+// LogLevel is debug when logs go to LogEnv's file (whoever reads them wants everything) and
+// info otherwise (the level of what is discarded costs formatting only).
+func LogLevel() slog.Level {
+	if os.Getenv(LogEnv) != "" {
+		return slog.LevelDebug
+	}
+	return slog.LevelInfo
+}
+
+// Telemetry is a service's telemetry in a test: logs per LogWriter and LogLevel, no OTEL_*
+// variable read (a developer's exporter settings must not make tests dial a collector), shut
+// down when the test ends.
+func Telemetry(t testing.TB, service string, node uint64) *telemetry.Telemetry {
+	t.Helper()
+	tel, err := telemetry.Setup(context.Background(), telemetry.Options{
+		ServiceName: service, NodeID: node, LogWriter: LogWriter(t), LogLevel: LogLevel(),
+		Getenv: func(string) string { return "" },
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	return tel
+}
