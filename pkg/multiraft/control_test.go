@@ -47,7 +47,7 @@ func TestCampaignIgnoredIsAnError(t *testing.T) {
 
 	c.campaign(1, g)
 	mustSucceedAfter(t, c, c.propose(1, g, "to the learner too"))
-	c.requireApplied(g, []string{"to the learner too"})
+	requireApplied(c, g, []string{"to the learner too"})
 	st := c.status(1, g)
 	if pr := st.Progress[3]; !pr.Learner || pr.Match != 3 {
 		t.Fatalf("leader's view of learner 3: %+v, want a learner matching 3", pr)
@@ -83,7 +83,7 @@ func TestTransferLeader(t *testing.T) {
 	for _, g := range gids {
 		c.requireLeader(g, 3, 3)
 		mustSucceedAfter(t, c, c.propose(3, g, "after"))
-		c.requireApplied(g, []string{"before", "after"})
+		requireApplied(c, g, []string{"before", "after"})
 	}
 }
 
@@ -156,7 +156,7 @@ func TestChaosKeepsAcknowledgedEntries(t *testing.T) {
 	}
 }
 
-func (c *cluster) agreeOnLeader(g, leader uint64) bool {
+func (c *cluster[A]) agreeOnLeader(g, leader uint64) bool {
 	term := c.status(leader, g).Term
 	for _, id := range c.ids {
 		if st := c.status(id, g); st.Leader != leader || st.Term != term {

@@ -8,21 +8,6 @@ import (
 	"github.com/triarch-io/triarch/pkg/multiraft"
 )
 
-// tickUntil ticks every attached host, settling after each tick, until cond holds; it fails
-// the test after max ticks.
-func (c *fsmCluster) tickUntil(max int, what string, nodes []uint64, cond func() bool) {
-	c.t.Helper()
-	for i := 0; !cond(); i++ {
-		if i == max {
-			c.t.Fatalf("after %d ticks: %s", max, what)
-		}
-		for _, id := range nodes {
-			c.hosts[id].Tick()
-		}
-		c.stabilize()
-	}
-}
-
 // The arbiter's mode: no one orders elections, ticks alone elect a leader, a leader cut off
 // steps down (CheckQuorum) while the others elect another, and after the heal there is one
 // leader again.

@@ -83,6 +83,20 @@ func (a *memApplier) userData(groupID uint64) []string {
 	return out
 }
 
+// state is the memApplier's view as a testApplier.
+func (a *memApplier) state(groupID uint64) fsmState {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := fsmState{}
+	for _, e := range a.logs[groupID] {
+		st.Applied = e.Index
+		if e.Type == raftpb.EntryNormal && e.Data != "" {
+			st.Data = append(st.Data, e.Data)
+		}
+	}
+	return st
+}
+
 // waitFor waits, without polling, until cond holds after some Apply.
 func (a *memApplier) waitFor(ctx context.Context, cond func() bool) error {
 	for {
@@ -100,38 +114,70 @@ func (a *memApplier) waitFor(ctx context.Context, cond func() bool) error {
 	}
 }
 
-// cluster is n hosts on one hub, each with a memory store and a memApplier, in manual mode.
-type cluster struct {
-	t        testing.TB
-	hub      *memnet.Hub
-	ids      []uint64
-	hosts    map[uint64]*multiraft.Host
-	stores   map[uint64]*raftstore.Memory
-	appliers map[uint64]*memApplier
-	tweak    func(*multiraft.Config)
+// testApplier is an applier the cluster can compare across nodes: memApplier (a durable state
+// machine, every entry recorded) or fsmApplier (in memory only, restored from snapshots).
+type testApplier interface {
+	multiraft.Applier
+	// state is the data of the proposals applied, in order, and the index last applied.
+	state(groupID uint64) fsmState
 }
 
-func newCluster(t testing.TB, n int, opts memnet.Options, tweak func(*multiraft.Config)) *cluster {
+// cluster is n hosts on one memnet hub, in manual mode, each with a store (memory unless open
+// says otherwise) and an applier of type A. Everything runs when the test says so (Tick,
+// Stabilize), so a seed replays a scenario exactly.
+type cluster[A testApplier] struct {
+	t          testing.TB
+	hub        *memnet.Hub
+	ids        []uint64
+	hosts      map[uint64]*multiraft.Host
+	stores     map[uint64]raftstore.Store
+	appliers   map[uint64]A
+	open       func(id uint64) raftstore.Store
+	newApplier func() A
+	tweak      func(*multiraft.Config)
+}
+
+func memoryStore(uint64) raftstore.Store { return raftstore.NewMemory() }
+
+// newCluster is n hosts with memory stores and memAppliers.
+func newCluster(t testing.TB, n int, opts memnet.Options, tweak func(*multiraft.Config)) *cluster[*memApplier] {
 	t.Helper()
-	c := &cluster{
-		t:        t,
-		hub:      memnet.New(opts),
-		hosts:    make(map[uint64]*multiraft.Host),
-		stores:   make(map[uint64]*raftstore.Memory),
-		appliers: make(map[uint64]*memApplier),
-		tweak:    tweak,
+	return startCluster(t, n, opts, memoryStore, newMemApplier, tweak)
+}
+
+// newFSMCluster is n hosts with fsmAppliers and the stores open returns (memory when nil; or
+// Badger in a directory that survives restarts).
+func newFSMCluster(t testing.TB, n int, seed uint64, open func(id uint64) raftstore.Store, tweak func(*multiraft.Config)) *cluster[*fsmApplier] {
+	t.Helper()
+	if open == nil {
+		open = memoryStore
+	}
+	return startCluster(t, n, memnet.Options{Seed: seed}, open, newFSMApplier, tweak)
+}
+
+func startCluster[A testApplier](t testing.TB, n int, opts memnet.Options, open func(uint64) raftstore.Store, newApplier func() A, tweak func(*multiraft.Config)) *cluster[A] {
+	t.Helper()
+	c := &cluster[A]{
+		t:          t,
+		hub:        memnet.New(opts),
+		hosts:      make(map[uint64]*multiraft.Host),
+		stores:     make(map[uint64]raftstore.Store),
+		appliers:   make(map[uint64]A),
+		open:       open,
+		newApplier: newApplier,
+		tweak:      tweak,
 	}
 	for id := uint64(1); id <= uint64(n); id++ {
 		c.ids = append(c.ids, id)
-		c.stores[id] = raftstore.NewMemory()
-		c.appliers[id] = newMemApplier()
+		c.stores[id] = open(id)
+		c.appliers[id] = newApplier()
 		c.startHost(id)
 	}
 	return c
 }
 
 // startHost (re)creates node id's host on its existing store and applier: a restart.
-func (c *cluster) startHost(id uint64) *multiraft.Host {
+func (c *cluster[A]) startHost(id uint64) *multiraft.Host {
 	c.t.Helper()
 	cfg := multiraft.Config{
 		NodeID:    id,
@@ -154,15 +200,26 @@ func (c *cluster) startHost(id uint64) *multiraft.Host {
 	return h
 }
 
-func groupIDs(n int) []uint64 {
-	ids := make([]uint64, n)
-	for i := range ids {
-		ids[i] = uint64(1000 + i)
+// restart is a crash of node id: its host goes and a new one starts on the same store
+// (closed and opened again with reopen). With fresh, the state machine is lost too (it lived
+// in memory), as the arbiter's is.
+func (c *cluster[A]) restart(id uint64, reopen, fresh bool) {
+	c.t.Helper()
+	c.hub.Detach(id)
+	if reopen {
+		if err := c.stores[id].Close(); err != nil {
+			c.t.Fatalf("node %d: close store: %v", id, err)
+		}
+		c.stores[id] = c.open(id)
 	}
-	return ids
+	if fresh {
+		c.appliers[id] = c.newApplier()
+	}
+	c.startHost(id)
 }
 
-func (c *cluster) load(gids ...uint64) {
+// load loads the groups on every node, with every node a voter.
+func (c *cluster[A]) load(gids ...uint64) {
 	c.t.Helper()
 	specs := make([]multiraft.GroupSpec, len(gids))
 	for i, g := range gids {
@@ -175,7 +232,17 @@ func (c *cluster) load(gids ...uint64) {
 	}
 }
 
-func (c *cluster) stabilize() {
+// loadOn loads one group, with every node a voter, on the given nodes only.
+func (c *cluster[A]) loadOn(gid uint64, nodes ...uint64) {
+	c.t.Helper()
+	for _, id := range nodes {
+		if err := c.hosts[id].LoadGroup(context.Background(), multiraft.GroupSpec{GroupID: gid, Voters: c.ids}); err != nil {
+			c.t.Fatalf("node %d: load group %d: %v", id, gid, err)
+		}
+	}
+}
+
+func (c *cluster[A]) stabilize() {
 	c.t.Helper()
 	if err := c.hub.Stabilize(0); err != nil {
 		c.t.Fatal(err)
@@ -183,7 +250,7 @@ func (c *cluster) stabilize() {
 }
 
 // tick ticks every host n times, settling the cluster after each tick.
-func (c *cluster) tick(n int) {
+func (c *cluster[A]) tick(n int) {
 	c.t.Helper()
 	for range n {
 		for _, id := range c.ids {
@@ -193,7 +260,22 @@ func (c *cluster) tick(n int) {
 	}
 }
 
-func (c *cluster) campaign(node uint64, gids ...uint64) {
+// tickUntil ticks the given hosts, settling after each tick, until cond holds; it fails the
+// test after max ticks.
+func (c *cluster[A]) tickUntil(max int, what string, nodes []uint64, cond func() bool) {
+	c.t.Helper()
+	for i := 0; !cond(); i++ {
+		if i == max {
+			c.t.Fatalf("after %d ticks: %s", max, what)
+		}
+		for _, id := range nodes {
+			c.hosts[id].Tick()
+		}
+		c.stabilize()
+	}
+}
+
+func (c *cluster[A]) campaign(node uint64, gids ...uint64) {
 	c.t.Helper()
 	for _, g := range gids {
 		if err := c.hosts[node].Campaign(context.Background(), g); err != nil {
@@ -203,7 +285,7 @@ func (c *cluster) campaign(node uint64, gids ...uint64) {
 	c.stabilize()
 }
 
-func (c *cluster) status(node, gid uint64) multiraft.Status {
+func (c *cluster[A]) status(node, gid uint64) multiraft.Status {
 	c.t.Helper()
 	st, err := c.hosts[node].Status(context.Background(), gid)
 	if err != nil {
@@ -214,7 +296,7 @@ func (c *cluster) status(node, gid uint64) multiraft.Status {
 
 // requireLeader checks that every host knows leader as the leader of gid at term, and that
 // leader itself is in the leader role.
-func (c *cluster) requireLeader(gid, leader, term uint64) {
+func (c *cluster[A]) requireLeader(gid, leader, term uint64) {
 	c.t.Helper()
 	for _, id := range c.ids {
 		st := c.status(id, gid)
@@ -231,7 +313,26 @@ func (c *cluster) requireLeader(gid, leader, term uint64) {
 	}
 }
 
-func (c *cluster) propose(node, gid uint64, data ...string) []*multiraft.Proposal {
+// leaderOf returns the replica that every given node agrees leads gid, or 0.
+func (c *cluster[A]) leaderOf(gid uint64, nodes ...uint64) uint64 {
+	c.t.Helper()
+	var leader, term uint64
+	for i, id := range nodes {
+		st := c.status(id, gid)
+		if i == 0 {
+			leader, term = st.Leader, st.Term
+		}
+		if st.Leader == 0 || st.Leader != leader || st.Term != term {
+			return 0
+		}
+	}
+	if st := c.status(leader, gid); st.Role != raft.StateLeader || st.Term != term {
+		return 0
+	}
+	return leader
+}
+
+func (c *cluster[A]) propose(node, gid uint64, data ...string) []*multiraft.Proposal {
 	ps := make([]*multiraft.Proposal, len(data))
 	for i, d := range data {
 		ps[i] = c.hosts[node].ProposeAsync(gid, []byte(d))
@@ -239,9 +340,26 @@ func (c *cluster) propose(node, gid uint64, data ...string) []*multiraft.Proposa
 	return ps
 }
 
+// proposeAll proposes data on node in rounds of perRound proposals and requires them all
+// to succeed.
+func (c *cluster[A]) proposeAll(node, gid uint64, data []string, perRound int) {
+	c.t.Helper()
+	for len(data) > 0 {
+		n := min(perRound, len(data))
+		ps := make([]*multiraft.Proposal, n)
+		for i, d := range data[:n] {
+			ps[i] = c.hosts[node].ProposeAsync(gid, []byte(d))
+		}
+		c.stabilize()
+		mustSucceed(c.t, ps)
+		data = data[n:]
+	}
+}
+
 // requireApplied checks that every host applied exactly want, in order, for gid, and that
-// their applied logs (index, term, type, data) are identical.
-func (c *cluster) requireApplied(gid uint64, want []string) {
+// their applied logs (index, term, type, data) are identical. It needs the memApplier's
+// record of every entry.
+func requireApplied(c *cluster[*memApplier], gid uint64, want []string) {
 	c.t.Helper()
 	ref := c.appliers[c.ids[0]].entries(gid)
 	for _, id := range c.ids {
@@ -254,8 +372,40 @@ func (c *cluster) requireApplied(gid uint64, want []string) {
 	}
 }
 
+// requireSameState checks that every node's state machine holds want, at the same index.
+func (c *cluster[A]) requireSameState(gid uint64, want []string, nodes ...uint64) {
+	c.t.Helper()
+	if len(nodes) == 0 {
+		nodes = c.ids
+	}
+	ref := c.appliers[nodes[0]].state(gid)
+	for _, id := range nodes {
+		st := c.appliers[id].state(gid)
+		if !slices.Equal(st.Data, want) {
+			c.t.Fatalf("group %d on node %d: state %d entries (last %q) at %d, want %d entries (last %q)",
+				gid, id, len(st.Data), last(st.Data), st.Applied, len(want), last(want))
+		}
+		if st.Applied != ref.Applied {
+			c.t.Fatalf("group %d: node %d applied %d, node %d applied %d", gid, id, st.Applied, nodes[0], ref.Applied)
+		}
+	}
+}
+
+func (c *cluster[A]) firstIndex(node, gid uint64) uint64 {
+	c.t.Helper()
+	l, err := c.stores[node].Open(gid)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	first, err := l.FirstIndex()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return first
+}
+
 // storedLog reads a group's whole log from node id's store.
-func (c *cluster) storedLog(id, gid uint64) []appliedEntry {
+func (c *cluster[A]) storedLog(id, gid uint64) []appliedEntry {
 	c.t.Helper()
 	log, err := c.stores[id].Open(gid)
 	if err != nil {
@@ -275,6 +425,14 @@ func (c *cluster) storedLog(id, gid uint64) []appliedEntry {
 		out[i] = appliedEntry{e.GetIndex(), e.GetTerm(), e.GetType(), string(e.GetData())}
 	}
 	return out
+}
+
+func groupIDs(n int) []uint64 {
+	ids := make([]uint64, n)
+	for i := range ids {
+		ids[i] = uint64(1000 + i)
+	}
+	return ids
 }
 
 func mustSucceed(t testing.TB, ps []*multiraft.Proposal) []uint64 {

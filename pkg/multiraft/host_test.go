@@ -91,7 +91,7 @@ func TestOrderedCampaignElectsChosenNode(t *testing.T) {
 				t.Fatalf("group %d proposal %d applied at %d, want %d", g, i, n, 3+i)
 			}
 		}
-		c.requireApplied(g, seq(fmt.Sprint("g", g), 10))
+		requireApplied(c, g, seq(fmt.Sprint("g", g), 10))
 		for _, id := range c.ids {
 			st := c.status(id, g)
 			if st.Commit != 12 || st.Applied != 12 || st.LastIndex != 12 || st.LastTerm != 2 {
@@ -155,7 +155,7 @@ func TestStaleReplicaCampaignFails(t *testing.T) {
 	c.campaign(2, gids...)
 	for _, g := range gids {
 		c.requireLeader(g, 2, 3)
-		c.requireApplied(g, seq("a", 5))
+		requireApplied(c, g, seq("a", 5))
 		if s3, s2 := c.status(3, g), c.status(2, g); s3.LastIndex != s2.LastIndex || s3.LastIndex != 8 {
 			t.Fatalf("group %d: node 3 at %d, node 2 at %d, want both at 8 (term 3's empty entry)", g, s3.LastIndex, s2.LastIndex)
 		}
@@ -219,7 +219,7 @@ func TestDeposedLeaderTailIsTruncated(t *testing.T) {
 			}
 		}
 		c.requireLeader(g, 2, 3)
-		c.requireApplied(g, append(seq("a", 3), seq("c", 2)...))
+		requireApplied(c, g, append(seq("a", 3), seq("c", 2)...))
 		ref := c.storedLog(2, g)
 		if len(ref) != 7 || ref[6].Data != "c-001" || ref[4].Term != 3 || ref[4].Data != "" {
 			t.Fatalf("group %d: node 2 stored %v, want a-000..a-002 at term 2, then c-000, c-001 after term 3's empty entry", g, ref)

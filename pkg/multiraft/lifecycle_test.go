@@ -125,7 +125,7 @@ func TestHibernateAndWake(t *testing.T) {
 		if g == lag {
 			want = []string{want[0], "while lagging", want[1]}
 		}
-		c.requireApplied(g, want)
+		requireApplied(c, g, want)
 		c.requireLeader(g, 2, 3)
 	}
 }
@@ -164,7 +164,7 @@ func TestRestartResumesFromStoreAndApplier(t *testing.T) {
 		if idx := mustSucceed(t, props[g]); idx[0] != 7 || idx[1] != 8 {
 			t.Fatalf("group %d: proposals after restart at %v, want [7 8]", g, idx)
 		}
-		c.requireApplied(g, append(seq("before", 3), seq("after", 2)...))
+		requireApplied(c, g, append(seq("before", 3), seq("after", 2)...))
 	}
 }
 
@@ -196,10 +196,10 @@ func TestReloadWithApplierAheadOfStoredCommit(t *testing.T) {
 	}
 	c.tick(1) // the leader's heartbeat brings commit 5 back; entries 3..5 are not re-applied
 	mustSucceedAfter(t, c, c.propose(1, g, "y"))
-	c.requireApplied(g, append(seq("x", 3), "y"))
+	requireApplied(c, g, append(seq("x", 3), "y"))
 }
 
-func mustSucceedAfter(t *testing.T, c *cluster, ps []*multiraft.Proposal) []uint64 {
+func mustSucceedAfter(t *testing.T, c *cluster[*memApplier], ps []*multiraft.Proposal) []uint64 {
 	t.Helper()
 	c.stabilize()
 	return mustSucceed(t, ps)

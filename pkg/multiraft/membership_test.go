@@ -183,7 +183,7 @@ func TestJoinACompactedGroup(t *testing.T) {
 
 	c.stores[4] = raftstore.NewMemory()
 	c.appliers[4] = newFSMApplier()
-	c.start(4)
+	c.startHost(4)
 	if err := c.hosts[4].LoadGroup(ctx, multiraft.GroupSpec{GroupID: g, Join: true}); err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 
 // running is a cluster whose hosts and hub run their own goroutines.
 type running struct {
-	*cluster
+	*cluster[*memApplier]
 	cancel context.CancelFunc
 	done   sync.WaitGroup
 	errs   chan error

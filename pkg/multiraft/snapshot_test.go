@@ -1,7 +1,6 @@
 package multiraft_test
 
 import (
-	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -173,7 +172,7 @@ func TestRestartRestoresFromStoredSnapshot(t *testing.T) {
 
 	// One more restart, of a follower alone, while the others go on.
 	c.restart(1, true, true)
-	c.load(g, 1)
+	c.loadOn(g, 1)
 	c.proposeAll(3, g, seq("c", 50), 10)
 	c.tick(1)
 	c.requireSameState(g, append(append(before, seq("b", 50)...), seq("c", 50)...))
@@ -216,14 +215,4 @@ func TestSnapshotWithoutSnapshotterStopsTheHost(t *testing.T) {
 	if err == nil {
 		t.Fatal("SnapshotEntries without a Snapshotter was accepted")
 	}
-}
-
-func (c *fsmCluster) campaign(node uint64, gids ...uint64) {
-	c.t.Helper()
-	for _, g := range gids {
-		if err := c.hosts[node].Campaign(context.Background(), g); err != nil {
-			c.t.Fatalf("node %d: campaign group %d: %v", node, g, err)
-		}
-	}
-	c.stabilize()
 }
