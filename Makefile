@@ -11,7 +11,7 @@ GRPC_GATEWAY_VERSION        := v2.33.0
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all tools generate build test test-short lint breaking image up down dev clean e2e
+.PHONY: all tools generate build test test-short test-stress lint breaking image up down dev clean e2e
 
 all: build
 
@@ -36,6 +36,7 @@ lint: tools
 	buf lint
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
+	@go mod tidy -diff >/dev/null || { echo "go.mod/go.sum are not tidy: run 'go mod tidy'"; go mod tidy -diff; exit 1; }
 
 breaking: tools
 	buf breaking --against '.git#branch=main'
@@ -49,6 +50,11 @@ test:
 
 test-short:
 	go test -short ./...
+
+# test-stress runs the suite with -race beside two CPU burners, then the packages with cluster
+# tests three more times (scripts/test-stress): what passes here does not need an idle machine.
+test-stress:
+	scripts/test-stress
 
 dev: build
 	$(BIN)/triarch dev

@@ -453,7 +453,10 @@ func (c *Controller) applyWatch(ctx context.Context, r *arbiterv1.WatchResponse)
 			c.nodes[n.GetNodeId()] = n
 			c.mu.Unlock()
 			c.nodeChangedForUpkeep(ctx, prev, n)
-			wasDead := prev != nil && prev.GetState() == arbiterv1.NodeState_NODE_STATE_DEAD
+			// A node not seen before counts as dead, as machineFor told the machines made
+			// meanwhile: its first sighting alive is a return for them (the arbiter can place
+			// channels on replicas whose registration this watch has not delivered yet).
+			wasDead := prev == nil || prev.GetState() == arbiterv1.NodeState_NODE_STATE_DEAD
 			isDead := n.GetState() == arbiterv1.NodeState_NODE_STATE_DEAD
 			if n.GetRole() == arbiterv1.NodeRole_NODE_ROLE_REPLICA && isDead != wasDead {
 				actions = append(actions, c.nodeChanged(n.GetNodeId(), isDead)...)

@@ -290,7 +290,7 @@ func (c *Controller) commitCAS(ctx context.Context, changes []*arbiterv1.Channel
 	if err != nil {
 		for _, ch := range changes {
 			got, gerr := c.cfg.Arbiter.GetChannel(ctx, &arbiterv1.GetChannelRequest{ChannelId: ch.GetChannelId()})
-			ev := machine.CASResult{Refusal: machine.RefusedStaleEpoch, Reason: fmt.Sprintf("compare-and-set failed: %v", err)}
+			ev := machine.CASResult{Refusal: machine.RefusedStaleEpoch, Reason: fmt.Sprintf("compare-and-set failed: %v", err), At: c.cfg.Now()}
 			if gerr == nil {
 				ev.Channel = got.GetChannel()
 			}
@@ -299,7 +299,7 @@ func (c *Controller) commitCAS(ctx context.Context, changes []*arbiterv1.Channel
 		return
 	}
 	for i, res := range resp.GetResults() {
-		ev := machine.CASResult{Accepted: res.GetSucceeded(), Channel: res.GetChannel(), Reason: res.GetError()}
+		ev := machine.CASResult{Accepted: res.GetSucceeded(), Channel: res.GetChannel(), Reason: res.GetError(), At: c.cfg.Now()}
 		if !ev.Accepted {
 			ev.Refusal = machine.RefusedStaleEpoch
 			if res.GetRefusal() == arbiterv1.ChangeRefusal_CHANGE_REFUSAL_NOT_SLOT_OWNER {

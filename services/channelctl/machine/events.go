@@ -80,6 +80,10 @@ type CASResult struct {
 	Refusal Refusal
 	// Reason is the arbiter's explanation of a refusal, kept for the error text.
 	Reason string
+	// At is when the driver received the result. A result that leaves the channel active and
+	// answers its waiters counts as activity then: those clients are about to send, however
+	// long the activation took since they asked.
+	At time.Time
 }
 
 // GroupsLoaded answers LoadGroups: the status of each replica that loaded the group; nodes

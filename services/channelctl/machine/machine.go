@@ -221,9 +221,7 @@ func (m *Machine) Step(ev Event) ([]Action, error) {
 		m.waiters = slices.DeleteFunc(m.waiters, func(w uint64) bool { return w == e.Waiter })
 		return nil, nil
 	case Resolve:
-		if e.At.After(m.lastActivity) {
-			m.lastActivity = e.At
-		}
+		m.touch(e.At)
 	case NodeDead:
 		if !m.isMember(e.Node) {
 			return nil, nil
@@ -290,9 +288,19 @@ func (m *Machine) casRefused(e CASResult) ([]Action, error) {
 	}
 	if m.state == arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE && !m.dead[m.ch.GetLeaderNodeId()] {
 		// The arbiter's record names a leader that was confirmed before it was recorded.
+		if len(m.waiters) > 0 {
+			m.touch(e.At)
+		}
 		return m.answer(), err
 	}
 	return m.fail(err), err
+}
+
+// touch records activity at t; the idle clock only moves forward.
+func (m *Machine) touch(t time.Time) {
+	if t.After(m.lastActivity) {
+		m.lastActivity = t
+	}
 }
 
 func (m *Machine) become(s arbiterv1.ChannelState) {

@@ -268,3 +268,40 @@ func TestRepairOrderNamesTheWantedVoters(t *testing.T) {
 	expectActions(t, m, repairLoaded(11),
 		ChangeReplicas{ChannelID: "c", Leader: 1, Add: 4, Remove: 3, Voters: []uint64{1, 2, 4}, Epoch: 11})
 }
+
+// An activation that takes longer than HibernateAfter (a loaded machine) must not make the
+// channel idle the moment it is active: the clients it answers have not had a chance to send.
+// Before the result carried its time, the first IdleTimeout after activation started the
+// hibernation, so a slow activation and the client's retry could chase each other forever
+// (TestIdleChannelsHibernateAndWake hung this way under load).
+func TestScenarioSlowActivationIsNotIdleOnArrival(t *testing.T) {
+	m := newMachine(t, channel(stateHibernated, 10, 1, 5))
+	expect(t, m, Resolve{Waiter: 1, At: t0}, "cas(c@10 state=ACTIVATING leader=0)")
+	expect(t, m, accepted(m), "load(c@11 on [1 2 3])")
+	expect(t, m, GroupsLoaded{Epoch: 11, Statuses: map[uint64]*replicav1.GroupStatus{
+		1: st(5, 100, 100), 2: st(5, 100, 100), 3: st(5, 100, 100)}}, "cas(c@11 leader=1)")
+	expect(t, m, accepted(m), "campaign(c@12 on 1)")
+	expect(t, m, CampaignResult{Node: 1, Epoch: 12, Leader: true, Term: 6}, "confirm(c@12 on 1 term>=6)")
+	expect(t, m, ConfirmResult{Node: 1, Epoch: 12, Status: leaderSt(1, 6, 101, map[uint64]uint64{2: 101, 3: 101})},
+		"cas(c@12 state=ACTIVE leader=1 term=6 seq=40)")
+	settled := t0.Add(3 * time.Minute) // longer than HibernateAfter (2 minutes) after the resolve
+	res := accepted(m).(CASResult)
+	res.At = settled
+	expect(t, m, res, "answer(c [1] leader=1 term=6 epoch=13)")
+	require.Equal(t, stateActive, m.State())
+
+	require.Empty(t, refuse(t, m, IdleTimeout{Now: settled.Add(time.Second)}, ErrNotIdle))
+	expect(t, m, IdleTimeout{Now: settled.Add(testCfg.HibernateAfter)}, "query(c@13 on [1 2 3])")
+}
+
+// A refused CAS that adopts an active record answers the waiters with it: that too starts the
+// idle clock anew.
+func TestScenarioAdoptedActiveRecordIsNotIdleOnArrival(t *testing.T) {
+	m := newMachine(t, channel(stateHibernated, 10, 1, 5))
+	expect(t, m, Resolve{Waiter: 1, At: t0}, "cas(c@10 state=ACTIVATING leader=0)")
+	adopted := t0.Add(3 * time.Minute)
+	res := refusedStale(channel(stateActive, 14, 2, 6)).(CASResult)
+	res.At = adopted
+	require.Equal(t, []string{"answer(c [1] leader=2 term=6 epoch=14)"}, refuse(t, m, res, ErrCASRefused))
+	require.Empty(t, refuse(t, m, IdleTimeout{Now: adopted.Add(time.Second)}, ErrNotIdle))
+}

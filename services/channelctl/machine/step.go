@@ -136,6 +136,9 @@ func stepElection(m *Machine, ev Event) ([]Action, error) {
 			m.become(stateActive)
 			m.phase = phaseIdle
 			m.clearWork()
+			// The idle clock starts now, not at the resolve: an activation slower than
+			// HibernateAfter would otherwise hibernate the channel before its clients send.
+			m.touch(e.At)
 			return m.answer(), nil
 		}
 	case CampaignResult:
