@@ -613,6 +613,10 @@ func (e *Engine) Load(ctx context.Context, specs []*replicav1.GroupSpec) []error
 		}
 	}
 	if len(hostSpecs) > 0 {
+		// Not cancellable: an install the host has queued runs even after the caller gives
+		// up, so the load must see it through and learn its outcome. Forgetting a channel
+		// whose group then lands in the host would fail its first Apply, and with it the host.
+		ctx := context.WithoutCancel(ctx)
 		if err := e.host.LoadGroups(ctx, hostSpecs); err != nil {
 			// The host reports failures together; find out which groups made it.
 			for _, i := range loading {
