@@ -126,7 +126,7 @@ func (b *Badger) Delete(groupID uint64) error {
 			b.failed = err
 			return fmt.Errorf("raftstore: group %d: delete: %w", groupID, err)
 		}
-		if err := b.db.Sync(); err != nil {
+		if err := b.sync(); err != nil {
 			b.failed = err
 			return fmt.Errorf("raftstore: group %d: delete: sync: %w", groupID, err)
 		}

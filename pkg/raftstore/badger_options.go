@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -23,6 +24,12 @@ type badgerConfig struct {
 	// maxTxnOps, when positive, caps the operations per Badger transaction below Badger's own
 	// limit; tests use it to exercise updates that span transactions.
 	maxTxnOps int
+	// vlogSync records a value log sync failure Badger only logs (see badgerLogger).
+	vlogSync *syncFailure
+	// legacySync restores the unsafe durability of earlier versions (SyncWrites off, one
+	// db.Sync() per Save) so that the power-loss test can show it loses acknowledged writes.
+	// Tests only.
+	legacySync bool
 }
 
 const (
@@ -52,7 +59,7 @@ func WithValueLogGC(every time.Duration) BadgerOption {
 }
 
 // WithBadgerTuning lets the caller adjust Badger's options after the store's defaults are set.
-// SyncWrites is forced off afterwards: Save syncs explicitly.
+// SyncWrites is forced on afterwards: the store's durability rests on it (see badgerOptions).
 func WithBadgerTuning(f func(*badger.Options)) BadgerOption {
 	return func(c *badgerConfig) { c.tune = f }
 }
@@ -61,9 +68,17 @@ func WithBadgerTuning(f func(*badger.Options)) BadgerOption {
 // group per round), one fsync per round, 2 cores, and logs that are deleted soon after commit.
 func badgerOptions(dir string, c *badgerConfig) badger.Options {
 	o := badger.DefaultOptions(dir)
-	// Save calls db.Sync() once per batch. SyncWrites=true made Badger sync inside every
-	// commit (two syncs per Save measured), and a Save may commit several transactions.
-	o.SyncWrites = false
+	// SyncWrites is the only way to meet Save's contract through Badger's API. Without it a
+	// Save's commits could land in a memtable that fills and is rotated before the Save's
+	// db.Sync(), which syncs only the current memtable's WAL: rotation does not sync the old
+	// WAL (DB.ensureRoomForWrite, v4.9.6), nor does the value log's rotation (doneWriting), so
+	// those writes were volatile until Badger flushed the table, yet Save returned. A
+	// SaveState on the apply stage could rotate the memtable in that window too. With
+	// SyncWrites Badger's write goroutine msyncs the memtable WAL after every commit (before a
+	// rotation can happen) and the value log after every batch of commits, before any of them
+	// returns. The cost is one sync per Badger transaction, SaveState's included, instead of
+	// one per Save: Save still writes as few transactions as it can.
+	o.SyncWrites = true
 	// Only the newest version of a key is ever read; older ones are garbage for compaction.
 	o.NumVersionsToKeep = 1
 	// One writer (the append stage) writes blind: conflict detection only costs CPU.
@@ -91,18 +106,26 @@ func badgerOptions(dir string, c *badgerConfig) badger.Options {
 	o.Compression = options.Snappy
 	// Badger's metrics are process-global expvars; the store reports its own.
 	o.MetricsEnabled = false
-	o.Logger = badgerLogger{l: c.logger}
+	o.Logger = badgerLogger{l: c.logger, vlogSync: c.vlogSync}
 	if c.tune != nil {
 		c.tune(&o)
 	}
 	o.Dir, o.ValueDir = dir, dir
-	o.SyncWrites = false
+	o.SyncWrites = !c.legacySync
 	return o
 }
 
 // badgerLogger adapts slog to Badger's logger. Badger logs routine work at info level, which
 // would drown an application's logs, so info and debug go to debug.
-type badgerLogger struct{ l *slog.Logger }
+type badgerLogger struct {
+	l        *slog.Logger
+	vlogSync *syncFailure
+}
+
+// vlogSyncFailed is how Badger v4.9.6 reports that msync of the value log failed after a
+// batch of commits with SyncWrites on (valueLog.write): it logs this and lets the commits
+// succeed. Entries of 4 KiB and more live in the value log, so the store must notice.
+const vlogSyncFailed = "Error while curlf sync"
 
 func (b badgerLogger) log(level slog.Level, format string, args ...any) {
 	if b.l == nil || !b.l.Enabled(context.Background(), level) {
@@ -112,7 +135,32 @@ func (b badgerLogger) log(level slog.Level, format string, args ...any) {
 	b.l.Log(context.Background(), level, msg, "component", "badger")
 }
 
-func (b badgerLogger) Errorf(f string, a ...any)   { b.log(slog.LevelError, f, a...) }
+func (b badgerLogger) Errorf(f string, a ...any) {
+	if b.vlogSync != nil && strings.HasPrefix(f, vlogSyncFailed) {
+		b.vlogSync.set(fmt.Errorf("badger: value log sync: %s", strings.TrimSpace(fmt.Sprintf(f, a...))))
+	}
+	b.log(slog.LevelError, f, a...)
+}
 func (b badgerLogger) Warningf(f string, a ...any) { b.log(slog.LevelWarn, f, a...) }
 func (b badgerLogger) Infof(f string, a ...any)    { b.log(slog.LevelDebug, f, a...) }
 func (b badgerLogger) Debugf(f string, a ...any)   { b.log(slog.LevelDebug, f, a...) }
+
+// syncFailure holds the first sync error Badger reported out of band.
+type syncFailure struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (s *syncFailure) set(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err == nil {
+		s.err = err
+	}
+}
+
+func (s *syncFailure) get() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}

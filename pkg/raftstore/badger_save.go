@@ -9,8 +9,10 @@ import (
 )
 
 // Save implements Store: all updates go into as few Badger transactions as Badger allows
-// (usually one), followed by one db.Sync(). A group's entries of one Save become one run key
-// (or a few, if larger than maxRunBytes), because the number of keys, not bytes, is what costs.
+// (usually one), each synced by Badger before its commit returns (SyncWrites; see
+// badgerOptions for why db.Sync() after the commits is not enough). A group's entries of one
+// Save become one run key (or a few, if larger than maxRunBytes), because the number of keys,
+// not bytes, is what costs.
 //
 // Hard state: the 'h' key is written only when term or vote differ from what is stored. Raft
 // needs term and vote durable before it sends messages (they are its promises), but the commit
@@ -45,7 +47,7 @@ func (b *Badger) Save(updates []Update) error {
 	}
 
 	// Readers must not see Badger change under a group's old in-memory state: hold the group
-	// locks from the first commit until the state is updated (not across the fsync).
+	// locks from the first commit until the state is updated.
 	for _, p := range plans {
 		p.g.mu.Lock()
 	}
@@ -69,7 +71,7 @@ func (b *Badger) Save(updates []Update) error {
 	if w.commits == 0 {
 		return nil // only commit indexes moved: nothing to make durable
 	}
-	if err := b.db.Sync(); err != nil {
+	if err := b.sync(); err != nil {
 		// Memory now shows writes that may not be durable; refuse to go on.
 		b.failed = err
 		return fmt.Errorf("raftstore: save: sync: %w", err)

@@ -57,16 +57,16 @@ func (b *Badger) SaveSnapshot(groupID uint64, snap *raftpb.Snapshot) error {
 		b.failed = err
 		return fmt.Errorf("raftstore: group %d: save snapshot: %w", groupID, err)
 	}
-	if err := b.db.Sync(); err != nil {
+	if err := b.sync(); err != nil {
 		b.failed = err
 		return fmt.Errorf("raftstore: group %d: save snapshot: sync: %w", groupID, err)
 	}
 	return nil
 }
 
-// SaveConfState implements Store with one small transaction and no fsync: the next Save's
-// fsync covers it, and Badger's write-ahead log keeps transactions in commit order, so a crash
-// keeps the records (and the Saves and Compacts that rely on them) in the order written.
+// SaveConfState implements Store with one small transaction, which Badger syncs like every
+// commit (SyncWrites): stronger than the contract asks, and it keeps the records (and the Saves
+// and Compacts that rely on them) in the order written.
 func (b *Badger) SaveConfState(groupID, index uint64, cs *raftpb.ConfState) error {
 	b.writeMu.Lock()
 	defer b.writeMu.Unlock()

@@ -20,7 +20,9 @@ func (b *Badger) open() error {
 }
 
 // SaveState implements StateStore with one WriteBatch. It does not take the write lock Save
-// holds across its fsync: the apply stage must not wait for the append stage's disk.
+// holds across its commits: the apply stage must not wait for the append stage's disk. Badger
+// syncs the batch's commits (SyncWrites) before Flush returns, so a memtable that fills with
+// them is synced before it is rotated, and no Save can be left unsynced by it.
 func (b *Badger) SaveState(writes []StateWrite) error {
 	if len(writes) == 0 {
 		return nil

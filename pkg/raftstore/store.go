@@ -19,9 +19,16 @@ type Store interface {
 	// Open returns the log of a group, loading its positions from disk. A group that was never
 	// saved opens empty. Opening a group that is open returns the same Log.
 	Open(groupID uint64) (Log, error)
-	// Save writes the updates of many groups as one batch. It MUST NOT return before the whole
-	// batch is on stable storage (one fsync for the batch), and it MUST apply each update
-	// entirely or not at all. Entries of an update replace any stored entries of that group from
+	// Save writes the updates of many groups as one batch, each update entirely or not at all.
+	//
+	// Save MUST block until every write it made (entries, hard state, snapshot) is on stable
+	// storage: raft acknowledges the entries (MsgAppResp, the leader's own vote) and keeps its
+	// term and vote promises as soon as Save returns, so after a power failure at any instant
+	// the store MUST hold every returned Save in full. Writes made by other calls meanwhile
+	// (SaveState on the apply stage, Release, Compact) MUST NOT be able to defeat this, for
+	// instance by making the underlying engine switch files between a Save's writes and its
+	// sync. A Save interrupted by the failure may survive in part, but only as whole updates,
+	// and what survives of all Saves is a prefix in the order they were made. Entries of an update replace any stored entries of that group from
 	// the first new index on (raft's log truncation); a snapshot replaces the whole log, entries
 	// after its index included (raft installs one only when its log does not hold the
 	// snapshot's index and term), as raft.MemoryStorage.ApplySnapshot does.
