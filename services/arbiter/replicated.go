@@ -11,6 +11,7 @@ import (
 
 	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
 	"github.com/triarch-io/triarch/pkg/multiraft"
+	"github.com/triarch-io/triarch/pkg/wait"
 	"github.com/triarch-io/triarch/services/arbiter/fsm"
 )
 
@@ -23,16 +24,20 @@ const metaGroup uint64 = 1
 type replicated struct {
 	nodeID uint64
 	fsm    *fsm.FSM
-	host   *multiraft.Host
+	log    metaLog
 
 	applied atomic.Uint64
 
-	nextProposal atomic.Uint64
-	waitMu       sync.Mutex
-	waiters      map[uint64]chan applyResult
+	waits *wait.Registry[applyResult]
 
 	notifyMu sync.Mutex
 	notify   chan struct{}
+}
+
+// metaLog is the part of the raft host the FSM proposes through (a *multiraft.Host).
+type metaLog interface {
+	Propose(ctx context.Context, groupID uint64, data []byte) (uint64, error)
+	Status(ctx context.Context, groupID uint64) (multiraft.Status, error)
 }
 
 type applyResult struct {
@@ -41,7 +46,7 @@ type applyResult struct {
 }
 
 func newReplicated(nodeID uint64, f *fsm.FSM) *replicated {
-	return &replicated{nodeID: nodeID, fsm: f, waiters: make(map[uint64]chan applyResult), notify: make(chan struct{})}
+	return &replicated{nodeID: nodeID, fsm: f, waits: wait.New[applyResult](), notify: make(chan struct{})}
 }
 
 var (
@@ -65,7 +70,7 @@ func (r *replicated) Apply(batch []multiraft.Committed) error {
 					res, err = r.fsm.Apply(cmd)
 				}
 				if id := cmd.GetProposalId(); id != 0 {
-					r.deliver(id, applyResult{res, err})
+					r.waits.Trigger(id, e.GetIndex(), applyResult{res, err})
 				}
 			}
 			r.applied.Store(e.GetIndex())
@@ -83,16 +88,6 @@ func (r *replicated) changed() <-chan struct{} {
 	r.notifyMu.Lock()
 	defer r.notifyMu.Unlock()
 	return r.notify
-}
-
-func (r *replicated) deliver(id uint64, res applyResult) {
-	r.waitMu.Lock()
-	w := r.waiters[id]
-	delete(r.waiters, id)
-	r.waitMu.Unlock()
-	if w != nil {
-		w <- res
-	}
 }
 
 // Snapshot implements multiraft.Snapshotter.
@@ -129,40 +124,34 @@ func (e *ErrNotLeader) Error() string {
 
 // propose commits cmd through raft and returns the FSM's result for it.
 func (r *replicated) propose(ctx context.Context, cmd *arbiterv1.Command) (any, error) {
-	// Proposal ids carry the member id so results never reach another member's waiter.
-	id := r.nodeID<<40 | r.nextProposal.Add(1)
-	cmd.ProposalId = id
+	// Ids differ across restarts and the result is taken only from the entry at the index
+	// raft gave this proposal (pkg/wait): a replayed entry of an earlier incarnation, or
+	// another member's, cannot answer it.
+	w := r.waits.Register()
+	defer w.Close()
+	cmd.ProposalId = w.ID()
 	data, err := fsm.Encode(cmd)
 	if err != nil {
 		return nil, err
 	}
-	w := make(chan applyResult, 1)
-	r.waitMu.Lock()
-	r.waiters[id] = w
-	r.waitMu.Unlock()
-	defer func() {
-		r.waitMu.Lock()
-		delete(r.waiters, id)
-		r.waitMu.Unlock()
-	}()
-	if _, err := r.host.Propose(ctx, metaGroup, data); err != nil {
+	index, err := r.log.Propose(ctx, metaGroup, data)
+	if err != nil {
 		var nl *multiraft.NotLeaderError
 		if errors.As(err, &nl) {
 			return nil, &ErrNotLeader{LeaderID: nl.LeaderID}
 		}
 		return nil, err
 	}
-	select {
-	case res := <-w:
-		return res.res, res.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	res, err := w.Wait(ctx, index)
+	if err != nil {
+		return nil, err
 	}
+	return res.res, res.err
 }
 
 // leader returns the leader this member knows of and whether it is this member.
 func (r *replicated) leader(ctx context.Context) (uint64, multiraft.Status, error) {
-	st, err := r.host.Status(ctx, metaGroup)
+	st, err := r.log.Status(ctx, metaGroup)
 	if err != nil {
 		return 0, st, err
 	}

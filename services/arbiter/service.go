@@ -81,7 +81,7 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 	if err != nil {
 		return nil, fmt.Errorf("arbiter: %w", err)
 	}
-	s.repl.host = s.host
+	s.repl.log = s.host
 	s.transport.SetHost(s.host)
 
 	h := &handler{s: s}
