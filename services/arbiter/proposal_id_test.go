@@ -45,7 +45,7 @@ func TestProposeAfterRestartGetsItsOwnResult(t *testing.T) {
 		if err != nil {
 			return 0, err
 		}
-		old := register(9) // from before the restart
+		old := register(9)                    // from before the restart
 		old.ProposalId = mine.GetProposalId() // the id the previous incarnation also drew
 		oldData, err := fsm.Encode(old)
 		if err != nil {
