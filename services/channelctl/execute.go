@@ -171,7 +171,9 @@ func (c *Controller) execute(ctx context.Context, r machine.Round) {
 			}
 			mu.Unlock()
 			for _, a := range r.Confirm[node] {
-				emit(a.ChannelID, machine.ConfirmResult{Node: node, Epoch: a.Epoch, Status: byID[a.ChannelID].GetStatus()})
+				// A failed call leaves leadership unknown; a group error from a node that
+				// answered is a definite "does not serve it" and comes as a nil status.
+				emit(a.ChannelID, machine.ConfirmResult{Node: node, Epoch: a.Epoch, Status: byID[a.ChannelID].GetStatus(), Err: err})
 			}
 		})
 	}

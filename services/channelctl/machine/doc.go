@@ -92,6 +92,11 @@
 // A Resolve that arrives mid-transition waits and is answered when the channel is active; one
 // that arrives while hibernating triggers activation right after.
 //
+// Leader check (active, a Resolve naming the recorded leader as stale): ConfirmLeader on it.
+// Leading in the recorded term: the waiters get it again. Answered without leading: an
+// election. No answer (the call failed): unknown, not deposed; the waiters fail and retry, and
+// only three unknown checks in a row, with no answer between them, start an election.
+//
 // # Choosing and batching
 //
 // ChooseLeader never picks a replica behind a reachable one and refuses without a reachable

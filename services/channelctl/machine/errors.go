@@ -52,6 +52,9 @@ var (
 	// ErrRepairFailed: a step of a replica-set repair failed; the channel stays active with its
 	// replica set as recorded, and the repair can be ordered again.
 	ErrRepairFailed = errors.New("replica-set repair failed")
+	// ErrLeaderUnknown: a check of the recorded leader failed without an answer; it may well
+	// still lead. The waiters retry; only repeated failures count as a leader that cannot serve.
+	ErrLeaderUnknown = errors.New("leader check failed, outcome unknown")
 	// ErrElectionFailed: every attempt of an election failed; the channel stays without a
 	// leader until Retry, a Resolve or a returning node starts a new one.
 	ErrElectionFailed = errors.New("election failed")

@@ -127,6 +127,10 @@ type ConfirmResult struct {
 	Node   uint64
 	Epoch  uint64
 	Status *replicav1.GroupStatus
+	// Err says the call failed (unreachable, timed out, overloaded): whether the node leads is
+	// unknown. A node that answered without the group, or with an error for it, is not Err:
+	// that is a definite answer, and comes as a nil or non-leading Status.
+	Err error
 }
 
 // UnloadResult answers Unload: the nodes that dropped the group; the others refused or failed.

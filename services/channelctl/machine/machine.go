@@ -115,6 +115,8 @@ type Machine struct {
 	idleNow      time.Time
 	idleForced   bool
 	verifyWanted bool
+	// unknownVerifies counts leader checks in a row that failed without an answer.
+	unknownVerifies int
 	lastSeq      uint64
 
 	// The replica-set repair in progress: dead leaves, with joins.
@@ -330,6 +332,7 @@ func (m *Machine) clearWork() {
 	m.candidate, m.minTerm, m.attempts, m.moveFrom = 0, 0, 0, 0
 	m.moveTarget, m.idleForced, m.verifyWanted = 0, false, false
 	m.repairDead, m.repairWith = 0, 0
+	m.unknownVerifies = 0
 }
 
 // cas makes change a compare-and-set on the current epoch and records it as in flight.

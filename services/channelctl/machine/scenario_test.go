@@ -1,6 +1,7 @@
 package machine
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -304,4 +305,41 @@ func TestScenarioAdoptedActiveRecordIsNotIdleOnArrival(t *testing.T) {
 	res.At = adopted
 	require.Equal(t, []string{"answer(c [1] leader=2 term=6 epoch=14)"}, refuse(t, m, res, ErrCASRefused))
 	require.Empty(t, refuse(t, m, IdleTimeout{Now: adopted.Add(time.Second)}, ErrNotIdle))
+}
+
+// Issue 13, item 4: a leader check whose call failed (the leader overloaded, a timeout) says
+// nothing about leadership. It used to arrive as a status that does not lead and start an
+// election: the churn the design rules out. Now the waiters fail (they retry), the leader
+// stays, and only unknownVerifyLimit unknown checks in a row, with no answer between them,
+// count as a leader that cannot serve.
+func TestScenarioFailedLeaderCheckIsUnknownNotDeposed(t *testing.T) {
+	m := newMachine(t, channel(stateActive, 10, 1, 5))
+	overloaded := fmt.Errorf("rpc error: code = Unavailable desc = overloaded")
+	for i := range unknownVerifyLimit - 1 {
+		expect(t, m, Resolve{Waiter: uint64(i + 1), At: t0, StaleLeader: 1}, "confirm(c@10 on 1 term>=5)")
+		require.Equal(t, []string{fmt.Sprintf("fail(c [%d])", i+1)},
+			refuse(t, m, ConfirmResult{Node: 1, Epoch: 10, Err: overloaded}, ErrLeaderUnknown))
+		require.Equal(t, stateActive, m.State())
+		require.Equal(t, uint64(1), m.Channel().GetLeaderNodeId())
+		require.False(t, m.Busy())
+	}
+	// An answer in between resets the count.
+	expect(t, m, Resolve{Waiter: 10, At: t0, StaleLeader: 1}, "confirm(c@10 on 1 term>=5)")
+	expect(t, m, ConfirmResult{Node: 1, Epoch: 10, Status: leaderSt(1, 5, 100, nil)}, "answer(c [10] leader=1 term=5 epoch=10)")
+	for i := range unknownVerifyLimit - 1 {
+		expect(t, m, Resolve{Waiter: uint64(20 + i), At: t0, StaleLeader: 1}, "confirm(c@10 on 1 term>=5)")
+		refuse(t, m, ConfirmResult{Node: 1, Epoch: 10, Err: overloaded}, ErrLeaderUnknown)
+		require.Equal(t, stateActive, m.State())
+	}
+	// The limit reached: a leader nobody could check that many times in a row is replaced.
+	expect(t, m, Resolve{Waiter: 30, At: t0, StaleLeader: 1}, "confirm(c@10 on 1 term>=5)")
+	expect(t, m, ConfirmResult{Node: 1, Epoch: 10, Err: overloaded}, "cas(c@10 state=ELECTING leader=0)")
+}
+
+// A node that answered but does not lead (or no longer has the group) is a definite answer:
+// the election starts at once, as before.
+func TestScenarioLeaderCheckAnsweredNotLeadingElects(t *testing.T) {
+	m := newMachine(t, channel(stateActive, 10, 1, 5))
+	expect(t, m, Resolve{Waiter: 1, At: t0, StaleLeader: 1}, "confirm(c@10 on 1 term>=5)")
+	expect(t, m, ConfirmResult{Node: 1, Epoch: 10, Status: st(5, 100, 100)}, "cas(c@10 state=ELECTING leader=0)")
 }

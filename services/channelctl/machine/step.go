@@ -293,6 +293,21 @@ func stepActive(m *Machine, ev Event) ([]Action, error) {
 		if e.Node != leader {
 			return nil, m.refuse(ErrUnexpectedEvent, "confirmation from node %d, leader is %d", e.Node, leader)
 		}
+		if e.Err != nil {
+			// Unknown is not "stopped leading": an overloaded leader would otherwise be
+			// deposed by its own clients' retries. Its clients retry (a later stale resolve
+			// checks again) and a leader that is really gone is declared dead by the
+			// arbiter; only a leader nobody could check unknownVerifyLimit times in a row
+			// is treated as one that cannot serve.
+			m.unknownVerifies++
+			if m.unknownVerifies >= unknownVerifyLimit {
+				return m.beginElecting(fmt.Sprintf("leader %d unreachable for %d checks: %v", leader, m.unknownVerifies, e.Err)), nil
+			}
+			acts := m.doneChecking()
+			err := m.refuse(ErrLeaderUnknown, "node %d (%d of %d): %v", leader, m.unknownVerifies, unknownVerifyLimit, e.Err)
+			return append(m.fail(err), acts...), err
+		}
+		m.unknownVerifies = 0
 		if !leads(e.Status, m.ch.GetLeaderTerm()) {
 			return m.beginElecting(fmt.Sprintf("leader %d stopped leading", leader)), nil
 		}
@@ -374,6 +389,10 @@ func (m *Machine) beginActivating(reason string) []Action {
 	m.phase = phaseClaim
 	return []Action{m.cas(&arbiterv1.ChannelChange{State: stateActivating.Enum(), LeaderNodeId: ptr[uint64](0)})}
 }
+
+// unknownVerifyLimit is how many leader checks in a row may fail without an answer before the
+// leader is replaced anyway.
+const unknownVerifyLimit = 3
 
 // beginElecting claims an election and clears the recorded leader, so that gateways stop
 // routing to it and resolve instead.
