@@ -117,7 +117,7 @@ type Machine struct {
 	verifyWanted bool
 	// unknownVerifies counts leader checks in a row that failed without an answer.
 	unknownVerifies int
-	lastSeq      uint64
+	lastSeq         uint64
 
 	// The replica-set repair in progress: dead leaves, with joins.
 	repairDead, repairWith uint64
