@@ -3,6 +3,7 @@ package multiraft
 import (
 	"errors"
 	"fmt"
+	"slices"
 )
 
 var (
@@ -52,4 +53,64 @@ func (e *NotLeaderError) Error() string {
 		return fmt.Sprintf("multiraft: group %d: not leader, no known leader at term %d", e.GroupID, e.Term)
 	}
 	return fmt.Sprintf("multiraft: group %d: not leader, leader is %d at term %d", e.GroupID, e.LeaderID, e.Term)
+}
+
+// ErrGroupFailed is matched (errors.Is) by every *GroupFailedError: the operation was on a
+// group this host failed and no longer runs.
+var ErrGroupFailed = errors.New("multiraft: group failed")
+
+// GroupFailedError says that one group failed on this host at a log index and why: the
+// Applier found an entry it cannot apply (corrupt, or failing its checksum), a committed conf
+// change could not be applied, or raft could not read the group's log. The host stops running
+// the group (see Applier.Apply) and returns this error for it from then on. It matches
+// ErrGroupFailed and wraps Err.
+type GroupFailedError struct {
+	GroupID uint64
+	// Index is the log index of the entry that failed, 0 when not known.
+	Index uint64
+	Err   error
+}
+
+func (e *GroupFailedError) Error() string {
+	return fmt.Sprintf("multiraft: group %d failed at index %d: %v", e.GroupID, e.Index, e.Err)
+}
+
+func (e *GroupFailedError) Unwrap() []error { return []error{ErrGroupFailed, e.Err} }
+
+// FailedGroupsError is what Applier.Apply returns to fail some groups of a batch and only
+// them; see Applier.Apply.
+type FailedGroupsError struct {
+	Groups []*GroupFailedError
+}
+
+func (e *FailedGroupsError) Error() string {
+	if len(e.Groups) == 1 {
+		return e.Groups[0].Error()
+	}
+	return fmt.Sprintf("multiraft: %d groups failed, first: %v", len(e.Groups), e.Groups[0])
+}
+
+func (e *FailedGroupsError) Unwrap() []error {
+	out := make([]error, len(e.Groups))
+	for i, g := range e.Groups {
+		out[i] = g
+	}
+	return out
+}
+
+// groupFailures returns the groups err fails, if it is a failure of groups only: a
+// *FailedGroupsError naming at least one group, or a *GroupFailedError, as returned, not
+// wrapped. Wrapping or joining it with other errors makes it an error that stops the host,
+// which is the safe reading of an error the host cannot attribute to groups.
+func groupFailures(err error) ([]*GroupFailedError, bool) {
+	switch e := err.(type) {
+	case *FailedGroupsError:
+		if len(e.Groups) == 0 || slices.Contains(e.Groups, nil) {
+			return nil, false
+		}
+		return e.Groups, true
+	case *GroupFailedError:
+		return []*GroupFailedError{e}, true
+	}
+	return nil, false
 }

@@ -105,6 +105,15 @@ type Host struct {
 	mu        sync.Mutex // guards fatal and cancelRun
 	fatal     error
 	cancelRun context.CancelCauseFunc
+
+	// failMu guards failed. The append stage holds it shared from its check of a group to the
+	// sends of the group's responses, so that once failGroups returns no acknowledgement of
+	// a failed group leaves this node.
+	failMu sync.RWMutex
+	// failed holds the groups that failed on this host (see Applier.Apply), for good.
+	failed map[uint64]*GroupFailedError
+	// anyFailed spares the hot paths the lock while no group has failed.
+	anyFailed atomic.Bool
 }
 
 // New returns a host with no groups. Drive it with Run, or with ProcessRound if
@@ -233,6 +242,59 @@ func (h *Host) fail(err error) {
 	}
 }
 
+// failGroups fails groups alone (see Applier.Apply): it records them, so that the stages
+// drop their work from now on, and has their workers drop them.
+func (h *Host) failGroups(fs []*GroupFailedError) {
+	var fresh []*GroupFailedError
+	h.failMu.Lock()
+	if h.failed == nil {
+		h.failed = make(map[uint64]*GroupFailedError)
+	}
+	for _, f := range fs {
+		if h.failed[f.GroupID] == nil {
+			h.failed[f.GroupID] = f
+			fresh = append(fresh, f)
+		}
+	}
+	h.anyFailed.Store(len(h.failed) > 0)
+	h.failMu.Unlock()
+	for _, f := range fresh {
+		h.log.Error("raft group failed: it no longer applies, votes or acknowledges on this node, and stays unloaded",
+			"group", f.GroupID, "index", f.Index, "err", f.Err)
+		s := h.shardFor(f.GroupID)
+		// The worker also drops it on its next touch of the group, whichever comes first.
+		s.pushOp(func() { s.dropFailed(f.GroupID) })
+	}
+}
+
+// failure returns the failure of a group, nil if it has not failed.
+func (h *Host) failure(groupID uint64) *GroupFailedError {
+	if !h.anyFailed.Load() {
+		return nil
+	}
+	h.failMu.RLock()
+	defer h.failMu.RUnlock()
+	return h.failed[groupID]
+}
+
+// Failure returns the *GroupFailedError of a group that failed on this host (see
+// Applier.Apply), or nil. A failed group stays failed until the process exits.
+func (h *Host) Failure(groupID uint64) error {
+	if f := h.failure(groupID); f != nil {
+		return f
+	}
+	return nil
+}
+
+// FailedGroups lists the groups that failed on this host, in increasing order.
+func (h *Host) FailedGroups() []uint64 {
+	h.failMu.RLock()
+	defer h.failMu.RUnlock()
+	ids := slices.Collect(maps.Keys(h.failed))
+	slices.Sort(ids)
+	return ids
+}
+
 func (h *Host) isStopped() bool {
 	select {
 	case <-h.stopped:
@@ -325,7 +387,8 @@ func (h *Host) LoadGroup(ctx context.Context, spec GroupSpec) error {
 // before they start), or starts empty with spec.Join. A group with data is restored from
 // the Store with its newest recorded configuration, and the Applier resumes after what it
 // reports applied; an Applier behind the log's compaction point is first restored from the
-// stored snapshot (Snapshotter). Loading a loaded group does nothing. Groups that fail are
+// stored snapshot (Snapshotter). Loading a loaded group does nothing. A group that failed on
+// this host (see Applier.Apply) is refused with its *GroupFailedError. Groups that fail are
 // reported together; the others are loaded.
 func (h *Host) LoadGroups(ctx context.Context, specs []GroupSpec) error {
 	h.lifeMu.Lock()
@@ -351,10 +414,19 @@ func (h *Host) LoadGroups(ctx context.Context, specs []GroupSpec) error {
 	)
 	seen := make(map[uint64]bool, len(specs))
 	for _, sp := range specs {
-		if loaded[sp.GroupID] || seen[sp.GroupID] {
+		if seen[sp.GroupID] {
 			continue
 		}
 		seen[sp.GroupID] = true
+		if f := h.failure(sp.GroupID); f != nil {
+			// Loading it again would apply past the entry it failed on, or fail again. A
+			// group failed but not dropped yet by its worker also counts as failed, not loaded.
+			errs = append(errs, f)
+			continue
+		}
+		if loaded[sp.GroupID] {
+			continue
+		}
 		if sp.GroupID == 0 {
 			errs = append(errs, errors.New("multiraft: group id 0"))
 			continue

@@ -64,7 +64,36 @@ type Applier interface {
 	//
 	// Apply is called by one goroutine at a time (the apply stage). The entries MUST NOT be
 	// mutated and may be retained. Writes need not be durable when Apply returns; Applied
-	// must only report what is. An error stops the host: it can no longer apply in order.
+	// must only report what is.
+	//
+	// An entry the Applier cannot apply (it does not decode, or fails its checksum: this
+	// replica's copy of the log is corrupt) must neither be skipped, since this replica would
+	// then diverge from its peers on everything after it, nor stop the host, since every
+	// other group of the replica would stop with it. Apply fails that group alone by
+	// returning a *FailedGroupsError, as is, not wrapped, naming each failed group with the
+	// index of the entry that failed. It must then have applied every entry of every other
+	// group of the batch; of a failed group it may have applied the entries before the
+	// failing one, and it must never apply anything of that group again (nor make durable
+	// an applied index at or past the failing entry). The host then:
+	//
+	//   - hands nothing more of the group to Apply, Snapshot or Restore;
+	//   - sends no acknowledgement of the group any more: MsgAppResp, MsgVoteResp and
+	//     MsgPreVoteResp leave only from the append stage, once what they acknowledge is
+	//     durable, and it drops those of a failed group (and no longer saves its appends),
+	//     so the replica counts towards no quorum of the group, neither for commits nor for
+	//     elections;
+	//   - drops the group from its worker: it is no longer ticked, stepped, led or campaigned,
+	//     and its pending proposals fail with the *GroupFailedError (an entry of theirs may
+	//     still commit on the other replicas: callers retry with their idempotency keys);
+	//   - remembers the failure until the process exits (Failure): Status, Campaign,
+	//     Propose, UnloadGroup and the others return the *GroupFailedError (errors.Is
+	//     ErrGroupFailed), and LoadGroups refuses to load the group again, so that a corrupt
+	//     group never comes back silently.
+	//
+	// Other groups go on as if nothing happened. The failed group's data stays in the Store
+	// as it is; repairing it from its peers is up to the caller.
+	//
+	// Any other error stops the host: it can no longer apply in order.
 	Apply(batch []Committed) error
 
 	// Applied returns the index of the last entry of the group whose effects are durable in
@@ -100,7 +129,8 @@ type Snapshotter interface {
 	// snapshot's index as soon as the restored state is durable, and Apply continues with
 	// the entry after it. Restore is not called for a group's bootstrap state at
 	// BootstrapIndex, which holds nothing, nor when the Applier reported an applied index
-	// past the snapshot's when the group was loaded. snap must not be modified. An error
-	// stops the host, as one from Apply does.
+	// past the snapshot's when the group was loaded. snap must not be modified. A
+	// *GroupFailedError for the group (a corrupt snapshot) fails that group alone, as a
+	// *FailedGroupsError from Apply does; any other error stops the host.
 	Restore(groupID uint64, snap *raftpb.Snapshot) error
 }

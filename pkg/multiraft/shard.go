@@ -323,8 +323,12 @@ func (s *shard) flush() bool {
 		if !g.loaded {
 			continue
 		}
-		if g.rn.HasReady() {
-			s.handleReady(g)
+		if s.h.failure(g.id) != nil {
+			s.dropFailed(g.id)
+			continue
+		}
+		if g.rn.HasReady() && !s.handleReady(g) {
+			continue
 		}
 		if len(g.unverified) > 0 {
 			// Entries raft accepted always show in a Ready; if none came they are gone.
@@ -391,12 +395,19 @@ func awaitsSnapshot(g *group, node uint64) bool {
 // handleReady takes a group's Ready and routes its messages: the append to the append stage,
 // the apply to the apply stage, the rest to peers. With AsyncStorageWrites the Ready's other
 // fields are carried by those messages. A group restoring a snapshot is left alone until it
-// is restored (see group.restoring); raft keeps what it has for the next Ready.
-func (s *shard) handleReady(g *group) {
+// is restored (see group.restoring); raft keeps what it has for the next Ready. It reports
+// false when the group failed taking its Ready and is dropped.
+func (s *shard) handleReady(g *group) bool {
 	if g.restoring {
-		return
+		return true
 	}
-	rd := g.rn.Ready()
+	rd, err := ready(g.rn)
+	if err != nil {
+		// Raft panics on a log it cannot read (a checksum error from the store, a run
+		// missing): the group's log is unusable here, the other groups' are not.
+		s.failLocal(g, 0, err)
+		return false
+	}
 	var appendMsg *raftpb.Message
 	for _, m := range rd.Messages {
 		switch m.GetTo() {
@@ -404,7 +415,7 @@ func (s *shard) handleReady(g *group) {
 			appendMsg = m
 			t := appendTask{group: g.id, msg: m, bytes: entryBytes(m.GetEntries())}
 			if snap := m.GetSnapshot(); !raft.IsEmptySnap(snap) && !s.installSnapshot(g, snap, &t) {
-				return // the host failed
+				return true // the host failed
 			}
 			if ents := m.GetEntries(); len(ents) > 0 {
 				last := ents[len(ents)-1]
@@ -432,6 +443,56 @@ func (s *shard) handleReady(g *group) {
 	if rd.SoftState != nil {
 		s.setRole(g, rd.SoftState)
 	}
+	return true
+}
+
+// ready is rn.Ready with raft's panics on storage errors turned into an error.
+func ready(rn *raft.RawNode) (rd raft.Ready, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("raft: %v", r)
+		}
+	}()
+	return rn.Ready(), nil
+}
+
+// stepRecovered is rn.Step with raft's panics (a log it cannot read, an inconsistent log)
+// turned into an error of their own: panicked says the group is unusable.
+func stepRecovered(rn *raft.RawNode, m *raftpb.Message) (err error, panicked error) {
+	defer func() {
+		if r := recover(); r != nil {
+			panicked = fmt.Errorf("raft: step %s from %d: %v", m.GetType(), m.GetFrom(), r)
+		}
+	}()
+	return rn.Step(m), nil
+}
+
+// failLocal fails a group its worker found unusable (see Applier.Apply for what that means)
+// and drops it at once.
+func (s *shard) failLocal(g *group, index uint64, err error) {
+	s.h.failGroups([]*GroupFailedError{{GroupID: g.id, Index: index, Err: err}})
+	s.dropFailed(g.id)
+}
+
+// dropFailed drops a failed group from the worker: it is no longer ticked, stepped or led,
+// and its proposals fail. Unlike unload it leaves the Store alone: the stages may still hold
+// writes of the group, which would open it in the Store again after a Release.
+func (s *shard) dropFailed(id uint64) {
+	g := s.groups[id]
+	if g == nil {
+		return
+	}
+	err := s.h.Failure(id)
+	for _, p := range g.waiters {
+		p.finish(0, err)
+	}
+	g.waiters, g.unverified = nil, nil
+	if g.leaderPos >= 0 {
+		s.dropLeader(g)
+	}
+	delete(s.groups, id)
+	g.loaded = false
+	g.rn = nil
 }
 
 // installSnapshot prepares the append of a snapshot raft installed from its leader. The
@@ -550,6 +611,11 @@ func (s *shard) dropLeader(g *group) {
 // complete steps the responses of a finished storage message back into raft. For an apply it
 // also applies conf changes to raft and settles the proposals whose entries were applied.
 func (s *shard) complete(d *localDone) {
+	if s.h.failure(d.group) != nil {
+		// Whatever it completes, the group no longer runs.
+		s.dropFailed(d.group)
+		return
+	}
 	g := s.groups[d.group]
 	if g == nil {
 		// Unload waits for every completion, so this is a bug, not a race.
@@ -572,7 +638,8 @@ func (s *shard) complete(d *localDone) {
 			}
 			cs, err := applyConfChange(g.rn, e)
 			if err != nil {
-				s.h.fail(fmt.Errorf("multiraft: group %d: %w", g.id, err))
+				// Corrupt, or a change raft cannot take: this group cannot go on, the others can.
+				s.failLocal(g, e.GetIndex(), err)
 				return
 			}
 			if cs != nil {
@@ -642,8 +709,8 @@ func (s *shard) record(g *group, last *raftpb.Entry, taken *takenSnapshot, confC
 
 // applyConfChange applies the conf change in e, if it holds one, to raft and returns the new
 // configuration. Raft panics on a change its configuration cannot take; ProposeConfChange
-// refuses those, but a committed one (proposed by another host) must stop this host with an
-// error, not the process.
+// refuses those, but a committed one (proposed by another host), or one that does not decode,
+// must fail its group with an error, not the process.
 func applyConfChange(rn *raft.RawNode, e *raftpb.Entry) (cs *raftpb.ConfState, err error) {
 	var cc raftpb.ConfChangeI
 	switch e.GetType() {
@@ -713,15 +780,18 @@ func (s *shard) propose(props []*Proposal) {
 }
 
 func (s *shard) proposeGroup(id uint64, props []*Proposal) {
-	g := s.groups[id]
-	if g == nil {
+	g, err := s.lookup(id)
+	if err != nil {
 		for _, p := range props {
-			p.finish(0, fmt.Errorf("multiraft: group %d: %w", id, ErrGroupNotFound))
+			p.finish(0, err)
 		}
 		return
 	}
-	if g.rn.HasReady() {
-		s.handleReady(g) // makes lastIndex exact
+	if g.rn.HasReady() && !s.handleReady(g) { // makes lastIndex exact
+		for _, p := range props {
+			p.finish(0, s.h.Failure(id))
+		}
+		return
 	}
 	bs := g.rn.BasicStatus()
 	if bs.RaftState != raft.StateLeader {
@@ -835,11 +905,20 @@ func (s *shard) step(e Envelope) {
 	if g == nil {
 		return // hibernated or never loaded here; the control tier loads before it orders
 	}
+	if s.h.failure(g.id) != nil {
+		s.dropFailed(g.id)
+		return
+	}
 	m := e.Msg
 	if m.GetType() == raftpb.MessageType_MsgSnap {
 		m = s.admitSnapshot(g, m)
 	}
-	if err := g.rn.Step(m); err != nil {
+	err, panicked := stepRecovered(g.rn, m)
+	if panicked != nil {
+		s.failLocal(g, 0, panicked)
+		return
+	}
+	if err != nil {
 		s.h.log.Debug("raft refused message", "group", g.id, "type", m.GetType().String(), "from", m.GetFrom(), "err", err)
 	}
 	s.markDirty(g)
@@ -881,6 +960,10 @@ func (s *shard) admitSnapshot(g *group, m *raftpb.Message) *raftpb.Message {
 }
 
 func (s *shard) lookup(id uint64) (*group, error) {
+	if f := s.h.failure(id); f != nil {
+		s.dropFailed(id)
+		return nil, f
+	}
 	g := s.groups[id]
 	if g == nil {
 		return nil, fmt.Errorf("multiraft: group %d: %w", id, ErrGroupNotFound)
@@ -907,8 +990,8 @@ func (s *shard) unload(id uint64) (*confRecord, error) {
 	if err != nil {
 		return nil, err
 	}
-	if g.rn.HasReady() {
-		s.handleReady(g)
+	if g.rn.HasReady() && !s.handleReady(g) {
+		return nil, s.h.Failure(id)
 	}
 	if why := g.quiescence(); why != "" {
 		return nil, fmt.Errorf("multiraft: group %d: %w: %s", id, ErrNotQuiescent, why)
@@ -983,8 +1066,9 @@ func (s *shard) status(id uint64) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	if g.rn.HasReady() {
-		s.handleReady(g) // so LastIndex counts entries raft appended since the last round
+	// So LastIndex counts entries raft appended since the last round.
+	if g.rn.HasReady() && !s.handleReady(g) {
+		return Status{}, s.h.Failure(id)
 	}
 	return g.status(s.h.cfg.NodeID), nil
 }

@@ -180,7 +180,8 @@ func (a *appendStage) drain() (bool, error) {
 	for i := range a.batch {
 		t := &a.batch[i]
 		bytes += t.bytes
-		if t.msg != nil {
+		// A failed group's log is left as it failed; nothing of it is acknowledged anyway.
+		if t.msg != nil && a.h.failure(t.group) == nil {
 			a.fold(raftstore.UpdateFromMessage(t.group, t.msg))
 		}
 	}
@@ -194,9 +195,16 @@ func (a *appendStage) drain() (bool, error) {
 	}
 	a.backlog.Add(-bytes)
 
+	// Held from the check of each group to the sends, so that a group failing meanwhile has
+	// either all of this batch's responses sent before failGroups returns, or none.
+	a.h.failMu.RLock()
+	defer a.h.failMu.RUnlock()
 	self := a.h.cfg.NodeID
 	for i := range a.batch {
 		t := &a.batch[i]
+		if a.h.anyFailed.Load() && a.h.failed[t.group] != nil {
+			continue
+		}
 		if t.rec != nil {
 			if err := a.record(t.group, t.rec); err != nil {
 				return true, err
@@ -371,8 +379,10 @@ func (a *applyStage) drain() (bool, error) {
 		if err := a.apply(a.batch[start:i]); err != nil {
 			return true, err
 		}
-		if err := a.restore(&a.batch[i]); err != nil {
-			return true, err
+		if a.h.failure(a.batch[i].group) == nil {
+			if err := a.restore(&a.batch[i]); err != nil {
+				return true, err
+			}
 		}
 		start = i + 1
 	}
@@ -397,6 +407,9 @@ func (a *applyStage) apply(run []applyTask) error {
 	a.committed = a.committed[:0]
 	for i := range run {
 		t := &run[i]
+		if a.h.failure(t.group) != nil {
+			continue // see Applier.Apply: nothing more of a failed group
+		}
 		ents := t.msg.GetEntries()
 		if len(ents) > 0 && ents[0].GetIndex() <= t.floor {
 			skip, _ := slices.BinarySearchFunc(ents, t.floor+1, func(e *raftpb.Entry, idx uint64) int {
@@ -413,7 +426,11 @@ func (a *applyStage) apply(run []applyTask) error {
 	}
 	if len(a.committed) > 0 {
 		if err := a.h.cfg.Applier.Apply(a.committed); err != nil {
-			return fmt.Errorf("multiraft: apply %d groups: %w", len(a.committed), err)
+			fs, ok := groupFailures(err)
+			if !ok {
+				return fmt.Errorf("multiraft: apply %d groups: %w", len(a.committed), err)
+			}
+			a.h.failGroups(fs)
 		}
 	}
 	if len(a.wanted) > 0 {
@@ -421,6 +438,9 @@ func (a *applyStage) apply(run []applyTask) error {
 	}
 	for i := range run {
 		t := &run[i]
+		if a.h.failure(t.group) != nil {
+			continue // its worker drops it; the completions would only settle proposals
+		}
 		var snap *takenSnapshot
 		if len(a.taken) > 0 {
 			snap = a.taken[i]
@@ -447,6 +467,9 @@ func (a *applyStage) snapshots(run []applyTask) {
 			continue
 		}
 		delete(a.wanted, t.group)
+		if a.h.failure(t.group) != nil {
+			continue
+		}
 		ents := t.msg.GetEntries()
 		want := ents[len(ents)-1].GetIndex()
 		data, idx, err := a.h.snapshotter.Snapshot(t.group)
@@ -467,6 +490,10 @@ func (a *applyStage) restore(t *applyTask) error {
 	in := t.install
 	if in.restore {
 		if err := a.h.snapshotter.Restore(t.group, in.snap); err != nil {
+			if fs, ok := groupFailures(err); ok {
+				a.h.failGroups(fs)
+				return nil
+			}
 			return fmt.Errorf("multiraft: group %d: restore snapshot at %d: %w", t.group, in.snap.GetMetadata().GetIndex(), err)
 		}
 		a.h.log.Info("restored a snapshot", "group", t.group, "index", in.snap.GetMetadata().GetIndex())
