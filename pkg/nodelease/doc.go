@@ -7,5 +7,7 @@
 // my lease still valid? The lease is taken to start when a successful heartbeat was SENT
 // (not when its reply arrived), which is never later than when the arbiter renewed it, so the
 // node always believes its lease ends no later than the arbiter does. The arbiter adds a drift
-// margin on top before it declares the node dead (see services/arbiter/liveness).
+// margin on top before it declares the node dead (see services/arbiter/liveness). An answer
+// saying the node is DEAD renews nothing and ends the lease at once: the arbiter has given it
+// up; only a new registration (a new incarnation) brings one back.
 package nodelease

@@ -183,9 +183,14 @@ func (k *Keeper) heartbeat(ctx context.Context) error {
 	return nil
 }
 
-// apply records a renewal; mu is held.
+// apply records an answer of the arbiter; mu is held. An answer saying the node is DEAD is
+// no renewal: the arbiter has given the lease up and may already be re-electing the node's
+// channels, so what was left of it ends now, until a new registration.
 func (k *Keeper) apply(sent time.Time, ttl, interval *durationpb.Duration, state arbiterv1.NodeState) {
-	if sent.After(k.renewedAt) {
+	switch {
+	case state == arbiterv1.NodeState_NODE_STATE_DEAD:
+		k.renewedAt = time.Time{}
+	case sent.After(k.renewedAt):
 		k.renewedAt = sent
 	}
 	k.ttl = ttl.AsDuration()

@@ -129,3 +129,24 @@ func TestLeaseValidityIsConservative(t *testing.T) {
 	require.Error(t, k.heartbeat(context.Background()))
 	require.False(t, k.Valid(now.Add(300*time.Millisecond)))
 }
+
+// Issue 13, item 2: an answer saying the node is DEAD renews nothing; it ends the lease at
+// once. It used to renew it like any successful heartbeat, so a node the arbiter had already
+// declared dead (its channels being re-elected) kept serving for another TTL.
+func TestDeadAnswerEndsTheLease(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	fa := &fakeArbiter{ttl: 600 * time.Millisecond}
+	k := New(Config{Arbiter: fa, NodeID: 1, Now: func() time.Time { return now }})
+	require.NoError(t, k.register(context.Background()))
+	require.True(t, k.Valid(now.Add(100*time.Millisecond)))
+
+	fa.state = arbiterv1.NodeState_NODE_STATE_DEAD
+	now = now.Add(100 * time.Millisecond)
+	require.NoError(t, k.heartbeat(context.Background()))
+	require.Equal(t, arbiterv1.NodeState_NODE_STATE_DEAD, k.State())
+	require.False(t, k.Valid(now), "declared dead: no lease, not even what was left of the old one")
+
+	// Only a new registration brings the lease back.
+	require.NoError(t, k.register(context.Background()))
+	require.True(t, k.Valid(now.Add(100*time.Millisecond)))
+}
