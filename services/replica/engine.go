@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
@@ -14,6 +15,10 @@ import (
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -69,6 +74,8 @@ type EngineConfig struct {
 	CheckpointEvery uint64
 	// Now is the clock (time.Now by default).
 	Now func() time.Time
+	// Meter records the engine's metrics (triarch.replica.*); none when nil.
+	Meter metric.Meter
 }
 
 // Record kinds in a group's state key space; group 0 holds node-wide records.
@@ -116,6 +123,18 @@ type channel struct {
 
 	// prop coalesces concurrent Appends into shared entries (coalesce.go).
 	prop proposer
+
+	// failed is set, for good, by the apply stage when an entry of the channel could not be
+	// applied here (see Engine.Apply); the channel then refuses every operation.
+	failed atomic.Pointer[multiraft.GroupFailedError]
+}
+
+// failure is the error of a failed channel, nil for a healthy one.
+func (c *channel) failure() error {
+	if f := c.failed.Load(); f != nil {
+		return fmt.Errorf("replica: channel %s failed on this replica: %w", c.id, f)
+	}
+	return nil
 }
 
 func (c *channel) changed() <-chan struct{} {
@@ -151,6 +170,9 @@ type Engine struct {
 	nextProposal atomic.Uint64
 	waitMu       sync.Mutex
 	waiters      map[uint64]chan proposalResult
+
+	// corrupt counts the entries that failed their channel, by reason.
+	corrupt metric.Int64Counter
 }
 
 // NewEngine returns an engine; Attach connects it to its host before use (the host needs the
@@ -165,12 +187,23 @@ func NewEngine(cfg EngineConfig) *Engine {
 	if cfg.CheckpointEvery == 0 {
 		cfg.CheckpointEvery = 1024
 	}
+	if cfg.Meter == nil {
+		cfg.Meter = noop.NewMeterProvider().Meter("")
+	}
+	corrupt, err := cfg.Meter.Int64Counter("triarch.replica.corrupt_entries",
+		metric.WithDescription("committed entries this replica could not apply (checksum mismatch or undecodable); each fails its channel here"))
+	if err != nil {
+		// Only an invalid instrument name fails, which is a bug here, not a runtime condition.
+		corrupt, _ = noop.NewMeterProvider().Meter("").Int64Counter("triarch.replica.corrupt_entries")
+		cfg.Log.Error("register metric", "err", err)
+	}
 	e := &Engine{
 		cfg:       cfg,
 		byID:      make(map[string]*channel),
 		byGroup:   make(map[uint64]*channel),
 		addresses: make(map[uint64]string),
 		waiters:   make(map[uint64]chan proposalResult),
+		corrupt:   corrupt,
 	}
 	e.nextProposal.Store(rand.Uint64() >> 1)
 	return e
@@ -198,11 +231,17 @@ func (e *Engine) Applied(groupID uint64) (uint64, error) {
 // Apply implements multiraft.Applier: it numbers the messages of committed entries, records
 // where each entry's numbers start, checkpoints now and then, and wakes readers and the
 // requests waiting for their results.
+//
+// An entry that fails its checksum or does not decode fails its channel here (see
+// failChannel): skipping it would make this replica number every later message of the
+// channel differently from its peers if the corruption is local, and stopping the host would
+// stop every channel of the node. The other channels of the batch are applied as usual.
 func (e *Engine) Apply(batch []multiraft.Committed) error {
 	var (
-		writes  []raftstore.StateWrite
-		touched []*channel
-		results []func()
+		writes   []raftstore.StateWrite
+		touched  []*channel
+		results  []func()
+		failures []*multiraft.GroupFailedError
 	)
 	for _, c := range batch {
 		e.mu.RLock()
@@ -211,16 +250,28 @@ func (e *Engine) Apply(batch []multiraft.Committed) error {
 		if ch == nil {
 			return fmt.Errorf("replica: entries for group %d, which is not loaded", c.GroupID)
 		}
+		if f := ch.failed.Load(); f != nil {
+			// The host hands nothing more of a failed group; if it did, say so again rather
+			// than apply past the bad entry.
+			failures = append(failures, f)
+			continue
+		}
 		before := ch.log.LastSeq()
 		for _, ent := range c.Entries {
 			if ent.GetType() != raftpb.EntryType_EntryNormal || len(ent.GetData()) == 0 {
 				ch.log.Skip(ent.GetIndex())
 				continue
 			}
-			a, err := ch.log.Apply(ent.GetIndex(), ent.GetData())
+			var (
+				a   chanlog.Applied
+				err = checkBatch(ent.GetData())
+			)
+			if err == nil {
+				a, err = ch.log.Apply(ent.GetIndex(), ent.GetData())
+			}
 			if err != nil {
-				e.cfg.Log.Error("skipping a corrupt entry", "channel", ch.id, "index", ent.GetIndex(), "err", err)
-				continue
+				failures = append(failures, e.failChannel(ch, ent.GetIndex(), err))
+				break
 			}
 			if a.Record != nil {
 				v, err := proto.Marshal(a.Record)
@@ -234,7 +285,9 @@ func (e *Engine) Apply(batch []multiraft.Committed) error {
 				results = append(results, func() { e.deliver(id, res) })
 			}
 		}
-		if ch.log.AppliedIndex()-ch.checkpointedAt >= e.cfg.CheckpointEvery {
+		// A failed channel's log has counted the bad entry applied (chanlog.Apply): it must
+		// never be checkpointed again, or a reload would resume past the entry.
+		if ch.failed.Load() == nil && ch.log.AppliedIndex()-ch.checkpointedAt >= e.cfg.CheckpointEvery {
 			w, err := checkpointWrite(ch)
 			if err != nil {
 				return err
@@ -257,6 +310,69 @@ func (e *Engine) Apply(batch []multiraft.Committed) error {
 	}
 	for _, f := range results {
 		f()
+	}
+	if len(failures) > 0 {
+		return &multiraft.FailedGroupsError{Groups: failures}
+	}
+	return nil
+}
+
+// failChannel marks a channel failed at the entry at index, loudly: an error line naming the
+// channel, its group and the index, and the corrupt-entries metric. The channel stays loaded
+// in the engine, failed, so that every operation on it (status included) reports the failure
+// and the channel control tier moves leadership and elections away from this replica.
+func (e *Engine) failChannel(ch *channel, index uint64, cause error) *multiraft.GroupFailedError {
+	reason := "undecodable"
+	if errors.Is(cause, errChecksum) {
+		reason = "checksum"
+	}
+	f := &multiraft.GroupFailedError{GroupID: ch.group, Index: index, Err: cause}
+	ch.failed.Store(f)
+	e.cfg.Log.Error("corrupt entry: the channel fails on this replica and must be repaired from its peers",
+		"channel", ch.id, "group", ch.group, "index", index, "reason", reason, "err", cause)
+	e.corrupt.Add(context.Background(), 1, metric.WithAttributes(attribute.String("reason", reason)))
+	// Subscribers wake and find the channel failed.
+	ch.publish()
+	return f
+}
+
+// The checksum trailer of an encoded LogBatch: field crc32c (fixed32), encoded last.
+const (
+	fieldBatchCRC  = 5
+	batchCRCLength = 1 + 4 // a one-byte tag (field number below 16) and the fixed32
+)
+
+var (
+	castagnoli  = crc32.MakeTable(crc32.Castagnoli)
+	batchCRCTag = protowire.AppendTag(nil, fieldBatchCRC, protowire.Fixed32Type)
+	errChecksum = errors.New("entry checksum mismatch")
+)
+
+// sealBatch encodes lb with its checksum appended as its last field, so that a replica checks
+// the bytes exactly as proposed without re-encoding anything (proto encoding is not
+// canonical). lb.Crc32C must be unset.
+func sealBatch(lb *replicav1.LogBatch) ([]byte, error) {
+	body, err := proto.Marshal(lb)
+	if err != nil {
+		return nil, err
+	}
+	out := protowire.AppendTag(body, fieldBatchCRC, protowire.Fixed32Type)
+	return protowire.AppendFixed32(out, crc32.Checksum(body, castagnoli)), nil
+}
+
+// checkBatch verifies the checksum sealBatch appended. An entry that does not end with the
+// checksum field was proposed by a replica of an earlier version (a rolling upgrade) and is
+// checked only by decoding; an unsealed batch cannot end that way by chance, since its last
+// field is the proposal id, a varint of about 8 bytes whose last 5 bytes but one all have the
+// high bit set, which the tag byte does not.
+func checkBatch(data []byte) error {
+	n := len(data)
+	if n < batchCRCLength || data[n-batchCRCLength] != batchCRCTag[0] {
+		return nil
+	}
+	want := binary.LittleEndian.Uint32(data[n-4:])
+	if got := crc32.Checksum(data[:n-batchCRCLength], castagnoli); got != want {
+		return fmt.Errorf("%w: crc32c %08x, sealed %08x", errChecksum, got, want)
 	}
 	return nil
 }
@@ -323,6 +439,9 @@ func (e *Engine) channel(id string) (*channel, error) {
 	e.mu.RUnlock()
 	if ch == nil {
 		return nil, fmt.Errorf("%w: %s", ErrUnknownChannel, id)
+	}
+	if err := ch.failure(); err != nil {
+		return nil, err
 	}
 	ch.lastActivity.Store(e.cfg.Now().UnixNano())
 	return ch, nil
@@ -426,7 +545,7 @@ func (e *Engine) Append(ctx context.Context, channelID string, msgs []*triarchv1
 // the entry is committed on a majority and applied here.
 func (e *Engine) propose(ctx context.Context, ch *channel, msgs []*triarchv1.MessageInput) ([]chanlog.Result, error) {
 	id := e.nextProposal.Add(1)
-	data, err := proto.Marshal(&replicav1.LogBatch{
+	data, err := sealBatch(&replicav1.LogBatch{
 		Messages:       msgs,
 		ProposeTime:    timestamppb.New(e.cfg.Now()),
 		ProposerNodeId: e.cfg.NodeID,
@@ -466,6 +585,9 @@ func (e *Engine) propose(ctx context.Context, ch *channel, msgs []*triarchv1.Mes
 
 // leads checks that this replica leads the channel and may serve it.
 func (e *Engine) leads(ctx context.Context, ch *channel) error {
+	if err := ch.failure(); err != nil {
+		return err
+	}
 	st, err := e.host.Status(ctx, ch.group)
 	if err != nil {
 		return err
@@ -593,6 +715,7 @@ func (e *Engine) Load(ctx context.Context, specs []*replicav1.GroupSpec) []error
 			continue
 		}
 		if ch == nil { // already loaded
+			errs[i] = e.failure(sp.GetChannelId())
 			continue
 		}
 		writes = append(writes, w...)
@@ -691,6 +814,17 @@ func (e *Engine) prepare(sp *replicav1.GroupSpec) (*channel, []raftstore.StateWr
 		{GroupID: ch.group, Key: []byte{kindSpec}, Value: specData},
 		{GroupID: 0, Key: channelKey(ch.id), Value: gid},
 	}, nil
+}
+
+// failure is the error of a loaded channel that failed, nil otherwise.
+func (e *Engine) failure(channelID string) error {
+	e.mu.RLock()
+	ch := e.byID[channelID]
+	e.mu.RUnlock()
+	if ch == nil {
+		return nil
+	}
+	return ch.failure()
 }
 
 func (e *Engine) forget(channelID string) {
@@ -853,6 +987,9 @@ func (e *Engine) GroupStatus(ctx context.Context, channelID string) (*replicav1.
 	ch := e.byID[channelID]
 	e.mu.RUnlock()
 	if ch != nil {
+		if err := ch.failure(); err != nil {
+			return nil, err
+		}
 		st, err := e.host.Status(ctx, ch.group)
 		if err != nil {
 			return nil, err
@@ -884,6 +1021,10 @@ func (e *Engine) GroupStatuses(ctx context.Context, channelIDs []string) ([]*rep
 		switch {
 		case !ok:
 			out[i], errs[i] = e.diskStatus(id)
+		case ch.failure() != nil:
+			// Reported as an error, never as a position: the control tier must not elect
+			// this replica or count on it as a leader.
+			errs[i] = ch.failure()
 		case err != nil:
 			errs[i] = err
 		default:
@@ -981,6 +1122,9 @@ func (e *Engine) Close() error {
 	e.mu.RLock()
 	var writes []raftstore.StateWrite
 	for _, ch := range e.byID {
+		if ch.failed.Load() != nil {
+			continue // see Apply: a checkpoint would resume past the bad entry
+		}
 		w, err := checkpointWrite(ch)
 		if err != nil {
 			e.mu.RUnlock()

@@ -55,6 +55,10 @@ func toStatus(err error) error {
 		return st.Err()
 	case errors.Is(err, ErrInvalid):
 		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, multiraft.ErrGroupFailed):
+		// The channel's log is corrupt here: not retryable on this replica, and never a
+		// position the control tier may elect from.
+		return status.Error(codes.DataLoss, err.Error())
 	case errors.Is(err, ErrUnknownChannel), errors.Is(err, multiraft.ErrGroupNotFound):
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, ErrLeaseLost), errors.Is(err, multiraft.ErrOverloaded), errors.Is(err, raft.ErrProposalDropped),
@@ -68,6 +72,16 @@ func toStatus(err error) error {
 	return status.Error(codes.Internal, err.Error())
 }
 
+// dataStatus is toStatus for the data plane: a channel failed here is Unavailable, so that the
+// gateway retries and re-resolves the leader, which makes the control tier check this
+// replica's leadership and elect another replica.
+func dataStatus(err error) error {
+	if errors.Is(err, multiraft.ErrGroupFailed) {
+		return status.Error(codes.Unavailable, err.Error())
+	}
+	return toStatus(err)
+}
+
 func groupError(err error) *replicav1.GroupError {
 	if err == nil {
 		return nil
@@ -79,7 +93,7 @@ func groupError(err error) *replicav1.GroupError {
 func (h *handler) Append(ctx context.Context, req *replicav1.AppendRequest) (*replicav1.AppendResponse, error) {
 	rs, err := h.e.Append(ctx, req.GetChannelId(), req.GetMessages())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, dataStatus(err)
 	}
 	out := &replicav1.AppendResponse{Results: make([]*replicav1.AppendResult, len(rs))}
 	for i, r := range rs {
@@ -105,7 +119,7 @@ func (h *handler) Read(ctx context.Context, req *replicav1.ReadRequest) (*replic
 	}
 	msgs, last, err := h.e.Read(ctx, req.GetChannelId(), req.GetFromSeq(), readLimit(req.GetLimit()), maxBytes)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, dataStatus(err)
 	}
 	return &replicav1.ReadResponse{Messages: msgs, LastSeq: last}, nil
 }
@@ -114,7 +128,7 @@ func (h *handler) Subscribe(req *replicav1.SubscribeRequest, stream grpc.ServerS
 	err := h.e.Subscribe(stream.Context(), req.GetChannelId(), req.GetFromSeq(), func(msgs []*triarchv1.Message) error {
 		return stream.Send(&replicav1.SubscribeResponse{Messages: msgs})
 	})
-	return toStatus(err)
+	return dataStatus(err)
 }
 
 func (h *handler) LoadGroups(ctx context.Context, req *replicav1.LoadGroupsRequest) (*replicav1.LoadGroupsResponse, error) {

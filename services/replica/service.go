@@ -66,6 +66,7 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 		NodeID: cfg.NodeID, Store: store, Log: tel.Logger,
 		Dedup:    chanlog.Config{Window: cfg.DedupWindow, MaxIDs: cfg.DedupMaxIDs},
 		LeaseTTL: cfg.LeaseTTL,
+		Meter:    tel.MeterProvider.Meter("github.com/triarch-io/triarch/services/replica"),
 	})
 	s.Host, err = multiraft.New(multiraft.Config{
 		NodeID: cfg.NodeID, Store: store, Transport: s.transport, Applier: s.Engine, Logger: tel.Logger,
