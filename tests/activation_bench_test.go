@@ -19,6 +19,8 @@ import (
 	channelctlv1 "github.com/triarch-io/triarch/gen/triarch/channelctl/v1"
 	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
 	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
+	"github.com/triarch-io/triarch/internal/testcluster"
+	"github.com/triarch-io/triarch/internal/testutil"
 	"github.com/triarch-io/triarch/pkg/grpcx"
 	"github.com/triarch-io/triarch/pkg/telemetry"
 	"github.com/triarch-io/triarch/services/suite"
@@ -52,12 +54,12 @@ func BenchmarkActivation(b *testing.B) {
 
 func activationOnce(b *testing.B, channels, conc int) {
 	b.StopTimer()
-	c := startCluster(b, time.Second)
+	c := testcluster.Start(b, testcluster.HibernateAfter(time.Second))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	name := func(i int) string { return fmt.Sprintf("a%d", i) }
 	if err := parallel(channels, 32, func(i int) error {
-		_, err := c.send(ctx, name(i), "first")
+		_, err := c.Send(ctx, name(i), "first")
 		return err
 	}); err != nil {
 		b.Fatal(err)
@@ -73,18 +75,18 @@ func activationOnce(b *testing.B, channels, conc int) {
 	b.StartTimer()
 	err := parallel(channels, conc, func(i int) error {
 		id := name(i)
-		ch, _ := c.arbiter.FSM().Channel(id)
+		ch, _ := c.Arbiter(1).FSM().Channel(id)
 		start := time.Now()
 		res, err := ownerResolve(ctx, c, owners[ch.Slot], id)
 		resolved := time.Now()
 		if err == nil {
-			_, err = replicav1.NewReplicaServiceClient(c.dial(res.GetLeaderAddress())).Append(ctx, &replicav1.AppendRequest{ChannelId: id,
+			_, err = replicav1.NewReplicaServiceClient(c.Dial(res.GetLeaderAddress())).Append(ctx, &replicav1.AppendRequest{ChannelId: id,
 				Messages: []*triarchv1.MessageInput{{ClientMsgId: "second", Payload: []byte("second")}}})
 		}
 		retried := err != nil
 		if retried {
 			// Whatever went wrong, the client retries as the gateway would.
-			if _, err = c.send(ctx, id, "second"); err != nil {
+			if _, err = c.Send(ctx, id, "second"); err != nil {
 				return err
 			}
 		}
@@ -118,34 +120,34 @@ func activationOnce(b *testing.B, channels, conc int) {
 
 // ctlOwners maps each slot to the address of the channelctl that owns it, as a gateway learns
 // it from NotOwner answers.
-func ctlOwners(c *cluster) map[uint32]string {
+func ctlOwners(c *testcluster.Cluster) map[uint32]string {
 	out := map[uint32]string{}
-	for _, s := range c.arbiter.FSM().Slots() {
-		if ctl := c.ctls[s.Owner-100]; ctl != nil {
+	for _, s := range c.Arbiter(1).FSM().Slots() {
+		if ctl := c.Channelctl(s.Owner); ctl != nil {
 			out[s.Slot] = ctl.Advertise()
 		}
 	}
 	return out
 }
 
-func ownerResolve(ctx context.Context, c *cluster, ctl, channel string) (*channelctlv1.ResolveChannelResponse, error) {
+func ownerResolve(ctx context.Context, c *testcluster.Cluster, ctl, channel string) (*channelctlv1.ResolveChannelResponse, error) {
 	if ctl == "" {
-		return c.resolve(ctx, channel, 0)
+		return c.Resolve(ctx, channel, 0)
 	}
-	return channelctlv1.NewChannelControlServiceClient(c.dial(ctl)).ResolveChannel(ctx,
+	return channelctlv1.NewChannelControlServiceClient(c.Dial(ctl)).ResolveChannel(ctx,
 		&channelctlv1.ResolveChannelRequest{ChannelId: channel, CreateIfMissing: true, ReplicationFactor: 3})
 }
 
 // awaitHibernated waits until every channel is recorded hibernated and no replica holds any.
-func awaitHibernated(b *testing.B, c *cluster, channels int, name func(int) string) {
+func awaitHibernated(b *testing.B, c *testcluster.Cluster, channels int, name func(int) string) {
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
 		done := true
-		for _, r := range c.replicas {
+		for _, r := range c.Replicas() {
 			done = done && len(r.Engine.Loaded()) == 0
 		}
 		for i := 0; done && i < channels; i++ {
-			ch, _ := c.arbiter.FSM().Channel(name(i))
+			ch, _ := c.Arbiter(1).FSM().Channel(name(i))
 			done = ch.State == arbiterv1.ChannelState_CHANNEL_STATE_HIBERNATED
 		}
 		if done {
@@ -179,7 +181,7 @@ func activationBreakdown(b *testing.B, channels int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer stopService(b, s)
+	defer testutil.Stop(b, s)
 	conn, err := grpcx.Dial(s.GRPCAddr(), nil)
 	if err != nil {
 		b.Fatal(err)

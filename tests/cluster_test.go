@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -12,47 +11,30 @@ import (
 	"github.com/stretchr/testify/require"
 
 	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
+	"github.com/triarch-io/triarch/internal/testcluster"
+	"github.com/triarch-io/triarch/internal/testutil"
 )
-
-func testCtx(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// requireExactlyOnce checks that the channel holds exactly the acknowledged messages at their
-// acknowledged sequence numbers, contiguous from 1.
-func requireExactlyOnce(t *testing.T, c *cluster, ctx context.Context, channel string, acked map[uint64]string) {
-	t.Helper()
-	msgs, err := c.readAll(ctx, channel)
-	require.NoError(t, err)
-	require.Len(t, msgs, len(acked), channel)
-	for i, m := range msgs {
-		require.Equal(t, uint64(i+1), m.GetSeq(), channel)
-		require.Equal(t, acked[m.GetSeq()], m.GetClientMsgId(), "%s seq %d", channel, m.GetSeq())
-	}
-}
 
 func TestActivationOnDemandAcrossTiers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots the three tiers")
 	}
-	c := startCluster(t, time.Hour)
-	ctx := testCtx(t, 60*time.Second)
+	c := testcluster.Start(t)
+	ctx := testutil.Context(t, 60*time.Second)
 	for i := range 20 {
 		ch := fmt.Sprintf("act-%d", i)
 		acked := map[uint64]string{}
 		for j := range 3 {
 			id := fmt.Sprintf("%s-m%d", ch, j)
-			seq, err := c.send(ctx, ch, id)
+			seq, err := c.Send(ctx, ch, id)
 			require.NoError(t, err)
 			acked[seq] = id
 		}
-		requireExactlyOnce(t, c, ctx, ch, acked)
+		c.RequireExactlyOnce(t, ctx, ch, acked)
 	}
 	// Every leadership was recorded in the arbiter with the leader's term.
 	for i := range 20 {
-		ch, ok := c.arbiter.FSM().Channel(fmt.Sprintf("act-%d", i))
+		ch, ok := c.Arbiter(1).FSM().Channel(fmt.Sprintf("act-%d", i))
 		require.True(t, ok)
 		require.Equal(t, arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE, ch.State)
 		require.NotZero(t, ch.Leader)
@@ -72,15 +54,14 @@ func TestFailoverAfterLeaderReplicaDies(t *testing.T) {
 	}
 	const lagging = uint64(3)
 	var lag atomic.Bool
-	c := startCluster(t, time.Hour, func(c *cluster) {
-		c.fault = func(to uint64) (time.Duration, bool) {
-			if to == lagging && lag.Load() {
-				return 50 * time.Millisecond, false
-			}
-			return 0, false
+	c := testcluster.Start(t)
+	c.SetReplicaFault(func(_, to uint64) (time.Duration, bool) {
+		if to == lagging && lag.Load() {
+			return 50 * time.Millisecond, false
 		}
+		return 0, false
 	})
-	ctx := testCtx(t, 5*time.Minute)
+	ctx := testutil.Context(t, 5*time.Minute)
 	const channels, writers = 1000, 10
 	name := func(i int) string { return fmt.Sprintf("f%d", i) }
 	var (
@@ -93,7 +74,7 @@ func TestFailoverAfterLeaderReplicaDies(t *testing.T) {
 	}
 	require.NoError(t, parallel(channels, 4, func(i int) error {
 		id := name(i) + "-first"
-		seq, err := c.send(ctx, name(i), id)
+		seq, err := c.Send(ctx, name(i), id)
 		if err != nil {
 			return fmt.Errorf("send %s: %w", id, err)
 		}
@@ -108,7 +89,7 @@ func TestFailoverAfterLeaderReplicaDies(t *testing.T) {
 	before := map[string]record{}
 	led := map[uint64][]string{}
 	for i := range channels {
-		ch, _ := c.arbiter.FSM().Channel(name(i))
+		ch, _ := c.Arbiter(1).FSM().Channel(name(i))
 		before[ch.ID] = record{ch.Leader, ch.Epoch, ch.LeaderTerm}
 		led[ch.Leader] = append(led[ch.Leader], ch.ID)
 	}
@@ -132,7 +113,7 @@ func TestFailoverAfterLeaderReplicaDies(t *testing.T) {
 				}
 				i := (w + writers*j) % channels
 				id := fmt.Sprintf("%s-w%d-%d", name(i), w, j)
-				seq, err := c.send(ctx, name(i), id)
+				seq, err := c.Send(ctx, name(i), id)
 				if err != nil {
 					t.Errorf("send %s: %v", id, err)
 					return
@@ -150,7 +131,7 @@ func TestFailoverAfterLeaderReplicaDies(t *testing.T) {
 		require.Eventually(t, func() bool { return count.Load() >= from+n }, 2*time.Minute, 5*time.Millisecond, what)
 	}
 	awaitWrites(5*writers, "writers get going before the kill")
-	c.stopReplica(victim)
+	c.Stop(testcluster.KindReplica, victim)
 
 	// The positions each election will compare: nothing appends to the orphans' logs until
 	// their next leader is elected. A channel whose record moved on before the read finished
@@ -160,7 +141,7 @@ func TestFailoverAfterLeaderReplicaDies(t *testing.T) {
 	require.NoError(t, err)
 	lag.Store(false)
 	for _, id := range orphans {
-		if ch, _ := c.arbiter.FSM().Channel(id); ch.Epoch != before[id].epoch {
+		if ch, _ := c.Arbiter(1).FSM().Channel(id); ch.Epoch != before[id].epoch {
 			delete(positions, id)
 		}
 	}
@@ -168,7 +149,7 @@ func TestFailoverAfterLeaderReplicaDies(t *testing.T) {
 	// Every channel the victim led gets a new leader among the survivors.
 	require.Eventually(t, func() bool {
 		for _, id := range orphans {
-			ch, _ := c.arbiter.FSM().Channel(id)
+			ch, _ := c.Arbiter(1).FSM().Channel(id)
 			if ch.Leader == victim || ch.Leader == 0 || ch.State != arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE {
 				return false
 			}
@@ -182,7 +163,7 @@ func TestFailoverAfterLeaderReplicaDies(t *testing.T) {
 	// The arbiter declares the stopped node dead once its lease and margin ran out and its
 	// peers confirmed they lost it too.
 	require.Eventually(t, func() bool {
-		dead, _ := c.arbiter.FSM().Node(victim)
+		dead, _ := c.Arbiter(1).FSM().Node(victim)
 		return dead.Liveness == arbiterv1.NodeState_NODE_STATE_DEAD
 	}, 10*time.Second, 10*time.Millisecond)
 
@@ -191,7 +172,7 @@ func TestFailoverAfterLeaderReplicaDies(t *testing.T) {
 	// victim's.
 	differed := 0
 	for _, id := range orphans {
-		ch, _ := c.arbiter.FSM().Channel(id)
+		ch, _ := c.Arbiter(1).FSM().Channel(id)
 		require.NotEqual(t, victim, ch.Leader, id)
 		require.Greater(t, ch.LeaderTerm, before[id].term, "%s: the new leader's term fences the old one", id)
 		pos, ok := positions[id]
@@ -209,7 +190,7 @@ func TestFailoverAfterLeaderReplicaDies(t *testing.T) {
 	t.Logf("victim %d led %d channels; %d messages acknowledged while writing; positions read before the election for %d of them, "+
 		"with the survivors at different positions in %d", victim, len(orphans), count.Load(), len(positions), differed)
 	require.NoError(t, parallel(channels, 16, func(i int) error {
-		return exactlyOnce(ctx, c, name(i), acked[i])
+		return c.ExactlyOnce(ctx, name(i), acked[i])
 	}))
 }
 
@@ -220,19 +201,19 @@ func TestIdleChannelsHibernateAndWake(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots the three tiers")
 	}
-	c := startCluster(t, time.Second)
-	ctx := testCtx(t, 5*time.Minute)
+	c := testcluster.Start(t, testcluster.HibernateAfter(time.Second))
+	ctx := testutil.Context(t, 5*time.Minute)
 	const channels = 1000
 	name := func(i int) string { return fmt.Sprintf("h%d", i) }
 	require.NoError(t, parallel(channels, 8, func(i int) error {
-		seq, err := c.send(ctx, name(i), "first")
+		seq, err := c.Send(ctx, name(i), "first")
 		if err == nil && seq != 1 {
 			err = fmt.Errorf("first message at seq %d", seq)
 		}
 		return err
 	}))
 	require.Eventually(t, func() bool {
-		for _, r := range c.replicas {
+		for _, r := range c.Replicas() {
 			if len(r.Engine.Loaded()) > 0 {
 				return false
 			}
@@ -240,11 +221,11 @@ func TestIdleChannelsHibernateAndWake(t *testing.T) {
 		return true
 	}, 2*time.Minute, 100*time.Millisecond, "idle channels leave the replicas' memory")
 	for i := range channels {
-		ch, _ := c.arbiter.FSM().Channel(name(i))
+		ch, _ := c.Arbiter(1).FSM().Channel(name(i))
 		require.Equal(t, arbiterv1.ChannelState_CHANNEL_STATE_HIBERNATED, ch.State, ch.ID)
 	}
 	require.NoError(t, parallel(channels, 8, func(i int) error {
-		seq, err := c.send(ctx, name(i), "second")
+		seq, err := c.Send(ctx, name(i), "second")
 		if err != nil {
 			return err
 		}
@@ -254,7 +235,7 @@ func TestIdleChannelsHibernateAndWake(t *testing.T) {
 		return nil
 	}))
 	require.NoError(t, parallel(channels, 16, func(i int) error {
-		return exactlyOnce(ctx, c, name(i), map[uint64]string{1: "first", 2: "second"})
+		return c.ExactlyOnce(ctx, name(i), map[uint64]string{1: "first", 2: "second"})
 	}))
 }
 
@@ -262,16 +243,15 @@ func TestChannelctlLossMovesItsSlots(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots the three tiers")
 	}
-	c := startCluster(t, time.Hour)
-	ctx := testCtx(t, 120*time.Second)
+	c := testcluster.Start(t)
+	ctx := testutil.Context(t, 120*time.Second)
 	for i := range 40 {
-		_, err := c.send(ctx, fmt.Sprintf("s%d", i), "first")
+		_, err := c.Send(ctx, fmt.Sprintf("s%d", i), "first")
 		require.NoError(t, err)
 	}
-	stopService(t, c.ctls[1])
-	delete(c.ctls, 1)
+	c.Stop(testcluster.KindChannelctl, 101)
 	require.Eventually(t, func() bool {
-		for _, s := range c.arbiter.FSM().Slots() {
+		for _, s := range c.Arbiter(1).FSM().Slots() {
 			if s.Owner != 102 {
 				return false
 			}
@@ -279,11 +259,11 @@ func TestChannelctlLossMovesItsSlots(t *testing.T) {
 		return true
 	}, 30*time.Second, 20*time.Millisecond, "the surviving channelctl owns every slot")
 	// Failover still works under the new owner.
-	ch, _ := c.arbiter.FSM().Channel("s0")
+	ch, _ := c.Arbiter(1).FSM().Channel("s0")
 	victim := ch.Leader
-	c.stopReplica(victim)
+	c.Stop(testcluster.KindReplica, victim)
 	for i := range 40 {
-		seq, err := c.send(ctx, fmt.Sprintf("s%d", i), "second")
+		seq, err := c.Send(ctx, fmt.Sprintf("s%d", i), "second")
 		require.NoError(t, err, "s%d", i)
 		require.Equal(t, uint64(2), seq)
 	}
@@ -295,13 +275,11 @@ func TestNetworkJitterCausesNoElections(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots the three tiers")
 	}
-	jitter := func(c *cluster) {
-		c.fault = func(uint64) (time.Duration, bool) {
-			return time.Duration(rand.N(200)) * time.Millisecond, rand.N(100) < 5
-		}
-	}
-	c := startCluster(t, time.Hour, jitter)
-	ctx := testCtx(t, 120*time.Second)
+	c := testcluster.Start(t)
+	c.SetReplicaFault(func(_, _ uint64) (time.Duration, bool) {
+		return time.Duration(rand.N(200)) * time.Millisecond, rand.N(100) < 5
+	})
+	ctx := testutil.Context(t, 120*time.Second)
 	const channels = 10
 	// The arbiter's record (epoch, leader term) and every replica's raft term must not move:
 	// a group electing itself would show in the replicas' terms even if nobody recorded it.
@@ -309,7 +287,7 @@ func TestNetworkJitterCausesNoElections(t *testing.T) {
 	terms := func(id string) []uint64 {
 		var out []uint64
 		for n := uint64(1); n <= 3; n++ {
-			st, err := c.replicas[n].Engine.GroupStatus(ctx, id)
+			st, err := c.Replica(n).Engine.GroupStatus(ctx, id)
 			require.NoError(t, err)
 			out = append(out, st.GetTerm())
 		}
@@ -319,9 +297,9 @@ func TestNetworkJitterCausesNoElections(t *testing.T) {
 	before := map[string]position{}
 	for i := range channels {
 		id := fmt.Sprintf("j%d", i)
-		_, err := c.send(ctx, id, "first")
+		_, err := c.Send(ctx, id, "first")
 		require.NoError(t, err)
-		ch, _ := c.arbiter.FSM().Channel(id)
+		ch, _ := c.Arbiter(1).FSM().Channel(id)
 		before[id] = position{ch.Epoch, ch.LeaderTerm}
 	}
 	for id := range before {
@@ -340,7 +318,7 @@ func TestNetworkJitterCausesNoElections(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for j := 0; time.Now().Before(deadline); j++ {
-				_, err := c.send(ctx, fmt.Sprintf("j%d", (w+4*j)%channels), fmt.Sprintf("w%d-%d", w, j))
+				_, err := c.Send(ctx, fmt.Sprintf("j%d", (w+4*j)%channels), fmt.Sprintf("w%d-%d", w, j))
 				if err != nil {
 					t.Error(err)
 					return
@@ -350,14 +328,14 @@ func TestNetworkJitterCausesNoElections(t *testing.T) {
 	}
 	wg.Wait()
 	for id, p := range before {
-		ch, _ := c.arbiter.FSM().Channel(id)
+		ch, _ := c.Arbiter(1).FSM().Channel(id)
 		require.Equal(t, p, position{ch.Epoch, ch.LeaderTerm}, "channel %s was re-elected", id)
 		require.Equal(t, termsBefore[id], terms(id), "a replica of %s changed term", id)
-		msgs, err := c.readAll(ctx, id)
+		msgs, err := c.ReadAll(ctx, id)
 		require.NoError(t, err)
 		sent += len(msgs)
 	}
-	for _, n := range c.arbiter.FSM().Nodes() {
+	for _, n := range c.Arbiter(1).FSM().Nodes() {
 		require.Equal(t, arbiterv1.NodeState_NODE_STATE_ALIVE, n.Liveness, "node %d", n.ID)
 	}
 	t.Logf("%d messages committed under jitter, zero elections", sent)

@@ -15,6 +15,7 @@ import (
 	channelctlv1 "github.com/triarch-io/triarch/gen/triarch/channelctl/v1"
 	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
 	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
+	"github.com/triarch-io/triarch/internal/testcluster"
 )
 
 // BenchmarkFailover kills the replica that leads the most of N channels and measures, per
@@ -52,7 +53,7 @@ func BenchmarkFailover(b *testing.B) {
 
 func failoverOnce(b *testing.B, channels int) {
 	b.StopTimer()
-	c := startCluster(b, time.Hour)
+	c := testcluster.Start(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	name := func(i int) string { return fmt.Sprintf("b%d", i) }
@@ -61,13 +62,13 @@ func failoverOnce(b *testing.B, channels int) {
 	for i := range ids {
 		ids[i] = name(i)
 	}
-	if err := createActive(ctx, c, ids); err != nil {
+	if err := createActive(b, ctx, c, ids); err != nil {
 		b.Fatal(err)
 	}
 	setupTook := time.Since(setup)
 	led := map[uint64][]string{}
 	for i := range channels {
-		ch, _ := c.arbiter.FSM().Channel(name(i))
+		ch, _ := c.Arbiter(1).FSM().Channel(name(i))
 		led[ch.Leader] = append(led[ch.Leader], ch.ID)
 	}
 	victim := uint64(1)
@@ -78,9 +79,9 @@ func failoverOnce(b *testing.B, channels int) {
 	}
 	orphans := led[victim]
 	addrs := map[uint64]string{}
-	for n, a := range c.replicaAddrs {
+	for _, n := range c.IDs(testcluster.KindReplica) {
 		if n != victim {
-			addrs[n] = a
+			addrs[n] = c.Addr(testcluster.KindReplica, n)
 		}
 	}
 
@@ -106,7 +107,7 @@ func failoverOnce(b *testing.B, channels int) {
 		go func() {
 			defer wg.Done()
 			for p := range work {
-				cl := replicav1.NewReplicaServiceClient(c.dial(addrs[p.leader]))
+				cl := replicav1.NewReplicaServiceClient(c.Dial(addrs[p.leader]))
 				for {
 					_, err := cl.Append(ctx, &replicav1.AppendRequest{ChannelId: p.id,
 						Messages: []*triarchv1.MessageInput{{ClientMsgId: "probe", Payload: []byte("probe")}}})
@@ -127,7 +128,7 @@ func failoverOnce(b *testing.B, channels int) {
 			}
 		}()
 	}
-	c.stopReplica(victim)
+	c.Stop(testcluster.KindReplica, victim)
 	var declared time.Time
 	recorded := map[string]time.Time{}
 	for len(recorded) < len(orphans) {
@@ -135,7 +136,7 @@ func failoverOnce(b *testing.B, channels int) {
 			b.Fatalf("%d of %d channels failed over", len(recorded), len(orphans))
 		}
 		if declared.IsZero() {
-			if n, _ := c.arbiter.FSM().Node(victim); n.Liveness == arbiterv1.NodeState_NODE_STATE_DEAD {
+			if n, _ := c.Arbiter(1).FSM().Node(victim); n.Liveness == arbiterv1.NodeState_NODE_STATE_DEAD {
 				declared = time.Now()
 			}
 		}
@@ -143,7 +144,7 @@ func failoverOnce(b *testing.B, channels int) {
 			if _, ok := recorded[id]; ok {
 				continue
 			}
-			ch, _ := c.arbiter.FSM().Channel(id)
+			ch, _ := c.Arbiter(1).FSM().Channel(id)
 			if ch.State == arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE && ch.Leader != victim && ch.Leader != 0 {
 				recorded[id] = time.Now()
 				work <- probe{id, ch.Leader}
@@ -159,7 +160,7 @@ func failoverOnce(b *testing.B, channels int) {
 	}
 	if declared.IsZero() {
 		// Every channel was recorded before the declaration was seen; read it once more.
-		if n, _ := c.arbiter.FSM().Node(victim); n.Liveness == arbiterv1.NodeState_NODE_STATE_DEAD {
+		if n, _ := c.Arbiter(1).FSM().Node(victim); n.Liveness == arbiterv1.NodeState_NODE_STATE_DEAD {
 			declared = time.Now()
 		}
 	}
@@ -184,34 +185,22 @@ func failoverOnce(b *testing.B, channels int) {
 // createActive creates the channels in the arbiter and has their channelctls activate them
 // with batched Instruct calls: activation then runs in the machines' batched rounds, where
 // waking each channel with its own first send would take one resolve per channel.
-func createActive(ctx context.Context, c *cluster, ids []string) error {
-	arb := arbiterv1.NewArbiterServiceClient(c.dial(c.arbiterAddr))
-	// Placement needs every replica registered and alive; startCluster waits for the
-	// channelctls only.
-	for alive := 0; alive < c.nReplicas; {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		alive = 0
-		for _, n := range c.arbiter.FSM().Nodes() {
-			if n.Role == arbiterv1.NodeRole_NODE_ROLE_REPLICA && n.Liveness == arbiterv1.NodeState_NODE_STATE_ALIVE {
-				alive++
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+//
+// Placement needs every replica registered and alive: testcluster.Start waits for that.
+func createActive(tb testing.TB, ctx context.Context, c *testcluster.Cluster, ids []string) error {
+	arb := arbiterv1.NewArbiterServiceClient(c.Dial(c.Addr(testcluster.KindArbiter, 1)))
 	if err := parallel(len(ids), 64, func(i int) error {
 		_, err := arb.CreateChannel(ctx, &arbiterv1.CreateChannelRequest{ChannelId: ids[i], ReplicationFactor: 3})
 		return err
 	}); err != nil {
 		return fmt.Errorf("create: %w", err)
 	}
-	c.t.Logf("created %d channels in the arbiter", len(ids))
+	tb.Logf("created %d channels in the arbiter", len(ids))
 	for {
 		byOwner := map[uint64][]*channelctlv1.Instruction{}
-		slots := c.arbiter.FSM().Slots()
+		slots := c.Arbiter(1).FSM().Slots()
 		for _, id := range ids {
-			ch, _ := c.arbiter.FSM().Channel(id)
+			ch, _ := c.Arbiter(1).FSM().Channel(id)
 			if ch.State == arbiterv1.ChannelState_CHANNEL_STATE_HIBERNATED {
 				owner := slots[ch.Slot].Owner
 				byOwner[owner] = append(byOwner[owner], &channelctlv1.Instruction{ChannelId: id,
@@ -222,11 +211,11 @@ func createActive(ctx context.Context, c *cluster, ids []string) error {
 			return nil
 		}
 		for owner, ins := range byOwner {
-			s := c.ctls[owner-100]
+			s := c.Channelctl(owner)
 			if s == nil {
 				return fmt.Errorf("slot owner %d is not a channelctl of this cluster", owner)
 			}
-			cl := channelctlv1.NewChannelControlServiceClient(c.dial(s.Advertise()))
+			cl := channelctlv1.NewChannelControlServiceClient(c.Dial(s.Advertise()))
 			for chunk := range slices.Chunk(ins, 1000) {
 				if _, err := cl.Instruct(ctx, &channelctlv1.InstructRequest{Instructions: chunk}); err != nil {
 					return fmt.Errorf("activate: %w", err)
@@ -247,10 +236,10 @@ func createActive(ctx context.Context, c *cluster, ids []string) error {
 	}
 }
 
-func activeCount(c *cluster, ids []string) int {
+func activeCount(c *testcluster.Cluster, ids []string) int {
 	n := 0
 	for _, id := range ids {
-		if ch, _ := c.arbiter.FSM().Channel(id); ch.State == arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE {
+		if ch, _ := c.Arbiter(1).FSM().Channel(id); ch.State == arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE {
 			n++
 		}
 	}

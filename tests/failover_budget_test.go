@@ -7,6 +7,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
+	"github.com/triarch-io/triarch/internal/testcluster"
+	"github.com/triarch-io/triarch/internal/testutil"
 )
 
 // A dead node's channels are re-elected in slices of at most FailoverBudget per channelctl: the
@@ -17,13 +19,13 @@ func TestFailoverIsSlicedByTheBudget(t *testing.T) {
 		t.Skip("boots the three tiers")
 	}
 	const budget, channels = 10, 150
-	c := startCluster(t, time.Hour, func(c *cluster) { c.failoverBudget = budget })
-	ctx := testCtx(t, 3*time.Minute)
-	l := newAckLedger(t, c, ctx, channels, "s")
-	l.sendAll("first")
+	c := testcluster.Start(t, testcluster.FailoverBudget(budget))
+	ctx := testutil.Context(t, 3*time.Minute)
+	l := c.NewAckLedger(t, ctx, channels, "s")
+	l.SendAll("first")
 	led := map[uint64]int{}
 	for i := range channels {
-		ch, _ := c.arbiter.FSM().Channel(l.name(i))
+		ch, _ := c.Arbiter(1).FSM().Channel(l.Name(i))
 		led[ch.Leader]++
 	}
 	victim := uint64(1)
@@ -34,12 +36,12 @@ func TestFailoverIsSlicedByTheBudget(t *testing.T) {
 	}
 	require.Greater(t, led[victim], 4*budget, "enough channels to need several slices")
 
-	c.stopReplica(victim)
+	c.Stop(testcluster.KindReplica, victim)
 	most := 0
 	require.Eventually(t, func() bool {
 		electing, moved := 0, 0
 		for i := range channels {
-			ch, _ := c.arbiter.FSM().Channel(l.name(i))
+			ch, _ := c.Arbiter(1).FSM().Channel(l.Name(i))
 			switch {
 			case ch.State == arbiterv1.ChannelState_CHANNEL_STATE_ELECTING:
 				electing++
@@ -52,6 +54,6 @@ func TestFailoverIsSlicedByTheBudget(t *testing.T) {
 	}, 2*time.Minute, time.Millisecond, "channels of node %d never all failed over", victim)
 	require.LessOrEqual(t, most, 2*budget, "at most a budget of channels electing per channelctl")
 	t.Logf("at most %d of %d channels electing at once", most, led[victim])
-	l.sendAll("after")
-	l.verify()
+	l.SendAll("after")
+	l.Verify()
 }

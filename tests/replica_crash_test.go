@@ -5,18 +5,13 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -24,47 +19,20 @@ import (
 
 	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
 	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
+	"github.com/triarch-io/triarch/internal/testcluster"
+	"github.com/triarch-io/triarch/internal/testutil"
 )
 
-// These tests run three real `triarch replica` processes, built from ./cmd/triarch, with
-// separate data directories, fixed ports and no arbiter, drive them over gRPC as the
-// control tier would, and kill them with SIGKILL.
+// These tests run three real `triarch replica` processes (testcluster in process mode: built
+// from ./cmd/triarch, separate data directories, fixed ports, no arbiter), drive them over
+// gRPC as the control tier would, and kill them with SIGKILL.
 
-// buildTriarch builds the binary once per test.
-func buildTriarch(t *testing.T) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("builds the binary and runs replica processes")
-	}
-	bin := filepath.Join(t.TempDir(), "triarch")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/triarch-io/triarch/cmd/triarch").CombinedOutput()
-	require.NoError(t, err, string(out))
-	return bin
-}
-
-// freeAddr returns a loopback address whose port was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	return addr
-}
-
-// replicaProc is one replica process: its fixed address and data directory survive
-// restarts.
+// replicaProc is one replica process of the cluster, with clients of its current run.
 type replicaProc struct {
 	t    *testing.T
-	bin  string
+	c    *testcluster.Cluster
 	id   uint64
 	addr string
-	dir  string
-	logs string
-	runs int
-
-	cmd    *exec.Cmd
-	exited chan struct{}
 
 	// The clients of the current run; writers read them while a restart replaces them.
 	mu   sync.Mutex
@@ -85,98 +53,46 @@ func (p *replicaProc) ctl() replicav1.ReplicaControlServiceClient {
 	return p.cc
 }
 
-func (p *replicaProc) start() {
+// connect opens fresh clients for the current run (a connection to the dead run would still
+// be backing off) and waits until the replica serves gRPC health.
+func (p *replicaProc) connect() {
 	t := p.t
 	t.Helper()
-	p.runs++
-	logf, err := os.Create(filepath.Join(p.logs, fmt.Sprintf("replica-%d.run%d.log", p.id, p.runs)))
-	require.NoError(t, err)
-	cmd := exec.Command(p.bin, "replica",
-		"--node-id", strconv.FormatUint(p.id, 10),
-		"--listen", p.addr,
-		"--admin-addr", "127.0.0.1:0",
-		"--data-dir", p.dir,
-		"--arbiters", "",
-		"--tick-interval", "20ms",
-		"--log-level", "warn")
-	cmd.Env = append(os.Environ(), "OTEL_EXPORTER_OTLP_ENDPOINT=", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=", "OTEL_TRACES_EXPORTER=none")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	require.NoError(t, cmd.Start())
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		_ = logf.Close()
-		close(exited)
-	}()
-	p.cmd, p.exited = cmd, exited
-
 	conn, err := grpc.NewClient(p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	p.mu.Lock()
+	old := p.conn
 	p.conn = conn
 	p.dc = replicav1.NewReplicaServiceClient(conn)
 	p.cc = replicav1.NewReplicaControlServiceClient(conn)
 	p.mu.Unlock()
-
-	// Serving once health answers; WaitForReady rides out the start.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
-		cancel()
-		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			return
-		}
-		select {
-		case <-exited:
-			p.dumpLog()
-			t.Fatalf("replica %d exited during start", p.id)
-		default:
-		}
-		if time.Now().After(deadline) {
-			p.dumpLog()
-			t.Fatalf("replica %d not serving: %v", p.id, err)
-		}
+	if old != nil {
+		_ = old.Close()
 	}
+	t.Cleanup(func() { _ = conn.Close() })
+	var last error
+	if !assert.Eventually(t, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
+		last = err
+		return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING
+	}, time.Minute, 10*time.Millisecond) {
+		t.Fatalf("replica %d not serving: %v", p.id, last)
+	}
+}
+
+// start restarts the replica's process on its directory and port.
+func (p *replicaProc) start() {
+	p.t.Helper()
+	p.c.Restart(testcluster.KindReplica, p.id)
+	p.connect()
 }
 
 // kill sends SIGKILL and waits for the process to be gone.
 func (p *replicaProc) kill() {
 	p.t.Helper()
-	require.NoError(p.t, p.cmd.Process.Signal(syscall.SIGKILL))
-	select {
-	case <-p.exited:
-	case <-time.After(10 * time.Second):
-		p.t.Fatalf("replica %d survived SIGKILL", p.id)
-	}
-	_ = p.conn.Close()
-}
-
-func (p *replicaProc) stop() {
-	if p.cmd == nil {
-		return
-	}
-	select {
-	case <-p.exited:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(15 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-	}
-	_ = p.conn.Close()
-}
-
-func (p *replicaProc) dumpLog() {
-	b, _ := os.ReadFile(filepath.Join(p.logs, fmt.Sprintf("replica-%d.run%d.log", p.id, p.runs)))
-	if len(b) > 8000 {
-		b = b[len(b)-8000:]
-	}
-	p.t.Logf("replica %d, run %d, log tail:\n%s", p.id, p.runs, b)
+	p.c.Kill(testcluster.KindReplica, p.id)
 }
 
 // procCluster is three replica processes serving the same channels.
@@ -190,27 +106,16 @@ type procCluster struct {
 }
 
 func startProcCluster(t *testing.T, nChannels int) *procCluster {
-	bin := buildTriarch(t)
-	logs := t.TempDir()
+	tc := testcluster.Start(t, testcluster.Processes(), testcluster.Arbiters(0), testcluster.Channelctls(0),
+		testcluster.Replicas(3), testcluster.ReplicaTick(20*time.Millisecond), testcluster.Dedup(24*time.Hour, 100_000))
 	c := &procCluster{t: t, leader: make([]atomic.Int32, nChannels)}
-	for i := range 3 {
-		c.procs = append(c.procs, &replicaProc{t: t, bin: bin, id: uint64(i + 1), addr: freeAddr(t), dir: t.TempDir(), logs: logs})
+	for _, id := range tc.IDs(testcluster.KindReplica) {
+		p := &replicaProc{t: t, c: tc, id: id, addr: tc.Addr(testcluster.KindReplica, id)}
+		p.connect()
+		c.procs = append(c.procs, p)
 	}
 	for i := range nChannels {
 		c.channels = append(c.channels, fmt.Sprintf("crash-%02d", i))
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, p := range c.procs {
-				p.dumpLog()
-			}
-		}
-		for _, p := range c.procs {
-			p.stop()
-		}
-	})
-	for _, p := range c.procs {
-		p.start()
 	}
 	return c
 }
@@ -227,16 +132,10 @@ func (c *procCluster) specs() []*replicav1.GroupSpec {
 	return out
 }
 
-func tctx(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // load loads every channel on the replica (again, after a restart).
 func (c *procCluster) load(p *replicaProc) {
 	c.t.Helper()
-	resp, err := p.ctl().LoadGroups(tctx(c.t, 20*time.Second), &replicav1.LoadGroupsRequest{Groups: c.specs()})
+	resp, err := p.ctl().LoadGroups(testutil.Context(c.t, 20*time.Second), &replicav1.LoadGroupsRequest{Groups: c.specs()})
 	require.NoError(c.t, err)
 	for _, r := range resp.GetResults() {
 		require.Nil(c.t, r.GetError(), "replica %d: load %s", p.id, r.GetChannelId())
@@ -246,7 +145,7 @@ func (c *procCluster) load(p *replicaProc) {
 // status returns the replica's view of the channels, by channel id.
 func (c *procCluster) status(p *replicaProc, channels []string) map[string]*replicav1.GroupStatus {
 	c.t.Helper()
-	resp, err := p.ctl().GetGroupStatus(tctx(c.t, 10*time.Second), &replicav1.GetGroupStatusRequest{ChannelIds: channels})
+	resp, err := p.ctl().GetGroupStatus(testutil.Context(c.t, 10*time.Second), &replicav1.GetGroupStatusRequest{ChannelIds: channels})
 	require.NoError(c.t, err)
 	out := make(map[string]*replicav1.GroupStatus)
 	for _, r := range resp.GetResults() {
@@ -270,7 +169,7 @@ func (c *procCluster) elect(p *replicaProc, idx []int) {
 		for k, i := range pending {
 			orders[k] = &replicav1.CampaignOrder{ChannelId: c.channels[i]}
 		}
-		_, err := p.ctl().Campaign(tctx(c.t, 10*time.Second), &replicav1.CampaignRequest{Orders: orders})
+		_, err := p.ctl().Campaign(testutil.Context(c.t, 10*time.Second), &replicav1.CampaignRequest{Orders: orders})
 		require.NoError(c.t, err)
 		for range 30 {
 			names := make([]string, len(pending))
@@ -496,7 +395,7 @@ func (c *procCluster) verify(p *replicaProc, acks *ackLog) {
 		var got []*triarchv1.Message
 		from := uint64(1)
 		for {
-			resp, err := p.data().Read(tctx(c.t, 10*time.Second), &replicav1.ReadRequest{ChannelId: ch, FromSeq: from, Limit: 1000})
+			resp, err := p.data().Read(testutil.Context(c.t, 10*time.Second), &replicav1.ReadRequest{ChannelId: ch, FromSeq: from, Limit: 1000})
 			require.NoError(c.t, err, "replica %d: read %s from %d", p.id, ch, from)
 			if len(resp.GetMessages()) == 0 {
 				break
@@ -529,7 +428,7 @@ func (c *procCluster) verify(p *replicaProc, acks *ackLog) {
 			for j, id := range ids[:n] {
 				in[j] = &triarchv1.MessageInput{ClientMsgId: id, Sender: "crash-test", Payload: []byte("resent")}
 			}
-			resp, err := p.data().Append(tctx(c.t, 10*time.Second), &replicav1.AppendRequest{ChannelId: ch, Messages: in})
+			resp, err := p.data().Append(testutil.Context(c.t, 10*time.Second), &replicav1.AppendRequest{ChannelId: ch, Messages: in})
 			require.NoError(c.t, err, "replica %d: resend to %s", p.id, ch)
 			require.Len(c.t, resp.GetResults(), n)
 			for j, r := range resp.GetResults() {

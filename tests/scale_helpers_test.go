@@ -11,6 +11,7 @@ import (
 	"time"
 
 	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
+	"github.com/triarch-io/triarch/internal/testcluster"
 )
 
 // parallel runs f(0..n-1) on at most workers goroutines and returns the errors joined (f keeps
@@ -65,12 +66,12 @@ func (p logPos) String() string { return fmt.Sprintf("(term %d, index %d)", p.te
 // the stopped victim led. With their leader gone nothing appends to these logs until the next
 // election, so the positions are the ones that election compares; the read is repeated until
 // two passes agree, so that frames the victim sent just before it stopped have landed.
-func survivorPositions(ctx context.Context, c *cluster, channels []string) (map[string]map[uint64]logPos, error) {
+func survivorPositions(ctx context.Context, c *testcluster.Cluster, channels []string) (map[string]map[uint64]logPos, error) {
 	read := func() (map[string]map[uint64]logPos, error) {
 		out := make(map[string]map[uint64]logPos, len(channels))
 		for _, id := range channels {
 			out[id] = map[uint64]logPos{}
-			for n, r := range c.replicas {
+			for n, r := range c.Replicas() {
 				st, err := r.Engine.GroupStatus(ctx, id)
 				if err != nil {
 					return nil, fmt.Errorf("status of %s on %d: %w", id, n, err)
@@ -111,25 +112,4 @@ func quantiles(ds []time.Duration) (p50, p99, maxMs float64) {
 	slices.Sort(ds)
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	return ms(ds[len(ds)/2]), ms(ds[(len(ds)*99)/100]), ms(ds[len(ds)-1])
-}
-
-// exactlyOnce is requireExactlyOnce for use off the test goroutine: the channel holds exactly
-// the acknowledged messages at their acknowledged sequence numbers, contiguous from 1.
-func exactlyOnce(ctx context.Context, c *cluster, channel string, acked map[uint64]string) error {
-	msgs, err := c.readAll(ctx, channel)
-	if err != nil {
-		return err
-	}
-	for i, m := range msgs {
-		if m.GetSeq() != uint64(i+1) {
-			return fmt.Errorf("%s: message %d has seq %d", channel, i, m.GetSeq())
-		}
-		if want, ok := acked[m.GetSeq()]; !ok || want != m.GetClientMsgId() {
-			return fmt.Errorf("%s: seq %d holds %q, acknowledged %q", channel, m.GetSeq(), m.GetClientMsgId(), want)
-		}
-	}
-	if len(msgs) != len(acked) {
-		return fmt.Errorf("%s: %d messages, %d acknowledged", channel, len(msgs), len(acked))
-	}
-	return nil
 }

@@ -2,7 +2,6 @@ package tests
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"testing"
 	"time"
@@ -12,7 +11,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/triarch-io/triarch/pkg/telemetry"
+	"github.com/triarch-io/triarch/internal/testutil"
 	"github.com/triarch-io/triarch/services/suite"
 )
 
@@ -20,9 +19,7 @@ import (
 // endpoints; the suite stops cleanly.
 func TestSuiteServesHealthEverywhere(t *testing.T) {
 	ctx := context.Background()
-	tel, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: "triarch-test", NodeID: 1, LogWriter: io.Discard})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = tel.Shutdown(ctx) })
+	tel := testutil.Telemetry(t, "triarch-test", 1)
 	s, err := suite.Start(ctx, suite.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0",
 		GRPCAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0"}, tel)
 	require.NoError(t, err)

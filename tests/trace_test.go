@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
+	"github.com/triarch-io/triarch/internal/testutil"
 	"github.com/triarch-io/triarch/pkg/grpcx"
 	"github.com/triarch-io/triarch/pkg/telemetry"
 	"github.com/triarch-io/triarch/services/suite"
@@ -31,7 +32,7 @@ func TestOneSendIsOneTraceAcrossTheTiers(t *testing.T) {
 	t.Cleanup(func() { _ = tel.Shutdown(ctx) })
 	s, err := suite.Start(ctx, suite.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0"}, tel)
 	require.NoError(t, err)
-	t.Cleanup(func() { stopService(t, s) })
+	t.Cleanup(func() { testutil.Stop(t, s) })
 
 	conn, err := grpcx.Dial(s.GRPCAddr(), tel)
 	require.NoError(t, err)
