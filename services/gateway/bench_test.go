@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"net"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -12,6 +11,7 @@ import (
 	channelctlv1 "github.com/triarch-io/triarch/gen/triarch/channelctl/v1"
 	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
 	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
+	"github.com/triarch-io/triarch/internal/testutil"
 	"github.com/triarch-io/triarch/pkg/grpcx"
 )
 
@@ -98,10 +98,7 @@ func (c benchCtl) ResolveChannel(_ context.Context, req *channelctlv1.ResolveCha
 // BenchmarkRouterAppendLoopback is the same hot path with the forward over real gRPC on
 // loopback (grpcx connections, no telemetry) to a replica that acknowledges at once.
 func BenchmarkRouterAppendLoopback(b *testing.B) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
+	lis := testutil.Listen(b)
 	srv := grpc.NewServer()
 	replicav1.RegisterReplicaServiceServer(srv, benchReplica{})
 	channelctlv1.RegisterChannelControlServiceServer(srv, benchCtl{addr: lis.Addr().String()})

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -28,101 +27,54 @@ import (
 	channelctlv1 "github.com/triarch-io/triarch/gen/triarch/channelctl/v1"
 	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
 	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
-	"github.com/triarch-io/triarch/pkg/process"
-	"github.com/triarch-io/triarch/pkg/telemetry"
+	"github.com/triarch-io/triarch/internal/testcluster"
+	"github.com/triarch-io/triarch/internal/testutil"
 	"github.com/triarch-io/triarch/services/gateway"
-	"github.com/triarch-io/triarch/services/replica"
 )
 
-// stack is three real replicas, a fake channelctl that resolves channels by driving them, and
-// the real gateway pointed at the fake, all in this process over real gRPC and Badger.
+// stack is three real replicas (a testcluster with no arbiter or channelctl), a fake
+// channelctl that resolves channels by driving them, and the real gateway pointed at the fake,
+// all in this process over real gRPC and Badger.
 type stack struct {
-	t        *testing.T
-	replicas []*replica.Service // nil once stopped
-	addrs    []string
-	ctl      *fakeChannelctl
-	gw       *gateway.Service
-	conn     *grpc.ClientConn
-	api      triarchv1.TriarchServiceClient
-	rest     string // http://host:port
-	mu       sync.Mutex
+	t     *testing.T
+	c     *testcluster.Cluster
+	addrs []string
+	ctl   *fakeChannelctl
+	gw    *gateway.Service
+	conn  *grpc.ClientConn
+	api   triarchv1.TriarchServiceClient
+	rest  string // http://host:port
 }
 
 func newStack(t *testing.T) *stack {
 	t.Helper()
-	s := &stack{t: t}
-	for i := range 3 {
-		tel := testTelemetry(t, "replica", uint64(i+1))
-		r, err := replica.Start(context.Background(), replica.Config{
-			Common:      process.Common{NodeID: uint64(i + 1), Listen: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", DataDir: t.TempDir()},
-			DedupWindow: time.Hour, DedupMaxIDs: 100_000, TickInterval: 20 * time.Millisecond,
-		}, tel)
-		require.NoError(t, err)
-		s.replicas = append(s.replicas, r)
-		s.addrs = append(s.addrs, r.Advertise())
-	}
+	c := testcluster.Start(t, testcluster.Arbiters(0), testcluster.Channelctls(0), testcluster.Replicas(3),
+		testcluster.ReplicaTick(20*time.Millisecond), testcluster.Dedup(time.Hour, 100_000))
+	s := &stack{t: t, c: c, addrs: c.Addrs(testcluster.KindReplica)}
 	s.ctl = startFakeChannelctl(t, s.addrs)
-	gw, err := gateway.Start(context.Background(), gateway.Config{
-		Common:             process.Common{NodeID: 1, Listen: "127.0.0.1:0", AdminAddr: "127.0.0.1:0"},
-		HTTPAddr:           "127.0.0.1:0",
-		DefaultReplication: 3,
-		Channelctls:        []string{s.ctl.addr},
-	}, testTelemetry(t, "gateway", 1))
+	t.Cleanup(s.ctl.stop)
+	c.StartGateway(s.ctl.addr)
+	s.gw = c.Gateway()
+	s.rest = "http://" + c.GatewayHTTPAddr()
+	var err error
+	s.conn, err = grpc.NewClient(s.gw.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
-	s.gw = gw
-	s.rest = "http://" + gw.HTTPAddr()
-	s.conn, err = grpc.NewClient(gw.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.conn.Close() })
 	s.api = triarchv1.NewTriarchServiceClient(s.conn)
-	t.Cleanup(s.stop)
 	return s
-}
-
-func testTelemetry(t *testing.T, service string, node uint64) *telemetry.Telemetry {
-	t.Helper()
-	tel, err := telemetry.Setup(context.Background(), telemetry.Options{
-		ServiceName: "gateway-test-" + service, NodeID: node, LogWriter: io.Discard,
-		Getenv: func(string) string { return "" }})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
-	return tel
-}
-
-func (s *stack) stop() {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	_ = s.conn.Close()
-	require.NoError(s.t, s.gw.Stop(ctx))
-	s.ctl.stop()
-	for i := range s.replicas {
-		s.kill(i + 1)
-	}
 }
 
 // kill stops replica node (1-based).
 func (s *stack) kill(node int) {
-	require.NoError(s.t, s.stopReplica(node))
+	s.c.Stop(testcluster.KindReplica, uint64(node))
 }
 
 // stopReplica stops replica node (1-based); it may run on any goroutine.
 func (s *stack) stopReplica(node int) error {
-	s.mu.Lock()
-	r := s.replicas[node-1]
-	s.replicas[node-1] = nil
-	s.mu.Unlock()
-	if r == nil {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	return r.Stop(ctx)
+	return s.c.StopErr(testcluster.KindReplica, uint64(node))
 }
 
-func tctx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func tctx(t *testing.T) context.Context { return testutil.Context(t, 30*time.Second) }
 
 // fakeChannelctl implements ResolveChannel the way the channel control tier will, minus the
 // arbiter: it loads a new channel's group on every replica, orders the most up-to-date live
@@ -162,8 +114,7 @@ func startFakeChannelctl(t *testing.T, addrs []string) *fakeChannelctl {
 		f.conns = append(f.conns, conn)
 		f.ctl = append(f.ctl, replicav1.NewReplicaControlServiceClient(conn))
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
+	lis := testutil.Listen(t)
 	f.addr = lis.Addr().String()
 	f.srv = grpc.NewServer()
 	channelctlv1.RegisterChannelControlServiceServer(f.srv, f)
