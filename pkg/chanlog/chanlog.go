@@ -11,9 +11,9 @@ import (
 	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
 )
 
-// Config bounds the dedup window: an id is forgotten once it is older than Window (by the
-// leader's propose times, so every replica forgets at the same entry) or once MaxIDs newer ids
-// have been applied.
+// Config bounds the dedup window: an id is forgotten once it is older than Window by the
+// channel's dedup clock, or once MaxIDs newer ids have been remembered. MaxIDs <= 0 means no
+// count bound (and no memory bound); Window <= 0, no age bound.
 type Config struct {
 	Window time.Duration
 	MaxIDs int
@@ -38,46 +38,21 @@ type Applied struct {
 	ProposerNodeID, ProposalID uint64
 }
 
-type seen struct {
-	seq      uint64
-	unixNano int64
-}
-
 // Channel is the applied state of one channel. It is not safe for concurrent use: the replica's
 // apply stage owns it.
 type Channel struct {
 	cfg     Config
 	applied uint64
 	lastSeq uint64
-	ids     map[string]seen
-	// order holds the remembered ids oldest first; head is the first live element, so eviction
-	// is O(1) and the slice is compacted only when half of it is dead.
-	order []*replicav1.DedupEntry
-	head  int
+	// clock is the dedup clock: the greatest propose time applied (unix nanoseconds).
+	clock int64
+	ids   window
+	saved saved
 }
 
 // New returns the state of an empty channel.
 func New(cfg Config) *Channel {
-	return &Channel{cfg: cfg, ids: make(map[string]seen)}
-}
-
-// Restore returns the state recorded by a checkpoint.
-func Restore(cfg Config, cp *replicav1.ChannelCheckpoint) *Channel {
-	c := New(cfg)
-	c.applied = cp.GetAppliedIndex()
-	c.lastSeq = cp.GetLastSeq()
-	for _, d := range cp.GetDedup() {
-		c.remember(d.GetClientMsgId(), d.GetSeq(), d.GetUnixNano())
-	}
-	return c
-}
-
-// Checkpoint captures the state so that Restore gives an identical Channel.
-func (c *Channel) Checkpoint() *replicav1.ChannelCheckpoint {
-	live := c.order[c.head:]
-	dedup := make([]*replicav1.DedupEntry, len(live))
-	copy(dedup, live)
-	return &replicav1.ChannelCheckpoint{AppliedIndex: c.applied, LastSeq: c.lastSeq, Dedup: dedup}
+	return &Channel{cfg: cfg}
 }
 
 // AppliedIndex is the raft index of the last applied entry.
@@ -88,8 +63,7 @@ func (c *Channel) LastSeq() uint64 { return c.lastSeq }
 
 // Lookup returns the sequence number of a remembered client_msg_id.
 func (c *Channel) Lookup(clientMsgID string) (uint64, bool) {
-	s, ok := c.ids[clientMsgID]
-	return s.seq, ok
+	return c.ids.lookup(hashID([]byte(clientMsgID)))
 }
 
 // Skip advances the applied index over an entry that carries no messages (raft's no-op and
@@ -117,8 +91,11 @@ func (c *Channel) Apply(index uint64, data []byte) (Applied, error) {
 	if err != nil {
 		return Applied{}, fmt.Errorf("%w: index %d: %v", ErrBadEntry, index, err)
 	}
-	now := batch.proposeTime.UnixNano()
-	c.expire(now)
+	// A leader whose clock is behind must not bring back ids a faster one expired, nor keep
+	// ids past their time on some replicas and not others: the clock only moves forward, and
+	// only with the log.
+	c.clock = max(c.clock, batch.proposeTime.UnixNano())
+	c.expire()
 	out := Applied{
 		Results:        make([]Result, len(batch.ids)),
 		FirstSeq:       c.lastSeq + 1,
@@ -127,18 +104,22 @@ func (c *Channel) Apply(index uint64, data []byte) (Applied, error) {
 	}
 	var rec *replicav1.SeqIndexRecord
 	for i, id := range batch.ids {
-		if s, ok := c.ids[id]; ok && id != "" {
-			out.Results[i] = Result{Seq: s.seq, Duplicate: true}
-			if rec == nil {
-				rec = &replicav1.SeqIndexRecord{Index: index}
+		var h idHash
+		if len(id) > 0 {
+			h = hashID(id)
+			if seq, ok := c.ids.lookup(h); ok {
+				out.Results[i] = Result{Seq: seq, Duplicate: true}
+				if rec == nil {
+					rec = &replicav1.SeqIndexRecord{Index: index}
+				}
+				rec.DuplicatePositions = append(rec.DuplicatePositions, uint32(i))
+				continue
 			}
-			rec.DuplicatePositions = append(rec.DuplicatePositions, uint32(i))
-			continue
 		}
 		c.lastSeq++
 		out.Results[i] = Result{Seq: c.lastSeq}
-		if id != "" {
-			c.remember(id, c.lastSeq, now)
+		if len(id) > 0 {
+			c.remember(remembered{h: h, seq: c.lastSeq, at: c.clock})
 		}
 	}
 	if taken := c.lastSeq + 1 - out.FirstSeq; taken > 0 {
@@ -151,36 +132,21 @@ func (c *Channel) Apply(index uint64, data []byte) (Applied, error) {
 	return out, nil
 }
 
-func (c *Channel) remember(id string, seq uint64, unixNano int64) {
-	c.ids[id] = seen{seq: seq, unixNano: unixNano}
-	c.order = append(c.order, &replicav1.DedupEntry{ClientMsgId: id, Seq: seq, UnixNano: unixNano})
-	for c.cfg.MaxIDs > 0 && len(c.order)-c.head > c.cfg.MaxIDs {
-		c.forgetOldest()
+func (c *Channel) remember(r remembered) {
+	if c.cfg.MaxIDs > 0 && c.ids.n >= c.cfg.MaxIDs {
+		c.ids.dropOldest()
 	}
+	c.ids.add(r, c.cfg.MaxIDs)
 }
 
-// expire forgets ids older than the window, measured against the current entry's propose time.
-func (c *Channel) expire(now int64) {
+// expire forgets ids older than the window by the dedup clock.
+func (c *Channel) expire() {
 	if c.cfg.Window <= 0 {
 		return
 	}
-	cutoff := now - c.cfg.Window.Nanoseconds()
-	for c.head < len(c.order) && c.order[c.head].GetUnixNano() < cutoff {
-		c.forgetOldest()
-	}
-}
-
-func (c *Channel) forgetOldest() {
-	d := c.order[c.head]
-	// A later remember of the same id (after it expired) must not be forgotten with the old one.
-	if s, ok := c.ids[d.GetClientMsgId()]; ok && s.seq == d.GetSeq() {
-		delete(c.ids, d.GetClientMsgId())
-	}
-	c.order[c.head] = nil
-	c.head++
-	if c.head > len(c.order)/2 {
-		c.order = append(c.order[:0:0], c.order[c.head:]...)
-		c.head = 0
+	cutoff := c.clock - c.cfg.Window.Nanoseconds()
+	for c.ids.n > 0 && c.ids.at(0).at < cutoff {
+		c.ids.dropOldest()
 	}
 }
 

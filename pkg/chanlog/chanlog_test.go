@@ -105,17 +105,17 @@ func TestReapplyAfterRestoreIsIdempotent(t *testing.T) {
 	for i := range 6 {
 		entries = append(entries, batch(t, t0.Add(time.Duration(i)*time.Second), fmt.Sprintf("m%d", i), fmt.Sprintf("n%d", i)))
 	}
-	var cp *replicav1.ChannelCheckpoint
+	st := newStore()
 	var want []Applied
 	for i, e := range entries {
 		a, err := live.Apply(uint64(i+1), e)
 		require.NoError(t, err)
 		want = append(want, a)
 		if i == 2 {
-			cp = proto.Clone(live.Checkpoint()).(*replicav1.ChannelCheckpoint)
+			st.save(t, live.Checkpoint(), -1)
 		}
 	}
-	restored := Restore(cfg, cp)
+	restored := st.restore(t, cfg)
 	require.Equal(t, uint64(3), restored.AppliedIndex())
 	// Raft re-delivers from the start after a crash; entries up to the checkpoint are ignored.
 	for i, e := range entries {
@@ -127,7 +127,7 @@ func TestReapplyAfterRestoreIsIdempotent(t *testing.T) {
 		}
 		require.Equal(t, want[i], a)
 	}
-	require.Equal(t, live.Checkpoint(), restored.Checkpoint())
+	requireSameState(t, live, restored)
 }
 
 func TestDedupWindowByCountAndTime(t *testing.T) {
@@ -148,7 +148,7 @@ func TestDedupWindowByCountAndTime(t *testing.T) {
 	require.False(t, ok)
 	s, _ = c.Lookup("c")
 	require.Equal(t, uint64(4), s)
-	require.Len(t, c.Checkpoint().GetDedup(), 1)
+	require.Equal(t, 1, c.ids.n)
 }
 
 func TestBadEntryIsSkipped(t *testing.T) {

@@ -12,7 +12,7 @@ import (
 // every entry, and decoding the whole LogBatch (payloads, senders and headers copied into new
 // messages) was most of its cost; the payloads are needed only by reads (Messages).
 type batchView struct {
-	ids                    []string // client_msg_id of each message, in order
+	ids                    [][]byte // client_msg_id of each message, in order (aliasing the entry)
 	proposeTime            time.Time
 	proposerID, proposalID uint64
 }
@@ -101,12 +101,12 @@ func consumeTag(b []byte) (protowire.Number, protowire.Type, int, error) {
 }
 
 // inputID returns a MessageInput's client_msg_id, checking the rest without copying it.
-func inputID(b []byte) (string, error) {
+func inputID(b []byte) ([]byte, error) {
 	var id []byte
 	for len(b) > 0 {
 		num, typ, n, err := consumeTag(b)
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		b = b[n:]
 		switch {
@@ -114,7 +114,7 @@ func inputID(b []byte) (string, error) {
 			var s []byte
 			if s, n = protowire.ConsumeBytes(b); n >= 0 {
 				if !utf8.Valid(s) {
-					return "", errInvalidUTF8
+					return nil, errInvalidUTF8
 				}
 				if num == fieldInputClientMsgID {
 					id = s
@@ -124,18 +124,18 @@ func inputID(b []byte) (string, error) {
 			var e []byte
 			if e, n = protowire.ConsumeBytes(b); n >= 0 {
 				if err := headerEntry(e); err != nil {
-					return "", err
+					return nil, err
 				}
 			}
 		default:
 			n = protowire.ConsumeFieldValue(num, typ, b)
 		}
 		if n < 0 {
-			return "", protowire.ParseError(n)
+			return nil, protowire.ParseError(n)
 		}
 		b = b[n:]
 	}
-	return string(id), nil
+	return id, nil
 }
 
 // headerEntry checks one entry of the map<string, string> headers.

@@ -25,7 +25,7 @@ func requireSameAsProto(t *testing.T, data []byte) {
 	require.NoError(t, err)
 	require.Len(t, got.ids, len(want.GetMessages()))
 	for i, m := range want.GetMessages() {
-		require.Equal(t, m.GetClientMsgId(), got.ids[i])
+		require.Equal(t, m.GetClientMsgId(), string(got.ids[i]))
 	}
 	require.Equal(t, want.GetProposeTime().AsTime().UnixNano(), got.proposeTime.UnixNano())
 	require.Equal(t, want.GetProposerNodeId(), got.proposerID)

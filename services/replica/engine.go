@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -82,6 +83,7 @@ type EngineConfig struct {
 const (
 	kindSeq        = 's' // 's' | first seq (big-endian) -> SeqIndexRecord
 	kindCheckpoint = 'c' // 'c' -> ChannelCheckpoint
+	kindDedup      = 'd' // 'd' | first id counter (big-endian) -> DedupChunk (chanlog.Checkpoint)
 	kindSpec       = 'g' // 'g' -> GroupSpec (channel id, peers)
 	kindChannelID  = 'n' // group 0: 'n' | channel id -> group id (big-endian)
 )
@@ -292,7 +294,7 @@ func (e *Engine) Apply(batch []multiraft.Committed) error {
 			if err != nil {
 				return err
 			}
-			writes = append(writes, w)
+			writes = append(writes, w...)
 		}
 		if ch.log.LastSeq() != before {
 			touched = append(touched, ch)
@@ -377,14 +379,57 @@ func checkBatch(data []byte) error {
 	return nil
 }
 
-func checkpointWrite(ch *channel) (raftstore.StateWrite, error) {
+// checkpointWrite returns the writes of a checkpoint of the channel, in the order they must be
+// saved (chanlog.Checkpoint): the records that changed, the header, then the deletions.
+func checkpointWrite(ch *channel) ([]raftstore.StateWrite, error) {
 	cp := ch.log.Checkpoint()
-	v, err := proto.Marshal(cp)
-	if err != nil {
-		return raftstore.StateWrite{}, fmt.Errorf("replica: encode checkpoint of %s: %w", ch.id, err)
+	writes := make([]raftstore.StateWrite, 0, len(cp.Chunks)+1+len(cp.Deleted))
+	for _, c := range cp.Chunks {
+		v, err := proto.Marshal(c.Data)
+		if err != nil {
+			return nil, fmt.Errorf("replica: encode dedup record of %s: %w", ch.id, err)
+		}
+		writes = append(writes, raftstore.StateWrite{GroupID: ch.group, Key: dedupKey(c.Start), Value: v})
 	}
-	ch.checkpointedAt = cp.GetAppliedIndex()
-	return raftstore.StateWrite{GroupID: ch.group, Key: []byte{kindCheckpoint}, Value: v}, nil
+	v, err := proto.Marshal(cp.Header)
+	if err != nil {
+		return nil, fmt.Errorf("replica: encode checkpoint of %s: %w", ch.id, err)
+	}
+	writes = append(writes, raftstore.StateWrite{GroupID: ch.group, Key: []byte{kindCheckpoint}, Value: v})
+	for _, d := range cp.Deleted {
+		writes = append(writes, raftstore.StateWrite{GroupID: ch.group, Key: dedupKey(d)})
+	}
+	ch.checkpointedAt = cp.Header.GetAppliedIndex()
+	return writes, nil
+}
+
+func dedupKey(start uint64) []byte {
+	k := make([]byte, 9)
+	k[0] = kindDedup
+	binary.BigEndian.PutUint64(k[1:], start)
+	return k
+}
+
+// dedupRecords reads every DedupChunk record of a group, by first counter: one seek each,
+// and chanlog keeps their number small (live ids / 1024 + 2).
+func (e *Engine) dedupRecords(group uint64) (map[uint64][]byte, error) {
+	out := map[uint64][]byte{}
+	key := dedupKey(math.MaxUint64)
+	for {
+		k, v, err := e.cfg.Store.SeekStateLE(group, key)
+		if err != nil || k == nil {
+			return out, err
+		}
+		if len(k) != len(key) {
+			return nil, fmt.Errorf("dedup record key %x", k)
+		}
+		start := binary.BigEndian.Uint64(k[1:])
+		out[start] = v
+		if start == 0 {
+			return out, nil
+		}
+		key = dedupKey(start - 1)
+	}
 }
 
 // proposalResult is what the apply stage hands the request that proposed an entry.
@@ -795,7 +840,13 @@ func (e *Engine) prepare(sp *replicav1.GroupSpec) (*channel, []raftstore.StateWr
 		if err := proto.Unmarshal(cpData, &cp); err != nil {
 			return nil, nil, fmt.Errorf("replica: decode checkpoint of %s: %w", sp.GetChannelId(), err)
 		}
-		log = chanlog.Restore(e.cfg.Dedup, &cp)
+		records, err := e.dedupRecords(sp.GetGroupId())
+		if err != nil {
+			return nil, nil, fmt.Errorf("replica: read dedup records of %s: %w", sp.GetChannelId(), err)
+		}
+		if log, err = chanlog.Restore(e.cfg.Dedup, &cp, records); err != nil {
+			return nil, nil, fmt.Errorf("replica: restore %s: %w", sp.GetChannelId(), err)
+		}
 	}
 	ch := &channel{id: sp.GetChannelId(), group: sp.GetGroupId(), spec: sp, join: sp.GetJoin(), voters: voters, log: log,
 		checkpointedAt: log.AppliedIndex(), notify: make(chan struct{}), unloaded: make(chan struct{})}
@@ -849,7 +900,7 @@ func (e *Engine) Unload(ctx context.Context, channelID string) error {
 	// The group is out of the host: nothing applies to ch.log any more.
 	w, err := checkpointWrite(ch)
 	if err == nil {
-		err = e.cfg.Store.SaveState([]raftstore.StateWrite{w})
+		err = e.cfg.Store.SaveState(w)
 	}
 	e.forget(channelID)
 	close(ch.unloaded)
@@ -1130,7 +1181,7 @@ func (e *Engine) Close() error {
 			e.mu.RUnlock()
 			return err
 		}
-		writes = append(writes, w)
+		writes = append(writes, w...)
 	}
 	e.mu.RUnlock()
 	return e.cfg.Store.SaveState(writes)

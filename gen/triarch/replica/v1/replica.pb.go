@@ -2186,7 +2186,8 @@ func (x *SeqIndexRecord) GetDuplicatePositions() []uint32 {
 	return nil
 }
 
-// DedupEntry remembers one client_msg_id of a channel for idempotent sends.
+// DedupEntry remembers one client_msg_id of a channel for idempotent sends. Only checkpoints of
+// format 0 hold them; they are read to migrate and never written.
 type DedupEntry struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	ClientMsgId string                 `protobuf:"bytes,1,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
@@ -2250,12 +2251,31 @@ func (x *DedupEntry) GetUnixNano() int64 {
 
 // ChannelCheckpoint is a channel's applied state at applied_index: a restart or wake resumes
 // from it and re-applies the entries after it, which is idempotent.
+//
+// From format 1 on, the dedup window is not in the checkpoint but in DedupChunk records beside
+// it, so that a checkpoint writes only the ids remembered since the previous one: every id
+// remembered takes the next number of a per-channel counter, and the checkpoint says which
+// numbers are live ([dedup_oldest, dedup_next)) and where the records holding them start.
 type ChannelCheckpoint struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	AppliedIndex uint64                 `protobuf:"varint,1,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	LastSeq      uint64                 `protobuf:"varint,2,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
-	// dedup is the window of recent client_msg_ids, oldest first.
-	Dedup         []*DedupEntry `protobuf:"bytes,3,rep,name=dedup,proto3" json:"dedup,omitempty"`
+	// dedup is the window of recent client_msg_ids, oldest first (format 0 only).
+	Dedup []*DedupEntry `protobuf:"bytes,3,rep,name=dedup,proto3" json:"dedup,omitempty"`
+	// format is 0 for checkpoints written before DedupChunk records, 1 since. A reader refuses
+	// a format it does not know.
+	Format uint32 `protobuf:"varint,4,opt,name=format,proto3" json:"format,omitempty"`
+	// dedup_clock is the channel's dedup clock (unix nanoseconds): the greatest propose time of
+	// the entries applied so far.
+	DedupClock int64 `protobuf:"varint,5,opt,name=dedup_clock,json=dedupClock,proto3" json:"dedup_clock,omitempty"`
+	// dedup_oldest is the counter of the oldest remembered id, dedup_next the counter the next
+	// remembered id takes; dedup_next - dedup_oldest ids are remembered.
+	DedupOldest uint64 `protobuf:"varint,6,opt,name=dedup_oldest,json=dedupOldest,proto3" json:"dedup_oldest,omitempty"`
+	DedupNext   uint64 `protobuf:"varint,7,opt,name=dedup_next,json=dedupNext,proto3" json:"dedup_next,omitempty"`
+	// dedup_chunks are the first counters of the DedupChunk records holding the live ids, in
+	// increasing order; record i holds the ids up to dedup_chunks[i+1] (the last, up to
+	// dedup_next), and may hold more, which are ignored.
+	DedupChunks   []uint64 `protobuf:"varint,8,rep,packed,name=dedup_chunks,json=dedupChunks,proto3" json:"dedup_chunks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2307,6 +2327,108 @@ func (x *ChannelCheckpoint) GetLastSeq() uint64 {
 func (x *ChannelCheckpoint) GetDedup() []*DedupEntry {
 	if x != nil {
 		return x.Dedup
+	}
+	return nil
+}
+
+func (x *ChannelCheckpoint) GetFormat() uint32 {
+	if x != nil {
+		return x.Format
+	}
+	return 0
+}
+
+func (x *ChannelCheckpoint) GetDedupClock() int64 {
+	if x != nil {
+		return x.DedupClock
+	}
+	return 0
+}
+
+func (x *ChannelCheckpoint) GetDedupOldest() uint64 {
+	if x != nil {
+		return x.DedupOldest
+	}
+	return 0
+}
+
+func (x *ChannelCheckpoint) GetDedupNext() uint64 {
+	if x != nil {
+		return x.DedupNext
+	}
+	return 0
+}
+
+func (x *ChannelCheckpoint) GetDedupChunks() []uint64 {
+	if x != nil {
+		return x.DedupChunks
+	}
+	return nil
+}
+
+// DedupChunk holds consecutive remembered ids of a channel (format 1 checkpoints), stored under
+// the counter of its first id.
+type DedupChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// hashes holds 16 bytes per id: the first 128 bits of the SHA-256 of its client_msg_id.
+	Hashes []byte `protobuf:"bytes,1,opt,name=hashes,proto3" json:"hashes,omitempty"`
+	// seqs are the ids' sequence numbers, each but the first as the difference from the previous
+	// one (they increase).
+	Seqs []uint64 `protobuf:"varint,2,rep,packed,name=seqs,proto3" json:"seqs,omitempty"`
+	// times are the dedup clock when each id was remembered (unix nanoseconds), each but the
+	// first as the difference from the previous one (they never decrease).
+	Times         []int64 `protobuf:"varint,3,rep,packed,name=times,proto3" json:"times,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DedupChunk) Reset() {
+	*x = DedupChunk{}
+	mi := &file_triarch_replica_v1_replica_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DedupChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DedupChunk) ProtoMessage() {}
+
+func (x *DedupChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_triarch_replica_v1_replica_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DedupChunk.ProtoReflect.Descriptor instead.
+func (*DedupChunk) Descriptor() ([]byte, []int) {
+	return file_triarch_replica_v1_replica_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *DedupChunk) GetHashes() []byte {
+	if x != nil {
+		return x.Hashes
+	}
+	return nil
+}
+
+func (x *DedupChunk) GetSeqs() []uint64 {
+	if x != nil {
+		return x.Seqs
+	}
+	return nil
+}
+
+func (x *DedupChunk) GetTimes() []int64 {
+	if x != nil {
+		return x.Times
 	}
 	return nil
 }
@@ -2474,11 +2596,23 @@ const file_triarch_replica_v1_replica_proto_rawDesc = "" +
 	"DedupEntry\x12\"\n" +
 	"\rclient_msg_id\x18\x01 \x01(\tR\vclientMsgId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1b\n" +
-	"\tunix_nano\x18\x03 \x01(\x03R\bunixNano\"\x89\x01\n" +
+	"\tunix_nano\x18\x03 \x01(\x03R\bunixNano\"\xa7\x02\n" +
 	"\x11ChannelCheckpoint\x12#\n" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12\x19\n" +
 	"\blast_seq\x18\x02 \x01(\x04R\alastSeq\x124\n" +
-	"\x05dedup\x18\x03 \x03(\v2\x1e.triarch.replica.v1.DedupEntryR\x05dedup*l\n" +
+	"\x05dedup\x18\x03 \x03(\v2\x1e.triarch.replica.v1.DedupEntryR\x05dedup\x12\x16\n" +
+	"\x06format\x18\x04 \x01(\rR\x06format\x12\x1f\n" +
+	"\vdedup_clock\x18\x05 \x01(\x03R\n" +
+	"dedupClock\x12!\n" +
+	"\fdedup_oldest\x18\x06 \x01(\x04R\vdedupOldest\x12\x1d\n" +
+	"\n" +
+	"dedup_next\x18\a \x01(\x04R\tdedupNext\x12!\n" +
+	"\fdedup_chunks\x18\b \x03(\x04R\vdedupChunks\"N\n" +
+	"\n" +
+	"DedupChunk\x12\x16\n" +
+	"\x06hashes\x18\x01 \x01(\fR\x06hashes\x12\x12\n" +
+	"\x04seqs\x18\x02 \x03(\x04R\x04seqs\x12\x14\n" +
+	"\x05times\x18\x03 \x03(\x03R\x05times*l\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rROLE_FOLLOWER\x10\x01\x12\x12\n" +
@@ -2511,7 +2645,7 @@ func file_triarch_replica_v1_replica_proto_rawDescGZIP() []byte {
 }
 
 var file_triarch_replica_v1_replica_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_triarch_replica_v1_replica_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_triarch_replica_v1_replica_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_triarch_replica_v1_replica_proto_goTypes = []any{
 	(Role)(0),                      // 0: triarch.replica.v1.Role
 	(*NotLeader)(nil),              // 1: triarch.replica.v1.NotLeader
@@ -2552,15 +2686,16 @@ var file_triarch_replica_v1_replica_proto_goTypes = []any{
 	(*SeqIndexRecord)(nil),         // 36: triarch.replica.v1.SeqIndexRecord
 	(*DedupEntry)(nil),             // 37: triarch.replica.v1.DedupEntry
 	(*ChannelCheckpoint)(nil),      // 38: triarch.replica.v1.ChannelCheckpoint
-	(*v1.MessageInput)(nil),        // 39: triarch.v1.MessageInput
-	(*v1.Message)(nil),             // 40: triarch.v1.Message
-	(*timestamppb.Timestamp)(nil),  // 41: google.protobuf.Timestamp
+	(*DedupChunk)(nil),             // 39: triarch.replica.v1.DedupChunk
+	(*v1.MessageInput)(nil),        // 40: triarch.v1.MessageInput
+	(*v1.Message)(nil),             // 41: triarch.v1.Message
+	(*timestamppb.Timestamp)(nil),  // 42: google.protobuf.Timestamp
 }
 var file_triarch_replica_v1_replica_proto_depIdxs = []int32{
-	39, // 0: triarch.replica.v1.AppendRequest.messages:type_name -> triarch.v1.MessageInput
+	40, // 0: triarch.replica.v1.AppendRequest.messages:type_name -> triarch.v1.MessageInput
 	5,  // 1: triarch.replica.v1.AppendResponse.results:type_name -> triarch.replica.v1.AppendResult
-	40, // 2: triarch.replica.v1.ReadResponse.messages:type_name -> triarch.v1.Message
-	40, // 3: triarch.replica.v1.SubscribeResponse.messages:type_name -> triarch.v1.Message
+	41, // 2: triarch.replica.v1.ReadResponse.messages:type_name -> triarch.v1.Message
+	41, // 3: triarch.replica.v1.SubscribeResponse.messages:type_name -> triarch.v1.Message
 	3,  // 4: triarch.replica.v1.GroupSpec.replicas:type_name -> triarch.replica.v1.Peer
 	11, // 5: triarch.replica.v1.LoadGroupsRequest.groups:type_name -> triarch.replica.v1.GroupSpec
 	2,  // 6: triarch.replica.v1.LoadGroupsResult.error:type_name -> triarch.replica.v1.GroupError
@@ -2577,7 +2712,7 @@ var file_triarch_replica_v1_replica_proto_depIdxs = []int32{
 	24, // 17: triarch.replica.v1.TransferLeaderResponse.results:type_name -> triarch.replica.v1.TransferLeaderResult
 	0,  // 18: triarch.replica.v1.GroupStatus.role:type_name -> triarch.replica.v1.Role
 	26, // 19: triarch.replica.v1.GroupStatus.progress:type_name -> triarch.replica.v1.Progress
-	41, // 20: triarch.replica.v1.GroupStatus.last_activity_time:type_name -> google.protobuf.Timestamp
+	42, // 20: triarch.replica.v1.GroupStatus.last_activity_time:type_name -> google.protobuf.Timestamp
 	27, // 21: triarch.replica.v1.GetGroupStatusResult.status:type_name -> triarch.replica.v1.GroupStatus
 	2,  // 22: triarch.replica.v1.GetGroupStatusResult.error:type_name -> triarch.replica.v1.GroupError
 	29, // 23: triarch.replica.v1.GetGroupStatusResponse.results:type_name -> triarch.replica.v1.GetGroupStatusResult
@@ -2585,8 +2720,8 @@ var file_triarch_replica_v1_replica_proto_depIdxs = []int32{
 	2,  // 25: triarch.replica.v1.ChangeReplicasResult.error:type_name -> triarch.replica.v1.GroupError
 	27, // 26: triarch.replica.v1.ChangeReplicasResult.status:type_name -> triarch.replica.v1.GroupStatus
 	33, // 27: triarch.replica.v1.ChangeReplicasResponse.results:type_name -> triarch.replica.v1.ChangeReplicasResult
-	39, // 28: triarch.replica.v1.LogBatch.messages:type_name -> triarch.v1.MessageInput
-	41, // 29: triarch.replica.v1.LogBatch.propose_time:type_name -> google.protobuf.Timestamp
+	40, // 28: triarch.replica.v1.LogBatch.messages:type_name -> triarch.v1.MessageInput
+	42, // 29: triarch.replica.v1.LogBatch.propose_time:type_name -> google.protobuf.Timestamp
 	37, // 30: triarch.replica.v1.ChannelCheckpoint.dedup:type_name -> triarch.replica.v1.DedupEntry
 	4,  // 31: triarch.replica.v1.ReplicaService.Append:input_type -> triarch.replica.v1.AppendRequest
 	7,  // 32: triarch.replica.v1.ReplicaService.Read:input_type -> triarch.replica.v1.ReadRequest
@@ -2624,7 +2759,7 @@ func file_triarch_replica_v1_replica_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_triarch_replica_v1_replica_proto_rawDesc), len(file_triarch_replica_v1_replica_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   38,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
