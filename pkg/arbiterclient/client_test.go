@@ -3,7 +3,6 @@ package arbiterclient
 import (
 	"context"
 	"errors"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
+	"github.com/triarch-io/triarch/internal/testutil"
 )
 
 // fakeCluster is a set of arbiter members in which only the leader answers.
@@ -41,8 +41,7 @@ func startCluster(t *testing.T, n int) *fakeCluster {
 	t.Helper()
 	c := &fakeCluster{}
 	for i := range n {
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
+		lis := testutil.Listen(t)
 		m := &fakeMember{c: c, idx: i, addr: lis.Addr().String(), srv: grpc.NewServer()}
 		arbiterv1.RegisterArbiterServiceServer(m.srv, m)
 		go func() { _ = m.srv.Serve(lis) }()
@@ -131,7 +130,7 @@ func TestFollowsLeaderHint(t *testing.T) {
 	fc := startCluster(t, 3)
 	fc.setLeader(2)
 	c := newClient(t, fc.addrs())
-	resp, err := c.CreateChannel(context.Background(), &arbiterv1.CreateChannelRequest{ChannelId: "general", ReplicationFactor: 3})
+	resp, err := c.CreateChannel(testutil.Context(t, 20*time.Second), &arbiterv1.CreateChannelRequest{ChannelId: "general", ReplicationFactor: 3})
 	require.NoError(t, err)
 	require.Equal(t, "general", resp.GetChannel().GetChannelId())
 	require.Equal(t, fc.members[2].addr, c.Leader())
@@ -139,7 +138,7 @@ func TestFollowsLeaderHint(t *testing.T) {
 	require.Equal(t, int64(1), fc.members[0].calls.Load())
 	require.Zero(t, fc.members[1].calls.Load())
 
-	_, err = c.CreateChannel(context.Background(), &arbiterv1.CreateChannelRequest{ChannelId: "random"})
+	_, err = c.CreateChannel(testutil.Context(t, 20*time.Second), &arbiterv1.CreateChannelRequest{ChannelId: "random"})
 	require.NoError(t, err)
 	require.Equal(t, int64(2), fc.members[2].calls.Load(), "the known leader is asked first")
 	require.Equal(t, int64(1), fc.members[0].calls.Load())
@@ -148,11 +147,11 @@ func TestFollowsLeaderHint(t *testing.T) {
 func TestSurvivesLeaderLoss(t *testing.T) {
 	fc := startCluster(t, 3)
 	c := newClient(t, fc.addrs())
-	_, err := c.CreateChannel(context.Background(), &arbiterv1.CreateChannelRequest{ChannelId: "a"})
+	_, err := c.CreateChannel(testutil.Context(t, 20*time.Second), &arbiterv1.CreateChannelRequest{ChannelId: "a"})
 	require.NoError(t, err)
 	fc.members[0].srv.Stop() // the leader dies; member 1 is elected
 	fc.setLeader(1)
-	_, err = c.CreateChannel(context.Background(), &arbiterv1.CreateChannelRequest{ChannelId: "b"})
+	_, err = c.CreateChannel(testutil.Context(t, 20*time.Second), &arbiterv1.CreateChannelRequest{ChannelId: "b"})
 	require.NoError(t, err)
 	require.Equal(t, fc.members[1].addr, c.Leader())
 }
@@ -160,7 +159,7 @@ func TestSurvivesLeaderLoss(t *testing.T) {
 func TestDoesNotRetryWhatRetryingCannotFix(t *testing.T) {
 	fc := startCluster(t, 3)
 	c := newClient(t, fc.addrs())
-	_, err := c.CreateChannel(context.Background(), &arbiterv1.CreateChannelRequest{ChannelId: "bad id"})
+	_, err := c.CreateChannel(testutil.Context(t, 20*time.Second), &arbiterv1.CreateChannelRequest{ChannelId: "bad id"})
 	require.Equal(t, codes.InvalidArgument, status.Code(err))
 	require.Equal(t, int64(1), fc.members[0].calls.Load())
 }
@@ -190,7 +189,7 @@ func TestWatchResumesAcrossFailoversExactlyOnce(t *testing.T) {
 	}
 	c := newClient(t, fc.addrs())
 	var seen []uint64
-	err := c.Watch(context.Background(), &arbiterv1.WatchRequest{IncludeChannels: true}, func(r *arbiterv1.WatchResponse) error {
+	err := c.Watch(testutil.Context(t, 20*time.Second), &arbiterv1.WatchRequest{IncludeChannels: true}, func(r *arbiterv1.WatchResponse) error {
 		for _, ev := range r.GetEvents() {
 			seen = append(seen, ev.GetRevision())
 		}
@@ -216,6 +215,6 @@ func TestWatchCompacted(t *testing.T) {
 	fc.events = []*arbiterv1.WatchEvent{{Revision: 1}, {Revision: 2}, {Revision: 3}}
 	fc.members[0].breakAfter = -1
 	c := newClient(t, fc.addrs())
-	err := c.Watch(context.Background(), &arbiterv1.WatchRequest{FromRevision: 1}, func(*arbiterv1.WatchResponse) error { return nil })
+	err := c.Watch(testutil.Context(t, 20*time.Second), &arbiterv1.WatchRequest{FromRevision: 1}, func(*arbiterv1.WatchResponse) error { return nil })
 	require.ErrorIs(t, err, ErrWatchCompacted)
 }

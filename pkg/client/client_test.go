@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/triarch-io/triarch/internal/testutil"
 	"github.com/triarch-io/triarch/pkg/client"
 )
 
@@ -25,11 +26,7 @@ func dial(t *testing.T, f *fakeGateway) *client.Client {
 	return c
 }
 
-func tctx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func tctx(t *testing.T) context.Context { return testutil.Context(t, 20*time.Second) }
 
 // A send whose answer is lost is retried with the same ids: nothing is duplicated and the
 // caller gets the original seqs.

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"sync"
 	"testing"
 	"time"
@@ -17,20 +15,11 @@ import (
 	"google.golang.org/grpc/status"
 
 	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
+	"github.com/triarch-io/triarch/internal/testutil"
 	"github.com/triarch-io/triarch/pkg/arbiterclient"
 	"github.com/triarch-io/triarch/pkg/process"
-	"github.com/triarch-io/triarch/pkg/telemetry"
 	"github.com/triarch-io/triarch/services/arbiter/liveness"
 )
-
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	return addr
-}
 
 // members is an arbiter cluster in this process over real gRPC and Badger.
 type members struct {
@@ -49,7 +38,7 @@ func startMembers(t testing.TB, n int, opts ...func(*members)) *members {
 		o(m)
 	}
 	for id := uint64(1); id <= uint64(n); id++ {
-		m.peers[id] = freeAddr(t)
+		m.peers[id] = testutil.FreeAddr(t)
 		m.dirs[id] = t.TempDir()
 	}
 	for id := range m.peers {
@@ -65,22 +54,18 @@ func startMembers(t testing.TB, n int, opts ...func(*members)) *members {
 
 func (m *members) start(id uint64) {
 	m.t.Helper()
-	tel, err := telemetry.Setup(context.Background(), telemetry.Options{ServiceName: "arbiter-test", NodeID: id, LogWriter: io.Discard})
-	require.NoError(m.t, err)
 	s, err := Start(context.Background(), Config{
 		Common:       process.Common{NodeID: id, Listen: m.peers[id], AdminAddr: "127.0.0.1:0", DataDir: m.dirs[id]},
 		Peers:        m.peers,
 		TickInterval: 10 * time.Millisecond, SnapshotEntries: 50, Liveness: m.liveness,
-	}, tel)
+	}, testutil.Telemetry(m.t, "arbiter", id))
 	require.NoError(m.t, err)
 	m.svcs[id] = s
 }
 
 func (m *members) stop(id uint64) {
 	m.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	require.NoError(m.t, m.svcs[id].Stop(ctx))
+	testutil.Stop(m.t, m.svcs[id])
 	delete(m.svcs, id)
 }
 
@@ -124,11 +109,7 @@ func (m *members) client() *arbiterclient.Client {
 	return c
 }
 
-func tctx(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func tctx(t testing.TB) context.Context { return testutil.Context(t, 20*time.Second) }
 
 func registerReplicas(t testing.TB, c *arbiterclient.Client, ids ...uint64) {
 	t.Helper()

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"runtime/pprof"
 	"slices"
@@ -25,13 +24,13 @@ import (
 	raftv1 "github.com/triarch-io/triarch/gen/triarch/raft/v1"
 	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
 	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
+	"github.com/triarch-io/triarch/internal/testutil"
 	"github.com/triarch-io/triarch/pkg/chanlog"
 	"github.com/triarch-io/triarch/pkg/grpcx"
 	"github.com/triarch-io/triarch/pkg/multiraft"
 	"github.com/triarch-io/triarch/pkg/process"
 	"github.com/triarch-io/triarch/pkg/raftnet"
 	"github.com/triarch-io/triarch/pkg/raftstore"
-	"github.com/triarch-io/triarch/pkg/telemetry"
 )
 
 // The benchmarks run three replicas in this process over real gRPC (loopback) and Badger with
@@ -131,11 +130,7 @@ const benchConnsPerNode = 4
 
 func startBenchNode(tb testing.TB, id uint64, dir string) *benchNode {
 	tb.Helper()
-	tel, err := telemetry.Setup(context.Background(), telemetry.Options{ServiceName: "replica-bench", NodeID: id,
-		LogWriter: io.Discard, Getenv: func(string) string { return "" }})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	tel := testutil.Telemetry(tb, "replica-bench", id)
 	opts := []raftstore.BadgerOption{raftstore.WithLogger(tel.Logger)}
 	if *benchVlogMB > 0 || *benchMemMB > 0 {
 		opts = append(opts, raftstore.WithBadgerTuning(func(o *badger.Options) {
@@ -253,11 +248,7 @@ func (c *benchCluster) specs(names []string, group0 uint64) []*replicav1.GroupSp
 	return out
 }
 
-func benchCtx(tb testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	tb.Cleanup(cancel)
-	return ctx
-}
+func benchCtx(tb testing.TB, d time.Duration) context.Context { return testutil.Context(tb, d) }
 
 // setup loads the channels on every node (in slices, as channelctl batches) and elects
 // channel i's leader on node i%3+1.

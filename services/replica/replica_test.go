@@ -3,7 +3,6 @@ package replica
 import (
 	"context"
 	"fmt"
-	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -18,8 +17,8 @@ import (
 
 	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
 	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
+	"github.com/triarch-io/triarch/internal/testutil"
 	"github.com/triarch-io/triarch/pkg/process"
-	"github.com/triarch-io/triarch/pkg/telemetry"
 )
 
 // cluster is three replica services in this process over real gRPC and Badger.
@@ -50,12 +49,10 @@ func (c *cluster) start() {
 	c.t.Helper()
 	c.svcs, c.data, c.ctl, c.conns = nil, nil, nil, nil
 	for i, dir := range c.dirs {
-		tel, err := telemetry.Setup(context.Background(), telemetry.Options{ServiceName: "replica-test", NodeID: uint64(i + 1), LogWriter: io.Discard})
-		require.NoError(c.t, err)
 		s, err := Start(context.Background(), Config{
 			Common:      process.Common{NodeID: uint64(i + 1), Listen: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", DataDir: dir},
 			DedupWindow: time.Hour, DedupMaxIDs: 1000, TickInterval: 20 * time.Millisecond,
-		}, tel)
+		}, testutil.Telemetry(c.t, "replica", uint64(i+1)))
 		require.NoError(c.t, err)
 		conn, err := grpc.NewClient(s.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 		require.NoError(c.t, err)
@@ -69,9 +66,7 @@ func (c *cluster) start() {
 func (c *cluster) stop() {
 	for i, s := range c.svcs {
 		if s != nil {
-			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			require.NoError(c.t, s.Stop(sctx))
-			cancel()
+			testutil.Stop(c.t, s)
 			_ = c.conns[i].Close()
 			c.svcs[i] = nil
 		}
@@ -86,11 +81,7 @@ func (c *cluster) spec(channel string, group uint64) *replicav1.GroupSpec {
 	return sp
 }
 
-func ctx(t testing.TB) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return c
-}
+func ctx(t testing.TB) context.Context { return testutil.Context(t, 20*time.Second) }
 
 // load loads channels on every replica.
 func (c *cluster) load(specs ...*replicav1.GroupSpec) {
