@@ -61,6 +61,10 @@ type Transport struct {
 
 	heardMu sync.Mutex
 	heard   map[uint64]time.Time
+	// acked is when each peer last sent a response to a leader's append or heartbeat: an
+	// acknowledgement of this node's leadership, which a frame of any other kind (a vote
+	// request from a would-be successor, say) is not.
+	acked map[uint64]time.Time
 }
 
 var _ multiraft.Transport = (*Transport)(nil)
@@ -85,7 +89,7 @@ func New(cfg Config, host Host) *Transport {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Transport{cfg: cfg, host: host, ctx: ctx, cancel: cancel,
-		peers: make(map[uint64]*peer), heard: make(map[uint64]time.Time)}
+		peers: make(map[uint64]*peer), heard: make(map[uint64]time.Time), acked: make(map[uint64]time.Time)}
 }
 
 // SetHost sets the host; call it before any message flows.
@@ -137,6 +141,18 @@ func (t *Transport) LastHeard() map[uint64]time.Time {
 	defer t.heardMu.Unlock()
 	out := make(map[uint64]time.Time, len(t.heard))
 	for id, at := range t.heard {
+		out[id] = at
+	}
+	return out
+}
+
+// LastAcked returns when each peer last answered an append or heartbeat of this node's (any
+// group's: a caller with one group, like the arbiter, gets exactly its followers' acks).
+func (t *Transport) LastAcked() map[uint64]time.Time {
+	t.heardMu.Lock()
+	defer t.heardMu.Unlock()
+	out := make(map[uint64]time.Time, len(t.acked))
+	for id, at := range t.acked {
 		out[id] = at
 	}
 	return out
@@ -201,14 +217,29 @@ func (s *server) Send(stream grpc.ClientStreamingServer[raftv1.SendRequest, raft
 				// A peer speaking garbage is a bug or an attack; drop the stream, keep the process.
 				return fmt.Errorf("raftnet: frame from node %d: %w", req.GetFromNodeId(), err)
 			}
+			now := time.Now()
 			s.t.heardMu.Lock()
-			s.t.heard[req.GetFromNodeId()] = time.Now()
+			s.t.heard[req.GetFromNodeId()] = now
+			if acknowledgesLeader(envs) {
+				s.t.acked[req.GetFromNodeId()] = now
+			}
 			s.t.heardMu.Unlock()
 			if len(envs) > 0 && s.t.host != nil {
 				s.t.host.Step(envs...)
 			}
 		}
 	}
+}
+
+// acknowledgesLeader reports whether envs hold a follower's answer to a leader.
+func acknowledgesLeader(envs []multiraft.Envelope) bool {
+	for _, e := range envs {
+		switch e.Msg.GetType() {
+		case raftpb.MessageType_MsgAppResp, raftpb.MessageType_MsgHeartbeatResp:
+			return true
+		}
+	}
+	return false
 }
 
 // EncodeFrame builds the frame carrying all of envs from one node to another.

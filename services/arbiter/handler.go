@@ -49,6 +49,8 @@ func (h *handler) toStatus(err error) error {
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, fsm.ErrCompacted):
 		return status.Error(codes.OutOfRange, err.Error())
+	case errors.As(err, new(*ErrLeaseLapsed)):
+		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
 	}
@@ -124,6 +126,11 @@ func (h *handler) replaceLapsed(ctx context.Context, req *arbiterv1.RegisterNode
 
 func (h *handler) Heartbeat(ctx context.Context, req *arbiterv1.HeartbeatRequest) (*arbiterv1.HeartbeatResponse, error) {
 	if err := h.leading(ctx); err != nil {
+		return nil, h.toStatus(err)
+	}
+	// A renewal is a promise that nobody else declares the node dead for a TTL: only a leader
+	// that can still prove it leads may make it (leaderlease.go).
+	if err := h.s.checkLeaderLease(h.s.now()); err != nil {
 		return nil, h.toStatus(err)
 	}
 	n, ok := h.s.fsm.Node(req.GetNodeId())

@@ -20,14 +20,15 @@ import (
 // proposal.
 type scriptedLog struct {
 	propose func(ctx context.Context, data []byte) (uint64, error)
+	leader  uint64
 }
 
 func (s scriptedLog) Propose(ctx context.Context, _ uint64, data []byte) (uint64, error) {
 	return s.propose(ctx, data)
 }
 
-func (scriptedLog) Status(context.Context, uint64) (multiraft.Status, error) {
-	return multiraft.Status{}, nil
+func (s scriptedLog) Status(context.Context, uint64) (multiraft.Status, error) {
+	return multiraft.Status{GroupID: metaGroup, Leader: s.leader}, nil
 }
 
 // Regression (issue 13, item 6): proposal ids restarted with every process, so an entry of

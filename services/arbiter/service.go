@@ -37,6 +37,9 @@ type Service struct {
 	repl      *replicated
 	tracker   *liveness.Tracker
 	now       func() time.Time
+	// acked reports when each other member last acknowledged this one's leadership (the
+	// transport's LastAcked), for the leader lease (leaderlease.go).
+	acked func() map[uint64]time.Time
 
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -73,6 +76,7 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 	}
 	dial := func(addr string) (*grpc.ClientConn, error) { return grpcx.Dial(addr, tel) }
 	s.transport = raftnet.New(raftnet.Config{NodeID: cfg.NodeID, Dial: dial, Log: tel.Logger}, nil)
+	s.acked = s.transport.LastAcked
 	s.host, err = multiraft.New(multiraft.Config{
 		NodeID: cfg.NodeID, Store: store, Transport: s.transport, Applier: s.repl, Logger: tel.Logger,
 		SelfElecting: true, HeartbeatTick: 1, ElectionTick: cfg.ElectionTicks,
@@ -167,8 +171,9 @@ func (s *Service) tick(ctx context.Context) {
 
 // decide is the leader's failure detector: it evaluates the leases and peer reports and
 // commits node state changes as raft entries, so a new leader continues from the same state.
-// A member that just became leader first gives every node a fresh lease (ResetAll): leases
-// are not replicated, and a leader change must never declare anyone dead by itself.
+// A member that just became leader, or got its leader lease back, first gives every node a
+// fresh lease (ResetAll): leases are not replicated, and neither a leader change nor a leader
+// that could not renew for a while may declare anyone dead by itself.
 func (s *Service) decide(ctx context.Context) {
 	t := time.NewTicker(s.cfg.Liveness.EvaluateEvery)
 	defer t.Stop()
@@ -180,8 +185,11 @@ func (s *Service) decide(ctx context.Context) {
 		case <-t.C:
 		}
 		leader, _, err := s.repl.leader(ctx)
-		isLeader := err == nil && leader == s.cfg.NodeID
 		now := s.now()
+		// Without its leader lease the member renews nobody (Heartbeat refuses), so it must
+		// not count that time against anyone either: it acts as a follower until the lease
+		// is back, and then starts over with fresh leases, like a new leader.
+		isLeader := err == nil && leader == s.cfg.NodeID && s.checkLeaderLease(now) == nil
 		if isLeader && !wasLeader {
 			s.tracker.ResetAll(now)
 			s.log.Logger.InfoContext(ctx, "became arbiter leader; all leases renewed", "nodes", len(s.fsm.Nodes()))
