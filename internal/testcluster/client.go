@@ -16,6 +16,10 @@ import (
 	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
 )
 
+// attemptTimeout bounds one resolve-and-append attempt of Send: generous, since a loaded
+// machine under -race can take seconds for a call that normally takes milliseconds.
+const attemptTimeout = 10 * time.Second
+
 // Resolve asks the running channelctls, in random order as a client spreading its calls
 // would, for the channel's leader, creating the channel if it is missing; stale names a
 // leader the caller found not leading.
@@ -41,17 +45,23 @@ func (c *Cluster) Resolve(ctx context.Context, channel string, stale uint64) (*c
 func (c *Cluster) Send(ctx context.Context, channel, id string) (uint64, error) {
 	var stale uint64
 	for {
-		res, err := c.Resolve(ctx, channel, stale)
+		// Each attempt has its own deadline: a paused (SIGSTOP) leader holds its connection
+		// open and would otherwise keep the call until ctx ends. A retry is safe: the same
+		// client_msg_id comes back as a duplicate with its original seq.
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		res, err := c.Resolve(actx, channel, stale)
 		if err == nil {
 			cl := replicav1.NewReplicaServiceClient(c.Dial(res.GetLeaderAddress()))
 			var resp *replicav1.AppendResponse
-			resp, err = cl.Append(ctx, &replicav1.AppendRequest{ChannelId: channel,
+			resp, err = cl.Append(actx, &replicav1.AppendRequest{ChannelId: channel,
 				Messages: []*triarchv1.MessageInput{{ClientMsgId: id, Payload: []byte(id)}}})
 			if err == nil {
+				cancel()
 				return resp.GetResults()[0].GetSeq(), nil
 			}
 			stale = res.GetLeaderNodeId()
 		}
+		cancel()
 		if ctx.Err() != nil {
 			return 0, errors.Join(err, ctx.Err())
 		}
