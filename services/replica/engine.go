@@ -8,7 +8,6 @@ import (
 	"hash/crc32"
 	"log/slog"
 	"math"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -28,6 +27,7 @@ import (
 	"github.com/triarch-io/triarch/pkg/chanlog"
 	"github.com/triarch-io/triarch/pkg/multiraft"
 	"github.com/triarch-io/triarch/pkg/raftstore"
+	"github.com/triarch-io/triarch/pkg/wait"
 )
 
 // Store is what the engine needs of the node's storage: raft logs and the channel records
@@ -126,6 +126,9 @@ type channel struct {
 	// prop coalesces concurrent Appends into shared entries (coalesce.go).
 	prop proposer
 
+	// appliedTerm is the term of the last entry applied here. A leader serves reads only once
+	// it equals the leader's term (see leads).
+	appliedTerm atomic.Uint64
 	// failed is set, for good, by the apply stage when an entry of the channel could not be
 	// applied here (see Engine.Apply); the channel then refuses every operation.
 	failed atomic.Pointer[multiraft.GroupFailedError]
@@ -166,12 +169,9 @@ type Engine struct {
 	byGroup   map[uint64]*channel
 	addresses map[uint64]string
 
-	// nextProposal starts at a random value in every process: ids must not repeat across
-	// restarts, or re-applying an old entry of this node would hand its results to a new
-	// request that drew the same id. Append also checks the entry's index.
-	nextProposal atomic.Uint64
-	waitMu       sync.Mutex
-	waiters      map[uint64]chan proposalResult
+	// waits connects an Append to the results of the entry it proposed (pkg/wait: ids from a
+	// random start per process, results only from the entry at the proposal's index).
+	waits *wait.Registry[[]chanlog.Result]
 
 	// corrupt counts the entries that failed their channel, by reason.
 	corrupt metric.Int64Counter
@@ -204,10 +204,9 @@ func NewEngine(cfg EngineConfig) *Engine {
 		byID:      make(map[string]*channel),
 		byGroup:   make(map[uint64]*channel),
 		addresses: make(map[uint64]string),
-		waiters:   make(map[uint64]chan proposalResult),
+		waits:     wait.New[[]chanlog.Result](),
 		corrupt:   corrupt,
 	}
-	e.nextProposal.Store(rand.Uint64() >> 1)
 	return e
 }
 
@@ -262,6 +261,7 @@ func (e *Engine) Apply(batch []multiraft.Committed) error {
 		for _, ent := range c.Entries {
 			if ent.GetType() != raftpb.EntryType_EntryNormal || len(ent.GetData()) == 0 {
 				ch.log.Skip(ent.GetIndex())
+				ch.appliedTerm.Store(ent.GetTerm())
 				continue
 			}
 			var (
@@ -275,6 +275,7 @@ func (e *Engine) Apply(batch []multiraft.Committed) error {
 				failures = append(failures, e.failChannel(ch, ent.GetIndex(), err))
 				break
 			}
+			ch.appliedTerm.Store(ent.GetTerm())
 			if a.Record != nil {
 				v, err := proto.Marshal(a.Record)
 				if err != nil {
@@ -283,8 +284,8 @@ func (e *Engine) Apply(batch []multiraft.Committed) error {
 				writes = append(writes, raftstore.StateWrite{GroupID: c.GroupID, Key: seqKey(a.FirstSeq), Value: v})
 			}
 			if a.ProposerNodeID == e.cfg.NodeID {
-				id, res := a.ProposalID, proposalResult{index: ent.GetIndex(), results: a.Results}
-				results = append(results, func() { e.deliver(id, res) })
+				id, index, res := a.ProposalID, ent.GetIndex(), a.Results
+				results = append(results, func() { e.waits.Trigger(id, index, res) })
 			}
 		}
 		// A failed channel's log has counted the bad entry applied (chanlog.Apply): it must
@@ -432,24 +433,6 @@ func (e *Engine) dedupRecords(group uint64) (map[uint64][]byte, error) {
 	}
 }
 
-// proposalResult is what the apply stage hands the request that proposed an entry.
-type proposalResult struct {
-	index   uint64
-	results []chanlog.Result
-}
-
-func (e *Engine) deliver(proposal uint64, res proposalResult) {
-	e.waitMu.Lock()
-	w := e.waiters[proposal]
-	e.waitMu.Unlock()
-	if w != nil {
-		select {
-		case w <- res:
-		default: // full of stale deliveries; Append times out and the client retries
-		}
-	}
-}
-
 // errors the handlers map to gRPC codes.
 var (
 	// ErrUnknownChannel: the channel is not loaded here.
@@ -458,6 +441,9 @@ var (
 	ErrLeaseLost = errors.New("leader lease lapsed: no arbiter renewal and no quorum contact")
 	// ErrInvalid: the request is malformed.
 	ErrInvalid = errors.New("invalid request")
+	// ErrTermNotApplied: this replica leads but has not yet applied an entry of its own term,
+	// so it cannot yet tell what was committed before it (see Engine.leads).
+	ErrTermNotApplied = errors.New("leader has not applied an entry of its term yet")
 	// ErrStaleOrder: a control order made under an older epoch of the channel than one this
 	// replica has already seen (its channelctl lost the slot or its view is old).
 	ErrStaleOrder = errors.New("order from an older epoch")
@@ -589,43 +575,22 @@ func (e *Engine) Append(ctx context.Context, channelID string, msgs []*triarchv1
 // propose proposes msgs to the channel as one entry and returns each message's result once
 // the entry is committed on a majority and applied here.
 func (e *Engine) propose(ctx context.Context, ch *channel, msgs []*triarchv1.MessageInput) ([]chanlog.Result, error) {
-	id := e.nextProposal.Add(1)
+	w := e.waits.Register()
+	defer w.Close()
 	data, err := sealBatch(&replicav1.LogBatch{
 		Messages:       msgs,
 		ProposeTime:    timestamppb.New(e.cfg.Now()),
 		ProposerNodeId: e.cfg.NodeID,
-		ProposalId:     id,
+		ProposalId:     w.ID(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("replica: encode batch: %w", err)
 	}
-	// Room for the real result and a few stale ones (an entry of an earlier process of this
-	// node that drew the same id, which the random start of ids makes all but impossible):
-	// the apply stage never blocks on a waiter.
-	w := make(chan proposalResult, 4)
-	e.waitMu.Lock()
-	e.waiters[id] = w
-	e.waitMu.Unlock()
-	defer func() {
-		e.waitMu.Lock()
-		delete(e.waiters, id)
-		e.waitMu.Unlock()
-	}()
 	index, err := e.host.Propose(ctx, ch.group, data)
 	if err != nil {
 		return nil, e.notLeader(ch, err)
 	}
-	for {
-		select {
-		case res := <-w:
-			// Only the entry raft committed for this proposal answers it.
-			if res.index == index {
-				return res.results, nil
-			}
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
+	return w.Wait(ctx, index)
 }
 
 // leads checks that this replica leads the channel and may serve it.
@@ -639,6 +604,13 @@ func (e *Engine) leads(ctx context.Context, ch *channel) error {
 	}
 	if st.Leader != e.cfg.NodeID {
 		return &NotLeader{ChannelID: ch.id, LeaderID: st.Leader, Address: e.address(st.Leader), Term: st.Term}
+	}
+	// A new leader holds every committed entry (raft's election rule) but may not know which
+	// of its entries are committed, nor have applied them, until an entry of its own term is
+	// committed: the empty entry raft appends on election. Before it has applied that entry it
+	// could answer with fewer messages than an earlier leader acknowledged.
+	if applied := ch.appliedTerm.Load(); applied < st.Term {
+		return fmt.Errorf("%w: channel %s leads in term %d, has applied only up to term %d", ErrTermNotApplied, ch.id, st.Term, applied)
 	}
 	return e.checkLease(ch)
 }

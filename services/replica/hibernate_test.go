@@ -187,10 +187,7 @@ func (c *cluster) requireNothingLoaded() {
 		groups, err := s.Host.Groups(ctx(c.t))
 		require.NoError(c.t, err)
 		require.Empty(c.t, groups, "node %d host", i+1)
-		s.Engine.waitMu.Lock()
-		waiting := len(s.Engine.waiters)
-		s.Engine.waitMu.Unlock()
-		require.Zero(c.t, waiting, "node %d proposals waiting", i+1)
+		require.Zero(c.t, s.Engine.waits.Pending(), "node %d proposals waiting", i+1)
 	}
 }
 

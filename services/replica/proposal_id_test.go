@@ -59,17 +59,23 @@ func (s *scriptedHost) Status(_ context.Context, group uint64) (multiraft.Status
 // old one's.
 func TestAppendAfterRestartGetsItsOwnResults(t *testing.T) {
 	e := NewEngine(EngineConfig{NodeID: 1, Store: raftstore.NewMemory(), Dedup: chanlog.Config{Window: time.Hour, MaxIDs: 1000}})
-	// Ids now start at a random value per process; force the old id to recur, so that the
-	// check of the committed index is what must reject the re-applied entry's results.
-	e.nextProposal.Store(0)
-	old, err := proto.Marshal(&replicav1.LogBatch{
-		Messages:       []*triarchv1.MessageInput{{ClientMsgId: "before-restart", Payload: []byte("old")}},
-		ProposeTime:    timestamppb.Now(),
-		ProposerNodeId: 1,
-		ProposalId:     1, // the first proposal of the previous process
-	})
-	require.NoError(t, err)
+	// Ids start at a random value per process; the script makes the old id recur (the entry
+	// of the previous process carries the id the new proposal drew), so that the check of
+	// the committed index is what must reject the re-applied entry's results.
 	host := &scriptedHost{propose: func(_ context.Context, group uint64, data []byte) (uint64, error) {
+		var mine replicav1.LogBatch
+		if err := proto.Unmarshal(data, &mine); err != nil {
+			return 0, err
+		}
+		old, err := proto.Marshal(&replicav1.LogBatch{
+			Messages:       []*triarchv1.MessageInput{{ClientMsgId: "before-restart", Payload: []byte("old")}},
+			ProposeTime:    timestamppb.Now(),
+			ProposerNodeId: 1,
+			ProposalId:     mine.GetProposalId(), // the id the previous process also drew
+		})
+		if err != nil {
+			return 0, err
+		}
 		for i, d := range [][]byte{old, data} {
 			err := e.Apply([]multiraft.Committed{{GroupID: group, Entries: []*raftpb.Entry{{
 				Index: proto.Uint64(uint64(2 + i)), Term: proto.Uint64(2), Data: d}}}})
