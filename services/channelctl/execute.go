@@ -203,7 +203,7 @@ func (c *Controller) execute(ctx context.Context, r machine.Round) {
 		goCall(func(ctx context.Context) {
 			req := &replicav1.TransferLeaderRequest{}
 			for _, a := range acts {
-				req.Transfers = append(req.Transfers, &replicav1.Transfer{ChannelId: a.ChannelID, TargetNodeId: a.To})
+				req.Transfers = append(req.Transfers, &replicav1.Transfer{ChannelId: a.ChannelID, TargetNodeId: a.To, Epoch: a.Epoch})
 			}
 			resp, err := c.call(ctx, node, func(ctx context.Context, cl replicav1.ReplicaControlServiceClient) (any, error) {
 				return cl.TransferLeader(ctx, req)
@@ -234,6 +234,7 @@ func (c *Controller) execute(ctx context.Context, r machine.Round) {
 			req := &replicav1.UnloadGroupsRequest{}
 			for _, a := range acts {
 				req.ChannelIds = append(req.ChannelIds, a.ChannelID)
+				req.Epochs = append(req.Epochs, a.Epoch)
 			}
 			resp, err := c.call(ctx, node, func(ctx context.Context, cl replicav1.ReplicaControlServiceClient) (any, error) {
 				return cl.UnloadGroups(ctx, req)

@@ -820,10 +820,27 @@ func (e *Engine) prepare(sp *replicav1.GroupSpec) (*channel, []raftstore.StateWr
 			return nil, nil, fmt.Errorf("replica: restore %s: %w", sp.GetChannelId(), err)
 		}
 	}
+	// The epoch fence starts at the newest epoch known for the channel: this load's, or the
+	// one the previous load stored (a late order of an earlier hibernation must stay refused
+	// after an unload or a restart). The spec is stored with it.
+	fence := sp.GetEpoch()
+	if prev, err := e.cfg.Store.GetState(sp.GetGroupId(), []byte{kindSpec}); err != nil {
+		return nil, nil, fmt.Errorf("replica: read spec of %s: %w", sp.GetChannelId(), err)
+	} else if prev != nil {
+		var old replicav1.GroupSpec
+		if err := proto.Unmarshal(prev, &old); err != nil {
+			return nil, nil, fmt.Errorf("replica: decode spec of %s: %w", sp.GetChannelId(), err)
+		}
+		fence = max(fence, old.GetEpoch())
+	}
+	if fence != sp.GetEpoch() {
+		sp = proto.Clone(sp).(*replicav1.GroupSpec)
+		sp.Epoch = fence
+	}
 	ch := &channel{id: sp.GetChannelId(), group: sp.GetGroupId(), spec: sp, join: sp.GetJoin(), voters: voters, log: log,
 		checkpointedAt: log.AppliedIndex(), notify: make(chan struct{}), unloaded: make(chan struct{})}
 	ch.lastSeq.Store(log.LastSeq())
-	ch.epoch.Store(sp.GetEpoch())
+	ch.epoch.Store(fence)
 	ch.lastActivity.Store(e.cfg.Now().UnixNano())
 	e.byID[ch.id] = ch
 	e.byGroup[ch.group] = ch

@@ -148,7 +148,15 @@ func (h *handler) LoadGroups(ctx context.Context, req *replicav1.LoadGroupsReque
 func (h *handler) UnloadGroups(ctx context.Context, req *replicav1.UnloadGroupsRequest) (*replicav1.UnloadGroupsResponse, error) {
 	out := &replicav1.UnloadGroupsResponse{Results: make([]*replicav1.UnloadGroupsResult, len(req.GetChannelIds()))}
 	for i, id := range req.GetChannelIds() {
-		out.Results[i] = &replicav1.UnloadGroupsResult{ChannelId: id, Error: groupError(h.e.Unload(ctx, id))}
+		var epoch uint64
+		if i < len(req.GetEpochs()) {
+			epoch = req.GetEpochs()[i]
+		}
+		err := h.e.Fence(id, epoch)
+		if err == nil {
+			err = h.e.Unload(ctx, id)
+		}
+		out.Results[i] = &replicav1.UnloadGroupsResult{ChannelId: id, Error: groupError(err)}
 	}
 	return out, nil
 }
@@ -158,18 +166,25 @@ func (h *handler) UnloadGroups(ctx context.Context, req *replicav1.UnloadGroupsR
 const campaignWait = 2 * time.Second
 
 func (h *handler) Campaign(ctx context.Context, req *replicav1.CampaignRequest) (*replicav1.CampaignResponse, error) {
-	ids := make([]string, len(req.GetOrders()))
+	out := &replicav1.CampaignResponse{Results: make([]*replicav1.CampaignResult, len(req.GetOrders()))}
+	// An order under an older epoch than one seen here comes from a channelctl whose view is
+	// stale (or a late retry): campaigning on it could depose the leader recorded since.
+	var ids []string
+	var at []int
 	for i, o := range req.GetOrders() {
-		ids[i] = o.GetChannelId()
+		if err := h.e.Fence(o.GetChannelId(), o.GetEpoch()); err != nil {
+			out.Results[i] = &replicav1.CampaignResult{ChannelId: o.GetChannelId(), Error: groupError(err)}
+			continue
+		}
+		ids = append(ids, o.GetChannelId())
+		at = append(at, i)
 	}
 	wait := campaignWait
 	if d, ok := ctx.Deadline(); ok {
 		wait = min(wait, time.Until(d)/2)
 	}
-	outcomes := h.e.CampaignAndWait(ctx, ids, wait)
-	out := &replicav1.CampaignResponse{Results: make([]*replicav1.CampaignResult, len(ids))}
-	for i, o := range outcomes {
-		out.Results[i] = &replicav1.CampaignResult{ChannelId: ids[i], Status: o.Status, Error: groupError(o.Err),
+	for k, o := range h.e.CampaignAndWait(ctx, ids, wait) {
+		out.Results[at[k]] = &replicav1.CampaignResult{ChannelId: ids[k], Status: o.Status, Error: groupError(o.Err),
 			Leader: o.Err == nil && o.Status.GetRole() == replicav1.Role_ROLE_LEADER}
 	}
 	return out, nil
@@ -180,8 +195,11 @@ func (h *handler) TransferLeader(ctx context.Context, req *replicav1.TransferLea
 	// Each transfer waits for its target to lead; one slow target must not hold up the rest.
 	inParallel(len(req.GetTransfers()), func(i int) {
 		t := req.GetTransfers()[i]
-		out.Results[i] = &replicav1.TransferLeaderResult{ChannelId: t.GetChannelId(),
-			Error: groupError(h.e.TransferLeaderAndWait(ctx, t.GetChannelId(), t.GetTargetNodeId(), campaignWait))}
+		err := h.e.Fence(t.GetChannelId(), t.GetEpoch())
+		if err == nil {
+			err = h.e.TransferLeaderAndWait(ctx, t.GetChannelId(), t.GetTargetNodeId(), campaignWait)
+		}
+		out.Results[i] = &replicav1.TransferLeaderResult{ChannelId: t.GetChannelId(), Error: groupError(err)}
 	})
 	return out, nil
 }

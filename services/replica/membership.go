@@ -21,6 +21,22 @@ import (
 // catchUpPoll is how often the leader looks at a learner's progress while it catches up.
 const catchUpPoll = 5 * time.Millisecond
 
+// Fence checks a control order made under epoch against the newest epoch of the channel seen
+// here (from loads and orders) and raises it: an order under an older epoch comes from a
+// channelctl that lost the channel's slot or acts on a stale record, and is refused with
+// ErrStaleOrder. The fence is seeded at each load from the load's epoch and the epoch of the
+// spec stored by the previous load, so it survives unloads and restarts.
+func (e *Engine) Fence(channelID string, epoch uint64) error {
+	ch, err := e.channel(channelID)
+	if err != nil {
+		return err
+	}
+	if !ch.seeEpoch(epoch) {
+		return fmt.Errorf("%w: order for %s under epoch %d, epoch %d seen", ErrStaleOrder, ch.id, epoch, ch.epoch.Load())
+	}
+	return nil
+}
+
 // seeEpoch raises the channel's epoch fence to epoch and reports whether epoch is not older
 // than the fence.
 func (c *channel) seeEpoch(epoch uint64) bool {

@@ -861,9 +861,13 @@ func (x *LoadGroupsResponse) GetResults() []*LoadGroupsResult {
 }
 
 type UnloadGroupsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ChannelIds    []string               `protobuf:"bytes,1,rep,name=channel_ids,json=channelIds,proto3" json:"channel_ids,omitempty"`
-	Force         bool                   `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	ChannelIds []string               `protobuf:"bytes,1,rep,name=channel_ids,json=channelIds,proto3" json:"channel_ids,omitempty"`
+	Force      bool                   `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	// epochs[i] is the channel epoch channel_ids[i] is unloaded under: a replica that has seen a
+	// newer epoch of the channel refuses (a late unload of an earlier hibernation). Missing
+	// entries count as 0.
+	Epochs        []uint64 `protobuf:"varint,3,rep,packed,name=epochs,proto3" json:"epochs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -910,6 +914,13 @@ func (x *UnloadGroupsRequest) GetForce() bool {
 		return x.Force
 	}
 	return false
+}
+
+func (x *UnloadGroupsRequest) GetEpochs() []uint64 {
+	if x != nil {
+		return x.Epochs
+	}
+	return nil
 }
 
 type UnloadGroupsResult struct {
@@ -1217,9 +1228,11 @@ func (x *CampaignResponse) GetResults() []*CampaignResult {
 }
 
 type Transfer struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ChannelId     string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
-	TargetNodeId  uint64                 `protobuf:"varint,2,opt,name=target_node_id,json=targetNodeId,proto3" json:"target_node_id,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	ChannelId    string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
+	TargetNodeId uint64                 `protobuf:"varint,2,opt,name=target_node_id,json=targetNodeId,proto3" json:"target_node_id,omitempty"`
+	// epoch is the channel epoch the move was recorded under; refused if a newer one was seen.
+	Epoch         uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1264,6 +1277,13 @@ func (x *Transfer) GetChannelId() string {
 func (x *Transfer) GetTargetNodeId() uint64 {
 	if x != nil {
 		return x.TargetNodeId
+	}
+	return 0
+}
+
+func (x *Transfer) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
 	}
 	return 0
 }
@@ -2491,11 +2511,12 @@ const file_triarch_replica_v1_replica_proto_rawDesc = "" +
 	"\x05error\x18\x02 \x01(\v2\x1e.triarch.replica.v1.GroupErrorR\x05error\x127\n" +
 	"\x06status\x18\x03 \x01(\v2\x1f.triarch.replica.v1.GroupStatusR\x06status\"T\n" +
 	"\x12LoadGroupsResponse\x12>\n" +
-	"\aresults\x18\x01 \x03(\v2$.triarch.replica.v1.LoadGroupsResultR\aresults\"L\n" +
+	"\aresults\x18\x01 \x03(\v2$.triarch.replica.v1.LoadGroupsResultR\aresults\"d\n" +
 	"\x13UnloadGroupsRequest\x12\x1f\n" +
 	"\vchannel_ids\x18\x01 \x03(\tR\n" +
 	"channelIds\x12\x14\n" +
-	"\x05force\x18\x02 \x01(\bR\x05force\"i\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\x12\x16\n" +
+	"\x06epochs\x18\x03 \x03(\x04R\x06epochs\"i\n" +
 	"\x12UnloadGroupsResult\x12\x1d\n" +
 	"\n" +
 	"channel_id\x18\x01 \x01(\tR\tchannelId\x124\n" +
@@ -2515,11 +2536,12 @@ const file_triarch_replica_v1_replica_proto_rawDesc = "" +
 	"\x06status\x18\x03 \x01(\v2\x1f.triarch.replica.v1.GroupStatusR\x06status\x124\n" +
 	"\x05error\x18\x04 \x01(\v2\x1e.triarch.replica.v1.GroupErrorR\x05error\"P\n" +
 	"\x10CampaignResponse\x12<\n" +
-	"\aresults\x18\x01 \x03(\v2\".triarch.replica.v1.CampaignResultR\aresults\"O\n" +
+	"\aresults\x18\x01 \x03(\v2\".triarch.replica.v1.CampaignResultR\aresults\"e\n" +
 	"\bTransfer\x12\x1d\n" +
 	"\n" +
 	"channel_id\x18\x01 \x01(\tR\tchannelId\x12$\n" +
-	"\x0etarget_node_id\x18\x02 \x01(\x04R\ftargetNodeId\"S\n" +
+	"\x0etarget_node_id\x18\x02 \x01(\x04R\ftargetNodeId\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\"S\n" +
 	"\x15TransferLeaderRequest\x12:\n" +
 	"\ttransfers\x18\x01 \x03(\v2\x1c.triarch.replica.v1.TransferR\ttransfers\"k\n" +
 	"\x14TransferLeaderResult\x12\x1d\n" +
