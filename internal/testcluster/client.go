@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	channelctlv1 "github.com/triarch-io/triarch/gen/triarch/channelctl/v1"
@@ -75,7 +76,27 @@ func (c *Cluster) Send(ctx context.Context, channel, id string) (uint64, error) 
 }
 
 // ReadAll reads every committed message of the channel from its leader.
+//
+// Like a gateway, it tries again (resolving anew) while the answer is Unavailable or NotFound:
+// a leader just elected or woken serves reads only once it has applied an entry of its own
+// term, and a leader may move between the resolve and the read.
 func (c *Cluster) ReadAll(ctx context.Context, channel string) ([]*triarchv1.Message, error) {
+	for {
+		msgs, err := c.readAllOnce(ctx, channel)
+		switch status.Code(err) {
+		case codes.OK:
+			return msgs, nil
+		case codes.Unavailable, codes.NotFound:
+			if ctx.Err() == nil {
+				time.Sleep(20 * time.Millisecond)
+				continue
+			}
+		}
+		return nil, err
+	}
+}
+
+func (c *Cluster) readAllOnce(ctx context.Context, channel string) ([]*triarchv1.Message, error) {
 	res, err := c.Resolve(ctx, channel, 0)
 	if err != nil {
 		return nil, err
@@ -86,7 +107,7 @@ func (c *Cluster) ReadAll(ctx context.Context, channel string) ([]*triarchv1.Mes
 	for {
 		resp, err := cl.Read(ctx, &replicav1.ReadRequest{ChannelId: channel, FromSeq: from, Limit: 1000})
 		if err != nil {
-			return nil, fmt.Errorf("read %s: %w (%v)", channel, err, status.Code(err))
+			return nil, status.Errorf(status.Code(err), "read %s: %v", channel, err)
 		}
 		out = append(out, resp.GetMessages()...)
 		if len(resp.GetMessages()) == 0 {
