@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -202,7 +203,10 @@ func TestIdleChannelsHibernateAndWake(t *testing.T) {
 		t.Skip("boots the three tiers")
 	}
 	c := testcluster.Start(t, testcluster.HibernateAfter(time.Second))
-	ctx := testutil.Context(t, 5*time.Minute)
+	// Each phase has its own generous deadline: it is a bound on a hang, not on speed, and
+	// a loaded machine slows every phase (3,000 activations and 2,000 hibernations in all).
+	phase := func() context.Context { return testutil.Context(t, 5*time.Minute) }
+	ctx := phase()
 	const channels = 1000
 	name := func(i int) string { return fmt.Sprintf("h%d", i) }
 	require.NoError(t, parallel(channels, 8, func(i int) error {
@@ -224,6 +228,7 @@ func TestIdleChannelsHibernateAndWake(t *testing.T) {
 		ch, _ := c.Arbiter(1).FSM().Channel(name(i))
 		require.Equal(t, arbiterv1.ChannelState_CHANNEL_STATE_HIBERNATED, ch.State, ch.ID)
 	}
+	ctx = phase()
 	require.NoError(t, parallel(channels, 8, func(i int) error {
 		seq, err := c.Send(ctx, name(i), "second")
 		if err != nil {
@@ -234,6 +239,7 @@ func TestIdleChannelsHibernateAndWake(t *testing.T) {
 		}
 		return nil
 	}))
+	ctx = phase()
 	require.NoError(t, parallel(channels, 16, func(i int) error {
 		return c.ExactlyOnce(ctx, name(i), map[uint64]string{1: "first", 2: "second"})
 	}))
