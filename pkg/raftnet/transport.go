@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -139,11 +140,7 @@ func (t *Transport) reportDropped(envs []multiraft.Envelope) {
 func (t *Transport) LastHeard() map[uint64]time.Time {
 	t.heardMu.Lock()
 	defer t.heardMu.Unlock()
-	out := make(map[uint64]time.Time, len(t.heard))
-	for id, at := range t.heard {
-		out[id] = at
-	}
-	return out
+	return maps.Clone(t.heard)
 }
 
 // LastAcked returns when each peer last answered an append or heartbeat of this node's (any
@@ -151,11 +148,7 @@ func (t *Transport) LastHeard() map[uint64]time.Time {
 func (t *Transport) LastAcked() map[uint64]time.Time {
 	t.heardMu.Lock()
 	defer t.heardMu.Unlock()
-	out := make(map[uint64]time.Time, len(t.acked))
-	for id, at := range t.acked {
-		out[id] = at
-	}
-	return out
+	return maps.Clone(t.acked)
 }
 
 // Connected reports which peers currently have an open outgoing stream.
