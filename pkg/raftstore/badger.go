@@ -208,9 +208,12 @@ func (b *Badger) writable() error {
 
 // Open implements Store.
 func (b *Badger) Open(groupID uint64) (Log, error) {
-	b.mu.RLock()
+	b.mu.Lock()
 	g, closed := b.groups[groupID], b.closed
-	b.mu.RUnlock()
+	if g != nil && !closed {
+		g.refs++
+	}
+	b.mu.Unlock()
 	if closed {
 		return nil, ErrClosed
 	}
@@ -219,7 +222,14 @@ func (b *Badger) Open(groupID uint64) (Log, error) {
 	}
 	b.writeMu.Lock()
 	defer b.writeMu.Unlock()
-	return b.openLocked(groupID)
+	g, err := b.openLocked(groupID)
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	g.refs++
+	b.mu.Unlock()
+	return g, nil
 }
 
 // openLocked returns the open group, loading it if needed. writeMu must be held.
@@ -361,6 +371,12 @@ func (b *Badger) Release(groupID uint64) {
 	defer b.writeMu.Unlock()
 	b.mu.Lock()
 	g := b.groups[groupID]
+	if g != nil {
+		if g.refs--; g.refs > 0 {
+			b.mu.Unlock()
+			return // another holder still uses the log
+		}
+	}
 	delete(b.groups, groupID)
 	closed := b.closed
 	b.mu.Unlock()

@@ -17,7 +17,8 @@ var ErrClosed = errors.New("raftstore: closed")
 // within one group.
 type Store interface {
 	// Open returns the log of a group, loading its positions from disk. A group that was never
-	// saved opens empty. Opening a group that is open returns the same Log.
+	// saved opens empty. Opening a group that is open returns the same Log. Opens are counted:
+	// each must be matched by one Release, and the group stays in memory until the last.
 	Open(groupID uint64) (Log, error)
 	// Save writes the updates of many groups as one batch, each update entirely or not at all.
 	//
@@ -33,8 +34,9 @@ type Store interface {
 	// after its index included (raft installs one only when its log does not hold the
 	// snapshot's index and term), as raft.MemoryStorage.ApplySnapshot does.
 	Save(updates []Update) error
-	// Release drops a group's in-memory state (hibernation); its data stays on disk and a later
-	// Open reloads it. Logs handed out before Release must no longer be used.
+	// Release ends one Open. The last one drops the group's in-memory state (hibernation); its
+	// data stays on disk and a later Open reloads it. Logs handed out before the last Release
+	// must no longer be used; one holder's Release never closes the log under another's.
 	Release(groupID uint64)
 	// Compact discards a group's entries before index (which must be applied), keeping the
 	// term of index-1 for raft's log matching. A caller that wants a follower needing the
