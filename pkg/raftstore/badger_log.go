@@ -20,7 +20,7 @@ type group struct {
 	// refs counts the Opens not yet Released (guarded by Badger.mu): a replica's raft host
 	// and a status read of the same group from disk may hold it at once.
 	refs int
-	st       groupState
+	st   groupState
 	// tail caches the newest entries (contiguous, ending at st.last) so that raft's reads of
 	// what it just persisted (apply, MsgApp to followers) do not go to Badger.
 	tail      []*raftpb.Entry
