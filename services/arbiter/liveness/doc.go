@@ -11,7 +11,11 @@
 // log and a new leader continues from exactly the same committed states; it feeds the committed
 // states back with Observe. A new leader starts with no heartbeat history, so it calls
 // ResetAll: every lease is extended to now+TTL, and nobody is declared dead because of the
-// leader change itself.
+// leader change itself. The leader renews leases only under a leader lease of its own (a
+// quorum of members acknowledged it within half an election timeout, services/arbiter
+// leaderlease.go), so a deposed leader stops renewing before its successor takes over, and
+// every lease a node holds ends before the successor's ResetAll lease for it does. A DEAD answer
+// renews nothing: the node's lease ends at once (pkg/nodelease).
 //
 // # The timing rule (defaults in brackets)
 //
