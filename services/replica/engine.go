@@ -984,7 +984,10 @@ func (e *Engine) CampaignAndWait(ctx context.Context, channelIDs []string, wait 
 				continue
 			}
 			out[i].Status = statusProto(ch, st)
-			if st.Leader != 0 { // this replica won, or another one leads
+			// This replica won and can serve (it applied an entry of its term, see leads),
+			// or another one leads: the channel control tier records a leader that serves
+			// at once, and clients routed to it do not meet a refusal first.
+			if (st.Leader == e.cfg.NodeID && ch.appliedTerm.Load() >= st.Term) || (st.Leader != 0 && st.Leader != e.cfg.NodeID) {
 				delete(pending, i)
 				continue
 			}

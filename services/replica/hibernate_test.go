@@ -73,7 +73,7 @@ func readChannel(cl replicav1.ReplicaServiceClient, channel string) ([]*triarchv
 	from := uint64(1)
 	for {
 		cctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		resp, err := cl.Read(cctx, &replicav1.ReadRequest{ChannelId: channel, FromSeq: from, Limit: 1000})
+		resp, err := readServed(cctx, cl, &replicav1.ReadRequest{ChannelId: channel, FromSeq: from, Limit: 1000})
 		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("read %s from %d: %w", channel, from, err)

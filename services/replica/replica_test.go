@@ -153,13 +153,25 @@ func readAll(t *testing.T, cl replicav1.ReplicaServiceClient, channel string) []
 	var out []*triarchv1.Message
 	from := uint64(1)
 	for {
-		resp, err := cl.Read(ctx(t), &replicav1.ReadRequest{ChannelId: channel, FromSeq: from, Limit: 7})
+		resp, err := readServed(ctx(t), cl, &replicav1.ReadRequest{ChannelId: channel, FromSeq: from, Limit: 7})
 		require.NoError(t, err)
 		out = append(out, resp.GetMessages()...)
 		if len(resp.GetMessages()) == 0 {
 			return out
 		}
 		from = resp.GetMessages()[len(resp.GetMessages())-1].GetSeq() + 1
+	}
+}
+
+// readServed reads as a client does: a leader just elected answers Unavailable until it has
+// applied an entry of its term (Engine.leads), so that answer is tried again, briefly.
+func readServed(ctx context.Context, cl replicav1.ReplicaServiceClient, req *replicav1.ReadRequest) (*replicav1.ReadResponse, error) {
+	for {
+		resp, err := cl.Read(ctx, req)
+		if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+			return resp, err
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
