@@ -74,9 +74,9 @@ func (c *Channel) Skip(index uint64) {
 	}
 }
 
-// ErrBadEntry is returned for an entry whose data is not a LogBatch. The entry is skipped (it
-// takes no sequence number) so one corrupt entry cannot wedge the channel; every replica skips
-// it alike.
+// ErrBadEntry is returned for an entry whose data is not a LogBatch. It takes no sequence
+// number, and the log counts it applied; the replica that sees it fails the channel there
+// (services/replica: a corrupt copy must never be numbered past, nor checkpointed).
 var ErrBadEntry = errors.New("chanlog: entry is not a LogBatch")
 
 // Apply applies the committed entry at index carrying an encoded LogBatch. An entry at or below
