@@ -62,6 +62,8 @@ func TestFailoverAfterLeaderReplicaDies(t *testing.T) {
 		}
 		return 0, false
 	})
+	// Each phase (creating the channels, writing through the failover, reading back) has its
+	// own generous deadline: a bound on a hang, not on speed, on a machine that may be loaded.
 	ctx := testutil.Context(t, 5*time.Minute)
 	const channels, writers = 1000, 10
 	name := func(i int) string { return fmt.Sprintf("f%d", i) }
@@ -99,6 +101,7 @@ func TestFailoverAfterLeaderReplicaDies(t *testing.T) {
 		victim = 2
 	}
 	orphans := led[victim]
+	ctx = testutil.Context(t, 5*time.Minute) // writers, the kill and the election
 	lag.Store(true)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -190,8 +193,9 @@ func TestFailoverAfterLeaderReplicaDies(t *testing.T) {
 	}
 	t.Logf("victim %d led %d channels; %d messages acknowledged while writing; positions read before the election for %d of them, "+
 		"with the survivors at different positions in %d", victim, len(orphans), count.Load(), len(positions), differed)
+	readCtx := testutil.Context(t, 5*time.Minute)
 	require.NoError(t, parallel(channels, 16, func(i int) error {
-		return c.ExactlyOnce(ctx, name(i), acked[i])
+		return c.ExactlyOnce(readCtx, name(i), acked[i])
 	}))
 }
 
