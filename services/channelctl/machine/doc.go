@@ -90,7 +90,8 @@
 // repair to be ordered again.
 //
 // A Resolve that arrives mid-transition waits and is answered when the channel is active; one
-// that arrives while hibernating triggers activation right after.
+// that arrives while hibernating triggers activation right after, as an operator's Activate
+// does.
 //
 // Leader check (active, a Resolve naming the recorded leader as stale): ConfirmLeader on it.
 // Leading in the recorded term: the waiters get it again. Answered without leading: an

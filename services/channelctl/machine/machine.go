@@ -115,6 +115,9 @@ type Machine struct {
 	idleNow      time.Time
 	idleForced   bool
 	verifyWanted bool
+	// activateWanted: an operator's Activate arrived while hibernating; the channel activates
+	// as soon as it is hibernated (a waiting client does the same through the waiters).
+	activateWanted bool
 	// unknownVerifies counts leader checks in a row that failed without an answer.
 	unknownVerifies int
 	lastSeq         uint64

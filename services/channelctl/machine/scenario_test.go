@@ -343,3 +343,25 @@ func TestScenarioLeaderCheckAnsweredNotLeadingElects(t *testing.T) {
 	expect(t, m, Resolve{Waiter: 1, At: t0, StaleLeader: 1}, "confirm(c@10 on 1 term>=5)")
 	expect(t, m, ConfirmResult{Node: 1, Epoch: 10, Status: st(5, 100, 100)}, "cas(c@10 state=ELECTING leader=0)")
 }
+
+// An operator's Activate that arrives while the channel is still hibernating (the arbiter
+// already shows it hibernated, the machine has not yet seen the result) must not be lost: the
+// channel activates as soon as it is hibernated. It used to be dropped, since only waiting
+// clients restarted an activation, and the instruction had been answered as taken
+// (TestInstructMovesHibernatesAndActivates failed this way on a loaded machine).
+func TestScenarioActivateDuringHibernationIsNotLost(t *testing.T) {
+	for _, fx := range []string{"hibernating/claim", "hibernating/unload", "hibernating/rest"} {
+		t.Run(fx, func(t *testing.T) {
+			m := fixtures[fx](t)
+			expect(t, m, Activate{})
+			require.Equal(t, stateHibernating, m.State())
+			if fx == "hibernating/claim" {
+				expect(t, m, accepted(m), "unload(c@11 on [1 2 3])")
+			}
+			if fx != "hibernating/rest" {
+				expect(t, m, UnloadResult{Epoch: 11, Unloaded: []uint64{1, 2, 3}}, "cas(c@11 state=HIBERNATED seq=40)")
+			}
+			expect(t, m, accepted(m), "cas(c@12 state=ACTIVATING leader=0)")
+		})
+	}
+}

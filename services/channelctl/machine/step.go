@@ -329,8 +329,8 @@ func stepHibernating(m *Machine, ev Event) ([]Action, error) {
 			m.become(stateHibernated)
 			m.phase = phaseIdle
 			m.clearWork()
-			if len(m.waiters) > 0 {
-				return m.beginActivating("resolve while hibernating"), nil
+			if len(m.waiters) > 0 || m.activateWanted {
+				return m.beginActivating("resolve or activate while hibernating"), nil
 			}
 			return nil, nil
 		}
@@ -357,11 +357,13 @@ func stepHibernating(m *Machine, ev Event) ([]Action, error) {
 	case Resolve, Activate:
 		if r, ok := e.(Resolve); ok {
 			m.waiters = append(m.waiters, r.Waiter)
+		} else {
+			m.activateWanted = true
 		}
 		if m.phase == phaseStalled {
 			return m.beginActivating("wake while hibernating"), nil
 		}
-		// Queued: answered once hibernated and activated again.
+		// Queued: activated again once hibernated (a refused unload reactivates anyway).
 		return nil, nil
 	case Retry:
 		if m.phase != phaseStalled {
@@ -382,6 +384,7 @@ func stepHibernating(m *Machine, ev Event) ([]Action, error) {
 // beginActivating claims the activation. The CAS comes first so that the loads go out under a
 // fresh epoch: a replica can then refuse a late Unload from an older hibernation.
 func (m *Machine) beginActivating(reason string) []Action {
+	m.activateWanted = false
 	m.lastLeader = m.ch.GetLeaderNodeId()
 	m.clearWork()
 	m.reason = reason
