@@ -258,10 +258,11 @@ func (e *Engine) Apply(batch []multiraft.Committed) error {
 			continue
 		}
 		before := ch.log.LastSeq()
+		var term uint64 // of the last entry applied in this batch
 		for _, ent := range c.Entries {
 			if ent.GetType() != raftpb.EntryType_EntryNormal || len(ent.GetData()) == 0 {
 				ch.log.Skip(ent.GetIndex())
-				ch.appliedTerm.Store(ent.GetTerm())
+				term = ent.GetTerm()
 				continue
 			}
 			var (
@@ -275,7 +276,7 @@ func (e *Engine) Apply(batch []multiraft.Committed) error {
 				failures = append(failures, e.failChannel(ch, ent.GetIndex(), err))
 				break
 			}
-			ch.appliedTerm.Store(ent.GetTerm())
+			term = ent.GetTerm()
 			if a.Record != nil {
 				v, err := proto.Marshal(a.Record)
 				if err != nil {
@@ -287,6 +288,9 @@ func (e *Engine) Apply(batch []multiraft.Committed) error {
 				id, index, res := a.ProposalID, ent.GetIndex(), a.Results
 				results = append(results, func() { e.waits.Trigger(id, index, res) })
 			}
+		}
+		if term != 0 {
+			ch.appliedTerm.Store(term)
 		}
 		// A failed channel's log has counted the bad entry applied (chanlog.Apply): it must
 		// never be checkpointed again, or a reload would resume past the entry.
