@@ -324,7 +324,10 @@ type Node struct {
 	LeaseExpireTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=lease_expire_time,json=leaseExpireTime,proto3" json:"lease_expire_time,omitempty"`
 	Load            *NodeLoad              `protobuf:"bytes,7,opt,name=load,proto3" json:"load,omitempty"`
 	// incarnation increases each time the node registers (restarts).
-	Incarnation   uint64 `protobuf:"varint,8,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	Incarnation uint64 `protobuf:"varint,8,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// store_id identifies a replica's data store; it is created with the store, so a node whose
+	// disk was replaced or wiped registers with a new one (0 for channelctls).
+	StoreId       uint64 `protobuf:"varint,9,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -415,6 +418,13 @@ func (x *Node) GetIncarnation() uint64 {
 	return 0
 }
 
+func (x *Node) GetStoreId() uint64 {
+	if x != nil {
+		return x.StoreId
+	}
+	return 0
+}
+
 type Channel struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	ChannelId string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
@@ -430,9 +440,14 @@ type Channel struct {
 	LastSeq        uint64                 `protobuf:"varint,9,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
 	CreateTime     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// revision is the metadata revision of the channel's last change.
-	Revision      uint64 `protobuf:"varint,11,opt,name=revision,proto3" json:"revision,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Revision uint64 `protobuf:"varint,11,opt,name=revision,proto3" json:"revision,omitempty"`
+	// replica_store_ids maps each replica node to the store that holds the channel's group there
+	// (filled at creation from the nodes' registrations, changed by repairs). A replica whose
+	// store is not the one named here lost the group's data: it refuses loads and rejoins the
+	// group as a learner.
+	ReplicaStoreIds map[uint64]uint64 `protobuf:"bytes,12,rep,name=replica_store_ids,json=replicaStoreIds,proto3" json:"replica_store_ids,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Channel) Reset() {
@@ -540,6 +555,13 @@ func (x *Channel) GetRevision() uint64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *Channel) GetReplicaStoreIds() map[uint64]uint64 {
+	if x != nil {
+		return x.ReplicaStoreIds
+	}
+	return nil
 }
 
 type SlotAssignment struct {
@@ -722,11 +744,13 @@ func (x *NotLeader) GetLeaderAddress() string {
 }
 
 type RegisterNodeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	Role          NodeRole               `protobuf:"varint,2,opt,name=role,proto3,enum=triarch.arbiter.v1.NodeRole" json:"role,omitempty"`
-	Address       string                 `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
-	Zone          string                 `protobuf:"bytes,4,opt,name=zone,proto3" json:"zone,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	NodeId  uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Role    NodeRole               `protobuf:"varint,2,opt,name=role,proto3,enum=triarch.arbiter.v1.NodeRole" json:"role,omitempty"`
+	Address string                 `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	Zone    string                 `protobuf:"bytes,4,opt,name=zone,proto3" json:"zone,omitempty"`
+	// store_id identifies the replica's data store (see Node.store_id).
+	StoreId       uint64 `protobuf:"varint,5,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -787,6 +811,13 @@ func (x *RegisterNodeRequest) GetZone() string {
 		return x.Zone
 	}
 	return ""
+}
+
+func (x *RegisterNodeRequest) GetStoreId() uint64 {
+	if x != nil {
+		return x.StoreId
+	}
+	return 0
 }
 
 type RegisterNodeResponse struct {
@@ -1417,9 +1448,12 @@ type ChannelChange struct {
 	ReplicaNodeIds []uint64 `protobuf:"varint,6,rep,packed,name=replica_node_ids,json=replicaNodeIds,proto3" json:"replica_node_ids,omitempty"`
 	LastSeq        *uint64  `protobuf:"varint,7,opt,name=last_seq,json=lastSeq,proto3,oneof" json:"last_seq,omitempty"`
 	// reason is recorded for operators ("node 3 dead", "idle", "balance").
-	Reason        string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Reason string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
+	// replica_store_ids entries are set in the channel's replica_store_ids (a repair records the
+	// store of the replica it added); entries of nodes outside the replica set are dropped.
+	ReplicaStoreIds map[uint64]uint64 `protobuf:"bytes,9,rep,name=replica_store_ids,json=replicaStoreIds,proto3" json:"replica_store_ids,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ChannelChange) Reset() {
@@ -1506,6 +1540,13 @@ func (x *ChannelChange) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *ChannelChange) GetReplicaStoreIds() map[uint64]uint64 {
+	if x != nil {
+		return x.ReplicaStoreIds
+	}
+	return nil
 }
 
 type ChannelChangeResult struct {
@@ -2236,7 +2277,7 @@ const file_triarch_arbiter_v1_arbiter_proto_rawDesc = "" +
 	"\bNodeLoad\x12\x1a\n" +
 	"\bchannels\x18\x01 \x01(\x04R\bchannels\x12\x18\n" +
 	"\aleaders\x18\x02 \x01(\x04R\aleaders\x12#\n" +
-	"\ractive_groups\x18\x03 \x01(\x04R\factiveGroups\"\xd0\x02\n" +
+	"\ractive_groups\x18\x03 \x01(\x04R\factiveGroups\"\xeb\x02\n" +
 	"\x04Node\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x120\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x1c.triarch.arbiter.v1.NodeRoleR\x04role\x12\x18\n" +
@@ -2245,7 +2286,8 @@ const file_triarch_arbiter_v1_arbiter_proto_rawDesc = "" +
 	"\x05state\x18\x05 \x01(\x0e2\x1d.triarch.arbiter.v1.NodeStateR\x05state\x12F\n" +
 	"\x11lease_expire_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0fleaseExpireTime\x120\n" +
 	"\x04load\x18\a \x01(\v2\x1c.triarch.arbiter.v1.NodeLoadR\x04load\x12 \n" +
-	"\vincarnation\x18\b \x01(\x04R\vincarnation\"\x8a\x03\n" +
+	"\vincarnation\x18\b \x01(\x04R\vincarnation\x12\x19\n" +
+	"\bstore_id\x18\t \x01(\x04R\astoreId\"\xac\x04\n" +
 	"\aChannel\x12\x1d\n" +
 	"\n" +
 	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x19\n" +
@@ -2261,7 +2303,11 @@ const file_triarch_arbiter_v1_arbiter_proto_rawDesc = "" +
 	"\vcreate_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12\x1a\n" +
-	"\brevision\x18\v \x01(\x04R\brevision\"^\n" +
+	"\brevision\x18\v \x01(\x04R\brevision\x12\\\n" +
+	"\x11replica_store_ids\x18\f \x03(\v20.triarch.arbiter.v1.Channel.ReplicaStoreIdsEntryR\x0freplicaStoreIds\x1aB\n" +
+	"\x14ReplicaStoreIdsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"^\n" +
 	"\x0eSlotAssignment\x12\x12\n" +
 	"\x04slot\x18\x01 \x01(\rR\x04slot\x12\"\n" +
 	"\rowner_node_id\x18\x02 \x01(\x04R\vownerNodeId\x12\x14\n" +
@@ -2272,12 +2318,13 @@ const file_triarch_arbiter_v1_arbiter_proto_rawDesc = "" +
 	"\x10last_contact_age\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0elastContactAge\"O\n" +
 	"\tNotLeader\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\x04R\bleaderId\x12%\n" +
-	"\x0eleader_address\x18\x02 \x01(\tR\rleaderAddress\"\x8e\x01\n" +
+	"\x0eleader_address\x18\x02 \x01(\tR\rleaderAddress\"\xa9\x01\n" +
 	"\x13RegisterNodeRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x120\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x1c.triarch.arbiter.v1.NodeRoleR\x04role\x12\x18\n" +
 	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x12\n" +
-	"\x04zone\x18\x04 \x01(\tR\x04zone\"\xe2\x01\n" +
+	"\x04zone\x18\x04 \x01(\tR\x04zone\x12\x19\n" +
+	"\bstore_id\x18\x05 \x01(\x04R\astoreId\"\xe2\x01\n" +
 	"\x14RegisterNodeResponse\x12,\n" +
 	"\x04node\x18\x01 \x01(\v2\x18.triarch.arbiter.v1.NodeR\x04node\x126\n" +
 	"\tlease_ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bleaseTtl\x12H\n" +
@@ -2318,7 +2365,7 @@ const file_triarch_arbiter_v1_arbiter_proto_rawDesc = "" +
 	"\x14ListChannelsResponse\x127\n" +
 	"\bchannels\x18\x01 \x03(\v2\x1b.triarch.arbiter.v1.ChannelR\bchannels\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1a\n" +
-	"\brevision\x18\x03 \x01(\x04R\brevision\"\xff\x02\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\"\xa7\x04\n" +
 	"\rChannelChange\x12\x1d\n" +
 	"\n" +
 	"channel_id\x18\x01 \x01(\tR\tchannelId\x12%\n" +
@@ -2329,7 +2376,11 @@ const file_triarch_arbiter_v1_arbiter_proto_rawDesc = "" +
 	"\x05state\x18\x05 \x01(\x0e2 .triarch.arbiter.v1.ChannelStateH\x02R\x05state\x88\x01\x01\x12(\n" +
 	"\x10replica_node_ids\x18\x06 \x03(\x04R\x0ereplicaNodeIds\x12\x1e\n" +
 	"\blast_seq\x18\a \x01(\x04H\x03R\alastSeq\x88\x01\x01\x12\x16\n" +
-	"\x06reason\x18\b \x01(\tR\x06reasonB\x11\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason\x12b\n" +
+	"\x11replica_store_ids\x18\t \x03(\v26.triarch.arbiter.v1.ChannelChange.ReplicaStoreIdsEntryR\x0freplicaStoreIds\x1aB\n" +
+	"\x14ReplicaStoreIdsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01B\x11\n" +
 	"\x0f_leader_node_idB\x0e\n" +
 	"\f_leader_termB\b\n" +
 	"\x06_stateB\v\n" +
@@ -2436,7 +2487,7 @@ func file_triarch_arbiter_v1_arbiter_proto_rawDescGZIP() []byte {
 }
 
 var file_triarch_arbiter_v1_arbiter_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_triarch_arbiter_v1_arbiter_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_triarch_arbiter_v1_arbiter_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_triarch_arbiter_v1_arbiter_proto_goTypes = []any{
 	(NodeRole)(0),                         // 0: triarch.arbiter.v1.NodeRole
 	(NodeState)(0),                        // 1: triarch.arbiter.v1.NodeState
@@ -2472,71 +2523,75 @@ var file_triarch_arbiter_v1_arbiter_proto_goTypes = []any{
 	(*GetClusterStatusRequest)(nil),       // 31: triarch.arbiter.v1.GetClusterStatusRequest
 	(*Member)(nil),                        // 32: triarch.arbiter.v1.Member
 	(*GetClusterStatusResponse)(nil),      // 33: triarch.arbiter.v1.GetClusterStatusResponse
-	nil,                                   // 34: triarch.arbiter.v1.GetClusterStatusResponse.ChannelsByStateEntry
-	(*timestamppb.Timestamp)(nil),         // 35: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),           // 36: google.protobuf.Duration
+	nil,                                   // 34: triarch.arbiter.v1.Channel.ReplicaStoreIdsEntry
+	nil,                                   // 35: triarch.arbiter.v1.ChannelChange.ReplicaStoreIdsEntry
+	nil,                                   // 36: triarch.arbiter.v1.GetClusterStatusResponse.ChannelsByStateEntry
+	(*timestamppb.Timestamp)(nil),         // 37: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),           // 38: google.protobuf.Duration
 }
 var file_triarch_arbiter_v1_arbiter_proto_depIdxs = []int32{
 	0,  // 0: triarch.arbiter.v1.Node.role:type_name -> triarch.arbiter.v1.NodeRole
 	1,  // 1: triarch.arbiter.v1.Node.state:type_name -> triarch.arbiter.v1.NodeState
-	35, // 2: triarch.arbiter.v1.Node.lease_expire_time:type_name -> google.protobuf.Timestamp
+	37, // 2: triarch.arbiter.v1.Node.lease_expire_time:type_name -> google.protobuf.Timestamp
 	4,  // 3: triarch.arbiter.v1.Node.load:type_name -> triarch.arbiter.v1.NodeLoad
 	2,  // 4: triarch.arbiter.v1.Channel.state:type_name -> triarch.arbiter.v1.ChannelState
-	35, // 5: triarch.arbiter.v1.Channel.create_time:type_name -> google.protobuf.Timestamp
-	36, // 6: triarch.arbiter.v1.PeerReachability.last_contact_age:type_name -> google.protobuf.Duration
-	0,  // 7: triarch.arbiter.v1.RegisterNodeRequest.role:type_name -> triarch.arbiter.v1.NodeRole
-	5,  // 8: triarch.arbiter.v1.RegisterNodeResponse.node:type_name -> triarch.arbiter.v1.Node
-	36, // 9: triarch.arbiter.v1.RegisterNodeResponse.lease_ttl:type_name -> google.protobuf.Duration
-	36, // 10: triarch.arbiter.v1.RegisterNodeResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	4,  // 11: triarch.arbiter.v1.HeartbeatRequest.load:type_name -> triarch.arbiter.v1.NodeLoad
-	8,  // 12: triarch.arbiter.v1.HeartbeatRequest.peers:type_name -> triarch.arbiter.v1.PeerReachability
-	36, // 13: triarch.arbiter.v1.HeartbeatRequest.last_rtt:type_name -> google.protobuf.Duration
-	36, // 14: triarch.arbiter.v1.HeartbeatResponse.lease_ttl:type_name -> google.protobuf.Duration
-	36, // 15: triarch.arbiter.v1.HeartbeatResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	1,  // 16: triarch.arbiter.v1.HeartbeatResponse.state:type_name -> triarch.arbiter.v1.NodeState
-	5,  // 17: triarch.arbiter.v1.DrainNodeResponse.node:type_name -> triarch.arbiter.v1.Node
-	6,  // 18: triarch.arbiter.v1.CreateChannelResponse.channel:type_name -> triarch.arbiter.v1.Channel
-	6,  // 19: triarch.arbiter.v1.GetChannelResponse.channel:type_name -> triarch.arbiter.v1.Channel
-	6,  // 20: triarch.arbiter.v1.ListChannelsResponse.channels:type_name -> triarch.arbiter.v1.Channel
-	2,  // 21: triarch.arbiter.v1.ChannelChange.state:type_name -> triarch.arbiter.v1.ChannelState
-	6,  // 22: triarch.arbiter.v1.ChannelChangeResult.channel:type_name -> triarch.arbiter.v1.Channel
-	3,  // 23: triarch.arbiter.v1.ChannelChangeResult.refusal:type_name -> triarch.arbiter.v1.ChangeRefusal
-	22, // 24: triarch.arbiter.v1.CompareAndSetChannelsRequest.changes:type_name -> triarch.arbiter.v1.ChannelChange
-	23, // 25: triarch.arbiter.v1.CompareAndSetChannelsResponse.results:type_name -> triarch.arbiter.v1.ChannelChangeResult
-	7,  // 26: triarch.arbiter.v1.ListSlotsResponse.slots:type_name -> triarch.arbiter.v1.SlotAssignment
-	6,  // 27: triarch.arbiter.v1.WatchEvent.channel:type_name -> triarch.arbiter.v1.Channel
-	5,  // 28: triarch.arbiter.v1.WatchEvent.node:type_name -> triarch.arbiter.v1.Node
-	7,  // 29: triarch.arbiter.v1.WatchEvent.slot:type_name -> triarch.arbiter.v1.SlotAssignment
-	29, // 30: triarch.arbiter.v1.WatchResponse.events:type_name -> triarch.arbiter.v1.WatchEvent
-	32, // 31: triarch.arbiter.v1.GetClusterStatusResponse.members:type_name -> triarch.arbiter.v1.Member
-	5,  // 32: triarch.arbiter.v1.GetClusterStatusResponse.nodes:type_name -> triarch.arbiter.v1.Node
-	34, // 33: triarch.arbiter.v1.GetClusterStatusResponse.channels_by_state:type_name -> triarch.arbiter.v1.GetClusterStatusResponse.ChannelsByStateEntry
-	7,  // 34: triarch.arbiter.v1.GetClusterStatusResponse.slots:type_name -> triarch.arbiter.v1.SlotAssignment
-	10, // 35: triarch.arbiter.v1.ArbiterService.RegisterNode:input_type -> triarch.arbiter.v1.RegisterNodeRequest
-	12, // 36: triarch.arbiter.v1.ArbiterService.Heartbeat:input_type -> triarch.arbiter.v1.HeartbeatRequest
-	14, // 37: triarch.arbiter.v1.ArbiterService.DrainNode:input_type -> triarch.arbiter.v1.DrainNodeRequest
-	16, // 38: triarch.arbiter.v1.ArbiterService.CreateChannel:input_type -> triarch.arbiter.v1.CreateChannelRequest
-	18, // 39: triarch.arbiter.v1.ArbiterService.GetChannel:input_type -> triarch.arbiter.v1.GetChannelRequest
-	20, // 40: triarch.arbiter.v1.ArbiterService.ListChannels:input_type -> triarch.arbiter.v1.ListChannelsRequest
-	24, // 41: triarch.arbiter.v1.ArbiterService.CompareAndSetChannels:input_type -> triarch.arbiter.v1.CompareAndSetChannelsRequest
-	26, // 42: triarch.arbiter.v1.ArbiterService.ListSlots:input_type -> triarch.arbiter.v1.ListSlotsRequest
-	28, // 43: triarch.arbiter.v1.ArbiterService.Watch:input_type -> triarch.arbiter.v1.WatchRequest
-	31, // 44: triarch.arbiter.v1.ArbiterService.GetClusterStatus:input_type -> triarch.arbiter.v1.GetClusterStatusRequest
-	11, // 45: triarch.arbiter.v1.ArbiterService.RegisterNode:output_type -> triarch.arbiter.v1.RegisterNodeResponse
-	13, // 46: triarch.arbiter.v1.ArbiterService.Heartbeat:output_type -> triarch.arbiter.v1.HeartbeatResponse
-	15, // 47: triarch.arbiter.v1.ArbiterService.DrainNode:output_type -> triarch.arbiter.v1.DrainNodeResponse
-	17, // 48: triarch.arbiter.v1.ArbiterService.CreateChannel:output_type -> triarch.arbiter.v1.CreateChannelResponse
-	19, // 49: triarch.arbiter.v1.ArbiterService.GetChannel:output_type -> triarch.arbiter.v1.GetChannelResponse
-	21, // 50: triarch.arbiter.v1.ArbiterService.ListChannels:output_type -> triarch.arbiter.v1.ListChannelsResponse
-	25, // 51: triarch.arbiter.v1.ArbiterService.CompareAndSetChannels:output_type -> triarch.arbiter.v1.CompareAndSetChannelsResponse
-	27, // 52: triarch.arbiter.v1.ArbiterService.ListSlots:output_type -> triarch.arbiter.v1.ListSlotsResponse
-	30, // 53: triarch.arbiter.v1.ArbiterService.Watch:output_type -> triarch.arbiter.v1.WatchResponse
-	33, // 54: triarch.arbiter.v1.ArbiterService.GetClusterStatus:output_type -> triarch.arbiter.v1.GetClusterStatusResponse
-	45, // [45:55] is the sub-list for method output_type
-	35, // [35:45] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	37, // 5: triarch.arbiter.v1.Channel.create_time:type_name -> google.protobuf.Timestamp
+	34, // 6: triarch.arbiter.v1.Channel.replica_store_ids:type_name -> triarch.arbiter.v1.Channel.ReplicaStoreIdsEntry
+	38, // 7: triarch.arbiter.v1.PeerReachability.last_contact_age:type_name -> google.protobuf.Duration
+	0,  // 8: triarch.arbiter.v1.RegisterNodeRequest.role:type_name -> triarch.arbiter.v1.NodeRole
+	5,  // 9: triarch.arbiter.v1.RegisterNodeResponse.node:type_name -> triarch.arbiter.v1.Node
+	38, // 10: triarch.arbiter.v1.RegisterNodeResponse.lease_ttl:type_name -> google.protobuf.Duration
+	38, // 11: triarch.arbiter.v1.RegisterNodeResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	4,  // 12: triarch.arbiter.v1.HeartbeatRequest.load:type_name -> triarch.arbiter.v1.NodeLoad
+	8,  // 13: triarch.arbiter.v1.HeartbeatRequest.peers:type_name -> triarch.arbiter.v1.PeerReachability
+	38, // 14: triarch.arbiter.v1.HeartbeatRequest.last_rtt:type_name -> google.protobuf.Duration
+	38, // 15: triarch.arbiter.v1.HeartbeatResponse.lease_ttl:type_name -> google.protobuf.Duration
+	38, // 16: triarch.arbiter.v1.HeartbeatResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	1,  // 17: triarch.arbiter.v1.HeartbeatResponse.state:type_name -> triarch.arbiter.v1.NodeState
+	5,  // 18: triarch.arbiter.v1.DrainNodeResponse.node:type_name -> triarch.arbiter.v1.Node
+	6,  // 19: triarch.arbiter.v1.CreateChannelResponse.channel:type_name -> triarch.arbiter.v1.Channel
+	6,  // 20: triarch.arbiter.v1.GetChannelResponse.channel:type_name -> triarch.arbiter.v1.Channel
+	6,  // 21: triarch.arbiter.v1.ListChannelsResponse.channels:type_name -> triarch.arbiter.v1.Channel
+	2,  // 22: triarch.arbiter.v1.ChannelChange.state:type_name -> triarch.arbiter.v1.ChannelState
+	35, // 23: triarch.arbiter.v1.ChannelChange.replica_store_ids:type_name -> triarch.arbiter.v1.ChannelChange.ReplicaStoreIdsEntry
+	6,  // 24: triarch.arbiter.v1.ChannelChangeResult.channel:type_name -> triarch.arbiter.v1.Channel
+	3,  // 25: triarch.arbiter.v1.ChannelChangeResult.refusal:type_name -> triarch.arbiter.v1.ChangeRefusal
+	22, // 26: triarch.arbiter.v1.CompareAndSetChannelsRequest.changes:type_name -> triarch.arbiter.v1.ChannelChange
+	23, // 27: triarch.arbiter.v1.CompareAndSetChannelsResponse.results:type_name -> triarch.arbiter.v1.ChannelChangeResult
+	7,  // 28: triarch.arbiter.v1.ListSlotsResponse.slots:type_name -> triarch.arbiter.v1.SlotAssignment
+	6,  // 29: triarch.arbiter.v1.WatchEvent.channel:type_name -> triarch.arbiter.v1.Channel
+	5,  // 30: triarch.arbiter.v1.WatchEvent.node:type_name -> triarch.arbiter.v1.Node
+	7,  // 31: triarch.arbiter.v1.WatchEvent.slot:type_name -> triarch.arbiter.v1.SlotAssignment
+	29, // 32: triarch.arbiter.v1.WatchResponse.events:type_name -> triarch.arbiter.v1.WatchEvent
+	32, // 33: triarch.arbiter.v1.GetClusterStatusResponse.members:type_name -> triarch.arbiter.v1.Member
+	5,  // 34: triarch.arbiter.v1.GetClusterStatusResponse.nodes:type_name -> triarch.arbiter.v1.Node
+	36, // 35: triarch.arbiter.v1.GetClusterStatusResponse.channels_by_state:type_name -> triarch.arbiter.v1.GetClusterStatusResponse.ChannelsByStateEntry
+	7,  // 36: triarch.arbiter.v1.GetClusterStatusResponse.slots:type_name -> triarch.arbiter.v1.SlotAssignment
+	10, // 37: triarch.arbiter.v1.ArbiterService.RegisterNode:input_type -> triarch.arbiter.v1.RegisterNodeRequest
+	12, // 38: triarch.arbiter.v1.ArbiterService.Heartbeat:input_type -> triarch.arbiter.v1.HeartbeatRequest
+	14, // 39: triarch.arbiter.v1.ArbiterService.DrainNode:input_type -> triarch.arbiter.v1.DrainNodeRequest
+	16, // 40: triarch.arbiter.v1.ArbiterService.CreateChannel:input_type -> triarch.arbiter.v1.CreateChannelRequest
+	18, // 41: triarch.arbiter.v1.ArbiterService.GetChannel:input_type -> triarch.arbiter.v1.GetChannelRequest
+	20, // 42: triarch.arbiter.v1.ArbiterService.ListChannels:input_type -> triarch.arbiter.v1.ListChannelsRequest
+	24, // 43: triarch.arbiter.v1.ArbiterService.CompareAndSetChannels:input_type -> triarch.arbiter.v1.CompareAndSetChannelsRequest
+	26, // 44: triarch.arbiter.v1.ArbiterService.ListSlots:input_type -> triarch.arbiter.v1.ListSlotsRequest
+	28, // 45: triarch.arbiter.v1.ArbiterService.Watch:input_type -> triarch.arbiter.v1.WatchRequest
+	31, // 46: triarch.arbiter.v1.ArbiterService.GetClusterStatus:input_type -> triarch.arbiter.v1.GetClusterStatusRequest
+	11, // 47: triarch.arbiter.v1.ArbiterService.RegisterNode:output_type -> triarch.arbiter.v1.RegisterNodeResponse
+	13, // 48: triarch.arbiter.v1.ArbiterService.Heartbeat:output_type -> triarch.arbiter.v1.HeartbeatResponse
+	15, // 49: triarch.arbiter.v1.ArbiterService.DrainNode:output_type -> triarch.arbiter.v1.DrainNodeResponse
+	17, // 50: triarch.arbiter.v1.ArbiterService.CreateChannel:output_type -> triarch.arbiter.v1.CreateChannelResponse
+	19, // 51: triarch.arbiter.v1.ArbiterService.GetChannel:output_type -> triarch.arbiter.v1.GetChannelResponse
+	21, // 52: triarch.arbiter.v1.ArbiterService.ListChannels:output_type -> triarch.arbiter.v1.ListChannelsResponse
+	25, // 53: triarch.arbiter.v1.ArbiterService.CompareAndSetChannels:output_type -> triarch.arbiter.v1.CompareAndSetChannelsResponse
+	27, // 54: triarch.arbiter.v1.ArbiterService.ListSlots:output_type -> triarch.arbiter.v1.ListSlotsResponse
+	30, // 55: triarch.arbiter.v1.ArbiterService.Watch:output_type -> triarch.arbiter.v1.WatchResponse
+	33, // 56: triarch.arbiter.v1.ArbiterService.GetClusterStatus:output_type -> triarch.arbiter.v1.GetClusterStatusResponse
+	47, // [47:57] is the sub-list for method output_type
+	37, // [37:47] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_triarch_arbiter_v1_arbiter_proto_init() }
@@ -2556,7 +2611,7 @@ func file_triarch_arbiter_v1_arbiter_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_triarch_arbiter_v1_arbiter_proto_rawDesc), len(file_triarch_arbiter_v1_arbiter_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   31,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

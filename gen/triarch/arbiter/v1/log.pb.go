@@ -165,6 +165,7 @@ type RegisterNodeCommand struct {
 	Address       string                 `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
 	Zone          string                 `protobuf:"bytes,4,opt,name=zone,proto3" json:"zone,omitempty"`
 	Time          *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=time,proto3" json:"time,omitempty"`
+	StoreId       uint64                 `protobuf:"varint,6,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -232,6 +233,13 @@ func (x *RegisterNodeCommand) GetTime() *timestamppb.Timestamp {
 		return x.Time
 	}
 	return nil
+}
+
+func (x *RegisterNodeCommand) GetStoreId() uint64 {
+	if x != nil {
+		return x.StoreId
+	}
+	return 0
 }
 
 // SetNodeStateCommand records a liveness decision of the leader (alive, suspect, dead) or an
@@ -600,13 +608,14 @@ const file_triarch_arbiter_v1_log_proto_rawDesc = "" +
 	"\x0eset_node_state\x18\x03 \x01(\v2'.triarch.arbiter.v1.SetNodeStateCommandH\x00R\fsetNodeState\x12Q\n" +
 	"\x0ecreate_channel\x18\x04 \x01(\v2(.triarch.arbiter.v1.CreateChannelCommandH\x00R\rcreateChannel\x12k\n" +
 	"\x18compare_and_set_channels\x18\x05 \x01(\v20.triarch.arbiter.v1.CompareAndSetChannelsCommandH\x00R\x15compareAndSetChannelsB\x06\n" +
-	"\x04kind\"\xbe\x01\n" +
+	"\x04kind\"\xd9\x01\n" +
 	"\x13RegisterNodeCommand\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x120\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x1c.triarch.arbiter.v1.NodeRoleR\x04role\x12\x18\n" +
 	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x12\n" +
 	"\x04zone\x18\x04 \x01(\tR\x04zone\x12.\n" +
-	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xab\x01\n" +
+	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x19\n" +
+	"\bstore_id\x18\x06 \x01(\x04R\astoreId\"\xab\x01\n" +
 	"\x13SetNodeStateCommand\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x123\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1d.triarch.arbiter.v1.NodeStateR\x05state\x12\x16\n" +

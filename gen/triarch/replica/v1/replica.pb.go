@@ -641,8 +641,16 @@ type GroupSpec struct {
 	Epoch uint64 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// join loads the group on a replica being added to it (ChangeReplicas on the leader): with no
 	// data here yet it starts empty and learns everything, configuration included, from the
-	// leader. Ignored where the group already has data.
-	Join          bool `protobuf:"varint,5,opt,name=join,proto3" json:"join,omitempty"`
+	// leader. Ignored where the group already has data. A joining group neither votes nor takes
+	// a leader's commit index beyond its log until it applies the configuration change that adds
+	// it with store_id (ReplicaChange.add_store_id): before that, the group's configuration may
+	// still count an earlier store of this node, whose votes and log this one does not have.
+	Join bool `protobuf:"varint,5,opt,name=join,proto3" json:"join,omitempty"`
+	// store_id is the store the channel's record names for the receiving replica (see
+	// arbiter.v1.Channel.replica_store_ids), or for a join the store that is to join. When set
+	// and not this replica's store, the load is refused with FailedPrecondition: this store does
+	// not hold what the group's configuration counts on it for.
+	StoreId       uint64 `protobuf:"varint,6,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -710,6 +718,13 @@ func (x *GroupSpec) GetJoin() bool {
 		return x.Join
 	}
 	return false
+}
+
+func (x *GroupSpec) GetStoreId() uint64 {
+	if x != nil {
+		return x.StoreId
+	}
+	return 0
 }
 
 type LoadGroupsRequest struct {
@@ -1508,8 +1523,10 @@ type GroupStatus struct {
 	LastActivityTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=last_activity_time,json=lastActivityTime,proto3" json:"last_activity_time,omitempty"`
 	// voters and learners are the group's raft configuration as this replica applies it (empty
 	// when the group is hibernated here).
-	Voters        []uint64 `protobuf:"varint,15,rep,packed,name=voters,proto3" json:"voters,omitempty"`
-	Learners      []uint64 `protobuf:"varint,16,rep,packed,name=learners,proto3" json:"learners,omitempty"`
+	Voters   []uint64 `protobuf:"varint,15,rep,packed,name=voters,proto3" json:"voters,omitempty"`
+	Learners []uint64 `protobuf:"varint,16,rep,packed,name=learners,proto3" json:"learners,omitempty"`
+	// store_id identifies this replica's data store (see arbiter.v1.Node.store_id).
+	StoreId       uint64 `protobuf:"varint,17,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1654,6 +1671,13 @@ func (x *GroupStatus) GetLearners() []uint64 {
 		return x.Learners
 	}
 	return nil
+}
+
+func (x *GroupStatus) GetStoreId() uint64 {
+	if x != nil {
+		return x.StoreId
+	}
+	return 0
 }
 
 type GetGroupStatusRequest struct {
@@ -1827,7 +1851,13 @@ type ReplicaChange struct {
 	Epoch uint64 `protobuf:"varint,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// voters, when set, is the whole voter set wanted: once add_node_id votes, every voter or
 	// learner outside it leaves too (what an interrupted earlier repair left behind).
-	Voters        []uint64 `protobuf:"varint,6,rep,packed,name=voters,proto3" json:"voters,omitempty"`
+	Voters []uint64 `protobuf:"varint,6,rep,packed,name=voters,proto3" json:"voters,omitempty"`
+	// add_store_id is the store of add_node_id that loaded the group (its GroupStatus.store_id);
+	// it rides on the learner's configuration change, which tells the joining replica that it
+	// was admitted. When add_node_id equals remove_node_id the change is a rejoin: the node's
+	// store was replaced, so it is first removed (dropping the leader's record of what its old
+	// store held) and then added back as a learner and promoted like a new replica.
+	AddStoreId    uint64 `protobuf:"varint,7,opt,name=add_store_id,json=addStoreId,proto3" json:"add_store_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1902,6 +1932,13 @@ func (x *ReplicaChange) GetVoters() []uint64 {
 		return x.Voters
 	}
 	return nil
+}
+
+func (x *ReplicaChange) GetAddStoreId() uint64 {
+	if x != nil {
+		return x.AddStoreId
+	}
+	return 0
 }
 
 type ChangeReplicasRequest struct {
@@ -2495,14 +2532,15 @@ const file_triarch_replica_v1_replica_proto_rawDesc = "" +
 	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x19\n" +
 	"\bfrom_seq\x18\x02 \x01(\x04R\afromSeq\"D\n" +
 	"\x11SubscribeResponse\x12/\n" +
-	"\bmessages\x18\x01 \x03(\v2\x13.triarch.v1.MessageR\bmessages\"\xa5\x01\n" +
+	"\bmessages\x18\x01 \x03(\v2\x13.triarch.v1.MessageR\bmessages\"\xc0\x01\n" +
 	"\tGroupSpec\x12\x1d\n" +
 	"\n" +
 	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x19\n" +
 	"\bgroup_id\x18\x02 \x01(\x04R\agroupId\x124\n" +
 	"\breplicas\x18\x03 \x03(\v2\x18.triarch.replica.v1.PeerR\breplicas\x12\x14\n" +
 	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x12\x12\n" +
-	"\x04join\x18\x05 \x01(\bR\x04join\"J\n" +
+	"\x04join\x18\x05 \x01(\bR\x04join\x12\x19\n" +
+	"\bstore_id\x18\x06 \x01(\x04R\astoreId\"J\n" +
 	"\x11LoadGroupsRequest\x125\n" +
 	"\x06groups\x18\x01 \x03(\v2\x1d.triarch.replica.v1.GroupSpecR\x06groups\"\xa0\x01\n" +
 	"\x10LoadGroupsResult\x12\x1d\n" +
@@ -2553,7 +2591,7 @@ const file_triarch_replica_v1_replica_proto_rawDesc = "" +
 	"\bProgress\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x14\n" +
 	"\x05match\x18\x02 \x01(\x04R\x05match\x12\x12\n" +
-	"\x04next\x18\x03 \x01(\x04R\x04next\"\x9c\x04\n" +
+	"\x04next\x18\x03 \x01(\x04R\x04next\"\xb7\x04\n" +
 	"\vGroupStatus\x12\x1d\n" +
 	"\n" +
 	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x19\n" +
@@ -2573,7 +2611,8 @@ const file_triarch_replica_v1_replica_proto_rawDesc = "" +
 	"\bprogress\x18\r \x03(\v2\x1c.triarch.replica.v1.ProgressR\bprogress\x12H\n" +
 	"\x12last_activity_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\x10lastActivityTime\x12\x16\n" +
 	"\x06voters\x18\x0f \x03(\x04R\x06voters\x12\x1a\n" +
-	"\blearners\x18\x10 \x03(\x04R\blearners\"J\n" +
+	"\blearners\x18\x10 \x03(\x04R\blearners\x12\x19\n" +
+	"\bstore_id\x18\x11 \x01(\x04R\astoreId\"J\n" +
 	"\x15GetGroupStatusRequest\x12\x1f\n" +
 	"\vchannel_ids\x18\x01 \x03(\tR\n" +
 	"channelIds\x12\x10\n" +
@@ -2584,7 +2623,7 @@ const file_triarch_replica_v1_replica_proto_rawDesc = "" +
 	"\x06status\x18\x02 \x01(\v2\x1f.triarch.replica.v1.GroupStatusR\x06status\x124\n" +
 	"\x05error\x18\x03 \x01(\v2\x1e.triarch.replica.v1.GroupErrorR\x05error\"\\\n" +
 	"\x16GetGroupStatusResponse\x12B\n" +
-	"\aresults\x18\x01 \x03(\v2(.triarch.replica.v1.GetGroupStatusResultR\aresults\"\xc3\x01\n" +
+	"\aresults\x18\x01 \x03(\v2(.triarch.replica.v1.GetGroupStatusResultR\aresults\"\xe5\x01\n" +
 	"\rReplicaChange\x12\x1d\n" +
 	"\n" +
 	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x1e\n" +
@@ -2593,7 +2632,9 @@ const file_triarch_replica_v1_replica_proto_rawDesc = "" +
 	"addAddress\x12$\n" +
 	"\x0eremove_node_id\x18\x04 \x01(\x04R\fremoveNodeId\x12\x14\n" +
 	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\x12\x16\n" +
-	"\x06voters\x18\x06 \x03(\x04R\x06voters\"T\n" +
+	"\x06voters\x18\x06 \x03(\x04R\x06voters\x12 \n" +
+	"\fadd_store_id\x18\a \x01(\x04R\n" +
+	"addStoreId\"T\n" +
 	"\x15ChangeReplicasRequest\x12;\n" +
 	"\achanges\x18\x01 \x03(\v2!.triarch.replica.v1.ReplicaChangeR\achanges\"\xa4\x01\n" +
 	"\x14ChangeReplicasResult\x12\x1d\n" +
