@@ -63,6 +63,12 @@ type group struct {
 	// checked against the entries of the next one.
 	unverified []*Proposal
 
+	// admit is the token that admits a group on probation (GroupSpec.AdmitToken); nil once
+	// admitted or when loaded without one. probeCredit allows the next append beyond the log
+	// through while on probation (see probation).
+	admit       []byte
+	probeCredit bool
+
 	dirty  bool
 	loaded bool
 }
@@ -230,6 +236,7 @@ func (g *group) status(self uint64) Status {
 		Applied:        bs.Applied,
 		LeadTransferee: bs.LeadTransferee,
 		ConfState:      cloneConfState(g.confState),
+		OnProbation:    g.admit != nil,
 	}
 	if bs.RaftState == raft.StateLeader {
 		st.Progress = make(map[uint64]FollowerProgress)

@@ -46,6 +46,16 @@ type GroupSpec struct {
 	// or a restart) must Join again, as bootstrapping it with Voters would give it a
 	// history of its own.
 	Join bool
+	// AdmitToken, when set, loads the group on probation: this replica's place in the
+	// group's configuration may be an earlier store's (the node's disk was replaced), whose
+	// votes and log this one does not hold, so until it is admitted the group grants no vote,
+	// does not campaign or take a leadership transfer, and ignores the commit index of
+	// heartbeats (a leader derives it from what it believes this replica holds). It is
+	// admitted when it applies a conf change adding this node whose Context equals the token
+	// (the leader re-adds a replaced store that way, after removing the old one), or by
+	// Admit. Appends stay accepted: what they carry is checked against this log and truly
+	// stored here. Ignored for a group already loaded.
+	AdmitToken []byte
 }
 
 // Status is a snapshot of one group on this replica.
@@ -70,6 +80,8 @@ type Status struct {
 	// ConfState is the group's configuration as this replica applies it: voters, learners
 	// and, in a joint configuration, the outgoing voters. A copy.
 	ConfState *raftpb.ConfState
+	// OnProbation is set while the group waits to be admitted (GroupSpec.AdmitToken).
+	OnProbation bool
 }
 
 // FollowerProgress is the leader's view of one replica.
@@ -404,8 +416,9 @@ func (h *Host) LoadGroups(ctx context.Context, specs []GroupSpec) error {
 	}
 
 	type opened struct {
-		id  uint64
-		log raftstore.Log
+		id    uint64
+		log   raftstore.Log
+		admit []byte
 	}
 	var (
 		errs  []error
@@ -451,7 +464,7 @@ func (h *Host) LoadGroups(ctx context.Context, specs []GroupSpec) error {
 			errs = append(errs, fmt.Errorf("multiraft: group %d: %w", sp.GroupID, err))
 			continue
 		}
-		todo = append(todo, opened{sp.GroupID, log})
+		todo = append(todo, opened{sp.GroupID, log, slices.Clone(sp.AdmitToken)})
 	}
 
 	if len(boots) > 0 {
@@ -474,6 +487,7 @@ func (h *Host) LoadGroups(ctx context.Context, specs []GroupSpec) error {
 			errs = append(errs, err)
 			continue
 		}
+		g.admit, g.probeCredit = o.admit, true
 		s := h.shardFor(o.id)
 		perShard[s] = append(perShard[s], g)
 	}
@@ -595,6 +609,24 @@ func (h *Host) UnloadGroup(ctx context.Context, groupID uint64) error {
 func (h *Host) Campaign(ctx context.Context, groupID uint64) error {
 	s := h.shardFor(groupID)
 	return h.exec(ctx, s, func() error { return s.campaign(groupID) })
+}
+
+// Admit ends the probation of a group loaded with GroupSpec.AdmitToken: the caller learned
+// that this replica's store is the one the group's configuration counts (the control tier
+// recorded it). Admitting a group not on probation does nothing.
+func (h *Host) Admit(ctx context.Context, groupID uint64) error {
+	s := h.shardFor(groupID)
+	return h.exec(ctx, s, func() error {
+		g, err := s.lookup(groupID)
+		if err != nil {
+			return err
+		}
+		if g.admit != nil {
+			g.admit = nil
+			h.log.InfoContext(ctx, "replica admitted to its group by the control tier", "group", groupID)
+		}
+		return nil
+	})
 }
 
 // Campaigns is Campaign for many groups, with one queued operation per shard instead of one

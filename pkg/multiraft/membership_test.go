@@ -282,3 +282,104 @@ func TestConfigurationSurvivesLostRecordsAndLaggingAppliers(t *testing.T) {
 		}
 	}
 }
+
+// A replica whose store was replaced (wiped disk) comes back on probation: the group's
+// configuration still counts it as the voter its old store was, so until the leader removes
+// it and adds it back with its token it must neither vote (its empty log would elect a
+// lagging candidate) nor take a heartbeat's commit index (raft would panic: the leader
+// believes this replica holds what the old store held).
+func TestReplacedStoreRejoinsOnProbation(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t, 3, memnet.Options{Seed: 43}, nil)
+	g := groupIDs(1)[0]
+	c.load(g)
+	c.campaign(1, g)
+	mustSucceedAfter(t, c, c.propose(1, g, seq("a", 5)...))
+
+	// Node 3's disk is replaced: a new, empty store and state machine.
+	c.hub.Detach(3)
+	c.stores[3] = raftstore.NewMemory()
+	c.appliers[3] = newMemApplier()
+	c.startHost(3)
+	token := []byte("store-3b")
+	if err := c.hosts[3].LoadGroup(ctx, multiraft.GroupSpec{GroupID: g, Join: true, AdmitToken: token}); err != nil {
+		t.Fatal(err)
+	}
+	mustSucceedAfter(t, c, c.propose(1, g, seq("b", 3)...))
+	c.tick(5) // heartbeats, with the commit index the leader believes node 3 holds
+	if err := c.hosts[3].Failure(g); err != nil {
+		t.Fatalf("the replaced store's group failed on a heartbeat: %v", err)
+	}
+	if st := c.status(3, g); !st.OnProbation {
+		t.Fatalf("node 3 is not on probation: %+v", st)
+	}
+	if err := c.hosts[3].Campaign(ctx, g); !errors.Is(err, multiraft.ErrCampaignIgnored) {
+		t.Fatalf("campaign on probation: %v, want ErrCampaignIgnored", err)
+	}
+
+	// The leader is cut off; node 2 can win only with node 3's vote, which it must not get.
+	c.hub.Isolate(1)
+	if err := c.hosts[2].Campaign(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	c.stabilize()
+	if st := c.status(2, g); st.Role == raft.StateLeader {
+		t.Fatalf("node 2 was elected with the vote of a replica on probation (term %d)", st.Term)
+	}
+	c.hub.Heal()
+	c.campaign(2, g)
+	if st := c.status(2, g); st.Role != raft.StateLeader {
+		t.Fatalf("node 2 is %v after its campaign with node 1's vote", st.Role)
+	}
+
+	// The rejoin: the old store's place goes, the new store comes back as a learner with its
+	// token, catches up and is promoted.
+	changeConf(t, c.hosts[2], c.stabilize, g, confChange(raftpb.ConfChangeType_ConfChangeRemoveNode, 3))
+	add := confChange(raftpb.ConfChangeType_ConfChangeAddLearnerNode, 3)
+	add.Context = token
+	changeConf(t, c.hosts[2], c.stabilize, g, add)
+	c.tick(3) // a probe beyond node 3's log is answered once per heartbeat
+	if st := c.status(3, g); st.OnProbation {
+		t.Fatalf("node 3 applied its re-admission and is still on probation: %+v", st)
+	}
+	changeConf(t, c.hosts[2], c.stabilize, g, confChange(raftpb.ConfChangeType_ConfChangeAddNode, 3))
+	for _, id := range []uint64{1, 2, 3} {
+		requireConf(t, c.status(id, g), []uint64{1, 2, 3}, nil, nil)
+	}
+	want := append(seq("a", 5), seq("b", 3)...)
+	if got := c.appliers[3].userData(g); !slices.Equal(got, want) {
+		t.Fatalf("node 3 applied %q, want %q", got, want)
+	}
+
+	// Admitted, it votes again: node 1 wins with it while the leader is cut off.
+	c.hub.Isolate(2)
+	c.campaign(1, g)
+	if st := c.status(1, g); st.Role != raft.StateLeader {
+		t.Fatalf("node 1 is %v: the admitted replica did not vote", st.Role)
+	}
+}
+
+// Admit ends a probation without a conf change: the control tier recorded the new store.
+func TestAdmitEndsProbation(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t, 3, memnet.Options{Seed: 44}, nil)
+	g := groupIDs(1)[0]
+	c.load(g)
+	c.hosts[3].UnloadGroup(ctx, g) //nolint:errcheck // reloaded on probation below
+	if err := c.hosts[3].LoadGroup(ctx, multiraft.GroupSpec{GroupID: g, AdmitToken: []byte("t")}); err != nil {
+		t.Fatal(err)
+	}
+	if !c.status(3, g).OnProbation {
+		t.Fatal("not on probation")
+	}
+	if err := c.hosts[3].Admit(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	if c.status(3, g).OnProbation {
+		t.Fatal("still on probation after Admit")
+	}
+	c.campaign(3, g)
+	if st := c.status(3, g); st.Role != raft.StateLeader {
+		t.Fatalf("node 3 is %v after its campaign", st.Role)
+	}
+}

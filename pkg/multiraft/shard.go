@@ -644,6 +644,10 @@ func (s *shard) complete(d *localDone) {
 			}
 			if cs != nil {
 				g.confState, confChanged = cs, true
+				if g.admit != nil && admits(e, self, g.admit) {
+					g.admit = nil
+					s.h.log.Info("replica admitted to its group", "group", g.id, "index", e.GetIndex())
+				}
 			}
 		}
 	}
@@ -913,6 +917,11 @@ func (s *shard) step(e Envelope) {
 	if m.GetType() == raftpb.MessageType_MsgSnap {
 		m = s.admitSnapshot(g, m)
 	}
+	if g.admit != nil {
+		if m = g.probation(m); m == nil {
+			return
+		}
+	}
 	err, panicked := stepRecovered(g.rn, m)
 	if panicked != nil {
 		s.failLocal(g, 0, panicked)
@@ -922,6 +931,62 @@ func (s *shard) step(e Envelope) {
 		s.h.log.Debug("raft refused message", "group", g.id, "type", m.GetType().String(), "from", m.GetFrom(), "err", err)
 	}
 	s.markDirty(g)
+}
+
+// probation filters what a group on probation (GroupSpec.AdmitToken) takes from its peers:
+// no vote requests and no leadership transfers (its vote may be one an earlier store of this
+// node already gave in the same term, and its log may lack what that store acknowledged), and
+// heartbeats without their commit index, which the leader sends as what it believes this
+// replica holds (raft would panic on one beyond the log, or commit entries this log holds
+// differently). The heartbeat itself is still answered, so the leader keeps probing with
+// appends, whose commit index raft checks against this log.
+//
+// An append beyond the end of this log is answered at most once per heartbeat: a leader that
+// believes this replica holds more than it does (the old store's match index) answers each
+// rejection with the same append at once, a loop at network speed until it removes this
+// replica, while a leader that merely probes needs one answer per step. Returns nil to drop m.
+func (g *group) probation(m *raftpb.Message) *raftpb.Message {
+	switch m.GetType() {
+	case raftpb.MessageType_MsgVote, raftpb.MessageType_MsgPreVote, raftpb.MessageType_MsgTimeoutNow:
+		return nil
+	case raftpb.MessageType_MsgApp:
+		if m.GetIndex() > g.lastIndex {
+			if !g.probeCredit {
+				return nil
+			}
+			g.probeCredit = false
+		}
+	case raftpb.MessageType_MsgHeartbeat:
+		g.probeCredit = true
+		if m.GetCommit() == 0 {
+			return m
+		}
+		// The transport's message may be shared; the copy is the only one changed.
+		m = proto.Clone(m).(*raftpb.Message)
+		m.Commit = new(uint64(0))
+	}
+	return m
+}
+
+// admits reports whether the applied entry e is a conf change that adds self (as a voter or a
+// learner) carrying token as its context: the leader's re-admission of a replaced store.
+func admits(e *raftpb.Entry, self uint64, token []byte) bool {
+	if e.GetType() != raftpb.EntryConfChangeV2 {
+		return false
+	}
+	var cc raftpb.ConfChangeV2
+	if proto.Unmarshal(e.GetData(), &cc) != nil || !bytes.Equal(cc.GetContext(), token) {
+		return false
+	}
+	for _, c := range cc.GetChanges() {
+		switch c.GetType() {
+		case raftpb.ConfChangeType_ConfChangeAddNode, raftpb.ConfChangeType_ConfChangeAddLearnerNode:
+			if c.GetNodeId() == self {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // admitSnapshot makes a snapshot whose configuration lacks this replica acceptable to raft,
@@ -1026,6 +1091,9 @@ func (s *shard) campaign(id uint64) error {
 	g, err := s.lookup(id)
 	if err != nil {
 		return err
+	}
+	if g.admit != nil {
+		return fmt.Errorf("multiraft: group %d: %w (on probation until admitted)", id, ErrCampaignIgnored)
 	}
 	if err := g.rn.Campaign(); err != nil {
 		return fmt.Errorf("multiraft: group %d: campaign: %w", id, err)

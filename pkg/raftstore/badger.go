@@ -1,6 +1,8 @@
 package raftstore
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -37,6 +39,9 @@ type Badger struct {
 
 	writeMu sync.Mutex
 	failed  error // guarded by writeMu: a commit or sync failed, disk and memory may disagree
+
+	// storeID is the store's identity (see StoreID), fixed once opened.
+	storeID uint64
 
 	mu     sync.RWMutex // guards groups and closed
 	groups map[uint64]*group
@@ -84,6 +89,9 @@ func OpenBadger(dir string, opts ...BadgerOption) (*Badger, error) {
 		b.maxTxnOps = min(b.maxTxnOps, int64(max(cfg.maxTxnOps, 8)))
 	}
 	if err := b.checkVersion(); err != nil {
+		return nil, errors.Join(err, db.Close())
+	}
+	if b.storeID, err = b.identity(); err != nil {
 		return nil, errors.Join(err, db.Close())
 	}
 	if cfg.gcInterval > 0 {
@@ -147,6 +155,55 @@ func (b *Badger) checkVersion() error {
 		return fmt.Errorf("raftstore: database format %x, want %d", v, formatVersion)
 	}
 	return nil
+}
+
+// StoreID identifies this store: a random non-zero number created with it (or, for a store
+// made before ids existed, at its first open since) and kept for its life. A node whose
+// directory was wiped or whose disk was replaced comes back with another id, which is how the
+// rest of the cluster learns that the raft state this node had promised (votes, acknowledged
+// entries) is gone.
+func (b *Badger) StoreID() uint64 { return b.storeID }
+
+// identity reads the store id, creating it on first use.
+func (b *Badger) identity() (uint64, error) {
+	var v []byte
+	err := b.db.View(func(txn *badger.Txn) error {
+		var err error
+		v, err = getValue(txn, storeIDKey)
+		return err
+	})
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("raftstore: read store id: %w", err)
+	case v != nil && len(v) != 8:
+		return 0, fmt.Errorf("raftstore: store id of %d bytes, want 8", len(v))
+	case v != nil:
+		return binary.BigEndian.Uint64(v), nil
+	}
+	id, err := newStoreID()
+	if err != nil {
+		return 0, err
+	}
+	if err := b.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(storeIDKey, binary.BigEndian.AppendUint64(nil, id))
+	}); err != nil {
+		return 0, fmt.Errorf("raftstore: write store id: %w", err)
+	}
+	return id, b.sync()
+}
+
+// newStoreID draws a random non-zero id: 64 random bits make two stores of one cluster
+// sharing an id practically impossible.
+func newStoreID() (uint64, error) {
+	var buf [8]byte
+	for {
+		if _, err := rand.Read(buf[:]); err != nil {
+			return 0, fmt.Errorf("raftstore: store id: %w", err)
+		}
+		if id := binary.BigEndian.Uint64(buf[:]); id != 0 {
+			return id, nil
+		}
+	}
 }
 
 // gcLoop reclaims value-log space of deleted runs and snapshots. RunValueLogGC rewrites at most

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -395,6 +396,28 @@ func TestBadgerRefusesAnotherFormat(t *testing.T) {
 	require.NoError(t, b.Close())
 	_, err := OpenBadger(dir)
 	require.ErrorContains(t, err, "format")
+}
+
+// TestBadgerStoreIDLastsWithTheStore: the id survives reopening and a crash, and a wiped
+// directory gets another one (what tells the cluster a replica's disk was replaced).
+func TestBadgerStoreIDLastsWithTheStore(t *testing.T) {
+	dir := t.TempDir()
+	b := openBadger(t, dir)
+	id := b.StoreID()
+	require.NotZero(t, id)
+	require.NoError(t, b.Close())
+
+	b = openBadger(t, dir)
+	require.Equal(t, id, b.StoreID(), "reopened")
+	crash(t, b)
+	b = openBadger(t, dir)
+	require.Equal(t, id, b.StoreID(), "after a crash")
+	require.NoError(t, b.Close())
+
+	require.NoError(t, os.RemoveAll(dir))
+	b = openBadger(t, dir)
+	require.NotZero(t, b.StoreID())
+	require.NotEqual(t, id, b.StoreID(), "a wiped directory is a new store")
 }
 
 // syncBuffer is an io.Writer safe for Badger's goroutines.

@@ -13,6 +13,7 @@ import (
 // big-endian, so that each kind of a group is one contiguous, ordered range:
 //
 //	'v'                          format version of the database (value: one byte)
+//	'i'                          store id: random, non-zero, created with the store (8 bytes)
 //	'm' | group                  group metadata: first index, term of first-1, recovery limit
 //	'h' | group                  hard state (term, vote, commit)
 //	's' | group                  snapshot metadata (raftpb.SnapshotMetadata, incl. ConfState)
@@ -35,6 +36,7 @@ import (
 // transaction, never per round, because keys rewritten every round pile up versions in the LSM.
 const (
 	kindVersion  = 'v'
+	kindStoreID  = 'i'
 	kindMeta     = 'm'
 	kindHard     = 'h'
 	kindSnapMeta = 's'
@@ -47,7 +49,10 @@ const (
 // formatVersion is stored under the 'v' key; OpenBadger refuses a database of another version.
 const formatVersion = 1
 
-var versionKey = []byte{kindVersion}
+var (
+	versionKey = []byte{kindVersion}
+	storeIDKey = []byte{kindStoreID}
+)
 
 func groupKey(kind byte, group uint64) []byte {
 	k := make([]byte, 9)

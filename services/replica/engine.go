@@ -53,6 +53,7 @@ type Proposer interface {
 	ProposeConfChange(ctx context.Context, groupID uint64, cc *raftpb.ConfChangeV2) (uint64, error)
 	Campaigns(ctx context.Context, groupIDs []uint64) (map[uint64]error, error)
 	Statuses(ctx context.Context, groupIDs []uint64) (map[uint64]multiraft.Status, error)
+	Admit(ctx context.Context, groupID uint64) error
 }
 
 // Peers is the part of the transport the engine uses: peer addresses and last contact.
@@ -77,6 +78,9 @@ type EngineConfig struct {
 	Now func() time.Time
 	// Meter records the engine's metrics (triarch.replica.*); none when nil.
 	Meter metric.Meter
+	// StoreID identifies Store (raftstore.Badger.StoreID): loads naming another store are
+	// refused, and a joining group is admitted by a conf change carrying it (see Load).
+	StoreID uint64
 }
 
 // Record kinds in a group's state key space; group 0 holds node-wide records.
@@ -103,6 +107,9 @@ type channel struct {
 	group uint64
 	spec  *replicav1.GroupSpec
 	join  bool // loaded with GroupSpec.join: learns its configuration from the leader
+	// probation is set while the group may be on probation in the host (a join with a store
+	// id); the host may admit it first, so it only saves needless Admit calls.
+	probation atomic.Bool
 	// epoch is the highest arbiter epoch seen in this channel's orders (loads, replica
 	// changes); membership changes under an older one are refused.
 	epoch atomic.Uint64
@@ -451,6 +458,10 @@ var (
 	// ErrStaleOrder: a control order made under an older epoch of the channel than one this
 	// replica has already seen (its channelctl lost the slot or its view is old).
 	ErrStaleOrder = errors.New("order from an older epoch")
+	// ErrStoreReplaced: a load names, for this replica, another store than this one: the
+	// store that held the group here is gone (a wiped or replaced disk), and this one must
+	// rejoin the group as a new replica before it may load it as a member.
+	ErrStoreReplaced = errors.New("store replaced")
 )
 
 // NotLeader says which replica leads a channel, as far as this one knows.
@@ -737,12 +748,22 @@ func (e *Engine) Load(ctx context.Context, specs []*replicav1.GroupSpec) []error
 		}
 		if ch == nil { // already loaded
 			errs[i] = e.failure(sp.GetChannelId())
+			if errs[i] == nil && !sp.GetJoin() {
+				errs[i] = e.admit(ctx, sp.GetChannelId())
+			}
 			continue
 		}
 		writes = append(writes, w...)
 		spec := multiraft.GroupSpec{GroupID: ch.group, Voters: ch.currentVoters()}
 		if ch.join {
 			spec = multiraft.GroupSpec{GroupID: ch.group, Join: true}
+			if e.cfg.StoreID != 0 {
+				// Whether this node is new to the group or its store replaced an earlier one
+				// the configuration still counts, it takes no part in elections until the
+				// leader's conf change adding this store admits it (see multiraft.GroupSpec).
+				spec.AdmitToken = storeToken(e.cfg.StoreID)
+				ch.probation.Store(true)
+			}
 		}
 		hostSpecs = append(hostSpecs, spec)
 		loading = append(loading, i)
@@ -774,10 +795,36 @@ func (e *Engine) Load(ctx context.Context, specs []*replicav1.GroupSpec) []error
 	return errs
 }
 
+// admit ends the probation of a loaded channel that joined its group (see Load): a load that
+// is not a join, which names this store or none, comes from a record that counts this store
+// as the channel's replica here.
+func (e *Engine) admit(ctx context.Context, channelID string) error {
+	ch, err := e.channel(channelID)
+	if err != nil || !ch.probation.Load() {
+		return nil // unloaded since, or not on probation
+	}
+	if err := e.host.Admit(context.WithoutCancel(ctx), ch.group); err != nil {
+		return fmt.Errorf("replica: admit %s: %w", channelID, err)
+	}
+	ch.probation.Store(false)
+	return nil
+}
+
+// storeToken is the conf change context that admits a store joining a group.
+func storeToken(storeID uint64) []byte {
+	return binary.BigEndian.AppendUint64(nil, storeID)
+}
+
 // prepare registers a channel about to be loaded: its spec, peers and restored state.
 func (e *Engine) prepare(sp *replicav1.GroupSpec) (*channel, []raftstore.StateWrite, error) {
 	if sp.GetChannelId() == "" || sp.GetGroupId() == 0 || len(sp.GetReplicas()) == 0 {
 		return nil, nil, fmt.Errorf("%w: group spec needs a channel id, a group id and replicas", ErrInvalid)
+	}
+	if id := sp.GetStoreId(); id != 0 && e.cfg.StoreID != 0 && id != e.cfg.StoreID {
+		// Checked before anything, the loaded case included: a group this store joined is
+		// not yet the one the record counts, so it must not report a position for elections.
+		return nil, nil, fmt.Errorf("%w: the record of %s names store %016x on node %d, this is store %016x: the node rejoins the group as a new replica",
+			ErrStoreReplaced, sp.GetChannelId(), id, e.cfg.NodeID, e.cfg.StoreID)
 	}
 	voters := make([]uint64, 0, len(sp.GetReplicas()))
 	for _, p := range sp.GetReplicas() {
@@ -987,7 +1034,7 @@ func (e *Engine) CampaignAndWait(ctx context.Context, channelIDs []string, wait 
 				delete(pending, i)
 				continue
 			}
-			out[i].Status = statusProto(ch, st)
+			out[i].Status = e.statusProto(ch, st)
 			// This replica won and can serve (it applied an entry of its term, see leads),
 			// or another one leads: the channel control tier records a leader that serves
 			// at once, and clients routed to it do not meet a refusal first.
@@ -1041,7 +1088,7 @@ func (e *Engine) GroupStatus(ctx context.Context, channelID string) (*replicav1.
 		if err != nil {
 			return nil, err
 		}
-		return statusProto(ch, st), nil
+		return e.statusProto(ch, st), nil
 	}
 	return e.diskStatus(channelID)
 }
@@ -1081,18 +1128,19 @@ func (e *Engine) GroupStatuses(ctx context.Context, channelIDs []string) ([]*rep
 				out[i], errs[i] = e.diskStatus(id)
 				continue
 			}
-			out[i] = statusProto(ch, st)
+			out[i] = e.statusProto(ch, st)
 		}
 	}
 	return out, errs
 }
 
-func statusProto(ch *channel, st multiraft.Status) *replicav1.GroupStatus {
+func (e *Engine) statusProto(ch *channel, st multiraft.Status) *replicav1.GroupStatus {
 	out := &replicav1.GroupStatus{
 		ChannelId: ch.id, GroupId: ch.group, Loaded: true, Role: roleProto(st.Role),
 		Term: st.Term, Vote: st.Vote, LeaderNodeId: st.Leader, LastIndex: st.LastIndex, LastTerm: st.LastTerm,
 		Commit: st.Commit, Applied: st.Applied, LastSeq: ch.lastSeq.Load(),
 		LastActivityTime: timestamppb.New(time.Unix(0, ch.lastActivity.Load())),
+		StoreId:          e.cfg.StoreID,
 	}
 	out.Voters, out.Learners = confStateIDs(st)
 	if len(out.Voters) > 0 {
@@ -1140,7 +1188,8 @@ func (e *Engine) diskStatus(channelID string) (*replicav1.GroupStatus, error) {
 		return nil, err
 	}
 	out := &replicav1.GroupStatus{ChannelId: channelID, GroupId: group, Role: replicav1.Role_ROLE_FOLLOWER,
-		Term: hs.GetTerm(), Vote: hs.GetVote(), LastIndex: last, LastTerm: lastTerm, Commit: hs.GetCommit()}
+		Term: hs.GetTerm(), Vote: hs.GetVote(), LastIndex: last, LastTerm: lastTerm, Commit: hs.GetCommit(),
+		StoreId: e.cfg.StoreID}
 	if cpData, err := e.cfg.Store.GetState(group, []byte{kindCheckpoint}); err == nil && cpData != nil {
 		var cp replicav1.ChannelCheckpoint
 		if proto.Unmarshal(cpData, &cp) == nil {

@@ -64,7 +64,8 @@ func toStatus(err error) error {
 	case errors.Is(err, ErrLeaseLost), errors.Is(err, ErrTermNotApplied), errors.Is(err, multiraft.ErrOverloaded), errors.Is(err, raft.ErrProposalDropped),
 		errors.Is(err, multiraft.ErrLeadershipLost), errors.Is(err, multiraft.ErrProposalLost), errors.Is(err, multiraft.ErrStopped):
 		return status.Error(codes.Unavailable, err.Error())
-	case errors.Is(err, multiraft.ErrNotQuiescent), errors.Is(err, multiraft.ErrCampaignIgnored), errors.Is(err, ErrStaleOrder):
+	case errors.Is(err, multiraft.ErrNotQuiescent), errors.Is(err, multiraft.ErrCampaignIgnored), errors.Is(err, ErrStaleOrder),
+		errors.Is(err, ErrStoreReplaced):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()

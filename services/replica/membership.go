@@ -75,19 +75,28 @@ func (c *channel) setVoters(voters []uint64) {
 // channel began and never finished). Every step is skipped when already done, so an order
 // repeated after a timeout or a channelctl takeover resumes where the last one stopped; an
 // order under an older epoch than one seen here is refused.
+//
+// Both conf changes that add the replica carry change.AddStoreId, which admits the joining
+// store to the group (see GroupSpec.join). When AddNodeId equals RemoveNodeId the change is a
+// rejoin of a node whose store was replaced: it is first removed while it is a voter (which
+// drops the leader's record of what the old store had acknowledged: kept, it would make
+// raft send the new store commit indexes beyond its log), then added back like a new replica.
+// A repeated rejoin that finds the node a voter again removes and re-adds it once more, which
+// costs a catch-up from where its log is and is otherwise harmless.
 func (e *Engine) ChangeReplicas(ctx context.Context, change *replicav1.ReplicaChange) (*replicav1.GroupStatus, error) {
 	add, remove := change.GetAddNodeId(), change.GetRemoveNodeId()
+	rejoin := add == remove
 	switch {
 	case add == 0:
 		return nil, fmt.Errorf("%w: change of %s names no replica to add", ErrInvalid, change.GetChannelId())
-	case add == remove:
-		return nil, fmt.Errorf("%w: change of %s adds and removes node %d", ErrInvalid, change.GetChannelId(), add)
+	case rejoin && change.GetAddStoreId() == 0:
+		return nil, fmt.Errorf("%w: change of %s adds and removes node %d without naming its new store", ErrInvalid, change.GetChannelId(), add)
 	case remove == e.cfg.NodeID:
 		// Removing the leader would stop the channel until an ordered election; the channelctl
 		// moves leadership first.
 		return nil, fmt.Errorf("%w: the leader of %s cannot remove itself", ErrInvalid, change.GetChannelId())
 	case len(change.GetVoters()) > 0 && (!slices.Contains(change.GetVoters(), add) || !slices.Contains(change.GetVoters(), e.cfg.NodeID) ||
-		slices.Contains(change.GetVoters(), remove)):
+		!rejoin && slices.Contains(change.GetVoters(), remove)):
 		return nil, fmt.Errorf("%w: change of %s wants voters %v: they must hold the leader %d and node %d and not node %d",
 			ErrInvalid, change.GetChannelId(), change.GetVoters(), e.cfg.NodeID, add, remove)
 	}
@@ -110,13 +119,25 @@ func (e *Engine) ChangeReplicas(ctx context.Context, change *replicav1.ReplicaCh
 		}
 	}
 
+	var token []byte
+	if id := change.GetAddStoreId(); id != 0 {
+		token = storeToken(id)
+	}
 	st, err := e.host.Status(ctx, ch.group)
 	if err != nil {
 		return nil, err
 	}
+	if rejoin && slices.Contains(st.ConfState.Voters, add) {
+		if err := e.confChange(ctx, ch, raftpb.ConfChangeRemoveNode, add, nil); err != nil {
+			return nil, err
+		}
+		if st, err = e.host.Status(ctx, ch.group); err != nil {
+			return nil, err
+		}
+	}
 	cs := st.ConfState
 	if !slices.Contains(cs.Voters, add) && !slices.Contains(cs.Learners, add) {
-		if err := e.confChange(ctx, ch, raftpb.ConfChangeAddLearnerNode, add); err != nil {
+		if err := e.confChange(ctx, ch, raftpb.ConfChangeAddLearnerNode, add, token); err != nil {
 			return nil, err
 		}
 	}
@@ -127,9 +148,12 @@ func (e *Engine) ChangeReplicas(ctx context.Context, change *replicav1.ReplicaCh
 		if err := e.waitCaughtUp(ctx, ch, add); err != nil {
 			return nil, err
 		}
-		if err := e.confChange(ctx, ch, raftpb.ConfChangeAddNode, add); err != nil {
+		if err := e.confChange(ctx, ch, raftpb.ConfChangeAddNode, add, token); err != nil {
 			return nil, err
 		}
+	}
+	if rejoin {
+		remove = 0 // it is back
 	}
 	for {
 		if st, err = e.host.Status(ctx, ch.group); err != nil {
@@ -140,7 +164,7 @@ func (e *Engine) ChangeReplicas(ctx context.Context, change *replicav1.ReplicaCh
 			return e.GroupStatus(ctx, ch.id)
 		}
 		// One at a time: raft takes a single voter change per entry outside joint consensus.
-		if err := e.confChange(ctx, ch, raftpb.ConfChangeRemoveNode, leaving[0]); err != nil {
+		if err := e.confChange(ctx, ch, raftpb.ConfChangeRemoveNode, leaving[0], nil); err != nil {
 			return nil, err
 		}
 	}
@@ -159,8 +183,8 @@ func leavers(voters, learners []uint64, remove uint64, wanted []uint64) []uint64
 	return out
 }
 
-func (e *Engine) confChange(ctx context.Context, ch *channel, typ raftpb.ConfChangeType, node uint64) error {
-	cc := &raftpb.ConfChangeV2{Changes: []*raftpb.ConfChangeSingle{{Type: typ.Enum(), NodeId: new(node)}}}
+func (e *Engine) confChange(ctx context.Context, ch *channel, typ raftpb.ConfChangeType, node uint64, context []byte) error {
+	cc := &raftpb.ConfChangeV2{Changes: []*raftpb.ConfChangeSingle{{Type: typ.Enum(), NodeId: new(node)}}, Context: context}
 	if _, err := e.host.ProposeConfChange(ctx, ch.group, cc); err != nil {
 		if errors.Is(err, multiraft.ErrConfChangeRefused) {
 			return fmt.Errorf("%w: %s of node %d in %s: %w", ErrInvalid, typ, node, ch.id, err)

@@ -3,6 +3,7 @@ package replica
 import (
 	"context"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -67,7 +68,8 @@ func TestChangeReplicasReplacesADeadReplicaWithoutLosingData(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, st4.GetResults()[0].GetStatus().GetLastIndex(), "a joining replica starts empty")
 
-	change := &replicav1.ReplicaChange{ChannelId: ch, AddNodeId: 4, AddAddress: c.svcs[3].Advertise(), RemoveNodeId: 3}
+	change := &replicav1.ReplicaChange{ChannelId: ch, AddNodeId: 4, AddAddress: c.svcs[3].Advertise(), RemoveNodeId: 3,
+		AddStoreId: c.svcs[3].store.StoreID()}
 	resp, err := c.ctl[0].ChangeReplicas(ctx(t), &replicav1.ChangeReplicasRequest{Changes: []*replicav1.ReplicaChange{change}})
 	require.NoError(t, err)
 	res := resp.GetResults()[0]
@@ -160,4 +162,61 @@ func TestChangeReplicasReachesTheWantedVotersAndFencesOldOrders(t *testing.T) {
 	require.Equal(t, codes.InvalidArgument, codes.Code(res.GetError().GetCode()), res.GetError().GetMessage())
 	c.appendN(1, ch, "after", 2)
 	requireContiguous(t, readAll(t, c.data[0], ch), 7)
+}
+
+// A replica whose disk was replaced: loads naming its old store are refused, it joins the
+// group again on probation, and the leader's rejoin (remove, add as a learner with the new
+// store, promote) brings it back as a voter holding every acknowledged message.
+func TestReplacedStoreRejoinsAsANewReplica(t *testing.T) {
+	c := newClusterOf(t, 3)
+	const ch, group = "replaced", 43
+	for n := 1; n <= 3; n++ {
+		sp := c.specOf(ch, group, false, 1, 2, 3)
+		sp.StoreId = c.svcs[n-1].store.StoreID()
+		c.loadOn(sp, n)
+	}
+	c.elect(1, ch)
+	c.appendN(1, ch, "before", 20)
+
+	old := c.svcs[2].store.StoreID()
+	c.stopNode(3)
+	require.NoError(t, os.RemoveAll(c.dirs[2]))
+	c.startNode(3)
+	fresh := c.svcs[2].store.StoreID()
+	require.NotEqual(t, old, fresh, "a wiped directory is a new store")
+
+	stale := c.specOf(ch, group, false, 1, 2, 3)
+	stale.StoreId = old
+	resp, err := c.ctl[2].LoadGroups(ctx(t), &replicav1.LoadGroupsRequest{Groups: []*replicav1.GroupSpec{stale}})
+	require.NoError(t, err)
+	ge := resp.GetResults()[0].GetError()
+	require.NotNil(t, ge, "a load naming the old store was accepted")
+	require.Equal(t, codes.FailedPrecondition, codes.Code(ge.GetCode()), ge.GetMessage())
+	require.Contains(t, ge.GetMessage(), "store replaced")
+
+	c.appendN(1, ch, "degraded", 5)
+	c.loadOn(c.specOf(ch, group, true, 1, 2, 3), 3)
+	c.loadOn(c.specOf(ch, group, false, 1, 2, 3), 2) // node 2 learns node 3's new address
+	st, err := c.ctl[2].GetGroupStatus(ctx(t), &replicav1.GetGroupStatusRequest{ChannelIds: []string{ch}})
+	require.NoError(t, err)
+	require.Equal(t, fresh, st.GetResults()[0].GetStatus().GetStoreId())
+
+	rejoin := &replicav1.ReplicaChange{ChannelId: ch, AddNodeId: 3, RemoveNodeId: 3, AddAddress: c.svcs[2].Advertise(),
+		AddStoreId: fresh, Voters: []uint64{1, 2, 3}}
+	for range 2 { // the second time is a channelctl repeating the order after a timeout
+		cr, err := c.ctl[0].ChangeReplicas(ctx(t), &replicav1.ChangeReplicasRequest{Changes: []*replicav1.ReplicaChange{rejoin}})
+		require.NoError(t, err)
+		res := cr.GetResults()[0]
+		require.Nil(t, res.GetError())
+		require.Equal(t, []uint64{1, 2, 3}, res.GetStatus().GetVoters())
+		require.Empty(t, res.GetStatus().GetLearners())
+	}
+
+	// The rejoined replica votes and holds everything: with node 1 gone it is elected with
+	// node 2's vote and serves every acknowledged message.
+	c.appendN(1, ch, "rejoined", 3)
+	c.stopNode(1)
+	c.elect(3, ch)
+	c.appendN(3, ch, "after", 2)
+	requireContiguous(t, readAll(t, c.data[2], ch), 30)
 }

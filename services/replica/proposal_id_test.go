@@ -35,6 +35,9 @@ func (s *scriptedHost) Campaigns(context.Context, []uint64) (map[uint64]error, e
 func (s *scriptedHost) Statuses(context.Context, []uint64) (map[uint64]multiraft.Status, error) {
 	return nil, errors.New("scripted host: no statuses")
 }
+func (s *scriptedHost) Admit(context.Context, uint64) error {
+	return errors.New("scripted host: no admit")
+}
 func (s *scriptedHost) ProposeConfChange(context.Context, uint64, *raftpb.ConfChangeV2) (uint64, error) {
 	return 0, errors.New("scripted host: no membership changes")
 }

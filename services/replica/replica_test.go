@@ -47,20 +47,28 @@ func newClusterOf(t testing.TB, n int) *cluster {
 
 func (c *cluster) start() {
 	c.t.Helper()
-	c.svcs, c.data, c.ctl, c.conns = nil, nil, nil, nil
-	for i, dir := range c.dirs {
-		s, err := Start(context.Background(), Config{
-			Common:      process.Common{NodeID: uint64(i + 1), Listen: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", DataDir: dir},
-			DedupWindow: time.Hour, DedupMaxIDs: 1000, TickInterval: 20 * time.Millisecond,
-		}, testutil.Telemetry(c.t, "replica", uint64(i+1)))
-		require.NoError(c.t, err)
-		conn, err := grpc.NewClient(s.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-		require.NoError(c.t, err)
-		c.svcs = append(c.svcs, s)
-		c.conns = append(c.conns, conn)
-		c.data = append(c.data, replicav1.NewReplicaServiceClient(conn))
-		c.ctl = append(c.ctl, replicav1.NewReplicaControlServiceClient(conn))
+	n := len(c.dirs)
+	c.svcs, c.data, c.ctl, c.conns = make([]*Service, n), make([]replicav1.ReplicaServiceClient, n),
+		make([]replicav1.ReplicaControlServiceClient, n), make([]*grpc.ClientConn, n)
+	for i := range c.dirs {
+		c.startNode(i + 1)
 	}
+}
+
+// startNode starts node n (1-based) on its data directory.
+func (c *cluster) startNode(n int) {
+	c.t.Helper()
+	i := n - 1
+	s, err := Start(context.Background(), Config{
+		Common:      process.Common{NodeID: uint64(n), Listen: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", DataDir: c.dirs[i]},
+		DedupWindow: time.Hour, DedupMaxIDs: 1000, TickInterval: 20 * time.Millisecond,
+	}, testutil.Telemetry(c.t, "replica", uint64(n)))
+	require.NoError(c.t, err)
+	conn, err := grpc.NewClient(s.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(c.t, err)
+	c.svcs[i], c.conns[i] = s, conn
+	c.data[i] = replicav1.NewReplicaServiceClient(conn)
+	c.ctl[i] = replicav1.NewReplicaControlServiceClient(conn)
 }
 
 func (c *cluster) stop() {

@@ -55,6 +55,7 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 		return nil, fmt.Errorf("replica: %w", err)
 	}
 	s := &Service{store: store}
+	tel.Logger.InfoContext(ctx, "store opened", "dir", cfg.DataDir, "store_id", fmt.Sprintf("%016x", store.StoreID()))
 	defer func() {
 		if err != nil {
 			_ = s.shutdown(context.WithoutCancel(ctx))
@@ -67,6 +68,7 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 		Dedup:    chanlog.Config{Window: cfg.DedupWindow, MaxIDs: cfg.DedupMaxIDs},
 		LeaseTTL: cfg.LeaseTTL,
 		Meter:    tel.MeterProvider.Meter("github.com/triarch-io/triarch/services/replica"),
+		StoreID:  store.StoreID(),
 	})
 	s.Host, err = multiraft.New(multiraft.Config{
 		NodeID: cfg.NodeID, Store: store, Transport: s.transport, Applier: s.Engine, Logger: tel.Logger,
