@@ -27,6 +27,12 @@ type LoadGroups struct {
 	Epoch     uint64
 	// Join loads the group for a replica being added to it (see replicav1.GroupSpec.join).
 	Join bool
+	// StoreIDs is, for a load that is not a join, the store the channel's record names for
+	// each node (arbiterv1.Channel.replica_store_ids): the spec sent to a node carries its
+	// entry as GroupSpec.store_id, so that a replica whose store was replaced refuses the load
+	// instead of bootstrapping the group as a voter with an empty log. Nil for joins, and for
+	// records that name no stores; a missing entry is no check.
+	StoreIDs map[uint64]uint64
 }
 
 // QueryPositions: ask Nodes for the group's status (GetGroupStatus) and report
@@ -69,13 +75,18 @@ type Unload struct {
 
 // ChangeReplicas: order the leader to replace Remove by Add in the group's raft configuration
 // (Add catches up as a learner before it votes), ending with exactly Voters, and report
-// ReplicasChanged.
+// ReplicasChanged. Add == Remove is a rejoin: the node's store was replaced, so the leader
+// removes it and adds it back as a learner, promoted once it holds the whole log.
 type ChangeReplicas struct {
 	ChannelID   string
 	Leader      uint64
 	Add, Remove uint64
-	Voters      []uint64
-	Epoch       uint64
+	// AddStoreID is the store of Add that loaded the group (its join load's
+	// GroupStatus.store_id); it rides on the learner's configuration change
+	// (replicav1.ReplicaChange.add_store_id).
+	AddStoreID uint64
+	Voters     []uint64
+	Epoch      uint64
 }
 
 // AnswerWaiters: answer the Resolve calls of Waiters with the leader.
@@ -126,6 +137,10 @@ func (a CommitCAS) String() string {
 	if len(c.GetReplicaNodeIds()) > 0 {
 		fmt.Fprintf(&b, " replicas=%v", c.GetReplicaNodeIds())
 	}
+	if len(c.GetReplicaStoreIds()) > 0 {
+		// fmt prints a map in key order, so the form is stable.
+		fmt.Fprintf(&b, " stores=%v", c.GetReplicaStoreIds())
+	}
 	b.WriteString(")")
 	return b.String()
 }
@@ -158,7 +173,10 @@ func (a Unload) String() string {
 }
 
 func (a ChangeReplicas) String() string {
-	return fmt.Sprintf("change(%s@%d on %d +%d -%d)", a.ChannelID, a.Epoch, a.Leader, a.Add, a.Remove)
+	if a.Add == a.Remove {
+		return fmt.Sprintf("change(%s@%d on %d rejoin %d store=%d)", a.ChannelID, a.Epoch, a.Leader, a.Add, a.AddStoreID)
+	}
+	return fmt.Sprintf("change(%s@%d on %d +%d -%d store=%d)", a.ChannelID, a.Epoch, a.Leader, a.Add, a.Remove, a.AddStoreID)
 }
 
 func (a AnswerWaiters) String() string {

@@ -14,10 +14,10 @@
 //	// then Step each result back in as an event
 //
 // Events in: Resolve (a client needs the leader), CancelWaiter, Activate and Hibernate (operator
-// orders), IdleTimeout (time is passed in, never read), MoveLeader, Repair, NodeDead and
-// NodeAlive (arbiter decisions), Retry, and the results CASResult, GroupsLoaded,
-// PositionsReported, CampaignResult, TransferResult, ConfirmResult, UnloadResult and
-// ReplicasChanged. Actions out: CommitCAS to the arbiter; LoadGroups, QueryPositions, Campaign,
+// orders), IdleTimeout (time is passed in, never read), MoveLeader, Repair (a Repair naming
+// one node twice is a rejoin), NodeDead and NodeAlive (arbiter decisions), Retry, and the
+// results CASResult, GroupsLoaded, PositionsReported, CampaignResult, TransferResult,
+// ConfirmResult, UnloadResult and ReplicasChanged. Actions out: CommitCAS to the arbiter; LoadGroups, QueryPositions, Campaign,
 // TransferLeader, ConfirmLeader, Unload and ChangeReplicas to replicas; AnswerWaiters and
 // FailWaiters to the clients waiting in Resolve.
 //
@@ -81,9 +81,25 @@
 // Replica-set repair (active, Repair{dead d, with w} once d has been dead long enough; epoch e):
 //
 //	CAS e:   (no field)                         claim: fences a channelctl that lost the slot
-//	LoadGroups join on the live new set @e+1    w starts empty; the others learn w's address
-//	ChangeReplicas on the leader @e+1           w learner, caught up, voter; then d removed
-//	CAS e+1: replicas=set with d replaced by w  raft first, then the record; d is forgotten
+//	LoadGroups join on the live new set @e+1    w starts empty; the others learn w's address;
+//	                                            w's answer names its store s (none: abandon)
+//	ChangeReplicas +w -d store=s, leader @e+1   w learner (s admits it), caught up, voter; d removed
+//	CAS e+1: replicas=set with d replaced by w  raft first, then the record; d is forgotten,
+//	         stores={w: s}                      and w's loads name s from now on
+//
+// Rejoin (active, Repair{dead x, with x}: x is a live member that is not the leader, whose node
+// registered a store other than the one the record names for it; epoch e):
+//
+//	CAS e:   (no field)                         claim
+//	LoadGroups join on the live set @e+1        x starts empty and answers with its new store s
+//	                                            (none, or the recorded one: abandon)
+//	ChangeReplicas rejoin x store=s @e+1        the leader removes x, adds it back as a learner,
+//	                                            promotes it once caught up
+//	CAS e+1: stores={x: s}                      the replica set is unchanged
+//
+// Every load that is not a join names, for the replica it goes to, the store the record holds
+// for it; a replica whose store was replaced refuses it (its empty log must not count as a
+// voter's, nor be elected) until a rejoin records its new store.
 //
 // The order names the whole voter set wanted, so a voter or learner that an earlier,
 // unfinished repair left in raft leaves too. A failed step leaves the channel active and the

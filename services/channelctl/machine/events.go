@@ -47,6 +47,12 @@ type NodeAlive struct{ Node uint64 }
 
 // Repair: replace the replica Dead, which the arbiter declared dead long enough ago, by With,
 // a live replica node outside the set, while the leader keeps serving (replica-set repair).
+//
+// Dead == With is a rejoin: the replica is alive, but its node registered a store other than
+// the one the channel's record names for it (its disk was wiped or replaced), so it lost what
+// the group's configuration counts on it for. It is taken out of the group's configuration and
+// added back as a learner with its new store, as a new replica would be; the replica set does
+// not change, only the store the record names for it. The leader cannot rejoin itself.
 type Repair struct{ Dead, With uint64 }
 
 // ReplicasChanged answers ChangeReplicas: the leader's status after the change (its voters)

@@ -34,6 +34,10 @@ var fixtures = map[string]fixture{
 	"active/repair-load":   fxActiveRepairLoad,
 	"active/repair-change": fxActiveRepairChange,
 	"active/repair-record": fxActiveRepairRecord,
+	"active/rejoin-claim":  fxActiveRejoinClaim,
+	"active/rejoin-load":   fxActiveRejoinLoad,
+	"active/rejoin-change": fxActiveRejoinChange,
+	"active/rejoin-record": fxActiveRejoinRecord,
 	"electing/claim":       fxElectingClaim,
 	"electing/gather":      fxElectingGather,
 	"electing/decide":      fxElectingDecide,
@@ -80,7 +84,8 @@ func fxActivatingClaim(t testing.TB) *Machine {
 func fxActivatingGather(t testing.TB) *Machine {
 	m := fxActivatingClaim(t)
 	return expectActions(t, m, accepted(m),
-		LoadGroups{ChannelID: "c", GroupID: 7, Replicas: []uint64{1, 2, 3}, Nodes: []uint64{1, 2, 3}, Epoch: 11})
+		LoadGroups{ChannelID: "c", GroupID: 7, Replicas: []uint64{1, 2, 3}, Nodes: []uint64{1, 2, 3}, Epoch: 11,
+			StoreIDs: recordedStores()})
 }
 
 func fxActivatingDecide(t testing.TB) *Machine {
@@ -144,16 +149,24 @@ func fxActiveRepairLoad(t testing.TB) *Machine {
 	return expect(t, m, accepted(m), "load(c@11 on [1 2 4] join [1 2 4])")
 }
 
-// repairLoaded is the join load answered by the leader (voters 1, 2, 3), 2 and the new node 4.
+// withStore is s reporting store id.
+func withStore(s *replicav1.GroupStatus, store uint64) *replicav1.GroupStatus {
+	s.StoreId = store
+	return s
+}
+
+// repairLoaded is the join load answered by the leader (voters 1, 2, 3), 2 and the new node 4,
+// whose store is 404.
 func repairLoaded(epoch uint64) GroupsLoaded {
-	ls := leaderSt(1, 5, 100, map[uint64]uint64{2: 100})
+	ls := withStore(leaderSt(1, 5, 100, map[uint64]uint64{2: 100}), 101)
 	ls.Voters = []uint64{1, 2, 3}
-	return GroupsLoaded{Epoch: epoch, Statuses: map[uint64]*replicav1.GroupStatus{1: ls, 2: st(5, 100, 100), 4: st(0, 0, 0)}}
+	return GroupsLoaded{Epoch: epoch, Statuses: map[uint64]*replicav1.GroupStatus{1: ls,
+		2: withStore(st(5, 100, 100), 202), 4: withStore(st(0, 0, 0), 404)}}
 }
 
 func fxActiveRepairChange(t testing.TB) *Machine {
 	m := fxActiveRepairLoad(t)
-	return expect(t, m, repairLoaded(11), "change(c@11 on 1 +4 -3)")
+	return expect(t, m, repairLoaded(11), "change(c@11 on 1 +4 -3 store=404)")
 }
 
 // votersSt is the leader's status after a change, with voters.
@@ -165,7 +178,40 @@ func votersSt(voters ...uint64) *replicav1.GroupStatus {
 
 func fxActiveRepairRecord(t testing.TB) *Machine {
 	m := fxActiveRepairChange(t)
-	return expect(t, m, ReplicasChanged{Epoch: 11, Status: votersSt(1, 2, 4)}, "cas(c@11 replicas=[1 2 4])")
+	return expect(t, m, ReplicasChanged{Epoch: 11, Status: votersSt(1, 2, 4)}, "cas(c@11 replicas=[1 2 4] stores=map[4:404])")
+}
+
+// Replica 2 is alive, but its node registered store 222 while the record names 202 (its disk
+// was wiped): it rejoins; the claim takes epoch 11.
+func fxActiveRejoinClaim(t testing.TB) *Machine {
+	m := fxActive(t)
+	return expect(t, m, Repair{Dead: 2, With: 2}, "cas(c@10)")
+}
+
+func fxActiveRejoinLoad(t testing.TB) *Machine {
+	m := fxActiveRejoinClaim(t)
+	return expectActions(t, m, accepted(m),
+		LoadGroups{ChannelID: "c", GroupID: 7, Replicas: []uint64{1, 2, 3}, Nodes: []uint64{1, 2, 3}, Epoch: 11, Join: true})
+}
+
+// rejoinLoaded is the rejoin's join load: the leader (voters 1, 2, 3), 3, and 2 empty again
+// with its new store 222.
+func rejoinLoaded(epoch uint64) GroupsLoaded {
+	ls := withStore(leaderSt(1, 5, 100, map[uint64]uint64{3: 100}), 101)
+	ls.Voters = []uint64{1, 2, 3}
+	return GroupsLoaded{Epoch: epoch, Statuses: map[uint64]*replicav1.GroupStatus{1: ls,
+		2: withStore(st(0, 0, 0), 222), 3: withStore(st(5, 100, 100), 303)}}
+}
+
+func fxActiveRejoinChange(t testing.TB) *Machine {
+	m := fxActiveRejoinLoad(t)
+	return expectActions(t, m, rejoinLoaded(11),
+		ChangeReplicas{ChannelID: "c", Leader: 1, Add: 2, Remove: 2, AddStoreID: 222, Voters: []uint64{1, 2, 3}, Epoch: 11})
+}
+
+func fxActiveRejoinRecord(t testing.TB) *Machine {
+	m := fxActiveRejoinChange(t)
+	return expect(t, m, ReplicasChanged{Epoch: 11, Status: votersSt(1, 2, 3)}, "cas(c@11 stores=map[2:222])")
 }
 
 func fxElectingClaim(t testing.TB) *Machine {
@@ -179,7 +225,8 @@ func fxElectingGather(t testing.TB) *Machine {
 	// voters (and so their current addresses): a survivor that restarted or hibernated the group
 	// gets it back, one that holds it answers with its status.
 	return expectActions(t, m, accepted(m),
-		LoadGroups{ChannelID: "c", GroupID: 7, Replicas: []uint64{1, 2, 3}, Nodes: []uint64{2, 3}, Epoch: 11})
+		LoadGroups{ChannelID: "c", GroupID: 7, Replicas: []uint64{1, 2, 3}, Nodes: []uint64{2, 3}, Epoch: 11,
+			StoreIDs: recordedStores()})
 }
 
 func fxElectingDecide(t testing.TB) *Machine {

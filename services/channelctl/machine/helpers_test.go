@@ -20,11 +20,16 @@ var (
 	testCfg = Config{HibernateAfter: 2 * time.Minute}
 )
 
-// channel is the arbiter record of test channel "c": group 7 on replicas 1, 2, 3.
+// channel is the arbiter record of test channel "c": group 7 on replicas 1, 2, 3, whose stores
+// are 101, 202 and 303.
 func channel(state arbiterv1.ChannelState, epoch, leader, term uint64) *arbiterv1.Channel {
 	return &arbiterv1.Channel{ChannelId: "c", GroupId: 7, Slot: 3, ReplicaNodeIds: []uint64{1, 2, 3},
-		LeaderNodeId: leader, LeaderTerm: term, Epoch: epoch, State: state, LastSeq: 40}
+		LeaderNodeId: leader, LeaderTerm: term, Epoch: epoch, State: state, LastSeq: 40,
+		ReplicaStoreIds: map[uint64]uint64{1: 101, 2: 202, 3: 303}}
 }
+
+// recordedStores is the store ids of the test channel's record.
+func recordedStores() map[uint64]uint64 { return map[uint64]uint64{1: 101, 2: 202, 3: 303} }
 
 func newMachine(t testing.TB, ch *arbiterv1.Channel) *Machine {
 	t.Helper()
@@ -52,6 +57,14 @@ func apply(ch *arbiterv1.Channel, c *arbiterv1.ChannelChange) *arbiterv1.Channel
 	if len(c.GetReplicaNodeIds()) > 0 {
 		out.ReplicaNodeIds = slices.Clone(c.GetReplicaNodeIds())
 	}
+	// Store ids are merged in; the entries of nodes that left the replica set are dropped.
+	stores := map[uint64]uint64{}
+	for n, s := range ch.GetReplicaStoreIds() {
+		stores[n] = s
+	}
+	maps.Copy(stores, c.GetReplicaStoreIds())
+	maps.DeleteFunc(stores, func(n, _ uint64) bool { return !slices.Contains(out.ReplicaNodeIds, n) })
+	out.ReplicaStoreIds = stores
 	return out
 }
 
@@ -122,7 +135,7 @@ func step(t testing.TB, m *Machine, ev Event) []string {
 
 // snapshot is everything a refused event must leave unchanged.
 func snapshot(m *Machine) string {
-	return fmt.Sprintf("%v/%v epoch=%d waiters=%v pending=%v cand=%d fenced=%v repair=%d->%d dead=%v",
+	return fmt.Sprintf("%v/%v epoch=%d waiters=%v pending=%v cand=%d fenced=%v repair=%d->%d store=%d dead=%v",
 		m.state, m.phase, m.ch.GetEpoch(), m.waiters, m.pending != nil, m.candidate, m.fenced,
-		m.repairDead, m.repairWith, m.alive())
+		m.repairDead, m.repairWith, m.repairStore, m.alive())
 }

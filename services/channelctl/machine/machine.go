@@ -3,6 +3,7 @@ package machine
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -122,8 +123,10 @@ type Machine struct {
 	unknownVerifies int
 	lastSeq         uint64
 
-	// The replica-set repair in progress: dead leaves, with joins.
+	// The replica-set repair in progress: dead leaves, with joins (the same node for a
+	// rejoin); repairStore is the store with reported from its join load.
 	repairDead, repairWith uint64
+	repairStore            uint64
 }
 
 // New builds the machine of a channel from its arbiter record, at startup or when this
@@ -334,7 +337,7 @@ func (m *Machine) clearWork() {
 	m.reason = ""
 	m.candidate, m.minTerm, m.attempts, m.moveFrom = 0, 0, 0, 0
 	m.moveTarget, m.idleForced, m.verifyWanted = 0, false, false
-	m.repairDead, m.repairWith = 0, 0
+	m.repairDead, m.repairWith, m.repairStore = 0, 0, 0
 	m.unknownVerifies = 0
 }
 
@@ -364,6 +367,14 @@ func (m *Machine) fail(err error) []Action {
 	w := m.waiters
 	m.waiters = nil
 	return []Action{FailWaiters{ChannelID: m.ch.GetChannelId(), Waiters: w, Err: err}}
+}
+
+// storeIDs is a copy of the stores the record names for its replicas, nil when it names none.
+func (m *Machine) storeIDs() map[uint64]uint64 {
+	if len(m.ch.GetReplicaStoreIds()) == 0 {
+		return nil
+	}
+	return maps.Clone(m.ch.GetReplicaStoreIds())
 }
 
 func (m *Machine) isMember(n uint64) bool { return slices.Contains(m.ch.GetReplicaNodeIds(), n) }

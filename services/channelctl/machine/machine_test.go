@@ -290,6 +290,14 @@ var transitions = []transition{
 	{from: "active/3-dead", ev: Repair{Dead: 3, With: 2}, state: stateActive, err: ErrInvalidReplicaSet},
 	{from: "active/3-dead", ev: Repair{Dead: 3}, state: stateActive, err: ErrInvalidReplicaSet},
 	{from: "active/3-dead", ev: Repair{Dead: 1, With: 4}, state: stateActive, err: ErrNotDead},
+	// A rejoin (the same node twice): a live member other than the leader, whose store was
+	// replaced.
+	{from: "active", ev: Repair{Dead: 2, With: 2}, state: stateActive, acts: []string{"cas(c@10)"}},
+	{from: "active", ev: Repair{Dead: 1, With: 1}, state: stateActive, err: ErrRejoinLeader},
+	{from: "active", ev: Repair{Dead: 5, With: 5}, state: stateActive, err: ErrNotReplica},
+	{from: "active", ev: Repair{}, state: stateActive, err: ErrNotReplica},
+	{from: "active/3-dead", ev: Repair{Dead: 3, With: 3}, state: stateActive, err: ErrNodeDead},
+	{from: "active/idle-check", ev: Repair{Dead: 2, With: 2}, state: stateActive, err: ErrBusy},
 	{from: "active/idle-check", ev: Repair{Dead: 3, With: 4}, state: stateActive, err: ErrBusy},
 	// The claim: a stale view is refused before raft is touched; a leader death waits for it.
 	{from: "active/repair-claim", evf: accepted, state: stateActive, acts: []string{"load(c@11 on [1 2 4] join [1 2 4])"}},
@@ -301,7 +309,7 @@ var transitions = []transition{
 	{from: "active/repair-claim", ev: MoveLeader{Target: 2}, state: stateActive, err: ErrBusy},
 	{from: "active/repair-claim", ev: ReplicasChanged{Epoch: 10}, state: stateActive, err: ErrUnexpectedEvent},
 	// The join load.
-	{from: "active/repair-load", ev: repairLoaded(11), state: stateActive, acts: []string{"change(c@11 on 1 +4 -3)"}},
+	{from: "active/repair-load", ev: repairLoaded(11), state: stateActive, acts: []string{"change(c@11 on 1 +4 -3 store=404)"}},
 	{from: "active/repair-load", ev: repairLoaded(10), state: stateActive, err: ErrStaleEpoch},
 	{from: "active/repair-load", evf: func(*Machine) Event {
 		ev := repairLoaded(11)
@@ -320,12 +328,50 @@ var transitions = []transition{
 		ev := repairLoaded(11)
 		ev.Statuses[1].Voters = []uint64{1, 2, 3, 5}
 		return ev
-	}, state: stateActive, acts: []string{"change(c@11 on 1 +4 -3)"}},
+	}, state: stateActive, acts: []string{"change(c@11 on 1 +4 -3 store=404)"}},
 	{from: "active/repair-load", ev: NodeDead{Node: 1}, state: stateElecting, acts: []string{"cas(c@11 state=ELECTING leader=0)"}},
 	{from: "active/repair-load", ev: Hibernate{}, state: stateActive, err: ErrBusy},
+	// The new replica's store: it must report one (else it is too old to be admitted by it).
+	{from: "active/repair-load", evf: func(*Machine) Event {
+		ev := repairLoaded(11)
+		ev.Statuses[4].StoreId = 0
+		return ev
+	}, state: stateActive, err: ErrRepairFailed, ends: true},
+	// The rejoin's load: the node's new store rides on the change.
+	{from: "active/rejoin-claim", evf: accepted, state: stateActive, acts: []string{"load(c@11 on [1 2 3] join [1 2 3])"}},
+	{from: "active/rejoin-claim", ev: refusedStale(channel(stateActive, 11, 1, 5)), state: stateActive, err: ErrCASRefused, ends: true},
+	{from: "active/rejoin-claim", ev: Repair{Dead: 3, With: 3}, state: stateActive, err: ErrBusy},
+	{from: "active/rejoin-load", ev: rejoinLoaded(11), state: stateActive, acts: []string{"change(c@11 on 1 rejoin 2 store=222)"}},
+	{from: "active/rejoin-load", ev: rejoinLoaded(10), state: stateActive, err: ErrStaleEpoch},
+	{from: "active/rejoin-load", evf: func(*Machine) Event {
+		ev := rejoinLoaded(11)
+		ev.Statuses[2].StoreId = 0
+		return ev
+	}, state: stateActive, err: ErrRepairFailed, ends: true},
+	// The node holds the recorded store after all (the driver's view of it was stale).
+	{from: "active/rejoin-load", evf: func(*Machine) Event {
+		ev := rejoinLoaded(11)
+		ev.Statuses[2].StoreId = 202
+		return ev
+	}, state: stateActive, err: ErrRepairFailed, ends: true},
+	{from: "active/rejoin-load", evf: func(*Machine) Event {
+		ev := rejoinLoaded(11)
+		delete(ev.Statuses, 2)
+		ev.Errors = map[uint64]error{2: errTest}
+		return ev
+	}, state: stateActive, err: ErrRepairFailed, ends: true},
+	{from: "active/rejoin-load", ev: NodeDead{Node: 1}, state: stateElecting, acts: []string{"cas(c@11 state=ELECTING leader=0)"}},
+	{from: "active/rejoin-change", ev: ReplicasChanged{Epoch: 11, Status: votersSt(1, 2, 3)}, state: stateActive,
+		acts: []string{"cas(c@11 stores=map[2:222])"}},
+	// Still a learner: not promoted, nothing recorded.
+	{from: "active/rejoin-change", ev: ReplicasChanged{Epoch: 11, Status: votersSt(1, 3)}, state: stateActive,
+		err: ErrRepairFailed, ends: true},
+	{from: "active/rejoin-change", ev: ReplicasChanged{Epoch: 11, Err: errTest}, state: stateActive, err: ErrRepairFailed, ends: true},
+	{from: "active/rejoin-record", evf: accepted, state: stateActive},
+	{from: "active/rejoin-record", ev: refusedStale(channel(stateActive, 12, 1, 5)), state: stateActive, err: ErrCASRefused, ends: true},
 	// The change on the leader.
 	{from: "active/repair-change", ev: ReplicasChanged{Epoch: 11, Status: votersSt(1, 2, 4)}, state: stateActive,
-		acts: []string{"cas(c@11 replicas=[1 2 4])"}},
+		acts: []string{"cas(c@11 replicas=[1 2 4] stores=map[4:404])"}},
 	{from: "active/repair-change", ev: ReplicasChanged{Epoch: 11, Err: errTest}, state: stateActive, err: ErrRepairFailed, ends: true},
 	{from: "active/repair-change", ev: ReplicasChanged{Epoch: 11, Status: votersSt(1, 2, 3, 4)}, state: stateActive,
 		err: ErrRepairFailed, ends: true},

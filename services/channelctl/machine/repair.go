@@ -12,40 +12,61 @@ import (
 //  1. claim: a CAS that only bumps the epoch (reason "replace D with W"), so that a
 //     channelctl that lost the slot is refused before it touches raft;
 //  2. load the group on W with join (it starts empty and learns from the leader), and on
-//     the other live replicas so that they learn W's address;
-//  3. ChangeReplicas on the leader: W is added as a learner, promoted once it holds the whole
-//     log, and D is removed;
-//  4. record the new replica set in the arbiter.
+//     the other live replicas so that they learn W's address; W's answer names its store;
+//  3. ChangeReplicas on the leader: W is added as a learner (the change carries W's store,
+//     which admits it), promoted once it holds the whole log, and D is removed;
+//  4. record the new replica set in the arbiter, with W's store.
 //
 // Raft's configuration changes before the arbiter's record, never after: a replica the arbiter
 // lists must have the group's data, or a later load without join would bootstrap it with a
 // history of its own. A repair cut short after step 3 leaves raft ahead of the record; the next
 // repair names the whole voter set it wants, and the leader removes whatever else it finds
 // (an extra voter or learner) once the new replica votes.
+//
+// A rejoin (D == W) runs the same four steps for a live replica X whose node registered a
+// store other than the one the record names for it: its disk was wiped or replaced, so it no
+// longer holds the votes and log that raft's configuration counts on it for, and every load
+// that is not a join is refused there. Step 3 is one order with add == remove: the leader
+// takes X out of the configuration, adds it back as a learner with its new store, and promotes
+// it once it caught up. The replica set stays as it is; step 4 records only X's new store,
+// after which X's loads are accepted again.
 
-// beginRepair starts replacing e.Dead by e.With.
+// beginRepair starts replacing e.Dead by e.With, or rejoining e.Dead when both are the same.
 func (m *Machine) beginRepair(e Repair) ([]Action, error) {
 	leader := m.ch.GetLeaderNodeId()
+	rejoin := e.Dead == e.With
 	switch {
 	case m.phase != phaseIdle:
 		return nil, m.refuse(ErrBusy, "repair while %s is in flight", m.phase)
 	case !m.isMember(e.Dead):
 		return nil, m.refuse(ErrNotReplica, "repair of %d, replicas %v", e.Dead, m.members())
-	case !m.dead[e.Dead]:
+	case rejoin && e.Dead == leader:
+		return nil, m.refuse(ErrRejoinLeader, "rejoin of %d", e.Dead)
+	case rejoin && m.dead[e.Dead]:
+		return nil, m.refuse(ErrNodeDead, "rejoin of %d", e.Dead)
+	case !rejoin && !m.dead[e.Dead]:
 		return nil, m.refuse(ErrNotDead, "repair of %d", e.Dead)
 	case e.Dead == leader || m.dead[leader]:
 		return nil, m.refuse(ErrNodeDead, "repair needs a live leader, leader is %d", leader)
-	case e.With == 0 || m.isMember(e.With):
+	case !rejoin && (e.With == 0 || m.isMember(e.With)):
 		return nil, m.refuse(ErrInvalidReplicaSet, "repair with %d, replicas %v", e.With, m.members())
 	}
 	m.clearWork()
 	m.repairDead, m.repairWith = e.Dead, e.With
 	m.reason = fmt.Sprintf("replace dead replica %d with %d", e.Dead, e.With)
+	if rejoin {
+		m.reason = fmt.Sprintf("rejoin replica %d, whose store was replaced (recorded store %d)",
+			e.Dead, m.ch.GetReplicaStoreIds()[e.Dead])
+	}
 	m.phase = phaseRepairClaim
 	return []Action{m.cas(&arbiterv1.ChannelChange{})}, nil
 }
 
-// repairedSet is the replica set with the dead replica replaced in place.
+// rejoining reports whether the repair in progress is a rejoin.
+func (m *Machine) rejoining() bool { return m.repairDead != 0 && m.repairDead == m.repairWith }
+
+// repairedSet is the replica set with the dead replica replaced in place (the same set for a
+// rejoin).
 func (m *Machine) repairedSet() []uint64 {
 	set := slices.Clone(m.ch.GetReplicaNodeIds())
 	for i, r := range set {
@@ -68,7 +89,10 @@ func (m *Machine) stepRepair(ev Event) ([]Action, error) {
 			return m.beginElecting(fmt.Sprintf("leader %d dead", leader)), nil
 		}
 		if m.phase == phaseRepairRecord {
-			delete(m.dead, m.repairDead)
+			if !m.rejoining() {
+				// A rejoined replica is alive; it may have died meanwhile, which stays known.
+				delete(m.dead, m.repairDead)
+			}
 			m.clearWork()
 			m.phase = phaseIdle
 			return m.doneChecking(), nil
@@ -77,6 +101,9 @@ func (m *Machine) stepRepair(ev Event) ([]Action, error) {
 		nodes := slices.DeleteFunc(slices.Clone(set), func(n uint64) bool { return m.dead[n] })
 		slices.Sort(nodes)
 		m.phase = phaseRepairLoad
+		// A join load names no store: the joining replica has none recorded yet (or, for a
+		// rejoin, one that is not its own), and the others ignore join where they hold the
+		// group.
 		return []Action{LoadGroups{ChannelID: m.ch.GetChannelId(), GroupID: m.ch.GetGroupId(), Replicas: set,
 			Nodes: nodes, Epoch: m.ch.GetEpoch(), Join: true}}, nil
 	case GroupsLoaded:
@@ -89,14 +116,26 @@ func (m *Machine) stepRepair(ev Event) ([]Action, error) {
 		if e.Statuses[leader] == nil {
 			return m.abandonRepair(fmt.Sprintf("leader %d did not load: %v", leader, e.Errors[leader]))
 		}
-		if e.Statuses[m.repairWith] == nil {
+		ws := e.Statuses[m.repairWith]
+		if ws == nil {
 			return m.abandonRepair(fmt.Sprintf("node %d did not load the group: %v", m.repairWith, e.Errors[m.repairWith]))
 		}
+		store := ws.GetStoreId()
+		if store == 0 {
+			// A replica that names no store cannot be admitted by it, nor recorded.
+			return m.abandonRepair(fmt.Sprintf("node %d reports no store id (a replica too old for store identity)", m.repairWith))
+		}
+		if recorded := m.ch.GetReplicaStoreIds()[m.repairWith]; m.rejoining() && store == recorded {
+			// The node holds the store the record names: it lost nothing, and taking it out
+			// of the configuration would only cost a catch-up.
+			return m.abandonRepair(fmt.Sprintf("node %d holds store %d, the recorded one: nothing to rejoin", m.repairWith, store))
+		}
+		m.repairStore = store
 		want := m.repairedSet()
 		slices.Sort(want)
 		m.phase = phaseRepairChange
 		return []Action{ChangeReplicas{ChannelID: m.ch.GetChannelId(), Leader: leader, Add: m.repairWith,
-			Remove: m.repairDead, Voters: want, Epoch: m.ch.GetEpoch()}}, nil
+			Remove: m.repairDead, AddStoreID: store, Voters: want, Epoch: m.ch.GetEpoch()}}, nil
 	case ReplicasChanged:
 		if m.phase != phaseRepairChange {
 			return nil, m.unexpected(ev)
@@ -113,7 +152,11 @@ func (m *Machine) stepRepair(ev Event) ([]Action, error) {
 			return m.abandonRepair(fmt.Sprintf("leader %d reports voters %v, want %v", leader, got, want))
 		}
 		m.phase = phaseRepairRecord
-		return []Action{m.cas(&arbiterv1.ChannelChange{ReplicaNodeIds: m.repairedSet()})}, nil
+		change := &arbiterv1.ChannelChange{ReplicaStoreIds: map[uint64]uint64{m.repairWith: m.repairStore}}
+		if !m.rejoining() {
+			change.ReplicaNodeIds = m.repairedSet()
+		}
+		return []Action{m.cas(change)}, nil
 	}
 	return nil, m.unexpected(ev)
 }

@@ -263,11 +263,110 @@ func TestLeaderDeathDuringRepairCAS(t *testing.T) {
 }
 
 // The change order names the voters wanted, so the leader also drops what an unfinished
-// earlier repair left in raft.
+// earlier repair left in raft; it carries the new replica's store, which admits it.
 func TestRepairOrderNamesTheWantedVoters(t *testing.T) {
 	m := fxActiveRepairLoad(t)
 	expectActions(t, m, repairLoaded(11),
-		ChangeReplicas{ChannelID: "c", Leader: 1, Add: 4, Remove: 3, Voters: []uint64{1, 2, 4}, Epoch: 11})
+		ChangeReplicas{ChannelID: "c", Leader: 1, Add: 4, Remove: 3, AddStoreID: 404, Voters: []uint64{1, 2, 4}, Epoch: 11})
+}
+
+// A repair records the store of the replica it added, and the dead replica's entry leaves with
+// it: the next election's loads name store 404 for node 4.
+func TestRepairRecordsTheNewStore(t *testing.T) {
+	m := fxActiveRepairRecord(t)
+	expect(t, m, accepted(m))
+	require.Equal(t, map[uint64]uint64{1: 101, 2: 202, 4: 404}, m.Channel().GetReplicaStoreIds())
+	expect(t, m, NodeDead{Node: 1}, "cas(c@12 state=ELECTING leader=0)")
+	expectActions(t, m, accepted(m), LoadGroups{ChannelID: "c", GroupID: 7, Replicas: []uint64{1, 2, 4},
+		Nodes: []uint64{2, 4}, Epoch: 13, StoreIDs: map[uint64]uint64{1: 101, 2: 202, 4: 404}})
+}
+
+// A replica whose disk was wiped came back alive with store 222; the record names 202. It
+// rejoins through the repair's steps: a join load (no store named), the leader's rejoin order
+// carrying 222 (remove, add back as a learner, promote), and a record of 222 with the replica
+// set unchanged. From then on the loads name 222 for it.
+func TestScenarioRejoinReplacedStore(t *testing.T) {
+	m := fxActive(t)
+	expect(t, m, Repair{Dead: 2, With: 2}, "cas(c@10)")
+	expectActions(t, m, accepted(m),
+		LoadGroups{ChannelID: "c", GroupID: 7, Replicas: []uint64{1, 2, 3}, Nodes: []uint64{1, 2, 3}, Epoch: 11, Join: true})
+	expectActions(t, m, rejoinLoaded(11),
+		ChangeReplicas{ChannelID: "c", Leader: 1, Add: 2, Remove: 2, AddStoreID: 222, Voters: []uint64{1, 2, 3}, Epoch: 11})
+	expect(t, m, Resolve{Waiter: 4, At: t0}, "answer(c [4] leader=1 term=5 epoch=11)") // the leader serves throughout
+	acts, err := m.Step(ReplicasChanged{Epoch: 11, Status: votersSt(1, 2, 3)})
+	require.NoError(t, err)
+	require.Len(t, acts, 1)
+	record := acts[0].(CommitCAS).Change
+	require.Empty(t, record.GetReplicaNodeIds(), "a rejoin leaves the replica set alone")
+	require.Equal(t, map[uint64]uint64{2: 222}, record.GetReplicaStoreIds())
+	require.Equal(t, uint64(11), record.GetExpectedEpoch())
+	expect(t, m, accepted(m))
+	require.False(t, m.Repairing())
+
+	ch := m.Channel()
+	require.Equal(t, []uint64{1, 2, 3}, ch.GetReplicaNodeIds())
+	require.Equal(t, map[uint64]uint64{1: 101, 2: 222, 3: 303}, ch.GetReplicaStoreIds())
+	require.Equal(t, uint64(12), ch.GetEpoch())
+	require.Equal(t, stateActive, ch.GetState())
+	require.Equal(t, uint64(1), ch.GetLeaderNodeId())
+
+	expect(t, m, NodeDead{Node: 1}, "cas(c@12 state=ELECTING leader=0)")
+	expectActions(t, m, accepted(m), LoadGroups{ChannelID: "c", GroupID: 7, Replicas: []uint64{1, 2, 3},
+		Nodes: []uint64{2, 3}, Epoch: 13, StoreIDs: map[uint64]uint64{1: 101, 2: 222, 3: 303}})
+}
+
+// A rejoined replica that died while the record was in flight stays dead: the rejoin does not
+// forget a death as a repair forgets the replica it replaced.
+func TestRejoinKeepsADeathSeenMeanwhile(t *testing.T) {
+	m := fxActiveRejoinRecord(t)
+	expect(t, m, NodeDead{Node: 2})
+	expect(t, m, accepted(m))
+	require.Equal(t, []uint64{1, 3}, m.alive())
+	refuse(t, m, Hibernate{}, ErrNotCaughtUp)
+}
+
+// Who cannot rejoin: the leader (it cannot take itself out of its group; an election has to
+// move leadership first), a node outside the replica set, and a dead replica. Each refusal
+// leaves the channel as it was, with nothing ordered.
+func TestRejoinRefusals(t *testing.T) {
+	for name, tc := range map[string]struct {
+		fx   fixture
+		node uint64
+		err  error
+	}{
+		"leader":     {fxActive, 1, ErrRejoinLeader},
+		"non-member": {fxActive, 4, ErrNotReplica},
+		"dead":       {fxActive3Dead, 3, ErrNodeDead},
+	} {
+		t.Run(name, func(t *testing.T) {
+			m := tc.fx(t)
+			before := snapshot(m)
+			require.Equal(t, []string{}, refuse(t, m, Repair{Dead: tc.node, With: tc.node}, tc.err))
+			require.Equal(t, before, snapshot(m))
+			require.False(t, m.Repairing())
+		})
+	}
+}
+
+// A replica that reports no store id (one older than store identity) can be admitted by none
+// and recorded with none: the repair, or the rejoin, is abandoned before raft is touched, and
+// the channel stays active under its leader.
+func TestRepairAbandonedWithoutStoreID(t *testing.T) {
+	m := fxActiveRepairLoad(t)
+	ev := repairLoaded(11)
+	ev.Statuses[4].StoreId = 0
+	require.Equal(t, []string{}, refuse(t, m, ev, ErrRepairFailed))
+	require.False(t, m.Repairing())
+	require.Equal(t, stateActive, m.State())
+	require.Equal(t, []uint64{1, 2, 3}, m.Channel().GetReplicaNodeIds())
+
+	m = fxActiveRejoinLoad(t)
+	ev = rejoinLoaded(11)
+	ev.Statuses[2].StoreId = 0
+	require.Equal(t, []string{}, refuse(t, m, ev, ErrRepairFailed))
+	require.False(t, m.Repairing())
+	// Ordered again later, it starts over from the claim.
+	expect(t, m, Repair{Dead: 2, With: 2}, "cas(c@11)")
 }
 
 // An activation that takes longer than HibernateAfter (a loaded machine) must not make the

@@ -420,8 +420,10 @@ func (m *Machine) gather() ([]Action, error) {
 		return m.stall(fmt.Errorf("%d of %d replicas alive: %w", len(alive), len(m.ch.GetReplicaNodeIds()), ErrNoMajority))
 	}
 	m.phase = phaseGather
+	// Each replica is told which store the record names for it: one whose store was replaced
+	// refuses the load, so it neither answers with an empty log nor is elected.
 	return []Action{LoadGroups{ChannelID: m.ch.GetChannelId(), GroupID: m.ch.GetGroupId(), Replicas: m.members(),
-		Nodes: alive, Epoch: m.ch.GetEpoch()}}, nil
+		Nodes: alive, Epoch: m.ch.GetEpoch(), StoreIDs: m.storeIDs()}}, nil
 }
 
 // decide chooses the candidate from the reported statuses and records it before it campaigns.
