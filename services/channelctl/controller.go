@@ -87,9 +87,13 @@ type Controller struct {
 	deadSince      map[uint64]time.Time // replica nodes declared dead, since when (seen here)
 	repairTried    map[string]time.Time
 	lastRepairPass time.Time
-	balanceAt      time.Time // when the next balance pass is due; zero: none
-	balancePasses  int       // passes since the last trigger
-	failovers      []failoverSlice
+	// storeCheck: a replica registered a store, or channel records arrived, since the last
+	// repair pass that found every record naming its replicas' current stores; the next pass
+	// looks for replicas to rejoin.
+	storeCheck    bool
+	balanceAt     time.Time // when the next balance pass is due; zero: none
+	balancePasses int       // passes since the last trigger
+	failovers     []failoverSlice
 }
 
 type answer struct {
@@ -260,6 +264,8 @@ func (c *Controller) loadOwned(ctx context.Context, slots []uint32) error {
 	if len(slots) == 0 {
 		return nil
 	}
+	// Records new here may name stores their replicas no longer have.
+	c.storeCheck = true
 	token := ""
 	for {
 		page, err := c.cfg.Arbiter.ListChannels(ctx, &arbiterv1.ListChannelsRequest{Slots: slots, PageSize: 1000, PageToken: token})
@@ -466,6 +472,9 @@ func (c *Controller) applyWatch(ctx context.Context, r *arbiterv1.WatchResponse)
 			if c.owns(ch.GetSlot()) {
 				if known := c.channels[ch.GetChannelId()]; known == nil || known.GetEpoch() <= ch.GetEpoch() {
 					c.channels[ch.GetChannelId()] = ch
+					if !c.storeCheck && c.namesReplacedStore(ch) {
+						c.storeCheck = true
+					}
 				}
 			}
 		}

@@ -2,12 +2,24 @@ package channelctl
 
 import (
 	"context"
+	"fmt"
+	"maps"
+	"net"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/proto"
 
 	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
+	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
 	"github.com/triarch-io/triarch/services/channelctl/machine"
 )
 
@@ -60,4 +72,408 @@ func TestReplicasSeenAfterTheFirstResolveAreAlive(t *testing.T) {
 	require.NotNil(t, load, "the stalled election resumes once the replicas are seen alive: %v", acts)
 	// Node 2's return already makes a majority: the gather starts with it, before node 3's.
 	require.Equal(t, []uint64{1, 2}, load.Nodes)
+}
+
+// fakeArbiter keeps nodes, slots and channels, and applies compare-and-sets as the arbiter
+// does (epoch fence, fields set, store ids merged with those of departed replicas dropped);
+// Watch delivers what is pushed to watch, which includes every accepted change.
+type fakeArbiter struct {
+	mu       sync.Mutex
+	nodes    map[uint64]*arbiterv1.Node
+	slots    []*arbiterv1.SlotAssignment
+	channels map[string]*arbiterv1.Channel
+	changes  []*arbiterv1.ChannelChange
+	watch    chan *arbiterv1.WatchResponse
+}
+
+func (a *fakeArbiter) GetChannel(_ context.Context, req *arbiterv1.GetChannelRequest) (*arbiterv1.GetChannelResponse, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ch := a.channels[req.GetChannelId()]
+	if ch == nil {
+		return nil, status.Errorf(codes.NotFound, "channel %s", req.GetChannelId())
+	}
+	return &arbiterv1.GetChannelResponse{Channel: proto.Clone(ch).(*arbiterv1.Channel)}, nil
+}
+
+func (a *fakeArbiter) CreateChannel(context.Context, *arbiterv1.CreateChannelRequest) (*arbiterv1.CreateChannelResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "fake")
+}
+
+func (a *fakeArbiter) ListChannels(_ context.Context, req *arbiterv1.ListChannelsRequest) (*arbiterv1.ListChannelsResponse, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	resp := &arbiterv1.ListChannelsResponse{}
+	for _, ch := range a.channels {
+		if slices.Contains(req.GetSlots(), ch.GetSlot()) {
+			resp.Channels = append(resp.Channels, proto.Clone(ch).(*arbiterv1.Channel))
+		}
+	}
+	return resp, nil
+}
+
+func (a *fakeArbiter) CompareAndSetChannels(_ context.Context, req *arbiterv1.CompareAndSetChannelsRequest) (*arbiterv1.CompareAndSetChannelsResponse, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	resp := &arbiterv1.CompareAndSetChannelsResponse{}
+	for _, chg := range req.GetChanges() {
+		a.changes = append(a.changes, proto.Clone(chg).(*arbiterv1.ChannelChange))
+		cur := a.channels[chg.GetChannelId()]
+		if cur.GetEpoch() != chg.GetExpectedEpoch() {
+			resp.Results = append(resp.Results, &arbiterv1.ChannelChangeResult{Error: "stale epoch", Channel: proto.Clone(cur).(*arbiterv1.Channel),
+				Refusal: arbiterv1.ChangeRefusal_CHANGE_REFUSAL_STALE_EPOCH})
+			continue
+		}
+		next := proto.Clone(cur).(*arbiterv1.Channel)
+		next.Epoch++
+		if chg.State != nil {
+			next.State = chg.GetState()
+		}
+		if chg.LeaderNodeId != nil {
+			next.LeaderNodeId = chg.GetLeaderNodeId()
+		}
+		if chg.LeaderTerm != nil {
+			next.LeaderTerm = chg.GetLeaderTerm()
+		}
+		if chg.LastSeq != nil {
+			next.LastSeq = chg.GetLastSeq()
+		}
+		if ids := chg.GetReplicaNodeIds(); len(ids) > 0 {
+			next.ReplicaNodeIds = slices.Clone(ids)
+		}
+		if next.ReplicaStoreIds == nil {
+			next.ReplicaStoreIds = map[uint64]uint64{}
+		}
+		maps.Copy(next.ReplicaStoreIds, chg.GetReplicaStoreIds())
+		maps.DeleteFunc(next.ReplicaStoreIds, func(n, _ uint64) bool { return !slices.Contains(next.ReplicaNodeIds, n) })
+		a.channels[next.GetChannelId()] = next
+		resp.Results = append(resp.Results, &arbiterv1.ChannelChangeResult{Succeeded: true, Channel: proto.Clone(next).(*arbiterv1.Channel)})
+		a.watch <- &arbiterv1.WatchResponse{Events: []*arbiterv1.WatchEvent{
+			{Kind: &arbiterv1.WatchEvent_Channel{Channel: proto.Clone(next).(*arbiterv1.Channel)}}}}
+	}
+	return resp, nil
+}
+
+func (a *fakeArbiter) ListSlots(context.Context, *arbiterv1.ListSlotsRequest) (*arbiterv1.ListSlotsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "fake")
+}
+
+func (a *fakeArbiter) GetClusterStatus(context.Context, *arbiterv1.GetClusterStatusRequest) (*arbiterv1.GetClusterStatusResponse, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	resp := &arbiterv1.GetClusterStatusResponse{Slots: a.slots}
+	for _, n := range a.nodes {
+		resp.Nodes = append(resp.Nodes, proto.Clone(n).(*arbiterv1.Node))
+	}
+	return resp, nil
+}
+
+func (a *fakeArbiter) Watch(ctx context.Context, _ *arbiterv1.WatchRequest, fn func(*arbiterv1.WatchResponse) error) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case r := <-a.watch:
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (a *fakeArbiter) channel(id string) *arbiterv1.Channel {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return proto.Clone(a.channels[id]).(*arbiterv1.Channel)
+}
+
+// changed is the compare-and-sets made on channel id.
+func (a *fakeArbiter) changed(id string) []*arbiterv1.ChannelChange {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []*arbiterv1.ChannelChange
+	for _, c := range a.changes {
+		if c.GetChannelId() == id {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// fakeReplica is a replica node's control service: it loads whatever it is asked to unless
+// the spec names a store other than its own (the replica's "store replaced" refusal), every
+// group at the same position; a campaign wins term 6; a membership change ends with the
+// voters asked for. It records the specs and changes it received.
+type fakeReplica struct {
+	replicav1.UnimplementedReplicaControlServiceServer
+	node, store uint64
+
+	mu      sync.Mutex
+	loads   []*replicav1.GroupSpec
+	changes []*replicav1.ReplicaChange
+}
+
+func (f *fakeReplica) status(channel string) *replicav1.GroupStatus {
+	return &replicav1.GroupStatus{ChannelId: channel, Loaded: true, Role: replicav1.Role_ROLE_FOLLOWER, Term: 5, LastTerm: 5,
+		LastIndex: 100, Commit: 100, Applied: 100, LastSeq: 40, StoreId: f.store}
+}
+
+func (f *fakeReplica) LoadGroups(_ context.Context, req *replicav1.LoadGroupsRequest) (*replicav1.LoadGroupsResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	resp := &replicav1.LoadGroupsResponse{}
+	for _, g := range req.GetGroups() {
+		f.loads = append(f.loads, proto.Clone(g).(*replicav1.GroupSpec))
+		res := &replicav1.LoadGroupsResult{ChannelId: g.GetChannelId()}
+		if g.GetStoreId() != 0 && f.store != 0 && g.GetStoreId() != f.store {
+			res.Error = &replicav1.GroupError{Code: int32(codes.FailedPrecondition),
+				Message: fmt.Sprintf("store replaced: the record names store %d, this is %d", g.GetStoreId(), f.store)}
+		} else {
+			res.Status = f.status(g.GetChannelId())
+		}
+		resp.Results = append(resp.Results, res)
+	}
+	return resp, nil
+}
+
+func (f *fakeReplica) Campaign(_ context.Context, req *replicav1.CampaignRequest) (*replicav1.CampaignResponse, error) {
+	resp := &replicav1.CampaignResponse{}
+	for _, o := range req.GetOrders() {
+		st := f.status(o.GetChannelId())
+		st.Role, st.Term, st.LeaderNodeId = replicav1.Role_ROLE_LEADER, 6, f.node
+		resp.Results = append(resp.Results, &replicav1.CampaignResult{ChannelId: o.GetChannelId(), Leader: true, Status: st})
+	}
+	return resp, nil
+}
+
+func (f *fakeReplica) ChangeReplicas(_ context.Context, req *replicav1.ChangeReplicasRequest) (*replicav1.ChangeReplicasResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	resp := &replicav1.ChangeReplicasResponse{}
+	for _, c := range req.GetChanges() {
+		f.changes = append(f.changes, proto.Clone(c).(*replicav1.ReplicaChange))
+		st := f.status(c.GetChannelId())
+		st.Role, st.Voters = replicav1.Role_ROLE_LEADER, c.GetVoters()
+		resp.Results = append(resp.Results, &replicav1.ChangeReplicasResult{ChannelId: c.GetChannelId(), Status: st})
+	}
+	return resp, nil
+}
+
+// received is the specs the replica was sent for channel id.
+func (f *fakeReplica) received(id string) []*replicav1.GroupSpec {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*replicav1.GroupSpec
+	for _, g := range f.loads {
+		if g.GetChannelId() == id {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+func (f *fakeReplica) changesMade() []*replicav1.ReplicaChange {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.changes)
+}
+
+// storeNode is a live replica node's record with its store id.
+func storeNode(id, store, incarnation uint64) *arbiterv1.Node {
+	return &arbiterv1.Node{NodeId: id, Role: arbiterv1.NodeRole_NODE_ROLE_REPLICA, State: arbiterv1.NodeState_NODE_STATE_ALIVE,
+		Address: fmt.Sprintf("replica-%d", id), Incarnation: incarnation, StoreId: store}
+}
+
+// A replica whose disk was wiped comes back under its old node id with a new store (22 -> 99).
+// Every channel whose record names store 22 for it must take it back through a rejoin: the
+// leader's ChangeReplicas with add == remove carrying the new store, then the record naming
+// 99 — at once, not after ReplaceDeadAfter, and a hibernated one after being activated (its
+// activation load names store 22 to node 2, which refuses it). Channels whose record names no
+// store for the node, and nodes whose store matches or is unknown (registered as 0), get no
+// repair. Loads that are not joins name the recorded store per node; the reload of a
+// restarted node leaves out the channels whose record names another store.
+func TestReplicaWithANewStoreRejoins(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	start := time.Now()
+	arb := &fakeArbiter{nodes: map[uint64]*arbiterv1.Node{}, channels: map[string]*arbiterv1.Channel{},
+		watch: make(chan *arbiterv1.WatchResponse, 1024),
+		slots: []*arbiterv1.SlotAssignment{{Slot: 3, OwnerNodeId: 101}}}
+	// Node 3 is a replica too old to name its store.
+	stores := map[uint64]uint64{1: 11, 2: 22, 3: 0, 4: 44}
+	replicas := map[string]*fakeReplica{}
+	listeners := map[string]*bufconn.Listener{}
+	for id, store := range stores {
+		arb.nodes[id] = storeNode(id, store, 1)
+		f := &fakeReplica{node: id, store: store}
+		if id == 2 {
+			f.store = 99 // its disk was wiped: the new store answers from the start
+		}
+		addr := fmt.Sprintf("replica-%d", id)
+		replicas[addr] = f
+		lis := bufconn.Listen(1 << 20)
+		listeners[addr] = lis
+		srv := grpc.NewServer()
+		replicav1.RegisterReplicaControlServiceServer(srv, f)
+		go func() { _ = srv.Serve(lis) }()
+		t.Cleanup(srv.Stop)
+	}
+	replica := func(id uint64) *fakeReplica { return replicas[fmt.Sprintf("replica-%d", id)] }
+	mk := func(id string, group uint64, state arbiterv1.ChannelState, set []uint64, recorded map[uint64]uint64) {
+		arb.channels[id] = &arbiterv1.Channel{ChannelId: id, GroupId: group, Slot: 3, ReplicaNodeIds: set, LeaderNodeId: 1,
+			LeaderTerm: 5, Epoch: 10, State: state, LastSeq: 40, ReplicaStoreIds: recorded}
+	}
+	active, hibernated := arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE, arbiterv1.ChannelState_CHANNEL_STATE_HIBERNATED
+	mk("c", 1, active, []uint64{1, 2, 3}, map[uint64]uint64{1: 11, 2: 22, 3: 33})
+	mk("h", 2, hibernated, []uint64{1, 2, 4}, map[uint64]uint64{1: 11, 2: 22, 4: 44})
+	mk("d", 3, active, []uint64{1, 2, 3}, map[uint64]uint64{1: 11, 3: 33}) // no store recorded for 2
+	mk("m", 4, active, []uint64{1, 3, 4}, map[uint64]uint64{1: 11, 3: 33, 4: 44})
+
+	c := NewController(ControllerConfig{NodeID: 101, Arbiter: arb,
+		Dial: func(addr string) (*grpc.ClientConn, error) {
+			return grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+				grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return listeners[addr].DialContext(ctx) }))
+		},
+		HibernateAfter: 1000 * time.Hour, BalanceDelay: 1000 * time.Hour, ReplaceDeadAfter: 1000 * time.Hour,
+		RetryAfter: 10 * time.Millisecond,
+		// The clock runs 20 times as fast, so repair passes and backoffs take a moment.
+		Now: func() time.Time { return start.Add(20 * time.Since(start)) }})
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	<-c.Ready()
+
+	// The nodes' registrations match (or do not name) the recorded stores: nothing to do.
+	time.Sleep(300 * time.Millisecond) // 6 s on the controller's clock: passes ran
+	for _, id := range []string{"c", "h", "d", "m"} {
+		require.Empty(t, arb.changed(id), id)
+	}
+
+	// Node 2 registers again, with its new store.
+	arb.mu.Lock()
+	arb.nodes[2] = storeNode(2, 99, 2)
+	arb.mu.Unlock()
+	arb.watch <- &arbiterv1.WatchResponse{Events: []*arbiterv1.WatchEvent{{Kind: &arbiterv1.WatchEvent_Node{Node: storeNode(2, 99, 2)}}}}
+
+	require.Eventually(t, func() bool {
+		return arb.channel("c").GetReplicaStoreIds()[2] == 99 && arb.channel("h").GetReplicaStoreIds()[2] == 99
+	}, 20*time.Second, 10*time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // and nothing more happens
+
+	for id, set := range map[string][]uint64{"c": {1, 2, 3}, "h": {1, 2, 4}} {
+		ch := arb.channel(id)
+		require.Equal(t, set, ch.GetReplicaNodeIds(), id)
+		require.Equal(t, arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE, ch.GetState(), id)
+		require.Equal(t, uint64(1), ch.GetLeaderNodeId(), id)
+		want := map[uint64]uint64{1: 11, 2: 99, 3: 33}
+		if id == "h" {
+			want = map[uint64]uint64{1: 11, 2: 99, 4: 44}
+		}
+		require.Equal(t, want, ch.GetReplicaStoreIds(), id)
+		changes := arb.changed(id)
+		last := changes[len(changes)-1]
+		require.Empty(t, last.GetReplicaNodeIds(), "%s: a rejoin leaves the replica set alone", id)
+		require.Equal(t, map[uint64]uint64{2: 99}, last.GetReplicaStoreIds(), id)
+	}
+	// The leader got one rejoin per channel: node 2 out and back in as a learner with store 99.
+	var got []string
+	for _, ch := range replica(1).changesMade() {
+		require.Equal(t, uint64(2), ch.GetAddNodeId(), ch.GetChannelId())
+		require.Equal(t, uint64(2), ch.GetRemoveNodeId(), ch.GetChannelId())
+		require.Equal(t, uint64(99), ch.GetAddStoreId(), ch.GetChannelId())
+		require.Equal(t, "replica-2", ch.GetAddAddress(), ch.GetChannelId())
+		got = append(got, ch.GetChannelId())
+		if ch.GetChannelId() == "c" {
+			require.Equal(t, []uint64{1, 2, 3}, ch.GetVoters())
+		} else {
+			require.Equal(t, []uint64{1, 2, 4}, ch.GetVoters())
+		}
+	}
+	slices.Sort(got)
+	require.Equal(t, []string{"c", "h"}, got)
+	for _, n := range []uint64{2, 3, 4} {
+		require.Empty(t, replica(n).changesMade(), "node %d leads nothing", n)
+	}
+	// Matching, unknown and unrecorded stores: no repair, not even a claim.
+	require.Empty(t, arb.changed("d"))
+	require.Empty(t, arb.changed("m"))
+	require.Equal(t, uint64(10), arb.channel("d").GetEpoch())
+	require.Equal(t, uint64(10), arb.channel("m").GetEpoch())
+
+	// What node 2 was sent: the restarted node's reload of "d" (no store recorded for it), not
+	// of "c" (whose record named store 22); the activation of "h" naming 22, which it refused;
+	// the rejoins' join loads, naming no store.
+	var cJoin bool
+	for _, g := range replica(2).received("c") {
+		require.True(t, g.GetJoin(), "c is loaded on node 2 only by its rejoin")
+		require.Zero(t, g.GetStoreId())
+		cJoin = true
+	}
+	require.True(t, cJoin)
+	d := replica(2).received("d")
+	require.Len(t, d, 1)
+	require.False(t, d[0].GetJoin())
+	require.Zero(t, d[0].GetStoreId())
+	var refused, joined bool
+	for _, g := range replica(2).received("h") {
+		switch {
+		case g.GetJoin():
+			require.Zero(t, g.GetStoreId())
+			joined = true
+		default:
+			require.Equal(t, uint64(22), g.GetStoreId())
+			refused = true
+		}
+	}
+	require.True(t, refused, "h's activation load names the recorded store")
+	require.True(t, joined)
+	// The activation's loads on the others name their recorded stores.
+	for n, store := range map[uint64]uint64{1: 11, 4: 44} {
+		var named bool
+		for _, g := range replica(n).received("h") {
+			if !g.GetJoin() {
+				require.Equal(t, store, g.GetStoreId(), "node %d", n)
+				named = true
+			}
+		}
+		require.True(t, named, "node %d", n)
+	}
+}
+
+// A restarted node's reload names the store each record holds for it (0 where none is
+// recorded) and leaves out the channels whose record names another store than the one it
+// registered; an unknown store (0) on either side leaves nothing out.
+func TestRejoinLoadsNameTheRecordedStore(t *testing.T) {
+	c := NewController(ControllerConfig{NodeID: 101, HibernateAfter: time.Minute})
+	active := arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE
+	for id, stores := range map[string]map[uint64]uint64{
+		"same":      {1: 11, 2: 22},
+		"other":     {1: 11, 2: 21},
+		"unknown":   {1: 11},
+		"none":      nil,
+		"elsewhere": {1: 11, 3: 33},
+	} {
+		set := []uint64{1, 2}
+		if id == "elsewhere" {
+			set = []uint64{1, 3}
+		}
+		c.channels[id] = &arbiterv1.Channel{ChannelId: id, Slot: 3, ReplicaNodeIds: set, LeaderNodeId: 1, Epoch: 4,
+			State: active, ReplicaStoreIds: stores}
+	}
+	names := func(specs []*replicav1.GroupSpec) map[string]uint64 {
+		out := map[string]uint64{}
+		for _, s := range specs {
+			out[s.GetChannelId()] = s.GetStoreId()
+		}
+		return out
+	}
+	specs, replaced := c.rejoinSpecs(2, 22)
+	require.Equal(t, map[string]uint64{"same": 22, "unknown": 0, "none": 0}, names(specs))
+	require.Equal(t, 1, replaced)
+	// A node that names no store: nothing is known to be replaced; the replica checks.
+	specs, replaced = c.rejoinSpecs(2, 0)
+	require.Equal(t, map[string]uint64{"same": 22, "other": 21, "unknown": 0, "none": 0}, names(specs))
+	require.Zero(t, replaced)
 }

@@ -93,6 +93,11 @@ func (c *Controller) execute(ctx context.Context, r machine.Round) {
 			req := &replicav1.LoadGroupsRequest{}
 			for _, a := range acts {
 				spec := &replicav1.GroupSpec{ChannelId: a.ChannelID, GroupId: a.GroupID, Epoch: a.Epoch, Join: a.Join}
+				if !a.Join {
+					// The store the record names for this node: a replica whose store was
+					// replaced refuses the load instead of bootstrapping an empty voter.
+					spec.StoreId = a.StoreIDs[node]
+				}
 				for id, addr := range c.addresses(a.Replicas) {
 					spec.Replicas = append(spec.Replicas, &replicav1.Peer{NodeId: id, Address: addr})
 				}
@@ -324,7 +329,7 @@ func (c *Controller) changeReplicas(ctx context.Context, leader uint64, acts []m
 	for _, a := range acts {
 		adds := c.addresses([]uint64{a.Add})
 		req.Changes = append(req.Changes, &replicav1.ReplicaChange{ChannelId: a.ChannelID, AddNodeId: a.Add,
-			AddAddress: adds[a.Add], RemoveNodeId: a.Remove, Voters: a.Voters, Epoch: a.Epoch})
+			AddAddress: adds[a.Add], RemoveNodeId: a.Remove, Voters: a.Voters, Epoch: a.Epoch, AddStoreId: a.AddStoreID})
 	}
 	resp, err := c.call(cctx, leader, func(ctx context.Context, cl replicav1.ReplicaControlServiceClient) (any, error) {
 		return cl.ChangeReplicas(ctx, req)

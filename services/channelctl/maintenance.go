@@ -12,9 +12,11 @@ import (
 )
 
 // Background upkeep of the channels in the owned slots: replica-set repair after a node stays
-// dead, and leader balance after a node comes back or joins. Both only hand events to the
-// machines, which check everything again (a repair needs a live leader, a move a caught-up
-// target) and commit every step in the arbiter; this file decides what to ask and how fast.
+// dead, a rejoin as soon as a live replica's node registers a store other than the one a
+// channel's record names for it (its disk was wiped or replaced), and leader balance after a
+// node comes back or joins. All only hand events to the machines, which check everything again
+// (a repair needs a live leader, a move a caught-up target) and commit every step in the
+// arbiter; this file decides what to ask and how fast.
 
 const (
 	// repairBackoff is how long a channel whose repair was ordered waits before it is ordered
@@ -41,7 +43,13 @@ func (c *Controller) nodeChangedForUpkeep(ctx context.Context, prev, n *arbiterv
 	restarted := prev != nil && n.GetIncarnation() > prev.GetIncarnation()
 	returned := prev.GetState() == arbiterv1.NodeState_NODE_STATE_DEAD && n.GetState() != arbiterv1.NodeState_NODE_STATE_DEAD
 	if restarted || returned {
-		c.rejoin(ctx, n.GetNodeId())
+		c.rejoin(ctx, n)
+	}
+	alive := n.GetState() == arbiterv1.NodeState_NODE_STATE_ALIVE
+	if n.GetStoreId() != 0 && alive && (prev.GetStoreId() != n.GetStoreId() || prev.GetState() != n.GetState()) {
+		// A store registered anew, or a node alive again: its channels' records may name
+		// another store. The next repair pass looks, without waiting for ReplaceDeadAfter.
+		c.storeCheck = true
 	}
 	now := c.cfg.Now()
 	dead := n.GetState() == arbiterv1.NodeState_NODE_STATE_DEAD
@@ -76,17 +84,17 @@ const rejoinBatch = 1000
 // elections load groups only on the replicas they gather, and an active channel has no election
 // coming, so the node would stay out of its groups, a follower short, until the next one. Loads
 // are idempotent; a failed one is logged and the next election or activation loads it anyway.
-func (c *Controller) rejoin(ctx context.Context, node uint64) {
-	var specs []*replicav1.GroupSpec
-	for _, ch := range c.channels {
-		if ch.GetState() != arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE || !slices.Contains(ch.GetReplicaNodeIds(), node) {
-			continue
-		}
-		spec := &replicav1.GroupSpec{ChannelId: ch.GetChannelId(), GroupId: ch.GetGroupId(), Epoch: ch.GetEpoch()}
-		for id, addr := range c.addresses(ch.GetReplicaNodeIds()) {
-			spec.Replicas = append(spec.Replicas, &replicav1.Peer{NodeId: id, Address: addr})
-		}
-		specs = append(specs, spec)
+//
+// Each load names the store the channel's record holds for the node. Channels whose record
+// names a store other than the one the node registered are left out: the node's store was
+// replaced, it would refuse the load, and those channels take it back through a rejoin repair
+// (repairs).
+func (c *Controller) rejoin(ctx context.Context, n *arbiterv1.Node) {
+	node := n.GetNodeId()
+	specs, replaced := c.rejoinSpecs(node, n.GetStoreId())
+	if replaced > 0 {
+		c.cfg.Log.InfoContext(ctx, "replica node came back with a new store; its channels rejoin through repairs",
+			"node", node, "store", n.GetStoreId(), "channels", replaced)
 	}
 	if len(specs) == 0 {
 		return
@@ -97,6 +105,92 @@ func (c *Controller) rejoin(ctx context.Context, node uint64) {
 			c.rejoinChunk(ctx, node, chunk)
 		}
 	}()
+}
+
+// rejoinSpecs is the loads of the active channels node belongs to, each naming the store the
+// record holds for it, and how many channels were left out because their record names a store
+// other than store, the node's own.
+func (c *Controller) rejoinSpecs(node, store uint64) ([]*replicav1.GroupSpec, int) {
+	var (
+		specs    []*replicav1.GroupSpec
+		replaced int
+	)
+	for _, id := range slices.Sorted(maps.Keys(c.channels)) {
+		ch := c.channels[id]
+		if ch.GetState() != arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE || !slices.Contains(ch.GetReplicaNodeIds(), node) {
+			continue
+		}
+		if storeReplaced(ch.GetReplicaStoreIds()[node], store) {
+			// The watch may not have delivered a rejoin this channelctl just recorded.
+			if ch = c.newestRecord(ch); storeReplaced(ch.GetReplicaStoreIds()[node], store) {
+				replaced++
+				continue
+			}
+		}
+		spec := &replicav1.GroupSpec{ChannelId: ch.GetChannelId(), GroupId: ch.GetGroupId(), Epoch: ch.GetEpoch(),
+			StoreId: ch.GetReplicaStoreIds()[node]}
+		for id, addr := range c.addresses(ch.GetReplicaNodeIds()) {
+			spec.Replicas = append(spec.Replicas, &replicav1.Peer{NodeId: id, Address: addr})
+		}
+		specs = append(specs, spec)
+	}
+	return specs, replaced
+}
+
+// storeReplaced reports whether a replica's store is known to differ from the one a record
+// names for it; an unknown store (0) on either side is no evidence.
+func storeReplaced(recorded, current uint64) bool {
+	return recorded != 0 && current != 0 && recorded != current
+}
+
+// newestRecord is the channel's newest record here: its machine's when it has one (a machine
+// sees its own compare-and-sets before the watch delivers them), else ch.
+func (c *Controller) newestRecord(ch *arbiterv1.Channel) *arbiterv1.Channel {
+	if m := c.machines[ch.GetChannelId()]; m != nil {
+		return m.Channel()
+	}
+	return ch
+}
+
+// nodeStores is the store each live replica node registered, for those that registered one.
+func (c *Controller) nodeStores() map[uint64]uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[uint64]uint64{}
+	for id, n := range c.nodes {
+		if n.GetRole() == arbiterv1.NodeRole_NODE_ROLE_REPLICA && n.GetState() == arbiterv1.NodeState_NODE_STATE_ALIVE && n.GetStoreId() != 0 {
+			out[id] = n.GetStoreId()
+		}
+	}
+	return out
+}
+
+// namesReplacedStore reports whether ch names, for one of its replicas, a store other than
+// the one the replica's live node registered.
+func (c *Controller) namesReplacedStore(ch *arbiterv1.Channel) bool {
+	if len(ch.GetReplicaStoreIds()) == 0 {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for r, recorded := range ch.GetReplicaStoreIds() {
+		if n := c.nodes[r]; n.GetState() == arbiterv1.NodeState_NODE_STATE_ALIVE && storeReplaced(recorded, n.GetStoreId()) {
+			return true
+		}
+	}
+	return false
+}
+
+// replacedMembers is the replicas of ch whose live node registered a store other than the one
+// the record names for it, in the record's order.
+func replacedMembers(ch *arbiterv1.Channel, stores map[uint64]uint64) []uint64 {
+	var out []uint64
+	for _, r := range ch.GetReplicaNodeIds() {
+		if storeReplaced(ch.GetReplicaStoreIds()[r], stores[r]) {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // rejoinRetryFor bounds how long a rejoin keeps trying: the node registers with the arbiter
@@ -140,9 +234,11 @@ func (c *Controller) upkeep(now time.Time) []posted {
 }
 
 // repairs orders a new replica for channels with a replica dead longer than ReplaceDeadAfter,
-// at most MaxRepairs at a time. A hibernated channel is activated first: a repair needs a
-// leader, and a channel left with two replicas would lose data to one more failure even while
-// nobody uses it.
+// and a rejoin (machine.Repair with Dead == With) for channels with a live replica whose node
+// registered a store other than the one the record names for it, at most MaxRepairs at a time.
+// A rejoin does not wait: the node is alive, and its store is known to be the wrong one as soon
+// as it registers. A hibernated channel is activated first: a repair needs a leader, and a
+// channel left with two replicas would lose data to one more failure even while nobody uses it.
 func (c *Controller) repairs(now time.Time) []posted {
 	if now.Sub(c.lastRepairPass) < repairPassEvery {
 		return nil
@@ -153,10 +249,14 @@ func (c *Controller) repairs(now time.Time) []posted {
 			overdue[n] = true
 		}
 	}
-	if len(overdue) == 0 {
+	if len(overdue) == 0 && !c.storeCheck {
 		return nil
 	}
 	c.lastRepairPass = now
+	stores := c.nodeStores()
+	// replaced: some channel still names a store its node no longer has, so the next pass
+	// looks again.
+	replaced := false
 	budget := c.cfg.MaxRepairs
 	for _, m := range c.machines {
 		if m.Repairing() {
@@ -164,9 +264,13 @@ func (c *Controller) repairs(now time.Time) []posted {
 		}
 	}
 	load, candidates := c.replicaLoad()
-	var out []posted
+	var (
+		out     []posted
+		rejoins int
+	)
 	for _, id := range slices.Sorted(maps.Keys(c.channels)) {
 		if budget <= 0 {
+			replaced = replaced || c.storeCheck // not looked at: look again
 			break
 		}
 		ch := c.channels[id]
@@ -177,10 +281,23 @@ func (c *Controller) repairs(now time.Time) []posted {
 				break
 			}
 		}
-		if dead == 0 || now.Sub(c.repairTried[id]) < repairBackoff {
+		var rejoin []uint64
+		if dead == 0 {
+			if rejoin = replacedMembers(ch, stores); len(rejoin) > 0 {
+				// The machine's record may already hold the new store (a rejoin it recorded
+				// that the watch has not delivered yet).
+				ch = c.newestRecord(ch)
+				rejoin = replacedMembers(ch, stores)
+			}
+			if len(rejoin) == 0 {
+				continue
+			}
+			replaced = true
+		}
+		if now.Sub(c.repairTried[id]) < repairBackoff {
 			continue
 		}
-		state := ch.GetState()
+		state, leader := ch.GetState(), ch.GetLeaderNodeId()
 		if m := c.machines[id]; m != nil {
 			if m.Busy() {
 				continue
@@ -188,15 +305,25 @@ func (c *Controller) repairs(now time.Time) []posted {
 			state = m.State()
 		}
 		var ev machine.Event
-		switch state {
-		case arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE:
+		switch {
+		case state == arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE && dead != 0:
 			with := pickReplica(candidates, load, ch.GetReplicaNodeIds())
 			if with == 0 {
 				continue // no live node outside the set; nothing to do until one joins
 			}
 			load[with]++
 			ev = machine.Repair{Dead: dead, With: with}
-		case arbiterv1.ChannelState_CHANNEL_STATE_HIBERNATED:
+		case state == arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE:
+			i := slices.IndexFunc(rejoin, func(r uint64) bool { return r != leader })
+			if i < 0 {
+				// Only the leader's store was replaced. It cannot rejoin its own group; it
+				// does not serve it either (its loads are refused), so the first client it
+				// turns away has the leader checked and another elected, and it rejoins then.
+				continue
+			}
+			ev = machine.Repair{Dead: rejoin[i], With: rejoin[i]}
+			rejoins++
+		case state == arbiterv1.ChannelState_CHANNEL_STATE_HIBERNATED:
 			ev = machine.Activate{}
 		default:
 			continue
@@ -204,6 +331,10 @@ func (c *Controller) repairs(now time.Time) []posted {
 		c.repairTried[id] = now
 		budget--
 		out = append(out, posted{channel: id, event: ev, ensure: true})
+	}
+	c.storeCheck = replaced
+	if rejoins > 0 {
+		c.cfg.Log.Info("rejoining replicas whose store was replaced", "channels", rejoins)
 	}
 	return out
 }
