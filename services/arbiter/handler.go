@@ -85,7 +85,7 @@ func (h *handler) RegisterNode(ctx context.Context, req *arbiterv1.RegisterNodeR
 	if err := h.replaceLapsed(ctx, req, now); err != nil {
 		return nil, h.toStatus(err)
 	}
-	res, err := h.s.repl.propose(ctx, fsm.RegisterNodeCommand(req.GetNodeId(), req.GetRole(), req.GetAddress(), req.GetZone(), now))
+	res, err := h.s.repl.propose(ctx, fsm.RegisterNodeWithStoreCommand(req.GetNodeId(), req.GetRole(), req.GetAddress(), req.GetZone(), req.GetStoreId(), now))
 	if err != nil {
 		return nil, h.toStatus(err)
 	}

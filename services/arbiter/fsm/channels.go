@@ -3,6 +3,7 @@ package fsm
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 
 	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
@@ -71,12 +72,29 @@ func (f *FSM) createChannel(c *arbiterv1.CreateChannelCommand) (CreateChannelRes
 		Epoch:      1,
 		State:      arbiterv1.ChannelState_CHANNEL_STATE_HIBERNATED,
 		CreateTime: now,
+		// The group will be created on the stores the replicas have now.
+		ReplicaStoreIDs: f.st.storesOf(replicas),
 	}
 	f.st.nextGroupID++
 	f.st.addChannel(ch)
 	ch.Revision = f.st.revision + 1
 	f.emit(Event{Kind: EventChannel, Channel: *ch})
 	return CreateChannelResult{Channel: ch.clone(), Created: true, Revision: f.st.revision}, nil
+}
+
+// storesOf returns the registered store of each of the replicas that named one, nil when none
+// did.
+func (st *state) storesOf(replicas []uint64) map[uint64]uint64 {
+	var m map[uint64]uint64
+	for _, r := range replicas {
+		if s := st.nodes[r].StoreID; s != 0 {
+			if m == nil {
+				m = make(map[uint64]uint64, len(replicas))
+			}
+			m[r] = s
+		}
+	}
+	return m
 }
 
 // addChannel indexes a new channel and charges its load; the channel must be valid.
@@ -249,6 +267,19 @@ func (f *FSM) applyChange(requester uint64, chg *arbiterv1.ChannelChange) Change
 		}
 		lastSeq = chg.GetLastSeq()
 	}
+	stores := cur.ReplicaStoreIDs
+	if set := chg.GetReplicaStoreIds(); len(set) > 0 || replicasChanged {
+		// In key order, so every member names the same entry when several are wrong.
+		for _, r := range slices.Sorted(maps.Keys(set)) {
+			if !slices.Contains(replicas, r) {
+				return refuse("%w: store id for node %d, which is not in the replica set %v", ErrInvalidChange, r, replicas)
+			}
+			if set[r] == 0 {
+				return refuse("%w: store id 0 for replica %d", ErrInvalidChange, r)
+			}
+		}
+		stores = mergeStores(cur.ReplicaStoreIDs, replicas, set)
+	}
 
 	if replicasChanged {
 		for _, r := range cur.Replicas {
@@ -274,10 +305,29 @@ func (f *FSM) applyChange(requester uint64, chg *arbiterv1.ChannelChange) Change
 	st.byState[cur.State]--
 	st.byState[chState]++
 	cur.State, cur.LeaderTerm, cur.LastSeq = chState, term, lastSeq
+	// A new map (or the old one untouched): events and readers may still hold the old one.
+	cur.ReplicaStoreIDs = stores
 	cur.Epoch++
 	cur.Revision = st.revision + 1
 	f.emit(Event{Kind: EventChannel, Channel: *cur})
 	res.Succeeded = true
 	res.Channel = cur.clone()
 	return res
+}
+
+// mergeStores returns a new store map: the entries of cur whose node is still one of the
+// replicas (a replica that left takes its store's claim with it), overwritten and extended by
+// set. Nil when empty, as channels keep it.
+func mergeStores(cur map[uint64]uint64, replicas []uint64, set map[uint64]uint64) map[uint64]uint64 {
+	out := make(map[uint64]uint64, len(replicas))
+	for r, s := range cur {
+		if slices.Contains(replicas, r) {
+			out[r] = s
+		}
+	}
+	maps.Copy(out, set)
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }

@@ -498,3 +498,210 @@ func TestReadsAreCopies(t *testing.T) {
 	f.Slots()[0].Owner = 99
 	require.Equal(t, before, dumpOf(f))
 }
+
+// Issue 12, item 3: a new channel records, for each replica, the store its group is created
+// on: the store each chosen node registered last. Nodes that named no store get no entry.
+func TestCreateChannelRecordsReplicaStores(t *testing.T) {
+	for name, tc := range map[string]struct {
+		stores []uint64 // store of replica node i+1
+		rf     uint32
+		want   map[uint64]uint64
+	}{
+		"every replica's store": {
+			stores: []uint64{0x11, 0x22, 0x33}, rf: 3, want: map[uint64]uint64{1: 0x11, 2: 0x22, 3: 0x33}},
+		"only the chosen replicas": {
+			stores: []uint64{0x11, 0x22, 0x33, 0x44}, rf: 2, want: map[uint64]uint64{1: 0x11, 2: 0x22}},
+		"replicas without a store are left out": {
+			stores: []uint64{0x11, 0, 0x33}, rf: 3, want: map[uint64]uint64{1: 0x11, 3: 0x33}},
+		"no store at all": {
+			stores: []uint64{0, 0, 0}, rf: 3, want: nil},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := New()
+			for i, s := range tc.stores {
+				registerStore(t, f, uint64(i+1), s)
+			}
+			res := create(t, f, "room", tc.rf)
+			require.True(t, res.Created)
+			require.Equal(t, tc.want, res.Channel.ReplicaStoreIDs)
+			got, _ := f.Channel("room")
+			require.Equal(t, tc.want, got.ReplicaStoreIDs)
+			if tc.want == nil {
+				require.Empty(t, got.Proto().GetReplicaStoreIds())
+			} else {
+				require.Equal(t, tc.want, got.Proto().GetReplicaStoreIds())
+			}
+			batch, err := f.EventsSince(f.Revision()-1, Filter{Channels: true})
+			require.NoError(t, err)
+			require.Equal(t, tc.want, batch.Events[0].Channel.ReplicaStoreIDs)
+		})
+	}
+
+	// The record names where the group was created: a replica registering later with a new
+	// store (a wiped disk) does not change it; only a compare-and-set does.
+	t.Run("a later registration does not change it", func(t *testing.T) {
+		f := New()
+		registerStore(t, f, 1, 0x11)
+		registerStore(t, f, 2, 0x22)
+		create(t, f, "room", 2)
+		registerStore(t, f, 2, 0x99)
+		got, _ := f.Channel("room")
+		require.Equal(t, map[uint64]uint64{1: 0x11, 2: 0x22}, got.ReplicaStoreIDs)
+		again := create(t, f, "room", 2)
+		require.False(t, again.Created)
+		require.Equal(t, map[uint64]uint64{1: 0x11, 2: 0x22}, again.Channel.ReplicaStoreIDs)
+	})
+}
+
+// storeFixture: replicas 1-5 with stores 0x101-0x105 (4 dead), channelctls 100 and 101, and
+// channel "room" on 1,2,3 at epoch 1 without a leader, recording stores 0x101-0x103. It returns
+// the owner of room's slot.
+func storeFixture(t *testing.T) (*FSM, uint64) {
+	t.Helper()
+	f := New()
+	for id := uint64(1); id <= 5; id++ {
+		registerStore(t, f, id, 0x100+id)
+	}
+	register(t, f, 100, channelctl, "")
+	register(t, f, 101, channelctl, "")
+	ch := create(t, f, "room", 3).Channel
+	require.Equal(t, []uint64{1, 2, 3}, ch.Replicas)
+	require.Equal(t, map[uint64]uint64{1: 0x101, 2: 0x102, 3: 0x103}, ch.ReplicaStoreIDs)
+	setState(t, f, 4, dead)
+	return f, ownerOf(t, f, "room")
+}
+
+// Issue 12, item 3: a compare-and-set merges its store entries into the channel's, and a
+// replica that leaves the set takes its entry with it.
+func TestCompareAndSetReplicaStores(t *testing.T) {
+	for name, tc := range map[string]struct {
+		replicas []uint64
+		stores   map[uint64]uint64
+		want     map[uint64]uint64
+	}{
+		"repair names the added replica's store, the leaver's is dropped": {
+			replicas: []uint64{1, 2, 5}, stores: map[uint64]uint64{5: 0x555},
+			want: map[uint64]uint64{1: 0x101, 2: 0x102, 5: 0x555}},
+		"repair without a store: the added replica has no entry": {
+			replicas: []uint64{1, 2, 5},
+			want:     map[uint64]uint64{1: 0x101, 2: 0x102}},
+		"rejoin replaces a staying replica's store": {
+			stores: map[uint64]uint64{2: 0x202},
+			want:   map[uint64]uint64{1: 0x101, 2: 0x202, 3: 0x103}},
+		"rejoin within a new replica set": {
+			replicas: []uint64{5, 2, 3}, stores: map[uint64]uint64{2: 0x202, 5: 0x555},
+			want: map[uint64]uint64{2: 0x202, 3: 0x103, 5: 0x555}},
+		"shrinking drops the leavers": {
+			replicas: []uint64{3},
+			want:     map[uint64]uint64{3: 0x103}},
+		"reordering keeps every entry": {
+			replicas: []uint64{3, 1, 2},
+			want:     map[uint64]uint64{1: 0x101, 2: 0x102, 3: 0x103}},
+		"the same set again keeps every entry": {
+			replicas: []uint64{1, 2, 3},
+			want:     map[uint64]uint64{1: 0x101, 2: 0x102, 3: 0x103}},
+		"nothing about replicas leaves the stores alone": {
+			want: map[uint64]uint64{1: 0x101, 2: 0x102, 3: 0x103}},
+		"the last entry leaving leaves none": {
+			replicas: []uint64{5},
+			want:     nil},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f, owner := storeFixture(t)
+			rev := f.Revision()
+			res := cas(t, f, owner, &arbiterv1.ChannelChange{ChannelId: "room", ExpectedEpoch: 1,
+				ReplicaNodeIds: tc.replicas, ReplicaStoreIds: tc.stores, State: ptr(electing)})
+			r := res.Results[0]
+			require.True(t, r.Succeeded, r.Err)
+			require.Equal(t, tc.want, r.Channel.ReplicaStoreIDs)
+			require.Equal(t, uint64(2), r.Channel.Epoch)
+			got, _ := f.Channel("room")
+			require.Equal(t, tc.want, got.ReplicaStoreIDs)
+			if tc.want != nil {
+				require.Equal(t, tc.want, got.Proto().GetReplicaStoreIds())
+				require.Equal(t, tc.want, r.Proto().GetChannel().GetReplicaStoreIds())
+			}
+			batch, err := f.EventsSince(rev, Filter{Channels: true})
+			require.NoError(t, err)
+			require.Len(t, batch.Events, 1)
+			require.Equal(t, tc.want, batch.Events[0].Channel.ReplicaStoreIDs)
+		})
+	}
+}
+
+// Issue 12, item 3: a store entry for a node outside the resulting replica set, or naming
+// store 0, is an invalid change, refused without a trace like any other.
+func TestCompareAndSetReplicaStoresRefused(t *testing.T) {
+	for name, tc := range map[string]struct {
+		replicas []uint64
+		stores   map[uint64]uint64
+		wantText string
+	}{
+		"node outside the replica set": {
+			stores: map[uint64]uint64{5: 0x555}, wantText: "store id for node 5, which is not in the replica set [1 2 3]"},
+		"node leaving in the same change": {
+			replicas: []uint64{1, 2, 5}, stores: map[uint64]uint64{3: 0x333, 5: 0x555}, wantText: "store id for node 3"},
+		"unknown node": {
+			stores: map[uint64]uint64{77: 0x777}, wantText: "store id for node 77"},
+		"channelctl": {
+			stores: map[uint64]uint64{100: 0x100}, wantText: "store id for node 100"},
+		"store id 0": {
+			stores: map[uint64]uint64{2: 0}, wantText: "store id 0 for replica 2"},
+		"store id 0 for an added replica": {
+			replicas: []uint64{1, 2, 5}, stores: map[uint64]uint64{5: 0}, wantText: "store id 0 for replica 5"},
+		"one bad entry among good ones": {
+			stores: map[uint64]uint64{1: 0x201, 2: 0x202, 3: 0}, wantText: "store id 0 for replica 3"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f, owner := storeFixture(t)
+			cur, _ := f.Channel("room")
+			requireUnchanged(t, f, func() {
+				res := cas(t, f, owner, &arbiterv1.ChannelChange{ChannelId: "room", ExpectedEpoch: 1,
+					ReplicaNodeIds: tc.replicas, ReplicaStoreIds: tc.stores})
+				r := res.Results[0]
+				require.False(t, r.Succeeded)
+				require.ErrorIs(t, r.Err, ErrInvalidChange)
+				require.ErrorContains(t, r.Err, tc.wantText)
+				require.Equal(t, cur, r.Channel, "a refusal reports the current channel")
+				require.Equal(t, arbiterv1.ChangeRefusal_CHANGE_REFUSAL_INVALID_CHANGE, r.Proto().GetRefusal())
+			})
+		})
+	}
+}
+
+// Every member must refuse a change with several bad store entries with the same words, so
+// the entries are checked in node order, not in map order: the lowest bad node is named.
+func TestCompareAndSetStoreRefusalIsDeterministic(t *testing.T) {
+	f, owner := storeFixture(t)
+	for range 50 {
+		stores := map[uint64]uint64{}
+		for _, id := range []uint64{9, 3, 7, 5, 8, 6, 4} {
+			stores[id] = 0
+		}
+		res := cas(t, f, owner, &arbiterv1.ChannelChange{ChannelId: "room", ExpectedEpoch: 1, ReplicaStoreIds: stores})
+		require.EqualError(t, res.Results[0].Err, `channel "room": invalid channel change: store id 0 for replica 3`)
+	}
+}
+
+// Returned store maps are copies, and a change installs a new map rather than editing the
+// one that earlier events and readers hold.
+func TestReplicaStoresAreCopies(t *testing.T) {
+	f, owner := storeFixture(t)
+	created := map[uint64]uint64{1: 0x101, 2: 0x102, 3: 0x103}
+	before := dumpOf(f)
+	c, _ := f.Channel("room")
+	c.ReplicaStoreIDs[1] = 99
+	page, _ := f.ListChannels("", 10, nil)
+	page.Channels[0].ReplicaStoreIDs[2] = 99
+	batch, _ := f.EventsSince(0, Filter{Channels: true})
+	batch.Events[0].Channel.ReplicaStoreIDs[3] = 99
+	require.Equal(t, before, dumpOf(f))
+
+	res := cas(t, f, owner, &arbiterv1.ChannelChange{ChannelId: "room", ExpectedEpoch: 1, ReplicaStoreIds: map[uint64]uint64{1: 0x201}})
+	require.True(t, res.Results[0].Succeeded, res.Results[0].Err)
+	res.Results[0].Channel.ReplicaStoreIDs[2] = 99
+	batch, _ = f.EventsSince(c.Revision-1, Filter{Channels: true})
+	require.Len(t, batch.Events, 2)
+	require.Equal(t, created, batch.Events[0].Channel.ReplicaStoreIDs, "the earlier event keeps the map it had")
+	require.Equal(t, map[uint64]uint64{1: 0x201, 2: 0x102, 3: 0x103}, batch.Events[1].Channel.ReplicaStoreIDs)
+}

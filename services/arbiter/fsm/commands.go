@@ -11,10 +11,16 @@ import (
 // The constructors below build log entries; now is the leader's clock at proposal time, which
 // is the only clock the state machine ever sees.
 
-// RegisterNodeCommand builds a RegisterNode entry.
+// RegisterNodeCommand builds a RegisterNode entry for a node that names no store (store id
+// 0, as channelctls register).
 func RegisterNodeCommand(id uint64, role arbiterv1.NodeRole, address, zone string, now time.Time) *arbiterv1.Command {
+	return RegisterNodeWithStoreCommand(id, role, address, zone, 0, now)
+}
+
+// RegisterNodeWithStoreCommand builds a RegisterNode entry that records the node's store id.
+func RegisterNodeWithStoreCommand(id uint64, role arbiterv1.NodeRole, address, zone string, storeID uint64, now time.Time) *arbiterv1.Command {
 	return &arbiterv1.Command{Kind: &arbiterv1.Command_RegisterNode{RegisterNode: &arbiterv1.RegisterNodeCommand{
-		NodeId: id, Role: role, Address: address, Zone: zone, Time: timestamppb.New(now),
+		NodeId: id, Role: role, Address: address, Zone: zone, Time: timestamppb.New(now), StoreId: storeID,
 	}}}
 }
 

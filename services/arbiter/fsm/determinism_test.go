@@ -2,6 +2,8 @@ package fsm
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -29,7 +31,15 @@ func TestDeterminism(t *testing.T) {
 		}
 		switch r := oa.Result.(type) {
 		case CompareAndSetResult:
-			for _, cr := range r.Results {
+			for j, cr := range r.Results {
+				if len(cmd.GetCompareAndSetChannels().GetChanges()[j].GetReplicaStoreIds()) > 0 {
+					switch {
+					case cr.Succeeded:
+						stats["cas stores ok"]++
+					case strings.Contains(fmt.Sprint(cr.Err), "store id"):
+						stats["cas stores invalid"]++
+					}
+				}
 				switch {
 				case cr.Succeeded:
 					stats["cas ok"]++
@@ -54,7 +64,8 @@ func TestDeterminism(t *testing.T) {
 	require.Equal(t, dumpOf(a), dumpOf(b))
 	t.Logf("outcomes: %v", stats)
 	// The workload must reach the interesting paths, or the comparison proves little.
-	for _, k := range []string{"cas ok", "cas stale", "cas not owner", "cas invalid", "created", "existing", "refused"} {
+	for _, k := range []string{"cas ok", "cas stale", "cas not owner", "cas invalid", "cas stores ok", "cas stores invalid",
+		"created", "existing", "refused"} {
 		require.Greater(t, stats[k], 10, "workload outcome %q: %v", k, stats)
 	}
 }

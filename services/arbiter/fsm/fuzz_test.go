@@ -31,6 +31,10 @@ func fuzzSeeds(t testing.TB) [][]byte {
 		CompareAndSetChannelsCommand(100,
 			&arbiterv1.ChannelChange{ChannelId: "room", ExpectedEpoch: 1, LeaderNodeId: ptr[uint64](1), LeaderTerm: ptr[uint64](2), State: ptr(active)},
 			&arbiterv1.ChannelChange{ChannelId: "lobby", ExpectedEpoch: 1, ReplicaNodeIds: []uint64{3, 4}, LastSeq: ptr[uint64](5)}),
+		RegisterNodeWithStoreCommand(3, replica, addr(3), "b", 0x5eed, t0),
+		CompareAndSetChannelsCommand(100,
+			&arbiterv1.ChannelChange{ChannelId: "room", ExpectedEpoch: 1, ReplicaNodeIds: []uint64{1, 2, 4}, ReplicaStoreIds: map[uint64]uint64{4: 0x44}},
+			&arbiterv1.ChannelChange{ChannelId: "lobby", ExpectedEpoch: 1, ReplicaStoreIds: map[uint64]uint64{1: 0, 9: 0x99}}),
 	} {
 		data, err := Encode(c)
 		if err != nil {

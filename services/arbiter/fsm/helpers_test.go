@@ -48,6 +48,12 @@ func register(t testing.TB, f *FSM, id uint64, role arbiterv1.NodeRole, zone str
 	return mustApply(t, f, RegisterNodeCommand(id, role, addr(id), zone, t0)).(RegisterNodeResult)
 }
 
+// registerStore registers a replica with a store id.
+func registerStore(t testing.TB, f *FSM, id, store uint64) RegisterNodeResult {
+	t.Helper()
+	return mustApply(t, f, RegisterNodeWithStoreCommand(id, replica, addr(id), "", store, t0)).(RegisterNodeResult)
+}
+
 func setState(t testing.TB, f *FSM, id uint64, s arbiterv1.NodeState) SetNodeStateResult {
 	t.Helper()
 	return mustApply(t, f, SetNodeStateCommand(id, s, "test", t0)).(SetNodeStateResult)
@@ -129,20 +135,27 @@ func requireUnchanged(t *testing.T, f *FSM, fn func()) {
 // compare-and-sets are valid (current epoch, slot owner), some are stale or wrong, nodes come
 // and go.
 type workload struct {
-	rng  *rand.Rand
+	rng *rand.Rand
+	// srng makes the store id choices; a stream of its own keeps the rest of the workload
+	// what it was before stores existed.
+	srng *rand.Rand
 	now  time.Time
 	next int
 }
 
 func newWorkload(seed uint64) *workload {
-	return &workload{rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), now: t0}
+	return &workload{
+		rng:  rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		srng: rand.New(rand.NewPCG(seed^0x5704e, seed)),
+		now:  t0,
+	}
 }
 
 func (w *workload) bootstrap() []*arbiterv1.Command {
 	var cmds []*arbiterv1.Command
 	zones := []string{"a", "b", "c"}
 	for id := uint64(1); id <= 8; id++ {
-		cmds = append(cmds, RegisterNodeCommand(id, replica, addr(id), zones[id%3], w.now))
+		cmds = append(cmds, RegisterNodeWithStoreCommand(id, replica, addr(id), zones[id%3], 0x5000+id, w.now))
 	}
 	for id := uint64(100); id <= 102; id++ {
 		cmds = append(cmds, RegisterNodeCommand(id, channelctl, addr(id), "", w.now))
@@ -183,8 +196,30 @@ func (w *workload) step(f *FSM) *arbiterv1.Command {
 			if w.rng.IntN(8) == 0 {
 				// Replica-set repair: swap one member for another replica node.
 				set := slices.Clone(ch.Replicas)
-				set[w.rng.IntN(len(set))] = uint64(1 + w.rng.IntN(8))
+				i := w.rng.IntN(len(set))
+				set[i] = uint64(1 + w.rng.IntN(8))
 				chg.ReplicaNodeIds = set
+				if w.srng.IntN(2) == 0 {
+					// The repair names the store of the replica it added.
+					chg.ReplicaStoreIds = map[uint64]uint64{set[i]: w.storeID()}
+				}
+			}
+			if w.srng.IntN(8) == 0 {
+				// Store entries, sometimes wrong: a rejoin of a member, a node outside the
+				// set, a store id 0, several at once.
+				if chg.ReplicaStoreIds == nil {
+					chg.ReplicaStoreIds = map[uint64]uint64{}
+				}
+				for range 1 + w.srng.IntN(3) {
+					r, s := ch.Replicas[w.srng.IntN(len(ch.Replicas))], w.storeID()
+					switch w.srng.IntN(6) {
+					case 0:
+						r = uint64(1 + w.srng.IntN(8))
+					case 1:
+						s = 0
+					}
+					chg.ReplicaStoreIds[r] = s
+				}
 			}
 			changes = append(changes, chg)
 		}
@@ -209,9 +244,19 @@ func (w *workload) step(f *FSM) *arbiterv1.Command {
 		if w.rng.IntN(4) == 0 {
 			a = fmt.Sprintf("10.1.0.%d:7400", id) // moved: only allowed when dead
 		}
-		return RegisterNodeCommand(id, role, a, []string{"a", "b", "c"}[id%3], w.now)
+		var store uint64
+		if role == replica && w.srng.IntN(5) != 0 {
+			store = 0x5000 + id
+			if w.srng.IntN(2) == 0 {
+				store = w.storeID() // the disk was replaced
+			}
+		}
+		return RegisterNodeWithStoreCommand(id, role, a, []string{"a", "b", "c"}[id%3], store, w.now)
 	}
 }
+
+// storeID returns a random non-zero store id.
+func (w *workload) storeID() uint64 { return 1 + w.srng.Uint64N(1<<63) }
 
 // cloneCmd deep-copies a command so two FSMs never share one message.
 func cloneCmd(c *arbiterv1.Command) *arbiterv1.Command { return proto.Clone(c).(*arbiterv1.Command) }

@@ -1,7 +1,5 @@
 package fsm
 
-import "slices"
-
 // history is a ring of the most recent events. Because every revision is exactly one event,
 // the events it holds are revisions base+1 .. base+n with no gaps, and finding where to resume
 // is arithmetic, not a search.
@@ -82,7 +80,7 @@ func (f *FSM) EventsSince(rev uint64, filter Filter) (EventBatch, error) {
 			if !filter.Channels || (len(filter.ChannelSlots) > 0 && !slotSet[ev.Channel.Slot]) {
 				continue
 			}
-			ev.Channel.Replicas = slices.Clone(ev.Channel.Replicas)
+			ev.Channel = ev.Channel.clone()
 		case EventNode:
 			if !filter.Nodes {
 				continue

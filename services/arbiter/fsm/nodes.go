@@ -62,6 +62,10 @@ func (f *FSM) registerNode(c *arbiterv1.RegisterNodeCommand) (RegisterNodeResult
 		f.st.nodeIDs = slices.Insert(f.st.nodeIDs, i, id)
 	}
 	n.Address, n.Zone = addr, zone
+	// The store id is whatever this registration names, 0 included: a restarted process
+	// vouches only for the store it has now. Channels keep naming the store that holds their
+	// group, so a node back with a new store is seen not to hold what its channels count on.
+	n.StoreID = c.GetStoreId()
 	n.Liveness = arbiterv1.NodeState_NODE_STATE_ALIVE
 	// A restart ends a drain: draining is how a node is taken out for an upgrade, and the
 	// restarted node is what should take load again.

@@ -192,3 +192,43 @@ func TestNodesSortedByID(t *testing.T) {
 	_, ok := f.Node(3)
 	require.False(t, ok)
 }
+
+// Issue 12, item 3: a registration records the store the node has now, whatever it had
+// before, so a node back with a wiped disk is seen to have a new store (or none).
+func TestRegisterNodeStoreID(t *testing.T) {
+	later := t0.Add(time.Minute)
+	for name, tc := range map[string]struct {
+		// first is the store of the first registration; again that of the restart, which
+		// happens only when restart is set.
+		first, again uint64
+		restart      bool
+		want         uint64
+	}{
+		"new node records its store":        {first: 0xabc, want: 0xabc},
+		"new node naming no store has 0":    {first: 0, want: 0},
+		"restart with the same store":       {first: 0xabc, again: 0xabc, restart: true, want: 0xabc},
+		"restart with a new store replaces": {first: 0xabc, again: 0xdef, restart: true, want: 0xdef},
+		"restart naming no store records 0": {first: 0xabc, again: 0, restart: true, want: 0},
+		"restart naming a store after none": {first: 0, again: 0x123, restart: true, want: 0x123},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := New()
+			res := mustApply(t, f, RegisterNodeWithStoreCommand(1, replica, addr(1), "z", tc.first, t0)).(RegisterNodeResult)
+			if tc.restart {
+				res = mustApply(t, f, RegisterNodeWithStoreCommand(1, replica, addr(1), "z", tc.again, later)).(RegisterNodeResult)
+				require.Equal(t, uint64(2), res.Node.Incarnation)
+			}
+			require.Equal(t, tc.want, res.Node.StoreID)
+			got, _ := f.Node(1)
+			require.Equal(t, tc.want, got.StoreID)
+			require.Equal(t, tc.want, got.Proto().GetStoreId())
+
+			// Watchers see the store of each registration.
+			batch, err := f.EventsSince(f.Revision()-1, Filter{Nodes: true})
+			require.NoError(t, err)
+			require.Len(t, batch.Events, 1)
+			require.Equal(t, tc.want, batch.Events[0].Node.StoreID)
+			require.Equal(t, tc.want, batch.Events[0].Proto().GetNode().GetStoreId())
+		})
+	}
+}

@@ -3,6 +3,7 @@ package fsm
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 
 	"google.golang.org/protobuf/proto"
@@ -111,6 +112,7 @@ func stateFromSnapshot(snap *arbiterv1.Snapshot) (*state, error) {
 			Liveness:     sn.GetLiveness(),
 			Draining:     sn.GetDraining(),
 			Incarnation:  pn.GetIncarnation(),
+			StoreID:      pn.GetStoreId(),
 			RegisterTime: regTime,
 			StateTime:    stateTime,
 			StateReason:  sn.GetStateReason(),
@@ -202,11 +204,20 @@ func channelFromProto(st *state, pc *arbiterv1.Channel) (*Channel, error) {
 	if s := pc.GetState(); s <= arbiterv1.ChannelState_CHANNEL_STATE_UNSPECIFIED || int(s) >= len(st.byState) {
 		return nil, fmt.Errorf("channel %q: state %v", id, s)
 	}
+	stores := pc.GetReplicaStoreIds()
+	for _, r := range slices.Sorted(maps.Keys(stores)) {
+		if !slices.Contains(replicas, r) {
+			return nil, fmt.Errorf("channel %q: store id for node %d, which is not a replica", id, r)
+		}
+		if stores[r] == 0 {
+			return nil, fmt.Errorf("channel %q: store id 0 for replica %d", id, r)
+		}
+	}
 	created, err := commandTime(pc.GetCreateTime())
 	if err != nil {
 		return nil, fmt.Errorf("channel %q create time: %w", id, err)
 	}
-	return &Channel{
+	ch := &Channel{
 		ID:         id,
 		GroupID:    pc.GetGroupId(),
 		Slot:       pc.GetSlot(),
@@ -218,5 +229,9 @@ func channelFromProto(st *state, pc *arbiterv1.Channel) (*Channel, error) {
 		LastSeq:    pc.GetLastSeq(),
 		CreateTime: created,
 		Revision:   pc.GetRevision(),
-	}, nil
+	}
+	if len(stores) > 0 {
+		ch.ReplicaStoreIDs = maps.Clone(stores)
+	}
+	return ch, nil
 }

@@ -100,6 +100,12 @@ func TestRestoreRejectsInconsistent(t *testing.T) {
 		"slot out of place":         func(s *arbiterv1.Snapshot) { s.Slots[3].Slot = 4 },
 		"slot owned by a replica":   func(s *arbiterv1.Snapshot) { s.Slots[0].OwnerNodeId = 1 },
 		"slot owned by nobody real": func(s *arbiterv1.Snapshot) { s.Slots[0].OwnerNodeId = 77 },
+		"store of a non-replica": func(s *arbiterv1.Snapshot) {
+			s.Channels[0].ReplicaStoreIds = map[uint64]uint64{s.Channels[0].ReplicaNodeIds[0]: 0x11, 10: 0x10}
+		},
+		"store id 0": func(s *arbiterv1.Snapshot) {
+			s.Channels[0].ReplicaStoreIds = map[uint64]uint64{s.Channels[0].ReplicaNodeIds[0]: 0}
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			s := &arbiterv1.Snapshot{}
@@ -121,4 +127,42 @@ func TestRestoreRejectsInconsistent(t *testing.T) {
 	t.Run("unmodified is fine", func(t *testing.T) {
 		require.NoError(t, New().Restore(good))
 	})
+}
+
+// Issue 12, item 3: node stores and channels' replica stores survive a snapshot, and the
+// snapshot's bytes do not depend on map order.
+func TestSnapshotKeepsStores(t *testing.T) {
+	a := New()
+	for id := uint64(1); id <= 4; id++ {
+		registerStore(t, a, id, 0x1000*id)
+	}
+	registerStore(t, a, 5, 0) // a replica that names no store
+	register(t, a, 100, channelctl, "")
+	create(t, a, "room", 3)
+	create(t, a, "lobby", 5)
+	res := cas(t, a, 100, &arbiterv1.ChannelChange{ChannelId: "room", ExpectedEpoch: 1,
+		ReplicaNodeIds: []uint64{1, 2, 4}, ReplicaStoreIds: map[uint64]uint64{4: 0x4444, 2: 0x2222}})
+	require.True(t, res.Results[0].Succeeded, res.Results[0].Err)
+	registerStore(t, a, 1, 0xf00d) // the disk of node 1 was replaced
+
+	snap, err := a.Snapshot()
+	require.NoError(t, err)
+	for range 20 {
+		again, err := a.Snapshot()
+		require.NoError(t, err)
+		require.Equal(t, snap, again, "equal states give equal bytes")
+	}
+	b := New()
+	require.NoError(t, b.Restore(snap))
+	require.Equal(t, dumpOf(a), dumpOf(b))
+
+	stores := map[uint64]uint64{}
+	for _, n := range b.Nodes() {
+		stores[n.ID] = n.StoreID
+	}
+	require.Equal(t, map[uint64]uint64{1: 0xf00d, 2: 0x2000, 3: 0x3000, 4: 0x4000, 5: 0, 100: 0}, stores)
+	room, _ := b.Channel("room")
+	require.Equal(t, map[uint64]uint64{1: 0x1000, 2: 0x2222, 4: 0x4444}, room.ReplicaStoreIDs)
+	lobby, _ := b.Channel("lobby")
+	require.Equal(t, map[uint64]uint64{1: 0x1000, 2: 0x2000, 3: 0x3000, 4: 0x4000}, lobby.ReplicaStoreIDs)
 }

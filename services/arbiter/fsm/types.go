@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"errors"
+	"maps"
 	"slices"
 	"time"
 
@@ -33,6 +34,9 @@ type Node struct {
 	Channels    uint64
 	Leaders     uint64
 	Incarnation uint64
+	// StoreID is the store the node registered with last (0 when it named none, as
+	// channelctls do). A replica whose disk was wiped or replaced registers with a new one.
+	StoreID uint64
 	// RegisterTime is the leader's time of the last registration.
 	RegisterTime time.Time
 	// StateTime and StateReason describe the last change of Liveness or Draining.
@@ -51,6 +55,7 @@ func (n Node) Proto() *arbiterv1.Node {
 		State:       n.State,
 		Load:        &arbiterv1.NodeLoad{Channels: n.Channels, Leaders: n.Leaders},
 		Incarnation: n.Incarnation,
+		StoreId:     n.StoreID,
 	}
 }
 
@@ -88,29 +93,37 @@ type Channel struct {
 	CreateTime time.Time
 	// Revision is the revision of the channel's last change.
 	Revision uint64
+	// ReplicaStoreIDs maps replicas to the store holding the channel's group on them: filled
+	// at creation from the nodes' registered stores, changed by compare-and-sets (repairs). Its
+	// keys are always replicas; a replica without a known store has no entry. Nil when empty.
+	// The FSM never modifies a map once a channel holds it (a change installs a new one), so
+	// events may share it.
+	ReplicaStoreIDs map[uint64]uint64
 }
 
 // Proto converts c to the API message.
 func (c Channel) Proto() *arbiterv1.Channel {
 	return &arbiterv1.Channel{
-		ChannelId:      c.ID,
-		GroupId:        c.GroupID,
-		Slot:           c.Slot,
-		ReplicaNodeIds: slices.Clone(c.Replicas),
-		LeaderNodeId:   c.Leader,
-		LeaderTerm:     c.LeaderTerm,
-		Epoch:          c.Epoch,
-		State:          c.State,
-		LastSeq:        c.LastSeq,
-		CreateTime:     timestamppb.New(c.CreateTime),
-		Revision:       c.Revision,
+		ChannelId:       c.ID,
+		GroupId:         c.GroupID,
+		Slot:            c.Slot,
+		ReplicaNodeIds:  slices.Clone(c.Replicas),
+		LeaderNodeId:    c.Leader,
+		LeaderTerm:      c.LeaderTerm,
+		Epoch:           c.Epoch,
+		State:           c.State,
+		LastSeq:         c.LastSeq,
+		CreateTime:      timestamppb.New(c.CreateTime),
+		Revision:        c.Revision,
+		ReplicaStoreIds: maps.Clone(c.ReplicaStoreIDs),
 	}
 }
 
-// clone copies c so the caller cannot alias the FSM's replica slice.
+// clone copies c so the caller cannot alias the FSM's replica slice or store map.
 func (c *Channel) clone() Channel {
 	out := *c
 	out.Replicas = slices.Clone(c.Replicas)
+	out.ReplicaStoreIDs = maps.Clone(c.ReplicaStoreIDs)
 	return out
 }
 
