@@ -28,6 +28,9 @@ type Config struct {
 	Role    arbiterv1.NodeRole
 	Address string
 	Zone    string
+	// StoreID identifies the node's data store (arbiterv1.Node.store_id); every registration
+	// names it. 0 for nodes without one (channelctls).
+	StoreID uint64
 	// Load and Peers are sampled for every heartbeat; either may be nil.
 	Load  func() *arbiterv1.NodeLoad
 	Peers func() []*arbiterv1.PeerReachability
@@ -128,7 +131,8 @@ func (k *Keeper) Run(ctx context.Context) error {
 }
 
 func (k *Keeper) register(ctx context.Context) error {
-	req := &arbiterv1.RegisterNodeRequest{NodeId: k.cfg.NodeID, Role: k.cfg.Role, Address: k.cfg.Address, Zone: k.cfg.Zone}
+	req := &arbiterv1.RegisterNodeRequest{NodeId: k.cfg.NodeID, Role: k.cfg.Role, Address: k.cfg.Address, Zone: k.cfg.Zone,
+		StoreId: k.cfg.StoreID}
 	wait := k.cfg.RetryInterval
 	for {
 		sent := k.cfg.Now()

@@ -18,6 +18,7 @@ import (
 type fakeArbiter struct {
 	mu         sync.Mutex
 	registers  int
+	registered []*arbiterv1.RegisterNodeRequest
 	heartbeats []*arbiterv1.HeartbeatRequest
 	failing    bool
 	forgotten  bool
@@ -32,6 +33,7 @@ func (f *fakeArbiter) RegisterNode(_ context.Context, req *arbiterv1.RegisterNod
 		return nil, errors.New("arbiter unreachable")
 	}
 	f.registers++
+	f.registered = append(f.registered, req)
 	f.state = arbiterv1.NodeState_NODE_STATE_ALIVE
 	return &arbiterv1.RegisterNodeResponse{
 		Node:              &arbiterv1.Node{NodeId: req.GetNodeId(), Incarnation: uint64(f.registers), State: f.state},
@@ -74,7 +76,8 @@ func eventually(t *testing.T, what string, cond func() bool) {
 func TestRegistersHeartbeatsAndReregistersWhenDeclaredDead(t *testing.T) {
 	fa := &fakeArbiter{ttl: time.Second}
 	k := New(Config{Arbiter: fa, NodeID: 3, Role: arbiterv1.NodeRole_NODE_ROLE_REPLICA, Address: "r3:7600",
-		Load: func() *arbiterv1.NodeLoad { return &arbiterv1.NodeLoad{Channels: 12} },
+		StoreID: 0x5eed,
+		Load:    func() *arbiterv1.NodeLoad { return &arbiterv1.NodeLoad{Channels: 12} },
 		Peers: func() []*arbiterv1.PeerReachability {
 			return []*arbiterv1.PeerReachability{{NodeId: 1, Reachable: true}}
 		}})
@@ -106,6 +109,15 @@ func TestRegistersHeartbeatsAndReregistersWhenDeclaredDead(t *testing.T) {
 	eventually(t, "re-registration after NotFound", func() bool { r, _ := fa.counts(); return r == 3 })
 	cancel()
 	require.NoError(t, <-done)
+
+	// Every registration names the node's store (issue 12, item 3).
+	fa.mu.Lock()
+	defer fa.mu.Unlock()
+	require.Len(t, fa.registered, 3)
+	for i, req := range fa.registered {
+		require.Equal(t, uint64(0x5eed), req.GetStoreId(), "registration %d", i)
+		require.Equal(t, "r3:7600", req.GetAddress(), "registration %d", i)
+	}
 }
 
 func TestLeaseValidityIsConservative(t *testing.T) {
