@@ -186,6 +186,10 @@ func (l *AckLedger) Send(i int, tag string) {
 	l.acked[i][seq] = id
 }
 
+// Record adds a message acknowledged outside the ledger (by a writer of the test's own) at seq
+// on channel i.
+func (l *AckLedger) Record(i int, seq uint64, id string) { l.acked[i][seq] = id }
+
 // SendAll sends one message tagged tag to every channel.
 func (l *AckLedger) SendAll(tag string) {
 	l.t.Helper()

@@ -48,6 +48,24 @@ func Context(t testing.TB, d time.Duration) context.Context {
 	return ctx
 }
 
+// Eventually polls cond every 50 ms until it returns nil and fails the test with cond's last
+// error if that takes longer than d. It bounds a wait for a condition (a hang becomes a
+// failure that says what was still missing), not the speed of what it waits for.
+func Eventually(t testing.TB, d time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still not so after %v: %v", d, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // Stop stops a service (or anything with its Stop) within a generous deadline and requires it
 // to stop cleanly.
 func Stop(t testing.TB, s interface{ Stop(context.Context) error }) {

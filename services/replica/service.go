@@ -106,7 +106,7 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 		}
 		keeper := nodelease.New(nodelease.Config{
 			Arbiter: s.arbiter, NodeID: cfg.NodeID, Role: arbiterv1.NodeRole_NODE_ROLE_REPLICA,
-			Address: s.Advertise(), Zone: cfg.Zone, Log: tel.Logger,
+			Address: s.Advertise(), Zone: cfg.Zone, Log: tel.Logger, StoreID: store.StoreID(),
 			Peers: s.peerReachability,
 		})
 		lease = keeper
