@@ -112,6 +112,13 @@ func Start(t testing.TB, opts ...Option) *Cluster {
 			c.bin = BuildTriarch(t)
 		}
 		c.logs = c.mkdir("logs")
+		if env := os.Getenv(testutil.LogEnv); env != "" {
+			// The processes' logs outlive the test next to the in-process services' log.
+			dir, err := os.MkdirTemp(filepath.Dir(env), "triarch-process-logs-")
+			require.NoError(t, err)
+			c.logs = dir
+			t.Logf("process logs in %s", dir)
+		}
 	}
 	t.Cleanup(c.stopAll)
 	add := func(kind Kind, id uint64) *node {
