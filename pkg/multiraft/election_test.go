@@ -52,3 +52,34 @@ func TestSelfElectingHostsElectAndFailOver(t *testing.T) {
 	c.proposeAll(next, g, seq("c", 5), 5)
 	c.requireSameState(g, append(append(seq("a", 5), seq("b", 5)...), seq("c", 5)...))
 }
+
+// A self-electing group on probation (the arbiter's member whose store is in doubt) does not
+// run its election timer: it would campaign on its own, with a vote the group cannot trust.
+func TestSelfElectingGroupOnProbationDoesNotCampaign(t *testing.T) {
+	c := newFSMCluster(t, 3, 32, nil, func(cfg *multiraft.Config) { cfg.SelfElecting = true })
+	g := groupIDs(1)[0]
+	c.load(g)
+	var leader uint64
+	c.tickUntil(100, "no leader elected by ticks alone", c.ids, func() bool {
+		leader = c.leaderOf(g, c.ids...)
+		return leader != 0
+	})
+	c.proposeAll(leader, g, seq("a", 3), 3)
+
+	follower := c.ids[0]
+	if follower == leader {
+		follower = c.ids[1]
+	}
+	c.restart(follower, false, false)
+	if err := c.hosts[follower].LoadGroup(t.Context(), multiraft.GroupSpec{GroupID: g, AdmitToken: []byte("t")}); err != nil {
+		t.Fatal(err)
+	}
+	c.hub.Isolate(follower)
+	for range 50 { // far beyond an election timeout
+		c.hosts[follower].Tick()
+		c.stabilize()
+		if st := c.status(follower, g); st.Role != raft.StateFollower {
+			t.Fatalf("the member on probation became %v on its own", st.Role)
+		}
+	}
+}

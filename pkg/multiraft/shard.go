@@ -889,6 +889,10 @@ func (s *shard) tick(n int) {
 	n = min(n, s.h.cfg.ElectionTick)
 	if s.h.cfg.SelfElecting {
 		for _, g := range s.groups {
+			if g.admit != nil {
+				// On probation: its election timer would make it campaign (see probation).
+				continue
+			}
 			for range n {
 				g.rn.Tick()
 			}
