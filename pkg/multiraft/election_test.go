@@ -6,6 +6,7 @@ import (
 	"go.etcd.io/raft/v3"
 
 	"github.com/triarch-io/triarch/pkg/multiraft"
+	"github.com/triarch-io/triarch/pkg/multiraft/memnet"
 )
 
 // The arbiter's mode: no one orders elections, ticks alone elect a leader, a leader cut off
@@ -81,5 +82,37 @@ func TestSelfElectingGroupOnProbationDoesNotCampaign(t *testing.T) {
 		if st := c.status(follower, g); st.Role != raft.StateFollower {
 			t.Fatalf("the member on probation became %v on its own", st.Role)
 		}
+	}
+}
+
+// LastAcked is contact within the group: a peer cut off from the leader stops counting even
+// while other groups' traffic (not modelled here) would still flow, and a replica that stops
+// leading reports none.
+func TestLeaderReportsContactPerGroup(t *testing.T) {
+	c := newCluster(t, 3, memnet.Options{Seed: 33}, nil)
+	gs := groupIDs(2)
+	c.load(gs...)
+	c.campaign(1, gs...)
+	c.tick(2)
+	st := c.status(1, gs[0])
+	if len(st.LastAcked) != 2 || st.LastAcked[2].IsZero() || st.LastAcked[3].IsZero() {
+		t.Fatalf("leader's contacts after heartbeats: %v, want nodes 2 and 3", st.LastAcked)
+	}
+	cut := st.LastAcked[3]
+
+	// Node 3 stops answering group gs[0] only (its responses for gs[1] still arrive).
+	c.hub.SetFilter(func(from uint64, env multiraft.Envelope) bool { return from != 3 || env.GroupID != gs[0] })
+	c.tick(3)
+	c.hub.SetFilter(nil)
+	if got := c.status(1, gs[0]).LastAcked[3]; !got.Equal(cut) {
+		t.Fatalf("contact with node 3 in group %d moved to %v while it did not answer there", gs[0], got)
+	}
+	if got := c.status(1, gs[1]).LastAcked[3]; !got.After(cut) {
+		t.Fatalf("contact with node 3 in group %d did not move (%v, was %v)", gs[1], got, cut)
+	}
+
+	c.campaign(2, gs[0])
+	if st := c.status(1, gs[0]); st.Role == raft.StateLeader || st.LastAcked != nil {
+		t.Fatalf("a replica that stopped leading reports %v as %v", st.LastAcked, st.Role)
 	}
 }

@@ -2,7 +2,9 @@ package multiraft
 
 import (
 	"fmt"
+	"maps"
 	"slices"
+	"time"
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
@@ -68,6 +70,11 @@ type group struct {
 	// through while on probation (see probation).
 	admit       []byte
 	probeCredit bool
+
+	// acked is when each peer last answered this replica's appends or heartbeats in its
+	// current leadership term (kept while it leads, cleared when it stops): contact within
+	// this group, which a leader's serving rule counts (Status.LastAcked).
+	acked map[uint64]time.Time
 
 	dirty  bool
 	loaded bool
@@ -239,6 +246,7 @@ func (g *group) status(self uint64) Status {
 		OnProbation:    g.admit != nil,
 	}
 	if bs.RaftState == raft.StateLeader {
+		st.LastAcked = maps.Clone(g.acked)
 		st.Progress = make(map[uint64]FollowerProgress)
 		g.rn.WithProgress(func(id uint64, typ raft.ProgressType, pr tracker.Progress) {
 			st.Progress[id] = FollowerProgress{

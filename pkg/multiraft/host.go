@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
@@ -82,6 +83,9 @@ type Status struct {
 	ConfState *raftpb.ConfState
 	// OnProbation is set while the group waits to be admitted (GroupSpec.AdmitToken).
 	OnProbation bool
+	// LastAcked is when each peer last answered this leader's appends or heartbeats in its
+	// current term (by this host's monotonic clock); only on the leader.
+	LastAcked map[uint64]time.Time
 }
 
 // FollowerProgress is the leader's view of one replica.

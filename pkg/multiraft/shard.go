@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/confchange"
@@ -575,6 +576,9 @@ func (s *shard) setRole(g *group, ss *raft.SoftState) {
 	case !isLeader && g.leaderPos >= 0:
 		s.dropLeader(g)
 	}
+	if !isLeader {
+		g.acked = nil
+	}
 	if was == raft.StateLeader && !isLeader {
 		// Entries beyond the commit index may be overwritten by the next leader. Tell their
 		// proposers now rather than when (if ever) another entry is applied there; entries
@@ -931,10 +935,22 @@ func (s *shard) step(e Envelope) {
 		s.failLocal(g, 0, panicked)
 		return
 	}
+	if g.role == raft.StateLeader && isAck(m) && m.GetTerm() == g.rn.BasicStatus().GetTerm() {
+		if g.acked == nil {
+			g.acked = make(map[uint64]time.Time, 2)
+		}
+		g.acked[m.GetFrom()] = time.Now()
+	}
 	if err != nil {
 		s.h.log.Debug("raft refused message", "group", g.id, "type", m.GetType().String(), "from", m.GetFrom(), "err", err)
 	}
 	s.markDirty(g)
+}
+
+// isAck reports whether m answers a leader's append or heartbeat.
+func isAck(m *raftpb.Message) bool {
+	t := m.GetType()
+	return t == raftpb.MessageType_MsgAppResp || t == raftpb.MessageType_MsgHeartbeatResp
 }
 
 // probation filters what a group on probation (GroupSpec.AdmitToken) takes from its peers:

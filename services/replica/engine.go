@@ -509,10 +509,18 @@ func (e *Engine) notLeader(ch *channel, err error) error {
 }
 
 // checkLease enforces the serving half of the one-leader rule: a leader may serve only while
-// its node lease is current or it has heard, within the lease TTL, from a quorum of its group
-// (itself included). A leader cut off from the arbiter alone keeps serving; one cut off from
-// everyone stops before the arbiter may replace it (the arbiter waits TTL plus a margin).
-func (e *Engine) checkLease(ch *channel) error {
+// its node lease is current or a quorum of its group (itself included) acknowledged its
+// leadership within the lease TTL. A leader cut off from the arbiter alone keeps serving; one
+// cut off from everyone stops before the arbiter may replace it (the arbiter waits TTL plus a
+// margin).
+//
+// acked is the group's own record of its peers' answers (multiraft.Status.LastAcked): what a
+// read must count, since only the group's voters can depose its leader, and a peer may well
+// answer other groups of this node while it follows another leader of this one. With acked
+// nil (an append, which checks before it has the group's status) any frame from the peer
+// counts: an append commits only on a quorum's acknowledgements anyway, so the check only
+// spares it a proposal that cannot succeed.
+func (e *Engine) checkLease(ch *channel, acked map[uint64]time.Time) error {
 	if e.lease == nil || e.cfg.LeaseTTL <= 0 {
 		return nil
 	}
@@ -520,7 +528,10 @@ func (e *Engine) checkLease(ch *channel) error {
 	if e.lease.Valid(now) {
 		return nil
 	}
-	heard := e.peers.LastHeard()
+	heard := acked
+	if heard == nil {
+		heard = e.peers.LastHeard()
+	}
 	n := 1 // this replica
 	voters := ch.currentVoters()
 	for _, v := range voters {
@@ -581,7 +592,7 @@ func (e *Engine) Append(ctx context.Context, channelID string, msgs []*triarchv1
 	if err != nil {
 		return nil, err
 	}
-	if err := e.checkLease(ch); err != nil {
+	if err := e.checkLease(ch, nil); err != nil {
 		return nil, err
 	}
 	return ch.prop.append(ctx, e, ch, msgs, size)
@@ -627,7 +638,11 @@ func (e *Engine) leads(ctx context.Context, ch *channel) error {
 	if applied := ch.appliedTerm.Load(); applied < st.Term {
 		return fmt.Errorf("%w: channel %s leads in term %d, has applied only up to term %d", ErrTermNotApplied, ch.id, st.Term, applied)
 	}
-	return e.checkLease(ch)
+	acked := st.LastAcked
+	if acked == nil {
+		acked = map[uint64]time.Time{} // a leader that no peer answered yet
+	}
+	return e.checkLease(ch, acked)
 }
 
 // Read returns committed messages from seq from on: at most limit messages and about maxBytes

@@ -39,12 +39,30 @@ func TestLeaderStopsServingWithoutLeaseAndQuorum(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := NewEngine(EngineConfig{NodeID: 1, LeaseTTL: ttl, Now: func() time.Time { return now }})
 			e.Attach(nil, tc.heard, fakeLease{tc.lease})
-			err := e.checkLease(ch)
-			if tc.serves {
-				require.NoError(t, err)
-			} else {
-				require.True(t, errors.Is(err, ErrLeaseLost), "got %v", err)
+			// The same answers counted as the group's own (a read) or as any frame from the
+			// peer (an append) decide alike.
+			for name, acked := range map[string]map[uint64]time.Time{"group": tc.heard, "transport": nil} {
+				err := e.checkLease(ch, acked)
+				if tc.serves {
+					require.NoError(t, err, name)
+				} else {
+					require.True(t, errors.Is(err, ErrLeaseLost), "%s: got %v", name, err)
+				}
 			}
 		})
 	}
+}
+
+// A read counts only the group's own acknowledgements: peers that answer this node for other
+// groups (the transport heard them just now) may follow another leader of this one.
+func TestReadCountsContactWithinTheGroupOnly(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ttl := 600 * time.Millisecond
+	ch := &channel{id: "c", voters: []uint64{1, 2, 3}}
+	e := NewEngine(EngineConfig{NodeID: 1, LeaseTTL: ttl, Now: func() time.Time { return now }})
+	e.Attach(nil, fakePeers{2: now, 3: now}, fakeLease{false})
+	require.NoError(t, e.checkLease(ch, nil), "an append may try: the transport hears a quorum")
+	err := e.checkLease(ch, map[uint64]time.Time{3: now.Add(-time.Second)})
+	require.True(t, errors.Is(err, ErrLeaseLost), "a read without contact in its group: got %v", err)
+	require.NoError(t, e.checkLease(ch, map[uint64]time.Time{2: now.Add(-100 * time.Millisecond)}))
 }

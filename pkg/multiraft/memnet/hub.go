@@ -75,6 +75,7 @@ type Hub struct {
 	clock    uint64
 	stats    Stats
 	hook     func(from uint64, env multiraft.Envelope)
+	keep     func(from uint64, env multiraft.Envelope) bool
 }
 
 // New returns a hub with no nodes, no faults and no delay.
@@ -178,6 +179,14 @@ func (h *Hub) SetHook(fn func(from uint64, env multiraft.Envelope)) {
 	h.hook = fn
 }
 
+// SetFilter drops, silently, every message for which keep returns false: a fault narrower
+// than a cut link, such as one group's traffic on a link. nil removes it.
+func (h *Hub) SetFilter(keep func(from uint64, env multiraft.Envelope) bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.keep = keep
+}
+
 // Stats returns the counters so far.
 func (h *Hub) Stats() Stats {
 	h.mu.Lock()
@@ -218,6 +227,10 @@ func (e endpoint) Send(msgs []multiraft.Envelope) {
 			if sender != nil {
 				reports = append(reports, report{sender, env.GroupID, to})
 			}
+			continue
+		}
+		if h.keep != nil && !h.keep(e.from, env) {
+			h.stats.Dropped++
 			continue
 		}
 		if h.drop > 0 && h.rng.Float64() < h.drop {
