@@ -1,9 +1,11 @@
 package multiraft_test
 
 import (
+	"errors"
 	"testing"
 
 	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/triarch-io/triarch/pkg/multiraft"
 	"github.com/triarch-io/triarch/pkg/multiraft/memnet"
@@ -114,5 +116,62 @@ func TestLeaderReportsContactPerGroup(t *testing.T) {
 	c.campaign(2, gs[0])
 	if st := c.status(1, gs[0]); st.Role == raft.StateLeader || st.LastAcked != nil {
 		t.Fatalf("a replica that stopped leading reports %v as %v", st.LastAcked, st.Role)
+	}
+}
+
+// ReadIndex: a leader confirms with a quorum before a read; one deposed behind its back (the
+// others elected a new leader and committed more) gets no confirmation and then fails when
+// it learns of the new term; reads queued in one round share one heartbeat per peer.
+func TestReadIndexConfirmsLeadershipWithAQuorum(t *testing.T) {
+	c := newCluster(t, 3, memnet.Options{Seed: 34}, nil)
+	g := groupIDs(1)[0]
+	c.load(g)
+	c.campaign(1, g)
+	mustSucceedAfter(t, c, c.propose(1, g, seq("a", 3)...))
+
+	heartbeats := 0
+	c.hub.SetHook(func(from uint64, env multiraft.Envelope) {
+		if env.Msg.GetType() == raftpb.MessageType_MsgHeartbeat && len(env.Msg.GetContext()) > 0 {
+			heartbeats++
+		}
+	})
+	r1, r2 := c.hosts[1].ReadIndexAsync(g), c.hosts[1].ReadIndexAsync(g)
+	c.stabilize()
+	c.hub.SetHook(nil)
+	commit := c.status(1, g).Commit
+	for _, r := range []*multiraft.Proposal{r1, r2} {
+		if idx, err := r.Result(); err != nil || idx != commit {
+			t.Fatalf("read on the leader: index %d, %v; want the commit index %d", idx, err, commit)
+		}
+	}
+	if heartbeats != 2 {
+		t.Fatalf("two reads of one round sent %d heartbeats, want one per peer", heartbeats)
+	}
+	var nle *multiraft.NotLeaderError
+	r := c.hosts[2].ReadIndexAsync(g)
+	c.stabilize()
+	if _, err := r.Result(); !errors.As(err, &nle) || nle.LeaderID != 1 {
+		t.Fatalf("read on a follower: %v, want NotLeaderError naming 1", err)
+	}
+
+	// Node 1 is cut off; 2 and 3 elect 2 and commit more. Node 1 still believes it leads.
+	c.hub.Isolate(1)
+	c.campaign(2, g)
+	mustSucceedAfter(t, c, c.propose(2, g, seq("b", 2)...))
+	if st := c.status(1, g); st.Role != raft.StateLeader {
+		t.Fatalf("the cut-off leader is %v; the test needs it unaware", st.Role)
+	}
+	stale := c.hosts[1].ReadIndexAsync(g)
+	c.tick(5)
+	select {
+	case <-stale.Done():
+		idx, err := stale.Result()
+		t.Fatalf("the deposed leader's read was answered: index %d, %v", idx, err)
+	default:
+	}
+	c.hub.Heal()
+	c.tick(3)
+	if _, err := stale.Result(); !errors.Is(err, multiraft.ErrLeadershipLost) {
+		t.Fatalf("the deposed leader's read after it learned of the new term: %v, want ErrLeadershipLost", err)
 	}
 }

@@ -76,6 +76,11 @@ type group struct {
 	// this group, which a leader's serving rule counts (Status.LastAcked).
 	acked map[uint64]time.Time
 
+	// readBatch are the reads queued this round (Host.ReadIndexAsync); pendingReads are those
+	// handed to raft, by the context of their ReadIndex, until raft confirms or forgets them.
+	readBatch    []*Proposal
+	pendingReads map[uint64][]*Proposal
+
 	dirty  bool
 	loaded bool
 }

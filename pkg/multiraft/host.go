@@ -615,6 +615,29 @@ func (h *Host) Campaign(ctx context.Context, groupID uint64) error {
 	return h.exec(ctx, s, func() error { return s.campaign(groupID) })
 }
 
+// ReadIndex asks this replica, which must lead the group, to confirm with a quorum of the
+// group that it still leads (raft's ReadIndex, ReadOnlySafe) and returns the commit index as
+// of the request: once the Applier has applied up to it, a read of the state machine reflects
+// every write acknowledged anywhere before the request began. A leader that another replica
+// deposed without its knowing (a higher term elected behind its back) gets no confirmation
+// from that quorum, and a new leader none until an entry of its own term is committed. Reads
+// of a group queued in the same round share one confirmation (one heartbeat to each peer). It
+// fails with *NotLeaderError on a replica that does not lead and with ErrLeadershipLost if it
+// stops leading before the confirmation; one never confirmed waits until ctx ends.
+func (h *Host) ReadIndex(ctx context.Context, groupID uint64) (uint64, error) {
+	return h.ReadIndexAsync(groupID).Wait(ctx)
+}
+
+// ReadIndexAsync queues a ReadIndex and returns at once; the result is the handle's.
+func (h *Host) ReadIndexAsync(groupID uint64) *Proposal {
+	p := newProposal(groupID, nil)
+	s := h.shardFor(groupID)
+	if !s.pushOp(func() { s.readIndex(groupID, p) }) {
+		p.finish(0, h.stopErr())
+	}
+	return p
+}
+
 // Admit ends the probation of a group loaded with GroupSpec.AdmitToken: the caller learned
 // that this replica's store is the one the group's configuration counts (the control tier
 // recorded it). Admitting a group not on probation does nothing.

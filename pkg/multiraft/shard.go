@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"sync"
@@ -40,6 +41,8 @@ type shard struct {
 	applies []applyTask
 	// installing is set when appends holds a snapshot raft installed.
 	installing bool
+	// readSeq numbers the shard's ReadIndex requests to raft (their context).
+	readSeq uint64
 }
 
 // inbox is what a worker takes at the start of a round.
@@ -328,6 +331,9 @@ func (s *shard) flush() bool {
 			s.dropFailed(g.id)
 			continue
 		}
+		if len(g.readBatch) > 0 {
+			s.issueReads(g)
+		}
 		if g.rn.HasReady() && !s.handleReady(g) {
 			continue
 		}
@@ -441,10 +447,67 @@ func (s *shard) handleReady(g *group) bool {
 	if len(g.unverified) > 0 {
 		s.verify(g, appendMsg)
 	}
+	for _, rs := range rd.ReadStates {
+		s.finishReads(g, rs)
+	}
 	if rd.SoftState != nil {
 		s.setRole(g, rd.SoftState)
 	}
 	return true
+}
+
+// readIndex queues a read confirmation (Host.ReadIndexAsync) for the group's next Ready.
+func (s *shard) readIndex(id uint64, p *Proposal) {
+	g, err := s.lookup(id)
+	if err != nil {
+		p.finish(0, err)
+		return
+	}
+	if bs := g.rn.BasicStatus(); bs.RaftState != raft.StateLeader {
+		p.finish(0, &NotLeaderError{GroupID: id, LeaderID: bs.Lead, Term: bs.GetTerm()})
+		return
+	}
+	g.readBatch = append(g.readBatch, p)
+	s.markDirty(g)
+}
+
+// issueReads hands the reads queued this round to raft as one ReadIndex: one heartbeat to each
+// peer confirms them all.
+func (s *shard) issueReads(g *group) {
+	s.readSeq++
+	if g.pendingReads == nil {
+		g.pendingReads = make(map[uint64][]*Proposal)
+	}
+	g.pendingReads[s.readSeq] = g.readBatch
+	g.readBatch = nil
+	g.rn.ReadIndex(binary.BigEndian.AppendUint64(nil, s.readSeq))
+}
+
+// finishReads answers the reads raft confirmed with rs: a quorum acknowledged this replica's
+// leadership after they were issued, and rs.Index is the commit index as of then.
+func (s *shard) finishReads(g *group, rs raft.ReadState) {
+	if len(rs.RequestCtx) != 8 {
+		return
+	}
+	seq := binary.BigEndian.Uint64(rs.RequestCtx)
+	for _, p := range g.pendingReads[seq] {
+		p.finish(rs.Index, nil)
+	}
+	delete(g.pendingReads, seq)
+}
+
+// failReads fails every read of the group not confirmed yet: raft forgets them when its
+// leader steps down.
+func failReads(g *group, err error) {
+	for _, p := range g.readBatch {
+		p.finish(0, err)
+	}
+	for _, ps := range g.pendingReads {
+		for _, p := range ps {
+			p.finish(0, err)
+		}
+	}
+	g.readBatch, g.pendingReads = nil, nil
 }
 
 // ready is rn.Ready with raft's panics on storage errors turned into an error.
@@ -488,6 +551,7 @@ func (s *shard) dropFailed(id uint64) {
 		p.finish(0, err)
 	}
 	g.waiters, g.unverified = nil, nil
+	failReads(g, err)
 	if g.leaderPos >= 0 {
 		s.dropLeader(g)
 	}
@@ -578,6 +642,9 @@ func (s *shard) setRole(g *group, ss *raft.SoftState) {
 	}
 	if !isLeader {
 		g.acked = nil
+		if len(g.readBatch)+len(g.pendingReads) > 0 {
+			failReads(g, fmt.Errorf("multiraft: group %d: read: %w", g.id, ErrLeadershipLost))
+		}
 	}
 	if was == raft.StateLeader && !isLeader {
 		// Entries beyond the commit index may be overwritten by the next leader. Tell their
@@ -978,12 +1045,15 @@ func (g *group) probation(m *raftpb.Message) *raftpb.Message {
 		}
 	case raftpb.MessageType_MsgHeartbeat:
 		g.probeCredit = true
-		if m.GetCommit() == 0 {
+		if m.GetCommit() == 0 && len(m.GetContext()) == 0 {
 			return m
 		}
-		// The transport's message may be shared; the copy is the only one changed.
+		// The transport's message may be shared; the copy is the only one changed. The
+		// context goes too: the answer would count towards a read's confirmation of the
+		// leader (ReadIndex), which a vote of the earlier store may already have deposed.
 		m = proto.Clone(m).(*raftpb.Message)
 		m.Commit = new(uint64(0))
+		m.Context = nil
 	}
 	return m
 }
@@ -1089,6 +1159,7 @@ func (s *shard) unload(id uint64) (*confRecord, error) {
 	if g.leaderPos >= 0 {
 		s.dropLeader(g)
 	}
+	failReads(g, fmt.Errorf("multiraft: group %d: read: %w", id, ErrGroupNotFound))
 	delete(s.groups, id)
 	g.loaded = false
 	g.rn = nil
@@ -1176,5 +1247,6 @@ func (s *shard) shutdown(err error) {
 			p.finish(0, err)
 		}
 		g.waiters, g.unverified = nil, nil
+		failReads(g, err)
 	}
 }

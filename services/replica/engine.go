@@ -54,6 +54,7 @@ type Proposer interface {
 	Campaigns(ctx context.Context, groupIDs []uint64) (map[uint64]error, error)
 	Statuses(ctx context.Context, groupIDs []uint64) (map[uint64]multiraft.Status, error)
 	Admit(ctx context.Context, groupID uint64) error
+	ReadIndex(ctx context.Context, groupID uint64) (uint64, error)
 }
 
 // Peers is the part of the transport the engine uses: peer addresses and last contact.
@@ -136,6 +137,9 @@ type channel struct {
 	// appliedTerm is the term of the last entry applied here. A leader serves reads only once
 	// it equals the leader's term (see leads).
 	appliedTerm atomic.Uint64
+	// appliedIndex is the index of the last entry applied here, for reads waiting to reach
+	// their confirmed index (see confirmRead).
+	appliedIndex atomic.Uint64
 	// failed is set, for good, by the apply stage when an entry of the channel could not be
 	// applied here (see Engine.Apply); the channel then refuses every operation.
 	failed atomic.Pointer[multiraft.GroupFailedError]
@@ -299,6 +303,7 @@ func (e *Engine) Apply(batch []multiraft.Committed) error {
 		if term != 0 {
 			ch.appliedTerm.Store(term)
 		}
+		ch.appliedIndex.Store(ch.log.AppliedIndex())
 		// A failed channel's log has counted the bad entry applied (chanlog.Apply): it must
 		// never be checkpointed again, or a reload would resume past the entry.
 		if ch.failed.Load() == nil && ch.log.AppliedIndex()-ch.checkpointedAt >= e.cfg.CheckpointEvery {
@@ -645,6 +650,47 @@ func (e *Engine) leads(ctx context.Context, ch *channel) error {
 	return e.checkLease(ch, acked)
 }
 
+// ErrReadUnconfirmed: this replica leads the channel as far as it knows, but a quorum of the
+// group did not confirm it in time; another replica may have been elected behind its back.
+var ErrReadUnconfirmed = errors.New("leadership not confirmed by a quorum of the group")
+
+// confirmRead makes a read linearizable: the leader has a quorum of its group confirm that it
+// still leads (raft's ReadIndex: a leader deposed behind its back, by a transfer, a move or an
+// election its partition hid, gets no confirmation), then waits until it has applied up to the
+// commit index as of the confirmation, which covers every write acknowledged before the read
+// began. The node lease and the own-term rule (leads) do not suffice: a transfer or an ordered
+// election elects a new leader while the old one's node lease is current. The wait for the
+// confirmation is bounded by the lease TTL, after which the read fails Unavailable and the
+// client looks for the leader again.
+func (e *Engine) confirmRead(ctx context.Context, ch *channel) error {
+	cctx := ctx
+	if e.cfg.LeaseTTL > 0 {
+		var cancel context.CancelFunc
+		cctx, cancel = context.WithTimeout(ctx, e.cfg.LeaseTTL)
+		defer cancel()
+	}
+	idx, err := e.host.ReadIndex(cctx, ch.group)
+	switch {
+	case err != nil && ctx.Err() == nil && cctx.Err() != nil:
+		return fmt.Errorf("%w: channel %s within %v", ErrReadUnconfirmed, ch.id, e.cfg.LeaseTTL)
+	case err != nil:
+		return e.notLeader(ch, err)
+	}
+	for ch.appliedIndex.Load() < idx {
+		if err := ch.failure(); err != nil {
+			return err
+		}
+		// Entries without messages (raft's own, conf changes) publish nothing: poll as well.
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-ch.changed():
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return nil
+}
+
 // Read returns committed messages from seq from on: at most limit messages and about maxBytes
 // of payload (at least one message when any is available).
 func (e *Engine) Read(ctx context.Context, channelID string, from uint64, limit int, maxBytes int) ([]*triarchv1.Message, uint64, error) {
@@ -653,6 +699,9 @@ func (e *Engine) Read(ctx context.Context, channelID string, from uint64, limit 
 		return nil, 0, err
 	}
 	if err := e.leads(ctx, ch); err != nil {
+		return nil, 0, err
+	}
+	if err := e.confirmRead(ctx, ch); err != nil {
 		return nil, 0, err
 	}
 	msgs, err := e.readFrom(ch, max(from, 1), limit, maxBytes)
@@ -718,6 +767,10 @@ func (e *Engine) Subscribe(ctx context.Context, channelID string, from uint64, s
 		return err
 	}
 	from = max(from, 1)
+	// The catch-up starts from a confirmed view; what is applied after it is committed anyway.
+	if err := e.confirmRead(ctx, ch); err != nil {
+		return err
+	}
 	for {
 		if err := e.leads(ctx, ch); err != nil {
 			return err
@@ -906,6 +959,7 @@ func (e *Engine) prepare(sp *replicav1.GroupSpec) (*channel, []raftstore.StateWr
 	ch := &channel{id: sp.GetChannelId(), group: sp.GetGroupId(), spec: sp, join: sp.GetJoin(), voters: voters, log: log,
 		checkpointedAt: log.AppliedIndex(), notify: make(chan struct{}), unloaded: make(chan struct{})}
 	ch.lastSeq.Store(log.LastSeq())
+	ch.appliedIndex.Store(log.AppliedIndex())
 	ch.epoch.Store(fence)
 	ch.lastActivity.Store(e.cfg.Now().UnixNano())
 	e.byID[ch.id] = ch

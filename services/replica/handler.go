@@ -61,7 +61,7 @@ func toStatus(err error) error {
 		return status.Error(codes.DataLoss, err.Error())
 	case errors.Is(err, ErrUnknownChannel), errors.Is(err, multiraft.ErrGroupNotFound):
 		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, ErrLeaseLost), errors.Is(err, ErrTermNotApplied), errors.Is(err, multiraft.ErrOverloaded), errors.Is(err, raft.ErrProposalDropped),
+	case errors.Is(err, ErrLeaseLost), errors.Is(err, ErrTermNotApplied), errors.Is(err, ErrReadUnconfirmed), errors.Is(err, multiraft.ErrOverloaded), errors.Is(err, raft.ErrProposalDropped),
 		errors.Is(err, multiraft.ErrLeadershipLost), errors.Is(err, multiraft.ErrProposalLost), errors.Is(err, multiraft.ErrStopped):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, multiraft.ErrNotQuiescent), errors.Is(err, multiraft.ErrCampaignIgnored), errors.Is(err, ErrStaleOrder),

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,6 +30,8 @@ type cluster struct {
 	data  []replicav1.ReplicaServiceClient
 	ctl   []replicav1.ReplicaControlServiceClient
 	conns []*grpc.ClientConn
+	// cut, when set, is a node whose raft frames are dropped both ways.
+	cut atomic.Uint64
 }
 
 func newCluster(t *testing.T) *cluster { return newClusterOf(t, 3) }
@@ -62,6 +65,10 @@ func (c *cluster) startNode(n int) {
 	s, err := Start(context.Background(), Config{
 		Common:      process.Common{NodeID: uint64(n), Listen: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", DataDir: c.dirs[i]},
 		DedupWindow: time.Hour, DedupMaxIDs: 1000, TickInterval: 20 * time.Millisecond,
+		TransportFault: func(to uint64) (time.Duration, bool) {
+			cut := c.cut.Load()
+			return 0, cut != 0 && (cut == uint64(n) || cut == to)
+		},
 	}, testutil.Telemetry(c.t, "replica", uint64(n)))
 	require.NoError(c.t, err)
 	conn, err := grpc.NewClient(s.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
