@@ -259,9 +259,16 @@ func (x *Peer) GetAddress() string {
 }
 
 type AppendRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ChannelId     string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
-	Messages      []*v1.MessageInput     `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ChannelId string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
+	Messages  []*v1.MessageInput     `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
+	// nonce identifies the client's send this request carries: the gateway draws a random
+	// non-zero one per send it receives and keeps it across its own retries of that send (other
+	// attempts, other leaders). A message whose client_msg_id was first taken by a message with
+	// the same non-zero nonce is the gateway's retry, not the client's, and is answered
+	// duplicate=false (with the original seq). 0 (callers that draw none) makes every repeated
+	// id a duplicate.
+	Nonce         uint64 `protobuf:"fixed64,3,opt,name=nonce,proto3" json:"nonce,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -310,10 +317,21 @@ func (x *AppendRequest) GetMessages() []*v1.MessageInput {
 	return nil
 }
 
+func (x *AppendRequest) GetNonce() uint64 {
+	if x != nil {
+		return x.Nonce
+	}
+	return 0
+}
+
 type AppendResult struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
-	Duplicate     bool                   `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Seq   uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// duplicate is true when the client_msg_id was taken before by another send (another
+	// nonce, or none), or by an earlier message of the same request: the message took no new
+	// seq and seq is the original's. A retry of the same send (same non-zero nonce) that finds
+	// its own earlier attempt committed answers false.
+	Duplicate     bool `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2102,12 +2120,18 @@ type LogBatch struct {
 	ProposerNodeId uint64 `protobuf:"varint,3,opt,name=proposer_node_id,json=proposerNodeId,proto3" json:"proposer_node_id,omitempty"`
 	ProposalId     uint64 `protobuf:"varint,4,opt,name=proposal_id,json=proposalId,proto3" json:"proposal_id,omitempty"`
 	// crc32c is the CRC-32C (Castagnoli) of the entry's bytes before this field, which the
-	// proposer encodes last, after every other field: each replica checks it before applying
-	// the entry, and a mismatch (the entry was corrupted on its way, on disk or in memory)
-	// fails the channel on that replica instead of numbering its messages differently from the
-	// other replicas. Entries proposed before the field existed end otherwise and are checked
-	// only by decoding.
-	Crc32C        uint32 `protobuf:"fixed32,5,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
+	// proposer encodes last, after every other field (nonces included, whatever their field
+	// numbers): each replica checks it before applying the entry, and a mismatch (the entry
+	// was corrupted on its way, on disk or in memory) fails the channel on that replica instead
+	// of numbering its messages differently from the other replicas. Entries proposed before
+	// the field existed end otherwise and are checked only by decoding.
+	Crc32C uint32 `protobuf:"fixed32,5,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
+	// nonces[i] is the AppendRequest.nonce of the request that carried messages[i] (several
+	// requests' messages share an entry when sends are coalesced). Missing entries (an entry
+	// proposed before the field existed, or one whose requests all had none: the field is then
+	// left out) count as 0. The dedup window keeps each id's nonce, so every replica answers a
+	// retry of the same send alike.
+	Nonces        []uint64 `protobuf:"fixed64,6,rep,packed,name=nonces,proto3" json:"nonces,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2175,6 +2199,13 @@ func (x *LogBatch) GetCrc32C() uint32 {
 		return x.Crc32C
 	}
 	return 0
+}
+
+func (x *LogBatch) GetNonces() []uint64 {
+	if x != nil {
+		return x.Nonces
+	}
+	return nil
 }
 
 // SeqIndexRecord is stored per applied raft entry that carried messages, keyed by the channel
@@ -2434,7 +2465,10 @@ type DedupChunk struct {
 	Seqs []uint64 `protobuf:"varint,2,rep,packed,name=seqs,proto3" json:"seqs,omitempty"`
 	// times are the dedup clock when each id was remembered (unix nanoseconds), each but the
 	// first as the difference from the previous one (they never decrease).
-	Times         []int64 `protobuf:"varint,3,rep,packed,name=times,proto3" json:"times,omitempty"`
+	Times []int64 `protobuf:"varint,3,rep,packed,name=times,proto3" json:"times,omitempty"`
+	// nonces are the nonces (LogBatch.nonces) of the messages that took the ids, one per id,
+	// or none when they are all 0 (records written before the field existed hold none).
+	Nonces        []uint64 `protobuf:"fixed64,4,rep,packed,name=nonces,proto3" json:"nonces,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2490,6 +2524,13 @@ func (x *DedupChunk) GetTimes() []int64 {
 	return nil
 }
 
+func (x *DedupChunk) GetNonces() []uint64 {
+	if x != nil {
+		return x.Nonces
+	}
+	return nil
+}
+
 var File_triarch_replica_v1_replica_proto protoreflect.FileDescriptor
 
 const file_triarch_replica_v1_replica_proto_rawDesc = "" +
@@ -2507,11 +2548,12 @@ const file_triarch_replica_v1_replica_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"9\n" +
 	"\x04Peer\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x18\n" +
-	"\aaddress\x18\x02 \x01(\tR\aaddress\"d\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"z\n" +
 	"\rAppendRequest\x12\x1d\n" +
 	"\n" +
 	"channel_id\x18\x01 \x01(\tR\tchannelId\x124\n" +
-	"\bmessages\x18\x02 \x03(\v2\x18.triarch.v1.MessageInputR\bmessages\">\n" +
+	"\bmessages\x18\x02 \x03(\v2\x18.triarch.v1.MessageInputR\bmessages\x12\x14\n" +
+	"\x05nonce\x18\x03 \x01(\x06R\x05nonce\">\n" +
 	"\fAppendResult\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"`\n" +
@@ -2643,14 +2685,15 @@ const file_triarch_replica_v1_replica_proto_rawDesc = "" +
 	"\x05error\x18\x02 \x01(\v2\x1e.triarch.replica.v1.GroupErrorR\x05error\x127\n" +
 	"\x06status\x18\x03 \x01(\v2\x1f.triarch.replica.v1.GroupStatusR\x06status\"\\\n" +
 	"\x16ChangeReplicasResponse\x12B\n" +
-	"\aresults\x18\x01 \x03(\v2(.triarch.replica.v1.ChangeReplicasResultR\aresults\"\xe2\x01\n" +
+	"\aresults\x18\x01 \x03(\v2(.triarch.replica.v1.ChangeReplicasResultR\aresults\"\xfa\x01\n" +
 	"\bLogBatch\x124\n" +
 	"\bmessages\x18\x01 \x03(\v2\x18.triarch.v1.MessageInputR\bmessages\x12=\n" +
 	"\fpropose_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vproposeTime\x12(\n" +
 	"\x10proposer_node_id\x18\x03 \x01(\x04R\x0eproposerNodeId\x12\x1f\n" +
 	"\vproposal_id\x18\x04 \x01(\x04R\n" +
 	"proposalId\x12\x16\n" +
-	"\x06crc32c\x18\x05 \x01(\aR\x06crc32c\"m\n" +
+	"\x06crc32c\x18\x05 \x01(\aR\x06crc32c\x12\x16\n" +
+	"\x06nonces\x18\x06 \x03(\x06R\x06nonces\"m\n" +
 	"\x0eSeqIndexRecord\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\rR\x05count\x12/\n" +
@@ -2670,12 +2713,13 @@ const file_triarch_replica_v1_replica_proto_rawDesc = "" +
 	"\fdedup_oldest\x18\x06 \x01(\x04R\vdedupOldest\x12\x1d\n" +
 	"\n" +
 	"dedup_next\x18\a \x01(\x04R\tdedupNext\x12!\n" +
-	"\fdedup_chunks\x18\b \x03(\x04R\vdedupChunks\"N\n" +
+	"\fdedup_chunks\x18\b \x03(\x04R\vdedupChunks\"f\n" +
 	"\n" +
 	"DedupChunk\x12\x16\n" +
 	"\x06hashes\x18\x01 \x01(\fR\x06hashes\x12\x12\n" +
 	"\x04seqs\x18\x02 \x03(\x04R\x04seqs\x12\x14\n" +
-	"\x05times\x18\x03 \x03(\x03R\x05times*l\n" +
+	"\x05times\x18\x03 \x03(\x03R\x05times\x12\x16\n" +
+	"\x06nonces\x18\x04 \x03(\x06R\x06nonces*l\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rROLE_FOLLOWER\x10\x01\x12\x12\n" +
