@@ -21,7 +21,11 @@ type Config struct {
 
 // Result is the outcome of one message of an applied entry.
 type Result struct {
-	Seq       uint64
+	Seq uint64
+	// Duplicate is set when the message's client_msg_id was taken before by another send:
+	// the message took no number and Seq is the original's. A message whose id was taken
+	// by a message with the same non-zero nonce (a retry of the same send, which found its
+	// first attempt committed) takes no number either, but is not Duplicate.
 	Duplicate bool
 }
 
@@ -63,7 +67,8 @@ func (c *Channel) LastSeq() uint64 { return c.lastSeq }
 
 // Lookup returns the sequence number of a remembered client_msg_id.
 func (c *Channel) Lookup(clientMsgID string) (uint64, bool) {
-	return c.ids.lookup(hashID([]byte(clientMsgID)))
+	r, ok := c.ids.lookup(hashID([]byte(clientMsgID)))
+	return r.seq, ok
 }
 
 // Skip advances the applied index over an entry that carries no messages (raft's no-op and
@@ -105,10 +110,14 @@ func (c *Channel) Apply(index uint64, data []byte) (Applied, error) {
 	var rec *replicav1.SeqIndexRecord
 	for i, id := range batch.ids {
 		var h idHash
+		nonce := batch.nonce(i)
 		if len(id) > 0 {
 			h = hashID(id)
-			if seq, ok := c.ids.lookup(h); ok {
-				out.Results[i] = Result{Seq: seq, Duplicate: true}
+			if r, ok := c.ids.lookup(h); ok {
+				// The same send's earlier attempt took the id (its gateway retried after
+				// losing the answer): the client sent it once, so it is not a duplicate.
+				sameSend := nonce != 0 && r.nonce == nonce
+				out.Results[i] = Result{Seq: r.seq, Duplicate: !sameSend}
 				if rec == nil {
 					rec = &replicav1.SeqIndexRecord{Index: index}
 				}
@@ -119,7 +128,7 @@ func (c *Channel) Apply(index uint64, data []byte) (Applied, error) {
 		c.lastSeq++
 		out.Results[i] = Result{Seq: c.lastSeq}
 		if len(id) > 0 {
-			c.remember(remembered{h: h, seq: c.lastSeq, at: c.clock})
+			c.remember(remembered{h: h, seq: c.lastSeq, at: c.clock, nonce: nonce})
 		}
 	}
 	if taken := c.lastSeq + 1 - out.FirstSeq; taken > 0 {

@@ -18,7 +18,14 @@ var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 // batch encodes a LogBatch of messages with the given client ids, proposed at t.
 func batch(t *testing.T, at time.Time, ids ...string) []byte {
 	t.Helper()
-	b := &replicav1.LogBatch{ProposeTime: timestamppb.New(at), ProposerNodeId: 2, ProposalId: 77}
+	return sent(t, at, nil, ids...)
+}
+
+// sent encodes a LogBatch of messages with the given client ids and nonces (nonces[i] for
+// message i, as the replica writes them), proposed at t.
+func sent(t *testing.T, at time.Time, nonces []uint64, ids ...string) []byte {
+	t.Helper()
+	b := &replicav1.LogBatch{ProposeTime: timestamppb.New(at), ProposerNodeId: 2, ProposalId: 77, Nonces: nonces}
 	for _, id := range ids {
 		b.Messages = append(b.Messages, &triarchv1.MessageInput{ClientMsgId: id, Sender: "s", Payload: []byte("p-" + id)})
 	}
@@ -81,6 +88,40 @@ func TestDuplicatesReturnTheOriginalSeqAndTakeNone(t *testing.T) {
 	require.Nil(t, a.Record)
 	require.Equal(t, []Result{{Seq: 1, Duplicate: true}}, a.Results)
 	require.Equal(t, uint64(4), c.LastSeq())
+}
+
+// TestRetryOfTheSameSendIsNotADuplicate: a message whose id was taken by a message of the same
+// send (same non-zero nonce: the gateway retried after losing the answer) gets the original seq
+// and is not Duplicate; another send's message with the id (another nonce, or none) is.
+func TestRetryOfTheSameSendIsNotADuplicate(t *testing.T) {
+	c := New(Config{Window: time.Hour, MaxIDs: 100})
+	a, err := c.Apply(1, sent(t, t0, []uint64{7, 7, 0}, "a", "b", "c"))
+	require.NoError(t, err)
+	require.Equal(t, []Result{{Seq: 1}, {Seq: 2}, {Seq: 3}}, a.Results)
+
+	// The gateway's retry of the first send (same nonce 7), coalesced after a new send (9).
+	a, err = c.Apply(2, sent(t, t0, []uint64{9, 7, 7}, "d", "a", "b"))
+	require.NoError(t, err)
+	require.Equal(t, []Result{{Seq: 4}, {Seq: 1}, {Seq: 2}}, a.Results, "the same send: not duplicates")
+	require.Equal(t, &replicav1.SeqIndexRecord{Index: 2, Count: 1, DuplicatePositions: []uint32{1, 2}}, a.Record,
+		"the retry took no seq all the same")
+	require.Equal(t, uint64(4), c.LastSeq())
+
+	// The client's own resend is another send: another nonce, or none.
+	a, err = c.Apply(3, sent(t, t0, []uint64{8, 0, 9}, "a", "b", "d"))
+	require.NoError(t, err)
+	require.Equal(t, []Result{{Seq: 1, Duplicate: true}, {Seq: 2, Duplicate: true}, {Seq: 4}}, a.Results)
+	// An id taken with no nonce is a duplicate for everyone, nonce 0 included.
+	a, err = c.Apply(4, sent(t, t0, []uint64{0, 5}, "c", "c"))
+	require.NoError(t, err)
+	require.Equal(t, []Result{{Seq: 3, Duplicate: true}, {Seq: 3, Duplicate: true}}, a.Results)
+	require.Nil(t, a.Record)
+	require.Equal(t, uint64(4), c.LastSeq())
+
+	// Nonces missing at the end of the entry count as 0.
+	a, err = c.Apply(5, sent(t, t0, []uint64{7}, "a", "a"))
+	require.NoError(t, err)
+	require.Equal(t, []Result{{Seq: 1}, {Seq: 1, Duplicate: true}}, a.Results)
 }
 
 func TestMessagesRange(t *testing.T) {
@@ -164,6 +205,9 @@ func TestBadEntryIsSkipped(t *testing.T) {
 func FuzzApplyAndMessages(f *testing.F) {
 	good, _ := proto.Marshal(&replicav1.LogBatch{Messages: []*triarchv1.MessageInput{{ClientMsgId: "a", Payload: []byte("x")}}})
 	f.Add(good)
+	withNonces, _ := proto.Marshal(&replicav1.LogBatch{Messages: []*triarchv1.MessageInput{{ClientMsgId: "a"}, {ClientMsgId: "a"}, {ClientMsgId: "b"}},
+		Nonces: []uint64{3, 3, 1 << 63}})
+	f.Add(withNonces)
 	f.Add([]byte{})
 	f.Add([]byte{0x0a, 0x02, 0x0a})
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -103,6 +103,13 @@ func (w *window) encode(from, to uint64) *replicav1.DedupChunk {
 		d.Hashes = binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(d.Hashes, r.h.hi), r.h.lo)
 		d.Seqs[i], d.Times[i] = r.seq-seq, r.at-at
 		seq, at = r.seq, r.at
+		if r.nonce != 0 && d.Nonces == nil {
+			// The ids before it had none; a record whose ids all have none holds no nonces.
+			d.Nonces = make([]uint64, i, k)
+		}
+		if d.Nonces != nil {
+			d.Nonces = append(d.Nonces, r.nonce)
+		}
 	}
 	return d
 }
@@ -224,8 +231,9 @@ func decodeChunk(data []byte, n uint64) ([]remembered, error) {
 		return nil, err
 	}
 	k := uint64(len(d.GetSeqs()))
-	if uint64(len(d.GetHashes())) != 16*k || uint64(len(d.GetTimes())) != k {
-		return nil, fmt.Errorf("%d hashes (bytes), %d seqs, %d times", len(d.GetHashes()), k, len(d.GetTimes()))
+	nonces := d.GetNonces() // none in records whose ids all had none (or written before nonces)
+	if uint64(len(d.GetHashes())) != 16*k || uint64(len(d.GetTimes())) != k || (len(nonces) != 0 && uint64(len(nonces)) != k) {
+		return nil, fmt.Errorf("%d hashes (bytes), %d seqs, %d times, %d nonces", len(d.GetHashes()), k, len(d.GetTimes()), len(nonces))
 	}
 	if k < n {
 		return nil, fmt.Errorf("holds %d ids, not %d", k, n)
@@ -241,6 +249,9 @@ func decodeChunk(data []byte, n uint64) ([]remembered, error) {
 		seq, at = seq+ds, at+dt
 		h := d.GetHashes()[16*i:]
 		out[i] = remembered{h: idHash{binary.BigEndian.Uint64(h), binary.BigEndian.Uint64(h[8:])}, seq: seq, at: at}
+		if len(nonces) > 0 {
+			out[i].nonce = nonces[i]
+		}
 	}
 	return out, nil
 }

@@ -82,9 +82,9 @@ func requireSameState(t testing.TB, want, got *Channel) {
 	t.Helper()
 	require.Equal(t, stateOf(want), stateOf(got))
 	for _, r := range stateOf(got).ids {
-		seq, ok := got.ids.lookup(r.h)
+		found, ok := got.ids.lookup(r.h)
 		require.True(t, ok)
-		require.Equal(t, r.seq, seq)
+		require.Equal(t, r, found)
 	}
 }
 
@@ -105,11 +105,25 @@ func history(t testing.TB, rng *rand.Rand, entries int) [][]byte {
 		}
 		lb := &replicav1.LogBatch{ProposeTime: timestamppb.New(at)}
 		for range 1 + rng.IntN(4) {
-			id := fmt.Sprintf("id-%d", rng.IntN(6000))
+			k := rng.IntN(6000)
+			id := fmt.Sprintf("id-%d", k)
 			if rng.IntN(20) == 0 {
 				id = ""
 			}
 			lb.Messages = append(lb.Messages, &triarchv1.MessageInput{ClientMsgId: id})
+			// Most sends come with a nonce, some without; a repeat of an id is now and then
+			// the same send again (its nonce follows from the id), usually another.
+			var nonce uint64
+			switch r := rng.IntN(10); {
+			case r < 3:
+				nonce = uint64(k) + 1
+			case r < 9:
+				nonce = rng.Uint64() | 1
+			}
+			lb.Nonces = append(lb.Nonces, nonce)
+		}
+		if rng.IntN(10) == 0 {
+			lb.Nonces = nil // an entry of sends without nonces
 		}
 		data, err := proto.Marshal(lb)
 		require.NoError(t, err)
@@ -245,9 +259,69 @@ func TestRestoreFormat0(t *testing.T) {
 	st := newStore()
 	st.save(t, c.Checkpoint(), -1)
 	requireSameState(t, c, st.restore(t, cfg))
-	a, err := c.Apply(10, batch(t, t0.Add(30*time.Second), "b", "d"))
+	// Format 0 kept no nonces: any repeat is a duplicate, whatever nonce it comes with.
+	a, err := c.Apply(10, sent(t, t0.Add(30*time.Second), []uint64{1, 1}, "b", "d"))
 	require.NoError(t, err)
 	require.Equal(t, []Result{{Seq: 2, Duplicate: true}, {Seq: 6}}, a.Results)
+}
+
+// TestNoncesSurviveCheckpoints: a restored channel knows which send took each id, so a retry
+// of that send after a restart (or on a replica that restored from a checkpoint) is still
+// not a duplicate, and another send still is. Records hold nonces only when an id has one.
+func TestNoncesSurviveCheckpoints(t *testing.T) {
+	cfg := Config{Window: time.Hour, MaxIDs: 100}
+	c := New(cfg)
+	_, err := c.Apply(1, batch(t, t0, "plain-1", "plain-2"))
+	require.NoError(t, err)
+	st := newStore()
+	cp := c.Checkpoint()
+	require.Len(t, cp.Chunks, 1)
+	require.Empty(t, cp.Chunks[0].Data.GetNonces(), "ids without nonces: the record holds none")
+	st.save(t, cp, -1)
+
+	_, err = c.Apply(2, sent(t, t0, []uint64{0, 11, 12}, "plain-3", "x", "y"))
+	require.NoError(t, err)
+	cp = c.Checkpoint()
+	require.Len(t, cp.Chunks, 1)
+	require.Equal(t, uint64(0), cp.Chunks[0].Start, "the small record grew")
+	require.Equal(t, []uint64{0, 0, 0, 11, 12}, cp.Chunks[0].Data.GetNonces())
+	st.save(t, cp, -1)
+
+	r := st.restore(t, cfg)
+	requireSameState(t, c, r)
+	a, err := r.Apply(3, sent(t, t0, []uint64{11, 13, 12, 12}, "x", "y", "y", "plain-1"))
+	require.NoError(t, err)
+	require.Equal(t, []Result{{Seq: 4}, {Seq: 5, Duplicate: true}, {Seq: 5}, {Seq: 1, Duplicate: true}}, a.Results)
+}
+
+// TestRestoreRecordsWithoutNonces: records written before nonces existed restore with nonce 0
+// for every id, so every repeat is a duplicate, as it was when they were written.
+func TestRestoreRecordsWithoutNonces(t *testing.T) {
+	cfg := Config{Window: time.Hour, MaxIDs: 100}
+	c := New(cfg)
+	_, err := c.Apply(1, batch(t, t0, "a", "b"))
+	require.NoError(t, err)
+	cp := c.Checkpoint()
+	st := newStore()
+	st.save(t, cp, -1)
+	// What a replica of the previous version wrote for the same ids: field 4 unknown to it.
+	old, err := proto.Marshal(&replicav1.DedupChunk{Hashes: cp.Chunks[0].Data.GetHashes(),
+		Seqs: cp.Chunks[0].Data.GetSeqs(), Times: cp.Chunks[0].Data.GetTimes()})
+	require.NoError(t, err)
+	require.Equal(t, old, st.chunks[0], "the record is what the previous version wrote")
+	r := st.restore(t, cfg)
+	requireSameState(t, c, r)
+	a, err := r.Apply(2, sent(t, t0, []uint64{5, 0}, "a", "b"))
+	require.NoError(t, err)
+	require.Equal(t, []Result{{Seq: 1, Duplicate: true}, {Seq: 2, Duplicate: true}}, a.Results)
+
+	// A record whose nonces do not match its ids is refused.
+	bad, err := proto.Marshal(&replicav1.DedupChunk{Hashes: cp.Chunks[0].Data.GetHashes(),
+		Seqs: cp.Chunks[0].Data.GetSeqs(), Times: cp.Chunks[0].Data.GetTimes(), Nonces: []uint64{1}})
+	require.NoError(t, err)
+	_, err = Restore(cfg, cp.Header, map[uint64][]byte{0: bad})
+	require.ErrorIs(t, err, ErrBadCheckpoint)
+	require.ErrorContains(t, err, "1 nonces")
 }
 
 func TestRestoreRefusesUnknownFormat(t *testing.T) {
@@ -337,7 +411,8 @@ func FuzzRestore(f *testing.F) {
 	for i := range 12 {
 		_, _ = c.Apply(uint64(i+1), func() []byte {
 			d, _ := proto.Marshal(&replicav1.LogBatch{ProposeTime: timestamppb.New(t0.Add(time.Duration(i) * time.Second)),
-				Messages: []*triarchv1.MessageInput{{ClientMsgId: fmt.Sprint(i)}, {ClientMsgId: fmt.Sprint(i % 3)}}})
+				Messages: []*triarchv1.MessageInput{{ClientMsgId: fmt.Sprint(i)}, {ClientMsgId: fmt.Sprint(i % 3)}},
+				Nonces:   []uint64{uint64(i % 2), uint64(i)}})
 			return d
 		}())
 	}

@@ -1,6 +1,7 @@
 package chanlog
 
 import (
+	"encoding/binary"
 	"errors"
 	"time"
 	"unicode/utf8"
@@ -15,6 +16,17 @@ type batchView struct {
 	ids                    [][]byte // client_msg_id of each message, in order (aliasing the entry)
 	proposeTime            time.Time
 	proposerID, proposalID uint64
+	// nonces are the messages' nonces, in order; shorter than ids (often empty) when the
+	// rest are 0.
+	nonces []uint64
+}
+
+// nonce is message i's nonce (0 when the entry has none for it).
+func (v *batchView) nonce(i int) uint64 {
+	if i < len(v.nonces) {
+		return v.nonces[i]
+	}
+	return 0
 }
 
 // LogBatch and MessageInput field numbers (proto/triarch/replica/v1, proto/triarch/v1).
@@ -23,6 +35,7 @@ const (
 	fieldBatchProposeTime = 2
 	fieldBatchProposer    = 3
 	fieldBatchProposal    = 4
+	fieldBatchNonces      = 6
 
 	fieldInputClientMsgID = 1
 	fieldInputSender      = 2
@@ -35,13 +48,16 @@ const (
 var (
 	errInvalidUTF8 = errors.New("string field contains invalid UTF-8")
 	errFieldNumber = errors.New("invalid field number")
+	// errPackedFixed64 is a packed run of fixed64 values whose length is not a multiple of 8.
+	errPackedFixed64 = errors.New("packed fixed64 field ends inside a value")
 )
 
 // decodeBatch reads a LogBatch as proto.Unmarshal would, and refuses exactly what it refuses,
 // so that every replica skips the same entries whichever decoder it runs: malformed wire data
 // and invalid UTF-8 in any string field (proto3 strings). As in proto.Unmarshal, a field with
 // an unexpected wire type is an unknown field and skipped, a repeated scalar takes its last
-// value, and repeated occurrences of propose_time merge.
+// value, repeated occurrences of propose_time merge, and nonces are read packed or not, a
+// packed run that does not end on a whole value being malformed.
 func decodeBatch(b []byte) (batchView, error) {
 	var (
 		v       batchView
@@ -75,6 +91,21 @@ func decodeBatch(b []byte) (batchView, error) {
 			v.proposerID, n = protowire.ConsumeVarint(b)
 		case num == fieldBatchProposal && typ == protowire.VarintType:
 			v.proposalID, n = protowire.ConsumeVarint(b)
+		case num == fieldBatchNonces && typ == protowire.Fixed64Type:
+			var x uint64
+			if x, n = protowire.ConsumeFixed64(b); n >= 0 {
+				v.nonces = append(v.nonces, x)
+			}
+		case num == fieldBatchNonces && typ == protowire.BytesType:
+			var p []byte
+			if p, n = protowire.ConsumeBytes(b); n >= 0 {
+				if len(p)%8 != 0 {
+					return batchView{}, errPackedFixed64
+				}
+				for ; len(p) > 0; p = p[8:] {
+					v.nonces = append(v.nonces, binary.LittleEndian.Uint64(p))
+				}
+			}
 		default:
 			n = protowire.ConsumeFieldValue(num, typ, b)
 		}

@@ -30,6 +30,10 @@ func requireSameAsProto(t *testing.T, data []byte) {
 	require.Equal(t, want.GetProposeTime().AsTime().UnixNano(), got.proposeTime.UnixNano())
 	require.Equal(t, want.GetProposerNodeId(), got.proposerID)
 	require.Equal(t, want.GetProposalId(), got.proposalID)
+	require.Equal(t, len(want.GetNonces()), len(got.nonces))
+	for i, n := range want.GetNonces() {
+		require.Equal(t, n, got.nonces[i])
+	}
 }
 
 func decodeSeeds() [][]byte {
@@ -40,6 +44,7 @@ func decodeSeeds() [][]byte {
 			{ClientMsgId: "ü-β", Payload: make([]byte, 300)},
 		},
 		ProposeTime: timestamppb.New(t0), ProposerNodeId: 3, ProposalId: 1 << 62,
+		Nonces: []uint64{1, 0, 1<<64 - 1},
 	})
 	empty, _ := proto.Marshal(&replicav1.LogBatch{})
 	var odd []byte
@@ -57,10 +62,20 @@ func decodeSeeds() [][]byte {
 	odd = protowire.AppendVarint(odd, 9)
 	odd = protowire.AppendTag(odd, 9, protowire.StartGroupType)
 	odd = protowire.AppendTag(odd, 9, protowire.EndGroupType)
+	// nonces unpacked, then packed (both append), then with a wrong wire type (unknown).
+	odd = protowire.AppendTag(odd, 6, protowire.Fixed64Type)
+	odd = protowire.AppendFixed64(odd, 5)
+	odd = protowire.AppendTag(odd, 6, protowire.BytesType)
+	odd = protowire.AppendBytes(odd, protowire.AppendFixed64(protowire.AppendFixed64(nil, 6), 7))
+	odd = protowire.AppendTag(odd, 6, protowire.VarintType)
+	odd = protowire.AppendVarint(odd, 8)
+	// A packed run of nonces that ends inside a value.
+	badNonces := protowire.AppendTag(nil, 6, protowire.BytesType)
+	badNonces = protowire.AppendBytes(badNonces, make([]byte, 12))
 	var badUTF8 []byte
 	in := protowire.AppendBytes(protowire.AppendTag(nil, 2, protowire.BytesType), []byte{0xff})
 	badUTF8 = protowire.AppendBytes(protowire.AppendTag(badUTF8, 1, protowire.BytesType), in)
-	return [][]byte{full, empty, odd, badUTF8, full[:len(full)-1], {0xff}, {0x00}}
+	return [][]byte{full, empty, odd, badUTF8, badNonces, full[:len(full)-1], {0xff}, {0x00}}
 }
 
 func TestDecodeBatchAgreesWithProto(t *testing.T) {

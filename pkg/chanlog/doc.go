@@ -9,13 +9,26 @@
 // pure function of the log, every replica computes the same numbers, and re-applying entries
 // after a restart (from the last checkpoint) reproduces them exactly.
 //
+// # Whose retry
+//
+// Each message of an entry carries the nonce of the send it came in (LogBatch.nonces): the
+// gateway draws one per client send and keeps it across its own retries of that send. The
+// window keeps, with each id, the nonce of the message that took it. A later message with the
+// same id and the same non-zero nonce is the gateway retrying a send whose first attempt was
+// committed (its answer lost): it takes no number, as any repeat, but its result is not
+// Duplicate, since the client sent the id once. A client's own resend is a new send with a new
+// nonce, and is Duplicate. The nonce is in the entry, so every replica decides alike. Two
+// sends draw the same 64-bit nonce with probability 2^-64 per pair; it matters only when they
+// also carry the same id, and then only the flag is wrong, never the seq.
+//
 // # Dedup window
 //
-// A client_msg_id is remembered as the first 128 bits of its SHA-256 with the seq it took and
-// the dedup clock when it was taken: 32 bytes in a ring (oldest first), plus a 4-byte slot in a
-// hash table at most four times the ring's size. Memory per channel is therefore bounded by
-// 48*MaxIDs bytes whatever the ids' length (4.2 MB at the default 100,000; the ring grows by
-// doubling and shrinks when ids expire, so a channel holds about 40 bytes per live id).
+// A client_msg_id is remembered as the first 128 bits of its SHA-256 with the seq it took, the
+// dedup clock when it was taken and the nonce of the message that took it: 40 bytes in a ring
+// (oldest first), plus a 4-byte slot in a hash table at most four times the ring's size.
+// Memory per channel is therefore bounded by 56*MaxIDs bytes whatever the ids' length (5.0 MB
+// at the default 100,000, the table being 1 MiB there; the ring grows by doubling and shrinks
+// when ids expire, so a channel holds about 48 bytes per live id).
 //
 // Two ids with the same hash would make the second a duplicate of the first: it would be
 // answered with the first's seq and not stored, a silent loss. SHA-256 makes that a matter of

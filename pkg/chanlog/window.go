@@ -16,11 +16,13 @@ func hashID(id []byte) idHash {
 	return idHash{binary.BigEndian.Uint64(sum[:8]), binary.BigEndian.Uint64(sum[8:16])}
 }
 
-// remembered is one id of the window: 32 bytes.
+// remembered is one id of the window: 40 bytes.
 type remembered struct {
 	h   idHash
 	seq uint64
 	at  int64 // the dedup clock when it was remembered
+	// nonce is the nonce of the send whose message took the id (LogBatch.nonces), 0 for none.
+	nonce uint64
 }
 
 // minRing is the smallest ring a window with ids holds; rings grow by doubling up to MaxIDs.
@@ -48,18 +50,19 @@ func (w *window) next() uint64 { return w.oldest + uint64(w.n) }
 
 func (w *window) at(i int) *remembered { return &w.ring[(w.head+i)%len(w.ring)] }
 
-func (w *window) lookup(h idHash) (uint64, bool) {
+// lookup returns the remembered id with hash h.
+func (w *window) lookup(h idHash) (remembered, bool) {
 	if w.n == 0 {
-		return 0, false
+		return remembered{}, false
 	}
 	mask := uint64(len(w.table) - 1)
 	for i := h.lo & mask; ; i = (i + 1) & mask {
 		t := w.table[i]
 		if t == 0 {
-			return 0, false
+			return remembered{}, false
 		}
 		if r := &w.ring[t-1]; r.h == h {
-			return r.seq, true
+			return *r, true
 		}
 	}
 }
