@@ -25,12 +25,15 @@ import (
 // result the apply stage delivers for that entry's committed index (see Engine.propose), each
 // with its own messages' results, which are contiguous in the entry. Dedup is the state
 // machine's, which sees one entry's messages in order, so a retry coalesced with its original
-// is answered with the original's seq.
+// is answered with the original's seq. Each request's nonce goes with each of its messages
+// (LogBatch.nonces), so the state machine tells a gateway's retry of a send from another
+// send wherever the two land.
 
 // appendReq is one Append waiting in its channel's proposer.
 type appendReq struct {
 	msgs  []*triarchv1.MessageInput
-	bytes int // sum of the messages' encoded sizes, as validateBatch counts them
+	bytes int    // sum of the messages' encoded sizes, as validateBatch counts them
+	nonce uint64 // the send's nonce (AppendRequest.nonce), 0 for none
 	// done receives the outcome once; buffered, so a request that left is never waited for.
 	done chan appendOutcome
 	// entry is the entry that carries the request, nil while it is queued (under proposer.mu).
@@ -77,8 +80,9 @@ type proposer struct {
 	entries, requests atomic.Int64
 }
 
-// append proposes msgs (already validated; bytes is their size) and waits for their results.
-func (p *proposer) append(ctx context.Context, e *Engine, ch *channel, msgs []*triarchv1.MessageInput, bytes int) ([]chanlog.Result, error) {
+// append proposes msgs (already validated; bytes is their size) of the send with nonce and
+// waits for their results.
+func (p *proposer) append(ctx context.Context, e *Engine, ch *channel, msgs []*triarchv1.MessageInput, bytes int, nonce uint64) ([]chanlog.Result, error) {
 	p.mu.Lock()
 	if !p.active {
 		// An idle channel: the request is a round of its own, proposed on its own goroutine
@@ -88,11 +92,11 @@ func (p *proposer) append(ctx context.Context, e *Engine, ch *channel, msgs []*t
 		p.mu.Unlock()
 		p.entries.Add(1)
 		p.requests.Add(1)
-		res, err := e.propose(ctx, ch, msgs)
+		res, err := e.propose(ctx, ch, msgs, repeatNonce(nil, nonce, len(msgs)))
 		p.handOff(e, ch)
 		return res, err
 	}
-	r := &appendReq{msgs: msgs, bytes: bytes, done: make(chan appendOutcome, 1)}
+	r := &appendReq{msgs: msgs, bytes: bytes, nonce: nonce, done: make(chan appendOutcome, 1)}
 	p.queue = append(p.queue, r)
 	p.mu.Unlock()
 	select {
@@ -189,7 +193,14 @@ func (p *proposer) propose(e *Engine, ch *channel, c *coalescedEntry) {
 			msgs = append(msgs, r.msgs...)
 		}
 	}
-	results, err := e.propose(c.ctx, ch, msgs)
+	var ns []uint64
+	if slices.ContainsFunc(c.reqs, func(r *appendReq) bool { return r.nonce != 0 }) {
+		ns = make([]uint64, 0, c.msgs)
+		for _, r := range c.reqs {
+			ns = repeatNonce(ns, r.nonce, len(r.msgs))
+		}
+	}
+	results, err := e.propose(c.ctx, ch, msgs, ns)
 	if err == nil && len(results) != len(msgs) {
 		err = fmt.Errorf("replica: entry of %s applied with %d results for %d messages", ch.id, len(results), len(msgs))
 	}
@@ -203,4 +214,16 @@ func (p *proposer) propose(e *Engine, ch *channel, c *coalescedEntry) {
 		r.done <- appendOutcome{results: results[off : off+n : off+n]}
 		off += n
 	}
+}
+
+// repeatNonce appends nonce n times to ns, for a request of n messages; a request without a
+// nonce leaves a nil ns nil, so that entries of such requests alone carry no nonces at all.
+func repeatNonce(ns []uint64, nonce uint64, n int) []uint64 {
+	if nonce == 0 && ns == nil {
+		return nil
+	}
+	for range n {
+		ns = append(ns, nonce)
+	}
+	return ns
 }

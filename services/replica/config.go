@@ -14,7 +14,7 @@ type Config struct {
 	Zone string
 	// DedupWindow and DedupMaxIDs bound how long (by the channel's dedup clock, the greatest
 	// leader propose time applied) and how many client_msg_ids per channel are remembered for
-	// idempotent sends; each takes at most 48 bytes of memory per channel (pkg/chanlog).
+	// idempotent sends; each takes at most 56 bytes of memory per channel (pkg/chanlog).
 	DedupWindow time.Duration
 	DedupMaxIDs int
 	// TickInterval is the raft tick; only leaders are ticked (heartbeats, retransmission).

@@ -587,8 +587,20 @@ var ErrTooLarge = errors.New("too large")
 
 // Append appends msgs to the channel and returns each message's result once they are
 // committed on a majority and applied here. Concurrent Appends to one channel may share an
-// entry (see proposer); msgs stay together and in order in it.
+// entry (see proposer); msgs stay together and in order in it. It is AppendWithNonce with no
+// nonce: a message whose id was taken before is a duplicate, whoever sent it.
 func (e *Engine) Append(ctx context.Context, channelID string, msgs []*triarchv1.MessageInput) ([]chanlog.Result, error) {
+	return e.AppendWithNonce(ctx, channelID, 0, msgs)
+}
+
+// AppendWithNonce is Append for one client send that its gateway identifies by nonce
+// (AppendRequest.nonce, kept across the gateway's retries of the send; 0 for none). The nonce
+// goes into the entry with each message, and a message whose id was taken by a message with
+// the same non-zero nonce (this send's earlier attempt, committed though its answer was lost)
+// answers the original seq without Duplicate: the client sent it once (see pkg/chanlog). A
+// message whose id an earlier message of msgs carries is a duplicate all the same: the client
+// sent that id twice.
+func (e *Engine) AppendWithNonce(ctx context.Context, channelID string, nonce uint64, msgs []*triarchv1.MessageInput) ([]chanlog.Result, error) {
 	size, err := validateBatch(msgs)
 	if err != nil {
 		return nil, err
@@ -600,12 +612,40 @@ func (e *Engine) Append(ctx context.Context, channelID string, msgs []*triarchv1
 	if err := e.checkLease(ch, nil); err != nil {
 		return nil, err
 	}
-	return ch.prop.append(ctx, e, ch, msgs, size)
+	res, err := ch.prop.append(ctx, e, ch, msgs, size, nonce)
+	if err != nil || nonce == 0 {
+		// Without a nonce the state machine has marked repeats within msgs already.
+		return res, err
+	}
+	return repeatsAreDuplicates(msgs, res), nil
+}
+
+// repeatsAreDuplicates marks Duplicate the results of messages whose client_msg_id an earlier
+// message of the same send carries. Within one send the state machine cannot tell them from a
+// retry of the send (they have its nonce), and the client did send them twice.
+func repeatsAreDuplicates(msgs []*triarchv1.MessageInput, res []chanlog.Result) []chanlog.Result {
+	if len(msgs) < 2 {
+		return res
+	}
+	seen := make(map[string]struct{}, len(msgs))
+	for i, m := range msgs {
+		id := m.GetClientMsgId()
+		if id == "" {
+			continue
+		}
+		if _, again := seen[id]; again {
+			res[i].Duplicate = true
+			continue
+		}
+		seen[id] = struct{}{}
+	}
+	return res
 }
 
 // propose proposes msgs to the channel as one entry and returns each message's result once
-// the entry is committed on a majority and applied here.
-func (e *Engine) propose(ctx context.Context, ch *channel, msgs []*triarchv1.MessageInput) ([]chanlog.Result, error) {
+// the entry is committed on a majority and applied here. nonces[i] is message i's send's
+// nonce (nil when no message has one).
+func (e *Engine) propose(ctx context.Context, ch *channel, msgs []*triarchv1.MessageInput, nonces []uint64) ([]chanlog.Result, error) {
 	w := e.waits.Register()
 	defer w.Close()
 	data, err := sealBatch(&replicav1.LogBatch{
@@ -613,6 +653,7 @@ func (e *Engine) propose(ctx context.Context, ch *channel, msgs []*triarchv1.Mes
 		ProposeTime:    timestamppb.New(e.cfg.Now()),
 		ProposerNodeId: e.cfg.NodeID,
 		ProposalId:     w.ID(),
+		Nonces:         nonces,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("replica: encode batch: %w", err)

@@ -92,7 +92,7 @@ func groupError(err error) *replicav1.GroupError {
 }
 
 func (h *handler) Append(ctx context.Context, req *replicav1.AppendRequest) (*replicav1.AppendResponse, error) {
-	rs, err := h.e.Append(ctx, req.GetChannelId(), req.GetMessages())
+	rs, err := h.e.AppendWithNonce(ctx, req.GetChannelId(), req.GetNonce(), req.GetMessages())
 	if err != nil {
 		return nil, dataStatus(err)
 	}
