@@ -21,9 +21,13 @@
 // with a short jittered backoff until the caller's deadline (5 s, --request-timeout, when the
 // caller set none), so a failover is a delay. Sends are safe to retry because every message
 // carries a client_msg_id: the gateway generates a random 128-bit one for a message without,
-// and says so in its result. A subscription tracks the next sequence number it owes the
-// client; when the leader's stream breaks it resubscribes at the new leader from there and
-// drops anything below it, so the client sees no gap and no duplicate.
+// and says so in its result. A result's duplicate flag reports what the client did: every
+// attempt of one send carries the send's random 64-bit nonce, and a replica answers an id
+// taken by an attempt with the same nonce (the gateway's retry after a lost answer) with its
+// seq and duplicate=false; only an id an earlier send took (or the same send twice) is a
+// duplicate. A subscription tracks the next sequence number it owes the client; when the
+// leader's stream breaks it resubscribes at the new leader from there and drops anything below
+// it, so the client sees no gap and no duplicate.
 //
 // # Errors
 //

@@ -178,9 +178,12 @@ func NewRouter(cfg RouterConfig) (*Router, error) {
 
 // Append sends msgs to the channel's leader and returns their results, creating the channel
 // when it does not exist and CreateReplication is set. Retrying is safe because every message
-// carries a client_msg_id (the caller must have set them).
+// carries a client_msg_id (the caller must have set them). Each call is one send: every
+// attempt carries the send's nonce, so that an attempt finding an earlier one committed (its
+// answer lost to a timeout, a kill or a leader change) is answered duplicate=false. Only a
+// client_msg_id another call sent before is a duplicate.
 func (r *Router) Append(ctx context.Context, channel string, msgs []*triarchv1.MessageInput) ([]*replicav1.AppendResult, error) {
-	req := &replicav1.AppendRequest{ChannelId: channel, Messages: msgs}
+	req := &replicav1.AppendRequest{ChannelId: channel, Messages: msgs, Nonce: newNonce()}
 	var out []*replicav1.AppendResult
 	err := r.do(ctx, channel, r.cfg.CreateReplication > 0, func(ctx context.Context, c replicav1.ReplicaServiceClient) error {
 		resp, err := c.Append(ctx, req)
@@ -194,6 +197,17 @@ func (r *Router) Append(ctx context.Context, channel string, msgs []*triarchv1.M
 		return nil
 	})
 	return out, err
+}
+
+// newNonce returns a random non-zero send nonce (AppendRequest.nonce). Two sends draw the same
+// one with probability 2^-64; it matters only if they also carry the same client_msg_id, and
+// then only the duplicate flag is wrong, never the seq.
+func newNonce() uint64 {
+	for {
+		if n := rand.Uint64(); n != 0 {
+			return n
+		}
+	}
 }
 
 // Read returns committed messages of the channel from seq from on, at most limit of them.
