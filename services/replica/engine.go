@@ -1117,9 +1117,15 @@ func (e *Engine) CampaignAndWait(ctx context.Context, channelIDs []string, wait 
 	// new term, so re-ordering faster than votes come back would never elect anyone.
 	const poll, again, stall = 2 * time.Millisecond, 50 * time.Millisecond, 300 * time.Millisecond
 	deadline := e.cfg.Now().Add(wait)
+	e.confirmLeaders(ctx, pending, out, wait)
 	ordered := map[int]time.Time{}
 	first := make([]int, 0, len(pending))
+	confirmed := map[int]bool{}
 	for i := range pending {
+		if out[i].Status != nil {
+			confirmed[i] = true // leads already, confirmed: nothing to campaign for
+			continue
+		}
 		first = append(first, i)
 		ordered[i] = e.cfg.Now()
 	}
@@ -1152,7 +1158,7 @@ func (e *Engine) CampaignAndWait(ctx context.Context, channelIDs []string, wait 
 				delete(pending, i)
 				continue
 			}
-			if since := e.cfg.Now().Sub(ordered[i]); (st.Role == raft.StateFollower && since >= again) || since >= stall {
+			if since := e.cfg.Now().Sub(ordered[i]); !confirmed[i] && ((st.Role == raft.StateFollower && since >= again) || since >= stall) {
 				reorder = append(reorder, i)
 				ordered[i] = e.cfg.Now()
 			}
@@ -1170,6 +1176,60 @@ func (e *Engine) CampaignAndWait(ctx context.Context, channelIDs []string, wait 
 		}
 	}
 	return out
+}
+
+// confirmLeaders handles the channels of a campaign order that this replica already leads:
+// raft ignores a leader's campaign, so the term stays the one the control tier recorded, and
+// the leader may have been deposed behind its back. It must show that a quorum still follows
+// it in that term (ReadIndex) before it is reported as leader; a channel that cannot is
+// reported with ErrReadUnconfirmed. Confirmed channels get a status in out and stay pending
+// (the wait for an entry of the term applies as for any winner). It is the rare case of an
+// election whose chosen replica never stopped leading, so it confirms one channel at a time
+// in parallel, not in batches.
+func (e *Engine) confirmLeaders(ctx context.Context, pending map[int]*channel, out []CampaignOutcome, wait time.Duration) {
+	groups := make([]uint64, 0, len(pending))
+	for _, ch := range pending {
+		groups = append(groups, ch.group)
+	}
+	sts, err := e.host.Statuses(ctx, groups)
+	if err != nil {
+		return // the campaign loop reports it
+	}
+	bound := wait
+	if e.cfg.LeaseTTL > 0 {
+		bound = min(bound, e.cfg.LeaseTTL)
+	}
+	type leader struct {
+		i   int
+		ch  *channel
+		st  multiraft.Status
+		err error
+	}
+	var leaders []*leader
+	for i, ch := range pending {
+		if st, ok := sts[ch.group]; ok && st.Role == raft.StateLeader {
+			leaders = append(leaders, &leader{i: i, ch: ch, st: st})
+		}
+	}
+	var wg sync.WaitGroup
+	for _, l := range leaders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, bound)
+			defer cancel()
+			_, l.err = e.host.ReadIndex(cctx, l.ch.group)
+		}()
+	}
+	wg.Wait()
+	for _, l := range leaders {
+		if l.err != nil {
+			out[l.i].Err = fmt.Errorf("%w: %s already led here in term %d: %w", ErrReadUnconfirmed, l.ch.id, l.st.Term, l.err)
+			delete(pending, l.i)
+			continue
+		}
+		out[l.i].Status = e.statusProto(l.ch, l.st)
+	}
 }
 
 // TransferLeader orders this replica, the leader, to hand leadership to target.

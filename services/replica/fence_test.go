@@ -2,11 +2,13 @@ package replica
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.etcd.io/raft/v3"
 	"google.golang.org/grpc/codes"
 
 	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
@@ -31,10 +33,16 @@ func (h *orderHost) Campaigns(_ context.Context, groups []uint64) (map[uint64]er
 	return map[uint64]error{}, nil
 }
 
+// Statuses shows a group led here once it was ordered to campaign, a follower before.
 func (h *orderHost) Statuses(_ context.Context, groups []uint64) (map[uint64]multiraft.Status, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	out := map[uint64]multiraft.Status{}
 	for _, g := range groups {
 		out[g], _ = h.Status(context.Background(), g)
+		if !slices.Contains(h.campaigns, g) {
+			out[g] = multiraft.Status{GroupID: g, NodeID: 1, Role: raft.StateFollower}
+		}
 	}
 	return out, nil
 }

@@ -44,9 +44,9 @@ var (
 	// ErrTargetLagging: the move target does not hold the leader's whole log; raft would stall
 	// the transfer and the channel would stop taking writes meanwhile.
 	ErrTargetLagging = errors.New("move target lags the leader")
-	// ErrStaleTerm: a replica claims to lead in a term not above the recorded leader term,
+	// ErrStaleTerm: a replica claims to lead in a term below the recorded leader term,
 	// which raft cannot produce for a fresh election.
-	ErrStaleTerm = errors.New("leader term not above the recorded term")
+	ErrStaleTerm = errors.New("leader term below the recorded term")
 	// ErrNotDead: a repair names a replica the arbiter has not declared dead.
 	ErrNotDead = errors.New("replica not declared dead")
 	// ErrRejoinLeader: a rejoin names the channel's leader, which cannot take itself out of

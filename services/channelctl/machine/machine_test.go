@@ -107,11 +107,16 @@ var transitions = []transition{
 		state: stateActivating, acts: []string{"confirm(c@12 on 1 term>=6)"}},
 	{from: "activating/campaign", ev: CampaignResult{Node: 1, Epoch: 12, Leader: true, Term: 6, Status: leaderSt(1, 7, 101, nil)},
 		state: stateActivating, acts: []string{"confirm(c@12 on 1 term>=6)"}},
+	// The recorded term (5) going on: a leader raft did not re-elect, confirmed by its quorum.
 	{from: "activating/campaign", ev: CampaignResult{Node: 1, Epoch: 12, Leader: true, Term: 5, Status: leaderSt(1, 5, 101, nil)},
-		state: stateActivating, err: ErrStaleTerm},
+		state: stateActivating, acts: []string{"cas(c@12 state=ACTIVE leader=1 term=5 seq=40)"}},
+	// A term below the recorded one is stale news: elect again.
+	{from: "activating/campaign", ev: CampaignResult{Node: 1, Epoch: 12, Leader: true, Term: 4, Status: leaderSt(1, 4, 101, nil)},
+		state: stateActivating, acts: []string{"load(c@12 on [1 2 3])"}},
 	{from: "activating/campaign", ev: CampaignResult{Node: 1, Epoch: 11, Leader: true, Term: 6}, state: stateActivating, err: ErrStaleEpoch},
 	{from: "activating/campaign", ev: CampaignResult{Node: 2, Epoch: 12, Leader: true, Term: 6}, state: stateActivating, err: ErrUnexpectedEvent},
-	{from: "activating/campaign", ev: CampaignResult{Node: 1, Epoch: 12, Leader: true, Term: 5}, state: stateActivating, err: ErrStaleTerm},
+	{from: "activating/campaign", ev: CampaignResult{Node: 1, Epoch: 12, Leader: true, Term: 5}, state: stateActivating,
+		acts: []string{"confirm(c@12 on 1 term>=5)"}},
 	{from: "activating/campaign", ev: CampaignResult{Node: 1, Epoch: 12, Err: errTest}, state: stateActivating, acts: []string{"load(c@12 on [1 2 3])"}},
 	{from: "activating/campaign", ev: NodeDead{Node: 1}, state: stateActivating, acts: []string{"load(c@12 on [2 3])"}},
 	{from: "activating/campaign", ev: NodeDead{Node: 2}, state: stateActivating},

@@ -154,9 +154,15 @@ func stepElection(m *Machine, ev Event) ([]Action, error) {
 		if e.Err != nil || !e.Leader {
 			return m.retry(fmt.Sprintf("campaign on %d lost: %v", e.Node, e.Err))
 		}
-		if e.Term <= m.ch.GetLeaderTerm() {
-			return nil, m.refuse(ErrStaleTerm, "node %d leads in term %d, recorded term is %d", e.Node, e.Term, m.ch.GetLeaderTerm())
+		if e.Term < m.ch.GetLeaderTerm() {
+			// Stale news of an older leadership: elect again rather than wait for nothing.
+			return m.retry(fmt.Sprintf("node %d leads in term %d, below the recorded term %d: %v", e.Node, e.Term, m.ch.GetLeaderTerm(), ErrStaleTerm))
 		}
+		// A term equal to the recorded one is the recorded leadership going on: raft ignores
+		// a campaign on a leader, and the replica reports a leader it did not elect afresh
+		// only once a quorum of the group confirmed it still leads (ReadIndex), so no newer
+		// term exists; raft has one leader per term. Refusing it would leave the channel
+		// electing forever, since the same most up-to-date replica is chosen each time.
 		m.minTerm = e.Term
 		if leads(e.Status, m.minTerm) && e.Status.GetTerm() == e.Term {
 			// The campaign's own answer already shows the candidate leading: a separate
