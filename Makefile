@@ -11,7 +11,7 @@ GRPC_GATEWAY_VERSION        := v2.33.0
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all tools generate build test test-short test-stress lint breaking image up down dev clean e2e
+.PHONY: all tools generate build test test-short test-stress lint breaking image up down dev clean e2e verify
 
 all: build
 
@@ -58,6 +58,21 @@ test-stress:
 
 dev: build
 	$(BIN)/triarch dev
+
+# verify runs the verification suite: a cluster of processes under a seeded fault schedule,
+# then the checkers of internal/verify (see the README's "Verification"). OUT keeps the
+# history, schedule and porcupine visualizations (a temporary directory, kept on failure, by
+# default).
+SEED     ?= 1
+DURATION ?= 2m
+FAULTS   ?= all
+CHANNELS ?= 8
+CLIENTS  ?= 6
+OUT      ?=
+verify:
+	go test -count=1 -timeout 4h -v -run TestVerify ./tests/verify \
+		-args -verify.seed=$(SEED) -verify.duration=$(DURATION) -verify.faults=$(FAULTS) \
+		-verify.channels=$(CHANNELS) -verify.clients=$(CLIENTS) -verify.out=$(OUT)
 
 # image builds a static binary and a FROM-scratch image from it (no base image is pulled).
 image:

@@ -1,0 +1,471 @@
+package verify
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
+	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
+	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
+	"github.com/triarch-io/triarch/internal/testcluster"
+	"github.com/triarch-io/triarch/internal/testutil"
+	"github.com/triarch-io/triarch/internal/verify"
+)
+
+var (
+	seed     = flag.Uint64("verify.seed", 1, "seed of the fault schedule and the workload")
+	duration = flag.Duration("verify.duration", 0, "how long faults run (0 skips the suite)")
+	faults   = flag.String("verify.faults", "all", "fault kinds, comma-separated: "+fmt.Sprint(verify.AllFaults))
+	channels = flag.Int("verify.channels", 8, "channels written and read")
+	clients  = flag.Int("verify.clients", 6, "concurrent clients")
+	outDir   = flag.String("verify.out", "", "where the history, schedule and visualizations go (default: a temporary directory, kept on failure)")
+)
+
+const (
+	attemptTimeout = 2 * time.Second
+	readLimit      = 1000
+	// settle bounds how long the cluster may take, once every fault is healed, to serve every
+	// channel again and to bring every replica to the same log.
+	settle = 90 * time.Second
+)
+
+// TestVerify is the suite: see the package documentation.
+func TestVerify(t *testing.T) {
+	if *duration == 0 {
+		t.Skip("set -verify.duration (make verify DURATION=...) to run the verification suite")
+	}
+	kinds, err := verify.ParseFaults(*faults)
+	require.NoError(t, err)
+	out := *outDir
+	if out == "" {
+		out, err = os.MkdirTemp("", "triarch-verify-")
+		require.NoError(t, err)
+	}
+	require.NoError(t, os.MkdirAll(out, 0o755))
+	t.Logf("seed %d, %v of faults %v, %d channels, %d clients; output in %s", *seed, *duration, kinds, *channels, *clients, out)
+
+	c := testcluster.Start(t, testcluster.Processes(), testcluster.Arbiters(3), testcluster.Channelctls(2),
+		testcluster.Replicas(3), testcluster.WithGateway())
+	var targets []verify.Target
+	for _, k := range []testcluster.Kind{testcluster.KindArbiter, testcluster.KindChannelctl, testcluster.KindReplica, testcluster.KindGateway} {
+		for _, id := range c.IDs(k) {
+			targets = append(targets, verify.Target{Tier: k.String(), ID: id})
+		}
+	}
+	schedule := verify.Schedule(*seed, *duration, kinds, targets)
+	var sched strings.Builder
+	for _, e := range schedule {
+		fmt.Fprintln(&sched, e)
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(out, "schedule.txt"), []byte(sched.String()), 0o644))
+	t.Logf("schedule (%d faults):\n%s", len(schedule), sched.String())
+
+	conn, err := grpc.NewClient(c.GatewayAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	api := triarchv1.NewTriarchServiceClient(conn)
+	names := make([]string, *channels)
+	for i := range names {
+		names[i] = fmt.Sprintf("v%02d", i)
+	}
+
+	h := verify.NewHistory()
+	w := &workload{api: api, h: h, channels: names, final: *clients}
+	ctx := testutil.Context(t, *duration+10*time.Minute)
+	var wg sync.WaitGroup
+	for i := range *clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.run(ctx, i, rand.New(rand.NewPCG(*seed, uint64(i))))
+		}()
+	}
+
+	runSchedule(t, c, h, schedule)
+	t.Log("every fault healed; letting the clients finish")
+	w.stop.Store(true)
+	wg.Wait()
+	require.Empty(t, w.fatal(), "clients saw errors that no fault explains")
+
+	// Every channel is writable again within the settle time.
+	for _, ch := range names {
+		sctx, cancel := context.WithTimeout(ctx, settle)
+		op := w.send(sctx, w.final, ch, []string{ch + "-final"})
+		cancel()
+		require.True(t, op.Known, "%s is not writable %v after the last fault", ch, settle)
+	}
+	final := map[string][]verify.Entry{}
+	for _, ch := range names {
+		final[ch] = w.readAll(t, ctx, ch)
+	}
+	ops := h.Ops()
+	writeHistory(t, filepath.Join(out, "history.jsonl"), ops)
+
+	var unavail strings.Builder
+	require.NoError(t, verify.WriteUnavailability(&unavail, verify.Unavailability(ops, schedule, 2*time.Second)))
+	sends, unknown, reads := 0, 0, 0
+	for _, op := range ops {
+		switch {
+		case op.Kind == verify.Send && op.Known:
+			sends++
+		case op.Kind == verify.Send:
+			unknown++
+		default:
+			reads++
+		}
+	}
+	t.Logf("%d sends acknowledged, %d with unknown outcome, %d reads; longest gap in acknowledgements per fault:\n%s",
+		sends, unknown, reads, unavail.String())
+
+	failed := false
+	for name, check := range map[string]func() error{
+		"exactly once":   func() error { return verify.ExactlyOnce(ops, final) },
+		"stale reads":    func() error { return verify.StaleReads(ops) },
+		"linearizable":   func() error { return verify.Linearizable(ops, time.Minute, out) },
+		"replicas agree": func() error { return replicasAgree(ctx, c, names) },
+	} {
+		if err := check(); err != nil {
+			failed = true
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if failed {
+		t.Logf("replay with: make verify SEED=%d DURATION=%v FAULTS=%s CHANNELS=%d CLIENTS=%d; history in %s",
+			*seed, *duration, *faults, *channels, *clients, out)
+	} else if *outDir == "" {
+		_ = os.RemoveAll(out)
+	}
+}
+
+// runSchedule injects the faults at their times, on the test goroutine, and ends every one.
+func runSchedule(t *testing.T, c *testcluster.Cluster, h *verify.History, schedule []verify.Event) {
+	type step struct {
+		at    time.Duration
+		end   bool
+		event verify.Event
+	}
+	var steps []step
+	for _, e := range schedule {
+		steps = append(steps, step{e.At, false, e}, step{e.At + e.For, true, e})
+	}
+	slices.SortStableFunc(steps, func(a, b step) int { return int(a.at - b.at) })
+	kind := map[string]testcluster.Kind{}
+	for _, k := range []testcluster.Kind{testcluster.KindArbiter, testcluster.KindChannelctl, testcluster.KindReplica, testcluster.KindGateway} {
+		kind[k.String()] = k
+	}
+	for _, s := range steps {
+		if d := s.at - h.Now(); d > 0 {
+			time.Sleep(d) // the schedule is in time: this waits for the next fault, not for a condition
+		}
+		k, id := kind[s.event.Target.Tier], s.event.Target.ID
+		switch {
+		case s.event.Fault == verify.Pause && !s.end:
+			c.Pause(k, id)
+		case s.event.Fault == verify.Pause:
+			c.Resume(k, id)
+		case !s.end:
+			if s.event.Fault == verify.Wipe {
+				// One replaced disk at a time, as operators replace them: a second store lost
+				// before the first one's channels took it back loses a majority of their
+				// copies, which no replicated log survives.
+				waitRejoined(t, c)
+			}
+			c.Kill(k, id)
+			if s.event.Fault == verify.Wipe {
+				require.NoError(t, os.RemoveAll(c.Dir(k, id)))
+			}
+		default:
+			c.Restart(k, id)
+		}
+		verb := "begins"
+		if s.end {
+			verb = "ends"
+		}
+		t.Logf("%v: %s %s %s", h.Now().Round(time.Millisecond), s.event.Fault, s.event.Target, verb)
+	}
+}
+
+// workload is the clients: each sends batches of 1-3 new messages (retrying a batch under the
+// same ids until it is acknowledged, as a client should) or reads a channel from its start or
+// from the middle.
+type workload struct {
+	api      triarchv1.TriarchServiceClient
+	h        *verify.History
+	channels []string
+	// final is the client id of the checks after the faults (one past the workload's).
+	final int
+	stop  atomic.Bool
+
+	mu     sync.Mutex
+	errs   []error
+	lastOK map[string]uint64
+}
+
+func (w *workload) run(ctx context.Context, client int, rng *rand.Rand) {
+	for n := 0; !w.stop.Load() && ctx.Err() == nil; n++ {
+		ch := w.channels[rng.IntN(len(w.channels))]
+		if rng.IntN(4) == 0 {
+			from := uint64(1)
+			if rng.IntN(2) == 0 {
+				w.mu.Lock()
+				if last := w.lastOK[ch]; last > 1 {
+					from = 1 + rng.Uint64N(last)
+				}
+				w.mu.Unlock()
+			}
+			w.read(ctx, client, ch, from)
+			continue
+		}
+		ids := make([]string, 1+rng.IntN(3))
+		for i := range ids {
+			ids[i] = fmt.Sprintf("c%d-%d-%d", client, n, i)
+		}
+		w.send(ctx, client, ch, ids)
+	}
+}
+
+// send sends ids until acknowledged; once the workload stops, a send not acknowledged within
+// one more minute is given up and recorded with an unknown outcome.
+func (w *workload) send(ctx context.Context, client int, ch string, ids []string) verify.Op {
+	op := verify.Op{Client: client, Channel: ch, Kind: verify.Send, IDs: ids, Call: w.h.Now()}
+	msgs := make([]*triarchv1.MessageInput, len(ids))
+	for i, id := range ids {
+		msgs[i] = &triarchv1.MessageInput{ClientMsgId: id, Payload: []byte(id)}
+	}
+	var giveUp time.Time
+	for ctx.Err() == nil {
+		if w.stop.Load() && giveUp.IsZero() {
+			giveUp = time.Now().Add(time.Minute)
+		}
+		if !giveUp.IsZero() && time.Now().After(giveUp) {
+			break
+		}
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		resp, err := w.api.SendMessages(actx, &triarchv1.SendMessagesRequest{ChannelId: ch, Messages: msgs})
+		cancel()
+		if err == nil {
+			op.Return, op.Known = w.h.Now(), true
+			for _, r := range resp.GetResults() {
+				op.Seqs = append(op.Seqs, r.GetSeq())
+			}
+			w.mu.Lock()
+			if w.lastOK == nil {
+				w.lastOK = map[string]uint64{}
+			}
+			w.lastOK[ch] = max(w.lastOK[ch], slices.Max(op.Seqs))
+			w.mu.Unlock()
+			break
+		}
+		if bad(err) {
+			w.fail(fmt.Errorf("send %v to %s: %w", ids, ch, err))
+			break
+		}
+		time.Sleep(20 * time.Millisecond) // a pause between attempts, as a client backs off
+	}
+	w.h.Add(op)
+	return op
+}
+
+// read reads one page; a failed read observed nothing and is not recorded.
+func (w *workload) read(ctx context.Context, client int, ch string, from uint64) ([]*triarchv1.Message, bool) {
+	op := verify.Op{Client: client, Channel: ch, Kind: verify.Read, From: from, Limit: readLimit, Call: w.h.Now()}
+	actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+	resp, err := w.api.ReadMessages(actx, &triarchv1.ReadMessagesRequest{ChannelId: ch, FromSeq: from, Limit: readLimit})
+	cancel()
+	if err != nil {
+		if bad(err) {
+			w.fail(fmt.Errorf("read %s from %d: %w", ch, from, err))
+		}
+		return nil, false
+	}
+	op.Return = w.h.Now()
+	for _, m := range resp.GetMessages() {
+		op.Got = append(op.Got, m.GetClientMsgId())
+	}
+	w.h.Add(op)
+	return resp.GetMessages(), true
+}
+
+// readAll reads a channel's whole log, page by page (each page is a read of the history).
+func (w *workload) readAll(t *testing.T, ctx context.Context, ch string) []verify.Entry {
+	var out []verify.Entry
+	deadline := time.Now().Add(settle)
+	for from := uint64(1); ; {
+		msgs, ok := w.read(ctx, w.final, ch, from)
+		if !ok {
+			require.True(t, time.Now().Before(deadline), "%s: no read succeeded for %v", ch, settle)
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		for _, m := range msgs {
+			out = append(out, verify.Entry{Seq: m.GetSeq(), ID: m.GetClientMsgId()})
+		}
+		if len(msgs) < readLimit {
+			return out
+		}
+		from = msgs[len(msgs)-1].GetSeq() + 1
+	}
+}
+
+func (w *workload) fail(err error) {
+	w.mu.Lock()
+	w.errs = append(w.errs, err)
+	w.mu.Unlock()
+}
+
+func (w *workload) fatal() []error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.errs
+}
+
+// bad reports errors no fault explains: a correct cluster under faults answers Unavailable,
+// DeadlineExceeded, NotFound (a channel being created or loaded) or Aborted and the like,
+// never that the request was invalid or that it lost data.
+func bad(err error) bool {
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.DataLoss, codes.Internal, codes.Unimplemented, codes.OutOfRange:
+		return true
+	}
+	return false
+}
+
+// replicasAgree waits until, for every channel, every replica reports the same last applied
+// sequence number as the others (no stuck or lagging group once everything healed).
+func replicasAgree(ctx context.Context, c *testcluster.Cluster, names []string) error {
+	deadline := time.Now().Add(settle)
+	for {
+		err := compareReplicas(ctx, c, names)
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func compareReplicas(ctx context.Context, c *testcluster.Cluster, names []string) error {
+	var errs []error
+	for _, ch := range names {
+		seqs := map[uint64]uint64{}
+		for _, id := range c.IDs(testcluster.KindReplica) {
+			st, err := replicaStatus(ctx, c, id, ch)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			seqs[id] = st
+		}
+		var first uint64
+		for i, id := range slices.Sorted(maps.Keys(seqs)) {
+			if i == 0 {
+				first = seqs[id]
+			} else if seqs[id] != first {
+				errs = append(errs, fmt.Errorf("%s: replicas at last seqs %v", ch, seqs))
+				break
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func writeHistory(t *testing.T, path string, ops []verify.Op) {
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	defer f.Close()
+	enc := json.NewEncoder(f)
+	for _, op := range ops {
+		require.NoError(t, enc.Encode(op))
+	}
+}
+
+// replicaStatus is the channel's last applied sequence number on replica node.
+func replicaStatus(ctx context.Context, c *testcluster.Cluster, node uint64, ch string) (uint64, error) {
+	cl := replicav1.NewReplicaControlServiceClient(c.Dial(c.Addr(testcluster.KindReplica, node)))
+	resp, err := cl.GetGroupStatus(ctx, &replicav1.GetGroupStatusRequest{ChannelIds: []string{ch}})
+	if err != nil {
+		return 0, fmt.Errorf("%s on replica %d: %w", ch, node, err)
+	}
+	r := resp.GetResults()[0]
+	if r.GetError() != nil {
+		return 0, fmt.Errorf("%s on replica %d: %s", ch, node, r.GetError().GetMessage())
+	}
+	return r.GetStatus().GetLastSeq(), nil
+}
+
+// waitRejoined waits until every channel records, for each of its replicas, the store that
+// replica's node runs now: no rejoin after a wiped disk is still under way.
+func waitRejoined(t *testing.T, c *testcluster.Cluster) {
+	t.Helper()
+	deadline := time.Now().Add(settle)
+	var last error
+	for time.Now().Before(deadline) {
+		if last = pendingRejoins(t.Context(), c); last == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("a replaced store was not taken back within %v: %v", settle, last)
+}
+
+// pendingRejoins asks the arbiter members in turn (some may be down or paused) for the nodes'
+// stores and the channels' records, and names a channel still waiting for a rejoin.
+func pendingRejoins(ctx context.Context, c *testcluster.Cluster) error {
+	var errs []error
+	for _, id := range c.Running(testcluster.KindArbiter) {
+		err := func() error {
+			actx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			arb := arbiterv1.NewArbiterServiceClient(c.Dial(c.Addr(testcluster.KindArbiter, id)))
+			st, err := arb.GetClusterStatus(actx, &arbiterv1.GetClusterStatusRequest{})
+			if err != nil {
+				return err
+			}
+			stores := map[uint64]uint64{}
+			for _, n := range st.GetNodes() {
+				if n.GetRole() == arbiterv1.NodeRole_NODE_ROLE_REPLICA {
+					stores[n.GetNodeId()] = n.GetStoreId()
+				}
+			}
+			for token := ""; ; {
+				page, err := arb.ListChannels(actx, &arbiterv1.ListChannelsRequest{PageSize: 1000, PageToken: token})
+				if err != nil {
+					return err
+				}
+				for _, ch := range page.GetChannels() {
+					for node, store := range ch.GetReplicaStoreIds() {
+						if now := stores[node]; now != 0 && now != store {
+							return fmt.Errorf("%s still records store %x of node %d, which now runs %x", ch.GetChannelId(), store, node, now)
+						}
+					}
+				}
+				if token = page.GetNextPageToken(); token == "" {
+					return nil
+				}
+			}
+		}()
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, fmt.Errorf("arbiter %d: %w", id, err))
+	}
+	return errors.Join(errs...)
+}
