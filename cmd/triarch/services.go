@@ -117,7 +117,7 @@ func newReplicaCmd() *cobra.Command {
 	addCommonFlags(cmd.Flags(), &c, "127.0.0.1:7600", "127.0.0.1:7601")
 	cmd.Flags().StringVar(&cfg.Zone, "zone", "", "failure-domain label used to spread a channel's replicas")
 	cmd.Flags().DurationVar(&cfg.DedupWindow, "dedup-window", 24*time.Hour, "how long a client_msg_id is remembered for idempotent sends, by the channel's dedup clock (the newest proposal time seen; it never moves back)")
-	cmd.Flags().IntVar(&cfg.DedupMaxIDs, "dedup-max-ids", 100_000, "how many client_msg_ids per channel are remembered at most (48 bytes each per channel)")
+	cmd.Flags().IntVar(&cfg.DedupMaxIDs, "dedup-max-ids", 100_000, "how many client_msg_ids per channel are remembered at most (56 bytes each per channel)")
 	cmd.Flags().DurationVar(&cfg.TickInterval, "tick-interval", 100*time.Millisecond, "raft tick; only leaders are ticked (heartbeats, retransmission)")
 	cmd.Flags().IntVar(&cfg.HeartbeatTicks, "heartbeat-ticks", 2, "ticks between a leader's heartbeats")
 	cmd.Flags().DurationVar(&cfg.LeaseTTL, "lease-ttl", 600*time.Millisecond, "how long a leader serves without a lease renewal or quorum contact (must match the arbiter)")
