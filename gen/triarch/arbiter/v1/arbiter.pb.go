@@ -2269,6 +2269,256 @@ func (x *GetClusterStatusResponse) GetSlots() []*SlotAssignment {
 	return nil
 }
 
+type GetMemberStateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// member_id is the asking member, for the answering member's log (0: not a member).
+	MemberId      uint64 `protobuf:"varint,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMemberStateRequest) Reset() {
+	*x = GetMemberStateRequest{}
+	mi := &file_triarch_arbiter_v1_arbiter_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMemberStateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMemberStateRequest) ProtoMessage() {}
+
+func (x *GetMemberStateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_triarch_arbiter_v1_arbiter_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMemberStateRequest.ProtoReflect.Descriptor instead.
+func (*GetMemberStateRequest) Descriptor() ([]byte, []int) {
+	return file_triarch_arbiter_v1_arbiter_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *GetMemberStateRequest) GetMemberId() uint64 {
+	if x != nil {
+		return x.MemberId
+	}
+	return 0
+}
+
+type GetMemberStateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// member_id is the answering member.
+	MemberId uint64 `protobuf:"varint,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	// loaded is set once the metadata group runs on this member; until then term, last_index
+	// and commit_index are those its store holds.
+	Loaded bool `protobuf:"varint,2,opt,name=loaded,proto3" json:"loaded,omitempty"`
+	// on_probation is set while this member's store waits to be admitted (RejoinMember).
+	OnProbation bool   `protobuf:"varint,3,opt,name=on_probation,json=onProbation,proto3" json:"on_probation,omitempty"`
+	Term        uint64 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
+	LastIndex   uint64 `protobuf:"varint,5,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	CommitIndex uint64 `protobuf:"varint,6,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
+	// leader_id is the leader this member knows of, 0 when none.
+	LeaderId uint64 `protobuf:"varint,7,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	// store_id identifies this member's store (created with it).
+	StoreId       uint64 `protobuf:"varint,8,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMemberStateResponse) Reset() {
+	*x = GetMemberStateResponse{}
+	mi := &file_triarch_arbiter_v1_arbiter_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMemberStateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMemberStateResponse) ProtoMessage() {}
+
+func (x *GetMemberStateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_triarch_arbiter_v1_arbiter_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMemberStateResponse.ProtoReflect.Descriptor instead.
+func (*GetMemberStateResponse) Descriptor() ([]byte, []int) {
+	return file_triarch_arbiter_v1_arbiter_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *GetMemberStateResponse) GetMemberId() uint64 {
+	if x != nil {
+		return x.MemberId
+	}
+	return 0
+}
+
+func (x *GetMemberStateResponse) GetLoaded() bool {
+	if x != nil {
+		return x.Loaded
+	}
+	return false
+}
+
+func (x *GetMemberStateResponse) GetOnProbation() bool {
+	if x != nil {
+		return x.OnProbation
+	}
+	return false
+}
+
+func (x *GetMemberStateResponse) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *GetMemberStateResponse) GetLastIndex() uint64 {
+	if x != nil {
+		return x.LastIndex
+	}
+	return 0
+}
+
+func (x *GetMemberStateResponse) GetCommitIndex() uint64 {
+	if x != nil {
+		return x.CommitIndex
+	}
+	return 0
+}
+
+func (x *GetMemberStateResponse) GetLeaderId() uint64 {
+	if x != nil {
+		return x.LeaderId
+	}
+	return 0
+}
+
+func (x *GetMemberStateResponse) GetStoreId() uint64 {
+	if x != nil {
+		return x.StoreId
+	}
+	return 0
+}
+
+type RejoinMemberRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	MemberId uint64                 `protobuf:"varint,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	// store_id is the member's new store (GetMemberStateResponse.store_id); not 0.
+	StoreId       uint64 `protobuf:"varint,2,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RejoinMemberRequest) Reset() {
+	*x = RejoinMemberRequest{}
+	mi := &file_triarch_arbiter_v1_arbiter_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RejoinMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RejoinMemberRequest) ProtoMessage() {}
+
+func (x *RejoinMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_triarch_arbiter_v1_arbiter_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RejoinMemberRequest.ProtoReflect.Descriptor instead.
+func (*RejoinMemberRequest) Descriptor() ([]byte, []int) {
+	return file_triarch_arbiter_v1_arbiter_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *RejoinMemberRequest) GetMemberId() uint64 {
+	if x != nil {
+		return x.MemberId
+	}
+	return 0
+}
+
+func (x *RejoinMemberRequest) GetStoreId() uint64 {
+	if x != nil {
+		return x.StoreId
+	}
+	return 0
+}
+
+type RejoinMemberResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// index is the metadata log index of the change that made the member a voter with this
+	// store: once the member has applied it, it is admitted.
+	Index         uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RejoinMemberResponse) Reset() {
+	*x = RejoinMemberResponse{}
+	mi := &file_triarch_arbiter_v1_arbiter_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RejoinMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RejoinMemberResponse) ProtoMessage() {}
+
+func (x *RejoinMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_triarch_arbiter_v1_arbiter_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RejoinMemberResponse.ProtoReflect.Descriptor instead.
+func (*RejoinMemberResponse) Descriptor() ([]byte, []int) {
+	return file_triarch_arbiter_v1_arbiter_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *RejoinMemberResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 var File_triarch_arbiter_v1_arbiter_proto protoreflect.FileDescriptor
 
 const file_triarch_arbiter_v1_arbiter_proto_rawDesc = "" +
@@ -2437,7 +2687,24 @@ const file_triarch_arbiter_v1_arbiter_proto_rawDesc = "" +
 	"\x05slots\x18\t \x03(\v2\".triarch.arbiter.v1.SlotAssignmentR\x05slots\x1aB\n" +
 	"\x14ChannelsByStateEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01*V\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"4\n" +
+	"\x15GetMemberStateRequest\x12\x1b\n" +
+	"\tmember_id\x18\x01 \x01(\x04R\bmemberId\"\xfe\x01\n" +
+	"\x16GetMemberStateResponse\x12\x1b\n" +
+	"\tmember_id\x18\x01 \x01(\x04R\bmemberId\x12\x16\n" +
+	"\x06loaded\x18\x02 \x01(\bR\x06loaded\x12!\n" +
+	"\fon_probation\x18\x03 \x01(\bR\vonProbation\x12\x12\n" +
+	"\x04term\x18\x04 \x01(\x04R\x04term\x12\x1d\n" +
+	"\n" +
+	"last_index\x18\x05 \x01(\x04R\tlastIndex\x12!\n" +
+	"\fcommit_index\x18\x06 \x01(\x04R\vcommitIndex\x12\x1b\n" +
+	"\tleader_id\x18\a \x01(\x04R\bleaderId\x12\x19\n" +
+	"\bstore_id\x18\b \x01(\x04R\astoreId\"M\n" +
+	"\x13RejoinMemberRequest\x12\x1b\n" +
+	"\tmember_id\x18\x01 \x01(\x04R\bmemberId\x12\x19\n" +
+	"\bstore_id\x18\x02 \x01(\x04R\astoreId\",\n" +
+	"\x14RejoinMemberResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index*V\n" +
 	"\bNodeRole\x12\x19\n" +
 	"\x15NODE_ROLE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11NODE_ROLE_REPLICA\x10\x01\x12\x18\n" +
@@ -2460,7 +2727,7 @@ const file_triarch_arbiter_v1_arbiter_proto_rawDesc = "" +
 	"\x1aCHANGE_REFUSAL_STALE_EPOCH\x10\x01\x12!\n" +
 	"\x1dCHANGE_REFUSAL_NOT_SLOT_OWNER\x10\x02\x12\"\n" +
 	"\x1eCHANGE_REFUSAL_UNKNOWN_CHANNEL\x10\x03\x12!\n" +
-	"\x1dCHANGE_REFUSAL_INVALID_CHANGE\x10\x042\xe4\a\n" +
+	"\x1dCHANGE_REFUSAL_INVALID_CHANGE\x10\x042\xb0\t\n" +
 	"\x0eArbiterService\x12a\n" +
 	"\fRegisterNode\x12'.triarch.arbiter.v1.RegisterNodeRequest\x1a(.triarch.arbiter.v1.RegisterNodeResponse\x12X\n" +
 	"\tHeartbeat\x12$.triarch.arbiter.v1.HeartbeatRequest\x1a%.triarch.arbiter.v1.HeartbeatResponse\x12X\n" +
@@ -2472,7 +2739,9 @@ const file_triarch_arbiter_v1_arbiter_proto_rawDesc = "" +
 	"\x15CompareAndSetChannels\x120.triarch.arbiter.v1.CompareAndSetChannelsRequest\x1a1.triarch.arbiter.v1.CompareAndSetChannelsResponse\x12X\n" +
 	"\tListSlots\x12$.triarch.arbiter.v1.ListSlotsRequest\x1a%.triarch.arbiter.v1.ListSlotsResponse\x12N\n" +
 	"\x05Watch\x12 .triarch.arbiter.v1.WatchRequest\x1a!.triarch.arbiter.v1.WatchResponse0\x01\x12m\n" +
-	"\x10GetClusterStatus\x12+.triarch.arbiter.v1.GetClusterStatusRequest\x1a,.triarch.arbiter.v1.GetClusterStatusResponseB@Z>github.com/triarch-io/triarch/gen/triarch/arbiter/v1;arbiterv1b\x06proto3"
+	"\x10GetClusterStatus\x12+.triarch.arbiter.v1.GetClusterStatusRequest\x1a,.triarch.arbiter.v1.GetClusterStatusResponse\x12g\n" +
+	"\x0eGetMemberState\x12).triarch.arbiter.v1.GetMemberStateRequest\x1a*.triarch.arbiter.v1.GetMemberStateResponse\x12a\n" +
+	"\fRejoinMember\x12'.triarch.arbiter.v1.RejoinMemberRequest\x1a(.triarch.arbiter.v1.RejoinMemberResponseB@Z>github.com/triarch-io/triarch/gen/triarch/arbiter/v1;arbiterv1b\x06proto3"
 
 var (
 	file_triarch_arbiter_v1_arbiter_proto_rawDescOnce sync.Once
@@ -2487,7 +2756,7 @@ func file_triarch_arbiter_v1_arbiter_proto_rawDescGZIP() []byte {
 }
 
 var file_triarch_arbiter_v1_arbiter_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_triarch_arbiter_v1_arbiter_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_triarch_arbiter_v1_arbiter_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_triarch_arbiter_v1_arbiter_proto_goTypes = []any{
 	(NodeRole)(0),                         // 0: triarch.arbiter.v1.NodeRole
 	(NodeState)(0),                        // 1: triarch.arbiter.v1.NodeState
@@ -2523,37 +2792,41 @@ var file_triarch_arbiter_v1_arbiter_proto_goTypes = []any{
 	(*GetClusterStatusRequest)(nil),       // 31: triarch.arbiter.v1.GetClusterStatusRequest
 	(*Member)(nil),                        // 32: triarch.arbiter.v1.Member
 	(*GetClusterStatusResponse)(nil),      // 33: triarch.arbiter.v1.GetClusterStatusResponse
-	nil,                                   // 34: triarch.arbiter.v1.Channel.ReplicaStoreIdsEntry
-	nil,                                   // 35: triarch.arbiter.v1.ChannelChange.ReplicaStoreIdsEntry
-	nil,                                   // 36: triarch.arbiter.v1.GetClusterStatusResponse.ChannelsByStateEntry
-	(*timestamppb.Timestamp)(nil),         // 37: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),           // 38: google.protobuf.Duration
+	(*GetMemberStateRequest)(nil),         // 34: triarch.arbiter.v1.GetMemberStateRequest
+	(*GetMemberStateResponse)(nil),        // 35: triarch.arbiter.v1.GetMemberStateResponse
+	(*RejoinMemberRequest)(nil),           // 36: triarch.arbiter.v1.RejoinMemberRequest
+	(*RejoinMemberResponse)(nil),          // 37: triarch.arbiter.v1.RejoinMemberResponse
+	nil,                                   // 38: triarch.arbiter.v1.Channel.ReplicaStoreIdsEntry
+	nil,                                   // 39: triarch.arbiter.v1.ChannelChange.ReplicaStoreIdsEntry
+	nil,                                   // 40: triarch.arbiter.v1.GetClusterStatusResponse.ChannelsByStateEntry
+	(*timestamppb.Timestamp)(nil),         // 41: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),           // 42: google.protobuf.Duration
 }
 var file_triarch_arbiter_v1_arbiter_proto_depIdxs = []int32{
 	0,  // 0: triarch.arbiter.v1.Node.role:type_name -> triarch.arbiter.v1.NodeRole
 	1,  // 1: triarch.arbiter.v1.Node.state:type_name -> triarch.arbiter.v1.NodeState
-	37, // 2: triarch.arbiter.v1.Node.lease_expire_time:type_name -> google.protobuf.Timestamp
+	41, // 2: triarch.arbiter.v1.Node.lease_expire_time:type_name -> google.protobuf.Timestamp
 	4,  // 3: triarch.arbiter.v1.Node.load:type_name -> triarch.arbiter.v1.NodeLoad
 	2,  // 4: triarch.arbiter.v1.Channel.state:type_name -> triarch.arbiter.v1.ChannelState
-	37, // 5: triarch.arbiter.v1.Channel.create_time:type_name -> google.protobuf.Timestamp
-	34, // 6: triarch.arbiter.v1.Channel.replica_store_ids:type_name -> triarch.arbiter.v1.Channel.ReplicaStoreIdsEntry
-	38, // 7: triarch.arbiter.v1.PeerReachability.last_contact_age:type_name -> google.protobuf.Duration
+	41, // 5: triarch.arbiter.v1.Channel.create_time:type_name -> google.protobuf.Timestamp
+	38, // 6: triarch.arbiter.v1.Channel.replica_store_ids:type_name -> triarch.arbiter.v1.Channel.ReplicaStoreIdsEntry
+	42, // 7: triarch.arbiter.v1.PeerReachability.last_contact_age:type_name -> google.protobuf.Duration
 	0,  // 8: triarch.arbiter.v1.RegisterNodeRequest.role:type_name -> triarch.arbiter.v1.NodeRole
 	5,  // 9: triarch.arbiter.v1.RegisterNodeResponse.node:type_name -> triarch.arbiter.v1.Node
-	38, // 10: triarch.arbiter.v1.RegisterNodeResponse.lease_ttl:type_name -> google.protobuf.Duration
-	38, // 11: triarch.arbiter.v1.RegisterNodeResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	42, // 10: triarch.arbiter.v1.RegisterNodeResponse.lease_ttl:type_name -> google.protobuf.Duration
+	42, // 11: triarch.arbiter.v1.RegisterNodeResponse.heartbeat_interval:type_name -> google.protobuf.Duration
 	4,  // 12: triarch.arbiter.v1.HeartbeatRequest.load:type_name -> triarch.arbiter.v1.NodeLoad
 	8,  // 13: triarch.arbiter.v1.HeartbeatRequest.peers:type_name -> triarch.arbiter.v1.PeerReachability
-	38, // 14: triarch.arbiter.v1.HeartbeatRequest.last_rtt:type_name -> google.protobuf.Duration
-	38, // 15: triarch.arbiter.v1.HeartbeatResponse.lease_ttl:type_name -> google.protobuf.Duration
-	38, // 16: triarch.arbiter.v1.HeartbeatResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	42, // 14: triarch.arbiter.v1.HeartbeatRequest.last_rtt:type_name -> google.protobuf.Duration
+	42, // 15: triarch.arbiter.v1.HeartbeatResponse.lease_ttl:type_name -> google.protobuf.Duration
+	42, // 16: triarch.arbiter.v1.HeartbeatResponse.heartbeat_interval:type_name -> google.protobuf.Duration
 	1,  // 17: triarch.arbiter.v1.HeartbeatResponse.state:type_name -> triarch.arbiter.v1.NodeState
 	5,  // 18: triarch.arbiter.v1.DrainNodeResponse.node:type_name -> triarch.arbiter.v1.Node
 	6,  // 19: triarch.arbiter.v1.CreateChannelResponse.channel:type_name -> triarch.arbiter.v1.Channel
 	6,  // 20: triarch.arbiter.v1.GetChannelResponse.channel:type_name -> triarch.arbiter.v1.Channel
 	6,  // 21: triarch.arbiter.v1.ListChannelsResponse.channels:type_name -> triarch.arbiter.v1.Channel
 	2,  // 22: triarch.arbiter.v1.ChannelChange.state:type_name -> triarch.arbiter.v1.ChannelState
-	35, // 23: triarch.arbiter.v1.ChannelChange.replica_store_ids:type_name -> triarch.arbiter.v1.ChannelChange.ReplicaStoreIdsEntry
+	39, // 23: triarch.arbiter.v1.ChannelChange.replica_store_ids:type_name -> triarch.arbiter.v1.ChannelChange.ReplicaStoreIdsEntry
 	6,  // 24: triarch.arbiter.v1.ChannelChangeResult.channel:type_name -> triarch.arbiter.v1.Channel
 	3,  // 25: triarch.arbiter.v1.ChannelChangeResult.refusal:type_name -> triarch.arbiter.v1.ChangeRefusal
 	22, // 26: triarch.arbiter.v1.CompareAndSetChannelsRequest.changes:type_name -> triarch.arbiter.v1.ChannelChange
@@ -2565,7 +2838,7 @@ var file_triarch_arbiter_v1_arbiter_proto_depIdxs = []int32{
 	29, // 32: triarch.arbiter.v1.WatchResponse.events:type_name -> triarch.arbiter.v1.WatchEvent
 	32, // 33: triarch.arbiter.v1.GetClusterStatusResponse.members:type_name -> triarch.arbiter.v1.Member
 	5,  // 34: triarch.arbiter.v1.GetClusterStatusResponse.nodes:type_name -> triarch.arbiter.v1.Node
-	36, // 35: triarch.arbiter.v1.GetClusterStatusResponse.channels_by_state:type_name -> triarch.arbiter.v1.GetClusterStatusResponse.ChannelsByStateEntry
+	40, // 35: triarch.arbiter.v1.GetClusterStatusResponse.channels_by_state:type_name -> triarch.arbiter.v1.GetClusterStatusResponse.ChannelsByStateEntry
 	7,  // 36: triarch.arbiter.v1.GetClusterStatusResponse.slots:type_name -> triarch.arbiter.v1.SlotAssignment
 	10, // 37: triarch.arbiter.v1.ArbiterService.RegisterNode:input_type -> triarch.arbiter.v1.RegisterNodeRequest
 	12, // 38: triarch.arbiter.v1.ArbiterService.Heartbeat:input_type -> triarch.arbiter.v1.HeartbeatRequest
@@ -2577,18 +2850,22 @@ var file_triarch_arbiter_v1_arbiter_proto_depIdxs = []int32{
 	26, // 44: triarch.arbiter.v1.ArbiterService.ListSlots:input_type -> triarch.arbiter.v1.ListSlotsRequest
 	28, // 45: triarch.arbiter.v1.ArbiterService.Watch:input_type -> triarch.arbiter.v1.WatchRequest
 	31, // 46: triarch.arbiter.v1.ArbiterService.GetClusterStatus:input_type -> triarch.arbiter.v1.GetClusterStatusRequest
-	11, // 47: triarch.arbiter.v1.ArbiterService.RegisterNode:output_type -> triarch.arbiter.v1.RegisterNodeResponse
-	13, // 48: triarch.arbiter.v1.ArbiterService.Heartbeat:output_type -> triarch.arbiter.v1.HeartbeatResponse
-	15, // 49: triarch.arbiter.v1.ArbiterService.DrainNode:output_type -> triarch.arbiter.v1.DrainNodeResponse
-	17, // 50: triarch.arbiter.v1.ArbiterService.CreateChannel:output_type -> triarch.arbiter.v1.CreateChannelResponse
-	19, // 51: triarch.arbiter.v1.ArbiterService.GetChannel:output_type -> triarch.arbiter.v1.GetChannelResponse
-	21, // 52: triarch.arbiter.v1.ArbiterService.ListChannels:output_type -> triarch.arbiter.v1.ListChannelsResponse
-	25, // 53: triarch.arbiter.v1.ArbiterService.CompareAndSetChannels:output_type -> triarch.arbiter.v1.CompareAndSetChannelsResponse
-	27, // 54: triarch.arbiter.v1.ArbiterService.ListSlots:output_type -> triarch.arbiter.v1.ListSlotsResponse
-	30, // 55: triarch.arbiter.v1.ArbiterService.Watch:output_type -> triarch.arbiter.v1.WatchResponse
-	33, // 56: triarch.arbiter.v1.ArbiterService.GetClusterStatus:output_type -> triarch.arbiter.v1.GetClusterStatusResponse
-	47, // [47:57] is the sub-list for method output_type
-	37, // [37:47] is the sub-list for method input_type
+	34, // 47: triarch.arbiter.v1.ArbiterService.GetMemberState:input_type -> triarch.arbiter.v1.GetMemberStateRequest
+	36, // 48: triarch.arbiter.v1.ArbiterService.RejoinMember:input_type -> triarch.arbiter.v1.RejoinMemberRequest
+	11, // 49: triarch.arbiter.v1.ArbiterService.RegisterNode:output_type -> triarch.arbiter.v1.RegisterNodeResponse
+	13, // 50: triarch.arbiter.v1.ArbiterService.Heartbeat:output_type -> triarch.arbiter.v1.HeartbeatResponse
+	15, // 51: triarch.arbiter.v1.ArbiterService.DrainNode:output_type -> triarch.arbiter.v1.DrainNodeResponse
+	17, // 52: triarch.arbiter.v1.ArbiterService.CreateChannel:output_type -> triarch.arbiter.v1.CreateChannelResponse
+	19, // 53: triarch.arbiter.v1.ArbiterService.GetChannel:output_type -> triarch.arbiter.v1.GetChannelResponse
+	21, // 54: triarch.arbiter.v1.ArbiterService.ListChannels:output_type -> triarch.arbiter.v1.ListChannelsResponse
+	25, // 55: triarch.arbiter.v1.ArbiterService.CompareAndSetChannels:output_type -> triarch.arbiter.v1.CompareAndSetChannelsResponse
+	27, // 56: triarch.arbiter.v1.ArbiterService.ListSlots:output_type -> triarch.arbiter.v1.ListSlotsResponse
+	30, // 57: triarch.arbiter.v1.ArbiterService.Watch:output_type -> triarch.arbiter.v1.WatchResponse
+	33, // 58: triarch.arbiter.v1.ArbiterService.GetClusterStatus:output_type -> triarch.arbiter.v1.GetClusterStatusResponse
+	35, // 59: triarch.arbiter.v1.ArbiterService.GetMemberState:output_type -> triarch.arbiter.v1.GetMemberStateResponse
+	37, // 60: triarch.arbiter.v1.ArbiterService.RejoinMember:output_type -> triarch.arbiter.v1.RejoinMemberResponse
+	49, // [49:61] is the sub-list for method output_type
+	37, // [37:49] is the sub-list for method input_type
 	37, // [37:37] is the sub-list for extension type_name
 	37, // [37:37] is the sub-list for extension extendee
 	0,  // [0:37] is the sub-list for field type_name
@@ -2611,7 +2888,7 @@ func file_triarch_arbiter_v1_arbiter_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_triarch_arbiter_v1_arbiter_proto_rawDesc), len(file_triarch_arbiter_v1_arbiter_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   33,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -33,6 +33,8 @@ const (
 	ArbiterService_ListSlots_FullMethodName             = "/triarch.arbiter.v1.ArbiterService/ListSlots"
 	ArbiterService_Watch_FullMethodName                 = "/triarch.arbiter.v1.ArbiterService/Watch"
 	ArbiterService_GetClusterStatus_FullMethodName      = "/triarch.arbiter.v1.ArbiterService/GetClusterStatus"
+	ArbiterService_GetMemberState_FullMethodName        = "/triarch.arbiter.v1.ArbiterService/GetMemberState"
+	ArbiterService_RejoinMember_FullMethodName          = "/triarch.arbiter.v1.ArbiterService/RejoinMember"
 )
 
 // ArbiterServiceClient is the client API for ArbiterService service.
@@ -66,6 +68,20 @@ type ArbiterServiceClient interface {
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
 	// GetClusterStatus reports members, leader, term, nodes and counts.
 	GetClusterStatus(ctx context.Context, in *GetClusterStatusRequest, opts ...grpc.CallOption) (*GetClusterStatusResponse, error)
+	// GetMemberState reports this member's view of the metadata group, also before the group
+	// runs here (then from its store). A member that starts with an empty store asks the others
+	// to tell a new cluster, which it bootstraps with them, from an existing one, which it must
+	// rejoin (RejoinMember).
+	GetMemberState(ctx context.Context, in *GetMemberStateRequest, opts ...grpc.CallOption) (*GetMemberStateResponse, error)
+	// RejoinMember, on the leader, gives the place of a member whose store was replaced (wiped
+	// disk, new disk) to its new store: the member leaves the metadata group's configuration if
+	// it is in it, comes back as a learner, catches up, and becomes a voter again; both adds
+	// carry the new store's id, which admits the member (it waits on probation, without votes,
+	// until then). Repeating a rejoin that finished, or that stopped half way, is safe. Refused
+	// with NotLeader on a follower, InvalidArgument for a member id not in the cluster, store id
+	// 0 or the leader itself, and Unavailable while another voter is out of contact (removing
+	// the member would then leave the group without a quorum).
+	RejoinMember(ctx context.Context, in *RejoinMemberRequest, opts ...grpc.CallOption) (*RejoinMemberResponse, error)
 }
 
 type arbiterServiceClient struct {
@@ -185,6 +201,26 @@ func (c *arbiterServiceClient) GetClusterStatus(ctx context.Context, in *GetClus
 	return out, nil
 }
 
+func (c *arbiterServiceClient) GetMemberState(ctx context.Context, in *GetMemberStateRequest, opts ...grpc.CallOption) (*GetMemberStateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetMemberStateResponse)
+	err := c.cc.Invoke(ctx, ArbiterService_GetMemberState_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *arbiterServiceClient) RejoinMember(ctx context.Context, in *RejoinMemberRequest, opts ...grpc.CallOption) (*RejoinMemberResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RejoinMemberResponse)
+	err := c.cc.Invoke(ctx, ArbiterService_RejoinMember_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ArbiterServiceServer is the server API for ArbiterService service.
 // All implementations must embed UnimplementedArbiterServiceServer
 // for forward compatibility.
@@ -216,6 +252,20 @@ type ArbiterServiceServer interface {
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
 	// GetClusterStatus reports members, leader, term, nodes and counts.
 	GetClusterStatus(context.Context, *GetClusterStatusRequest) (*GetClusterStatusResponse, error)
+	// GetMemberState reports this member's view of the metadata group, also before the group
+	// runs here (then from its store). A member that starts with an empty store asks the others
+	// to tell a new cluster, which it bootstraps with them, from an existing one, which it must
+	// rejoin (RejoinMember).
+	GetMemberState(context.Context, *GetMemberStateRequest) (*GetMemberStateResponse, error)
+	// RejoinMember, on the leader, gives the place of a member whose store was replaced (wiped
+	// disk, new disk) to its new store: the member leaves the metadata group's configuration if
+	// it is in it, comes back as a learner, catches up, and becomes a voter again; both adds
+	// carry the new store's id, which admits the member (it waits on probation, without votes,
+	// until then). Repeating a rejoin that finished, or that stopped half way, is safe. Refused
+	// with NotLeader on a follower, InvalidArgument for a member id not in the cluster, store id
+	// 0 or the leader itself, and Unavailable while another voter is out of contact (removing
+	// the member would then leave the group without a quorum).
+	RejoinMember(context.Context, *RejoinMemberRequest) (*RejoinMemberResponse, error)
 	mustEmbedUnimplementedArbiterServiceServer()
 }
 
@@ -255,6 +305,12 @@ func (UnimplementedArbiterServiceServer) Watch(*WatchRequest, grpc.ServerStreami
 }
 func (UnimplementedArbiterServiceServer) GetClusterStatus(context.Context, *GetClusterStatusRequest) (*GetClusterStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetClusterStatus not implemented")
+}
+func (UnimplementedArbiterServiceServer) GetMemberState(context.Context, *GetMemberStateRequest) (*GetMemberStateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetMemberState not implemented")
+}
+func (UnimplementedArbiterServiceServer) RejoinMember(context.Context, *RejoinMemberRequest) (*RejoinMemberResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RejoinMember not implemented")
 }
 func (UnimplementedArbiterServiceServer) mustEmbedUnimplementedArbiterServiceServer() {}
 func (UnimplementedArbiterServiceServer) testEmbeddedByValue()                        {}
@@ -450,6 +506,42 @@ func _ArbiterService_GetClusterStatus_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ArbiterService_GetMemberState_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetMemberStateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ArbiterServiceServer).GetMemberState(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ArbiterService_GetMemberState_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ArbiterServiceServer).GetMemberState(ctx, req.(*GetMemberStateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ArbiterService_RejoinMember_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RejoinMemberRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ArbiterServiceServer).RejoinMember(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ArbiterService_RejoinMember_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ArbiterServiceServer).RejoinMember(ctx, req.(*RejoinMemberRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ArbiterService_ServiceDesc is the grpc.ServiceDesc for ArbiterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -492,6 +584,14 @@ var ArbiterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetClusterStatus",
 			Handler:    _ArbiterService_GetClusterStatus_Handler,
+		},
+		{
+			MethodName: "GetMemberState",
+			Handler:    _ArbiterService_GetMemberState_Handler,
+		},
+		{
+			MethodName: "RejoinMember",
+			Handler:    _ArbiterService_RejoinMember_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
