@@ -33,6 +33,27 @@ type members struct {
 
 func startMembers(t testing.TB, n int, opts ...func(*members)) *members {
 	t.Helper()
+	m := newMembers(t, n, opts...)
+	for id := range m.peers {
+		m.start(id)
+	}
+	// A member that starts with an empty store joins in the background (join.go): a new
+	// cluster is formed once every member is a voter of the metadata group.
+	deadline := time.Now().Add(20 * time.Second)
+	for id, s := range m.svcs {
+		for !s.admitted.Load() {
+			if time.Now().After(deadline) {
+				t.Fatalf("member %d did not join the metadata group", id)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	return m
+}
+
+// newMembers sets up n members (addresses and data directories) without starting any.
+func newMembers(t testing.TB, n int, opts ...func(*members)) *members {
+	t.Helper()
 	m := &members{t: t, peers: map[uint64]string{}, dirs: map[uint64]string{}, svcs: map[uint64]*Service{}}
 	for _, o := range opts {
 		o(m)
@@ -40,9 +61,6 @@ func startMembers(t testing.TB, n int, opts ...func(*members)) *members {
 	for id := uint64(1); id <= uint64(n); id++ {
 		m.peers[id] = testutil.FreeAddr(t)
 		m.dirs[id] = t.TempDir()
-	}
-	for id := range m.peers {
-		m.start(id)
 	}
 	t.Cleanup(func() {
 		for id := range m.svcs {

@@ -72,6 +72,31 @@ func (h *handler) leading(ctx context.Context) error {
 	return nil
 }
 
+// serving refuses reads while this member is not a voter of the metadata group off
+// probation: its state machine may then be empty (a new store still catching up) and would
+// answer that a channel does not exist. Unavailable sends clients to another member.
+func (h *handler) serving() error {
+	if h.s.admitted.Load() {
+		return nil
+	}
+	return status.Errorf(codes.Unavailable, "arbiter member %d has not joined the metadata group yet (new or rejoining store); ask another member",
+		h.s.cfg.NodeID)
+}
+
+// notLeaderDetail returns the NotLeader detail of a refusal, nil when it has none.
+func notLeaderDetail(err error) *arbiterv1.NotLeader {
+	st, ok := status.FromError(err)
+	if !ok {
+		return nil
+	}
+	for _, d := range st.Details() {
+		if nl, ok := d.(*arbiterv1.NotLeader); ok {
+			return nl
+		}
+	}
+	return nil
+}
+
 func (h *handler) nodeProto(n fsm.Node) *arbiterv1.Node {
 	p := n.Proto()
 	if exp, ok := h.s.tracker.Lease(n.ID); ok {
@@ -176,6 +201,9 @@ func (h *handler) CreateChannel(ctx context.Context, req *arbiterv1.CreateChanne
 }
 
 func (h *handler) GetChannel(_ context.Context, req *arbiterv1.GetChannelRequest) (*arbiterv1.GetChannelResponse, error) {
+	if err := h.serving(); err != nil {
+		return nil, err
+	}
 	c, ok := h.s.fsm.Channel(req.GetChannelId())
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "channel %q does not exist", req.GetChannelId())
@@ -189,6 +217,9 @@ const (
 )
 
 func (h *handler) ListChannels(_ context.Context, req *arbiterv1.ListChannelsRequest) (*arbiterv1.ListChannelsResponse, error) {
+	if err := h.serving(); err != nil {
+		return nil, err
+	}
 	size := int(req.GetPageSize())
 	if size == 0 {
 		size = defaultPageSize
@@ -223,6 +254,9 @@ func (h *handler) CompareAndSetChannels(ctx context.Context, req *arbiterv1.Comp
 }
 
 func (h *handler) ListSlots(context.Context, *arbiterv1.ListSlotsRequest) (*arbiterv1.ListSlotsResponse, error) {
+	if err := h.serving(); err != nil {
+		return nil, err
+	}
 	out := &arbiterv1.ListSlotsResponse{Revision: h.s.fsm.Revision()}
 	for _, s := range h.s.fsm.Slots() {
 		out.Slots = append(out.Slots, s.Proto())
@@ -235,6 +269,9 @@ func (h *handler) Watch(req *arbiterv1.WatchRequest, stream grpc.ServerStreaming
 	filter := fsm.Filter{Channels: req.GetIncludeChannels(), Nodes: req.GetIncludeNodes(), Slots: req.GetIncludeSlots(),
 		ChannelSlots: req.GetSlots(), Limit: 1000}
 	from := req.GetFromRevision()
+	if err := h.serving(); err != nil {
+		return err
+	}
 	for {
 		changed := h.s.repl.changed()
 		batch, err := h.s.fsm.EventsSince(from, filter)
@@ -263,6 +300,9 @@ func (h *handler) Watch(req *arbiterv1.WatchRequest, stream grpc.ServerStreaming
 }
 
 func (h *handler) GetClusterStatus(ctx context.Context, _ *arbiterv1.GetClusterStatusRequest) (*arbiterv1.GetClusterStatusResponse, error) {
+	if err := h.serving(); err != nil {
+		return nil, err
+	}
 	leader, st, err := h.s.repl.leader(ctx)
 	if err != nil {
 		return nil, h.toStatus(err)
@@ -293,4 +333,47 @@ func (h *handler) GetClusterStatus(ctx context.Context, _ *arbiterv1.GetClusterS
 		out.Slots = append(out.Slots, s.Proto())
 	}
 	return out, nil
+}
+
+// GetMemberState answers from the running group, or, before it is loaded here, from what the
+// store held at start (which nothing changes until the load). See join.go.
+func (h *handler) GetMemberState(ctx context.Context, req *arbiterv1.GetMemberStateRequest) (*arbiterv1.GetMemberStateResponse, error) {
+	out := &arbiterv1.GetMemberStateResponse{MemberId: h.s.cfg.NodeID, StoreId: h.s.store.StoreID()}
+	if !h.s.loaded.Load() {
+		v := h.s.view
+		out.Term, out.LastIndex, out.CommitIndex = v.term, v.last, v.commit
+		// A member that decided to rejoin saw that the cluster exists: it says so.
+		out.OnProbation = h.s.rejoining.Load()
+		return out, nil
+	}
+	st, err := h.s.host.Status(ctx, metaGroup)
+	if err != nil {
+		return nil, h.toStatus(err)
+	}
+	out.Loaded, out.OnProbation = true, st.OnProbation || h.s.rejoining.Load()
+	out.Term, out.LastIndex, out.CommitIndex, out.LeaderId = st.Term, st.LastIndex, st.Commit, st.Leader
+	return out, nil
+}
+
+// RejoinMember gives a member's place to its new store; see rejoin.go.
+func (h *handler) RejoinMember(ctx context.Context, req *arbiterv1.RejoinMemberRequest) (*arbiterv1.RejoinMemberResponse, error) {
+	member := req.GetMemberId()
+	switch _, ok := h.s.cfg.Peers[member]; {
+	case req.GetStoreId() == 0:
+		return nil, status.Error(codes.InvalidArgument, "rejoin: store id 0: name the member's new store")
+	case !ok:
+		return nil, status.Errorf(codes.InvalidArgument, "rejoin: %d is not an arbiter member (--peers)", member)
+	}
+	if err := h.leading(ctx); err != nil {
+		return nil, h.toStatus(err)
+	}
+	if member == h.s.cfg.NodeID {
+		return nil, status.Errorf(codes.InvalidArgument, "rejoin: member %d leads the metadata group and cannot leave it", member)
+	}
+	index, err := h.s.rejoinMember(ctx, member, storeToken(req.GetStoreId()))
+	if err != nil {
+		h.s.log.Logger.InfoContext(ctx, "rejoin not done yet", "member", member, "store", fmt.Sprintf("%016x", req.GetStoreId()), "err", err)
+		return nil, h.toStatus(err)
+	}
+	return &arbiterv1.RejoinMemberResponse{Index: index}, nil
 }

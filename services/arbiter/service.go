@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -41,6 +41,16 @@ type Service struct {
 	// transport's LastAcked), for the leader lease (leaderlease.go).
 	acked func() map[uint64]time.Time
 
+	// view is what the store held of the metadata group at start; GetMemberState answers
+	// with it until the group is loaded (join.go).
+	view storeView
+	// loaded is set once the metadata group is loaded here; admitted once it runs as a voter
+	// off probation (until then the member serves no reads and is not ready); rejoining while
+	// this member waits to be given its place back with a new store (join.go).
+	loaded, admitted, rejoining atomic.Bool
+	// rejoins is the leader's side of RejoinMember (rejoin.go).
+	rejoins *rejoins
+
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	stopping chan struct{}
@@ -61,7 +71,7 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 	if err != nil {
 		return nil, fmt.Errorf("arbiter: %w", err)
 	}
-	s := &Service{cfg: cfg, log: tel, store: store, fsm: fsm.New(), now: time.Now, stopping: make(chan struct{})}
+	s := &Service{cfg: cfg, log: tel, store: store, fsm: fsm.New(), now: time.Now, stopping: make(chan struct{}), rejoins: newRejoins()}
 	defer func() {
 		if err != nil {
 			_ = s.shutdown(context.WithoutCancel(ctx))
@@ -95,16 +105,7 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 			arbiterv1.RegisterArbiterServiceServer(g, h)
 			raftv1.RegisterRaftTransportServiceServer(g, s.transport.Server())
 		},
-		Ready: func(ctx context.Context) error {
-			leader, _, err := s.repl.leader(ctx)
-			if err != nil {
-				return err
-			}
-			if leader == 0 {
-				return errors.New("no arbiter leader elected")
-			}
-			return nil
-		},
+		Ready: s.ready,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("arbiter: %w", err)
@@ -112,12 +113,21 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 	if len(s.cfg.Peers) == 0 {
 		s.cfg.Peers = map[uint64]string{cfg.NodeID: s.Advertise()}
 	}
-	voters := make([]uint64, 0, len(s.cfg.Peers))
 	for id, addr := range s.cfg.Peers {
-		voters = append(voters, id)
 		s.transport.SetPeer(id, addr)
 	}
-	slices.Sort(voters)
+	rejoining, err := s.markerExists()
+	if err != nil {
+		return nil, err
+	}
+	if rejoining && len(s.cfg.Peers) == 1 {
+		// Alone, the member has nobody to rejoin: its store is the cluster's.
+		s.log.Logger.WarnContext(ctx, "rejoin marker found in a single-member cluster: ignored", "marker", s.markerPath())
+		if err := s.removeMarker(); err != nil {
+			return nil, fmt.Errorf("arbiter: remove the rejoin marker: %w", err)
+		}
+		rejoining = false
+	}
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
@@ -126,12 +136,51 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 			s.Fail(err)
 		}
 	})
-	if err := s.host.LoadGroup(ctx, multiraft.GroupSpec{GroupID: metaGroup, Voters: voters}); err != nil {
-		return nil, fmt.Errorf("arbiter: load the metadata group: %w", err)
+	switch {
+	case rejoining:
+		// Restarted in the middle of a rejoin: on probation again, whatever the store holds.
+		s.log.Logger.InfoContext(ctx, "a rejoin of the metadata group was in progress: rejoining again on probation",
+			"marker", s.markerPath())
+		if err := s.loadOnProbation(ctx); err != nil {
+			return nil, err
+		}
+		s.goRun(func() { s.join(runCtx, &peerClients{s: s}, true) })
+	case !s.view.empty || len(s.cfg.Peers) == 1:
+		// The store holds the group (raft's stored configuration counts, not the voters), or
+		// the cluster is this member alone.
+		if err := s.host.LoadGroup(ctx, multiraft.GroupSpec{GroupID: metaGroup, Voters: s.voters()}); err != nil {
+			return nil, fmt.Errorf("arbiter: load the metadata group: %w", err)
+		}
+		s.loaded.Store(true)
+		s.admitted.Store(true)
+	default:
+		// An empty store: a new cluster, or this member's disk was replaced. The other members
+		// tell which (join.go); until then the member serves GetMemberState and is not ready.
+		// In the background, so members that start one after another can answer each other.
+		s.goRun(func() { s.join(runCtx, &peerClients{s: s}, false) })
 	}
 	s.goRun(func() { s.tick(runCtx) })
 	s.goRun(func() { s.decide(runCtx) })
 	return s, nil
+}
+
+// ready is the member's readiness: a voter of the metadata group, off probation, that knows a
+// leader.
+func (s *Service) ready(ctx context.Context) error {
+	if !s.admitted.Load() {
+		if s.rejoining.Load() {
+			return errors.New("rejoining the metadata group with a new store: not a voter again yet")
+		}
+		return errors.New("the metadata group is not loaded yet")
+	}
+	leader, _, err := s.repl.leader(ctx)
+	if err != nil {
+		return err
+	}
+	if leader == 0 {
+		return errors.New("no arbiter leader elected")
+	}
+	return nil
 }
 
 // restoreFromStore rebuilds the FSM from the last snapshot on disk; raft replays the entries
@@ -140,6 +189,9 @@ func (s *Service) restoreFromStore() error {
 	log, err := s.store.Open(metaGroup)
 	if err != nil {
 		return fmt.Errorf("arbiter: open the metadata log: %w", err)
+	}
+	if s.view, err = readStoreView(log); err != nil {
+		return err
 	}
 	snap, err := log.Snapshot()
 	if err != nil {
