@@ -75,6 +75,8 @@ type group struct {
 	// current leadership term (kept while it leads, cleared when it stops): contact within
 	// this group, which a leader's serving rule counts (Status.LastAcked).
 	acked map[uint64]time.Time
+	// leaderTerm is the term acked is of (see shard.recordAck).
+	leaderTerm uint64
 
 	// readBatch are the reads queued this round (Host.ReadIndexAsync); pendingReads are those
 	// handed to raft, by the context of their ReadIndex, until raft confirms or forgets them.

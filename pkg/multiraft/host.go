@@ -3,6 +3,7 @@ package multiraft
 import (
 	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -636,6 +637,46 @@ func (h *Host) ReadIndexAsync(groupID uint64) *Proposal {
 		p.finish(0, h.stopErr())
 	}
 	return p
+}
+
+// StoreToken is the AdmitToken of a store: its id, 8 bytes big-endian. The replica and the
+// arbiter load a joining store with it, and their leaders put it in the conf changes that add
+// the store back, so the two sides agree on one encoding.
+func StoreToken(storeID uint64) []byte { return binary.BigEndian.AppendUint64(nil, storeID) }
+
+// catchUpPoll is how often WaitCaughtUp looks at the node's progress.
+const catchUpPoll = 5 * time.Millisecond
+
+// WaitCaughtUp waits, on the group's leader (this replica), until node's log reaches the
+// leader's last index as it was when the wait began: node then holds everything committed so
+// far and follows the rest like any follower, so making it a voter cannot make a quorum
+// depend on a replica far behind. It fails with *NotLeaderError once this replica does not
+// lead, and with ctx's error naming where node got to.
+func (h *Host) WaitCaughtUp(ctx context.Context, groupID, node uint64) error {
+	st, err := h.Status(ctx, groupID)
+	if err != nil {
+		return err
+	}
+	target := st.LastIndex
+	t := time.NewTicker(catchUpPoll)
+	defer t.Stop()
+	for {
+		if st.Leader != h.cfg.NodeID {
+			return &NotLeaderError{GroupID: groupID, LeaderID: st.Leader, Term: st.Term}
+		}
+		if p, ok := st.Progress[node]; ok && p.Match >= target {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("multiraft: group %d: node %d catching up (at %d of %d): %w",
+				groupID, node, st.Progress[node].Match, target, ctx.Err())
+		case <-t.C:
+		}
+		if st, err = h.Status(ctx, groupID); err != nil {
+			return err
+		}
+	}
 }
 
 // Admit ends the probation of a group loaded with GroupSpec.AdmitToken: the caller learned

@@ -43,6 +43,9 @@ type shard struct {
 	installing bool
 	// readSeq numbers the shard's ReadIndex requests to raft (their context).
 	readSeq uint64
+	// now is when the current round began: the time of the peers' answers it steps
+	// (group.acked), read once per round rather than once per message.
+	now time.Time
 }
 
 // inbox is what a worker takes at the start of a round.
@@ -275,6 +278,7 @@ func (s *shard) loop(ctx context.Context) {
 func (s *shard) round() bool {
 	in := s.take()
 	worked := !in.empty()
+	s.now = time.Now()
 	for i := range in.local {
 		s.complete(&in.local[i])
 	}
@@ -1002,16 +1006,31 @@ func (s *shard) step(e Envelope) {
 		s.failLocal(g, 0, panicked)
 		return
 	}
-	if g.role == raft.StateLeader && isAck(m) && m.GetTerm() == g.rn.BasicStatus().GetTerm() {
-		if g.acked == nil {
-			g.acked = make(map[uint64]time.Time, 2)
-		}
-		g.acked[m.GetFrom()] = time.Now()
+	if g.role == raft.StateLeader && isAck(m) {
+		s.recordAck(g, m)
 	}
 	if err != nil {
 		s.h.log.Debug("raft refused message", "group", g.id, "type", m.GetType().String(), "from", m.GetFrom(), "err", err)
 	}
 	s.markDirty(g)
+}
+
+// recordAck notes when m's sender answered this leader, if m is of its current term. The
+// term is cached: raft's status is read only when an answer's term differs from it, which is
+// rare (a stale answer, or a leadership renewed in a new term within one round).
+func (s *shard) recordAck(g *group, m *raftpb.Message) {
+	if m.GetTerm() != g.leaderTerm {
+		if term := g.rn.BasicStatus().GetTerm(); term != g.leaderTerm {
+			g.leaderTerm, g.acked = term, nil // contact of an earlier term counts for nothing
+		}
+		if m.GetTerm() != g.leaderTerm {
+			return
+		}
+	}
+	if g.acked == nil {
+		g.acked = make(map[uint64]time.Time, 2)
+	}
+	g.acked[m.GetFrom()] = s.now
 }
 
 // isAck reports whether m answers a leader's append or heartbeat.

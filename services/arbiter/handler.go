@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
+	"github.com/triarch-io/triarch/pkg/multiraft"
 	"github.com/triarch-io/triarch/services/arbiter/fsm"
 	"github.com/triarch-io/triarch/services/arbiter/liveness"
 )
@@ -370,7 +371,7 @@ func (h *handler) RejoinMember(ctx context.Context, req *arbiterv1.RejoinMemberR
 	if member == h.s.cfg.NodeID {
 		return nil, status.Errorf(codes.InvalidArgument, "rejoin: member %d leads the metadata group and cannot leave it", member)
 	}
-	index, err := h.s.rejoinMember(ctx, member, storeToken(req.GetStoreId()))
+	index, err := h.s.rejoinMember(ctx, member, multiraft.StoreToken(req.GetStoreId()))
 	if err != nil {
 		h.s.log.Logger.InfoContext(ctx, "rejoin not done yet", "member", member, "store", fmt.Sprintf("%016x", req.GetStoreId()), "err", err)
 		return nil, h.toStatus(err)

@@ -2,7 +2,6 @@ package arbiter
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -97,10 +96,6 @@ func readStoreView(log raftstore.Log) (storeView, error) {
 		term:  hs.GetTerm(), last: last, commit: hs.GetCommit(),
 	}, nil
 }
-
-// storeToken is the admission token of a store: its id, 8 bytes big-endian, as the replica
-// tier uses it.
-func storeToken(storeID uint64) []byte { return binary.BigEndian.AppendUint64(nil, storeID) }
 
 // memberAnswer is one member's GetMemberState answer.
 type memberAnswer = arbiterv1.GetMemberStateResponse
@@ -272,7 +267,7 @@ func (s *Service) loadOnProbation(ctx context.Context) error {
 	if err := s.writeMarker(); err != nil {
 		return err
 	}
-	spec := multiraft.GroupSpec{GroupID: metaGroup, Join: true, AdmitToken: storeToken(s.store.StoreID())}
+	spec := multiraft.GroupSpec{GroupID: metaGroup, Join: true, AdmitToken: multiraft.StoreToken(s.store.StoreID())}
 	if err := s.host.LoadGroup(ctx, spec); err != nil {
 		return fmt.Errorf("arbiter: load the metadata group on probation: %w", err)
 	}
@@ -357,6 +352,9 @@ func (s *Service) askRejoin(ctx context.Context, peers *peerClients, leader, sto
 	return resp.GetIndex(), 0, nil
 }
 
+// admitPoll is how often awaitAdmission looks at the member's own status.
+const admitPoll = 5 * time.Millisecond
+
 // awaitAdmission waits until this member has applied the change at index that made it a
 // voter with its store. The change admits it as it applies; if it is still on probation then
 // (it applied the change before a restart, and replays from a later snapshot), the leader's
@@ -364,7 +362,7 @@ func (s *Service) askRejoin(ctx context.Context, peers *peerClients, leader, sto
 func (s *Service) awaitAdmission(ctx context.Context, index uint64) {
 	ctx, cancel := context.WithTimeout(ctx, admitWait)
 	defer cancel()
-	t := time.NewTicker(catchUpPoll)
+	t := time.NewTicker(admitPoll)
 	defer t.Stop()
 	for {
 		st, err := s.host.Status(ctx, metaGroup)

@@ -32,9 +32,6 @@ import (
 // same store in this term leaves first, as its place may be an earlier store's: a repeated
 // rejoin then costs one more catch-up, never a wrong place.
 
-// catchUpPoll is how often the leader looks at a learner's progress while it catches up.
-const catchUpPoll = 5 * time.Millisecond
-
 // rejoinSlot is a member's place as this leader last gave it.
 type rejoinSlot struct {
 	term  uint64
@@ -122,7 +119,11 @@ func (s *Service) rejoinMember(ctx context.Context, member uint64, token []byte)
 		s.rejoins.record(member, rejoinSlot{term: st.Term, token: token, index: index})
 		s.log.Logger.InfoContext(ctx, "rejoin: member added back as a learner with its new store", "member", member, "index", index)
 	}
-	if err := s.waitCaughtUp(ctx, member); err != nil {
+	if err := s.host.WaitCaughtUp(ctx, metaGroup, member); err != nil {
+		var nl *multiraft.NotLeaderError
+		if errors.As(err, &nl) {
+			return 0, &ErrNotLeader{LeaderID: nl.LeaderID}
+		}
 		return 0, err
 	}
 	index, err := s.confChange(ctx, raftpb.ConfChangeAddNode, member, token)
@@ -179,30 +180,4 @@ func (s *Service) confChange(ctx context.Context, typ raftpb.ConfChangeType, mem
 		return 0, fmt.Errorf("%s of member %d: %w", typ, member, err)
 	}
 	return index, nil
-}
-
-// waitCaughtUp waits until member's log reaches the leader's last index as it was when the
-// wait began: it then holds everything committed so far and follows the rest like any
-// follower, so making it a voter cannot make a quorum depend on a member far behind.
-func (s *Service) waitCaughtUp(ctx context.Context, member uint64) error {
-	st, err := s.leaderStatus(ctx)
-	if err != nil {
-		return err
-	}
-	target := st.LastIndex
-	t := time.NewTicker(catchUpPoll)
-	defer t.Stop()
-	for {
-		if p, ok := st.Progress[member]; ok && p.Match >= target {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("member %d catching up (at %d of %d): %w", member, st.Progress[member].Match, target, ctx.Err())
-		case <-t.C:
-		}
-		if st, err = s.leaderStatus(ctx); err != nil {
-			return err
-		}
-	}
 }

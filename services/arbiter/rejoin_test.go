@@ -163,7 +163,7 @@ func TestRestartInTheMiddleOfARejoinStaysOnProbation(t *testing.T) {
 		slot, ok = m.svcs[leader].rejoins.slot(member)
 		return ok && slot.voter
 	}, 10*time.Second), "the leader re-added the member: %+v", slot)
-	require.Equal(t, storeToken(m.svcs[member].store.StoreID()), slot.token)
+	require.Equal(t, multiraft.StoreToken(m.svcs[member].store.StoreID()), slot.token)
 	createChannels(t, c, "more", 3)
 	m.requireSameState(member, leader)
 }

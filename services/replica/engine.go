@@ -54,6 +54,7 @@ type Proposer interface {
 	Campaigns(ctx context.Context, groupIDs []uint64) (map[uint64]error, error)
 	Statuses(ctx context.Context, groupIDs []uint64) (map[uint64]multiraft.Status, error)
 	Admit(ctx context.Context, groupID uint64) error
+	WaitCaughtUp(ctx context.Context, groupID, node uint64) error
 	ReadIndex(ctx context.Context, groupID uint64) (uint64, error)
 }
 
@@ -870,7 +871,7 @@ func (e *Engine) Load(ctx context.Context, specs []*replicav1.GroupSpec) []error
 				// Whether this node is new to the group or its store replaced an earlier one
 				// the configuration still counts, it takes no part in elections until the
 				// leader's conf change adding this store admits it (see multiraft.GroupSpec).
-				spec.AdmitToken = storeToken(e.cfg.StoreID)
+				spec.AdmitToken = multiraft.StoreToken(e.cfg.StoreID)
 				ch.probation.Store(true)
 			}
 		}
@@ -917,11 +918,6 @@ func (e *Engine) admit(ctx context.Context, channelID string) error {
 	}
 	ch.probation.Store(false)
 	return nil
-}
-
-// storeToken is the conf change context that admits a store joining a group.
-func storeToken(storeID uint64) []byte {
-	return binary.BigEndian.AppendUint64(nil, storeID)
 }
 
 // prepare registers a channel about to be loaded: its spec, peers and restored state.

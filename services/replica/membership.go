@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
 
 	"go.etcd.io/raft/v3/raftpb"
 
@@ -17,9 +16,6 @@ import (
 // harmless: the new replica becomes a voter only once it holds the whole log (a voter that
 // lags would count towards a quorum it cannot serve), and the dead one leaves only after that,
 // so the group never has fewer caught-up voters than it had.
-
-// catchUpPoll is how often the leader looks at a learner's progress while it catches up.
-const catchUpPoll = 5 * time.Millisecond
 
 // Fence checks a control order made under epoch against the newest epoch of the channel seen
 // here (from loads and orders) and raises it: an order under an older epoch comes from a
@@ -121,7 +117,7 @@ func (e *Engine) ChangeReplicas(ctx context.Context, change *replicav1.ReplicaCh
 
 	var token []byte
 	if id := change.GetAddStoreId(); id != 0 {
-		token = storeToken(id)
+		token = multiraft.StoreToken(id)
 	}
 	st, err := e.host.Status(ctx, ch.group)
 	if err != nil {
@@ -145,8 +141,8 @@ func (e *Engine) ChangeReplicas(ctx context.Context, change *replicav1.ReplicaCh
 		return nil, err
 	}
 	if !slices.Contains(st.ConfState.Voters, add) {
-		if err := e.waitCaughtUp(ctx, ch, add); err != nil {
-			return nil, err
+		if err := e.host.WaitCaughtUp(ctx, ch.group, add); err != nil {
+			return nil, e.notLeader(ch, err)
 		}
 		if err := e.confChange(ctx, ch, raftpb.ConfChangeAddNode, add, token); err != nil {
 			return nil, err
@@ -197,36 +193,6 @@ func (e *Engine) confChange(ctx context.Context, ch *channel, typ raftpb.ConfCha
 	}
 	ch.setVoters(st.ConfState.Voters)
 	return nil
-}
-
-// waitCaughtUp waits until node's log reaches the leader's last index as it was when the wait
-// began: the learner then holds everything acknowledged so far and follows the rest like any
-// follower, so promoting it cannot make a quorum depend on a replica that is far behind.
-func (e *Engine) waitCaughtUp(ctx context.Context, ch *channel, node uint64) error {
-	st, err := e.host.Status(ctx, ch.group)
-	if err != nil {
-		return err
-	}
-	target := st.LastIndex
-	t := time.NewTicker(catchUpPoll)
-	defer t.Stop()
-	for {
-		if st.Leader != e.cfg.NodeID {
-			return &NotLeader{ChannelID: ch.id, LeaderID: st.Leader, Address: e.address(st.Leader), Term: st.Term}
-		}
-		if p, ok := st.Progress[node]; ok && p.Match >= target {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("replica: node %d catching up on %s (at %d of %d): %w",
-				node, ch.id, st.Progress[node].Match, target, ctx.Err())
-		case <-t.C:
-		}
-		if st, err = e.host.Status(ctx, ch.group); err != nil {
-			return err
-		}
-	}
 }
 
 // confStateIDs returns the voters and learners of a status's configuration.
