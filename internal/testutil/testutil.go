@@ -14,8 +14,9 @@ import (
 	"github.com/triarch-io/triarch/pkg/telemetry"
 )
 
-// LogEnv names a file that receives every service's logs at debug level; unset, they are
-// discarded. A failing cluster test is then re-run with it set, not with noisier defaults.
+// LogEnv names a file that receives every service's logs at debug level; unset, only the last
+// lines of each service's info log are kept, and printed if the test fails. A failing cluster
+// test is then re-run with it set, not with noisier defaults.
 const LogEnv = "TRIARCH_TEST_LOG"
 
 // FreeAddr returns a loopback address whose port was free a moment ago. Prefer Listen, or
@@ -83,6 +84,11 @@ func LogWriter(t testing.TB) io.Writer {
 	if path == "" {
 		return io.Discard
 	}
+	return appendTo(t, path)
+}
+
+func appendTo(t testing.TB, path string) io.Writer {
+	t.Helper()
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = f.Close() })
@@ -98,13 +104,18 @@ func LogLevel() slog.Level {
 	return slog.LevelInfo
 }
 
-// Telemetry is a service's telemetry in a test: logs per LogWriter and LogLevel, no OTEL_*
+// Telemetry is a service's telemetry in a test: logs to LogEnv's file at LogLevel, or else
+// the last lines kept and printed if the test fails (tailOnFailure), no OTEL_*
 // variable read (a developer's exporter settings must not make tests dial a collector), shut
 // down when the test ends.
 func Telemetry(t testing.TB, service string, node uint64) *telemetry.Telemetry {
 	t.Helper()
+	var w io.Writer = tailOnFailure(t, describe(service, node))
+	if path := os.Getenv(LogEnv); path != "" {
+		w = appendTo(t, path)
+	}
 	tel, err := telemetry.Setup(context.Background(), telemetry.Options{
-		ServiceName: service, NodeID: node, LogWriter: LogWriter(t), LogLevel: LogLevel(),
+		ServiceName: service, NodeID: node, LogWriter: w, LogLevel: LogLevel(),
 		Getenv: func(string) string { return "" },
 	})
 	require.NoError(t, err)
