@@ -9,6 +9,9 @@ import (
 	"sync"
 	"testing"
 
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+
 	"github.com/triarch-io/triarch/pkg/multiraft"
 	"github.com/triarch-io/triarch/pkg/multiraft/memnet"
 )
@@ -168,4 +171,105 @@ func (c *cluster[A]) proposeAndSettle(node, gid uint64, data ...string) []*multi
 	ps := c.propose(node, gid, data...)
 	c.stabilize()
 	return ps
+}
+
+// resetCopy forgets what the damaged replica applied of a group, as its state machine's
+// records go with the group's data on a reset, and lets it read the group's entries again:
+// the corruption was in its own copy, and the entries it receives from the leader are sound.
+func (a *corruptApplier) resetCopy(groupID uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.failed, groupID)
+	a.damaged = false
+	a.memApplier.mu.Lock()
+	delete(a.memApplier.logs, groupID)
+	a.memApplier.mu.Unlock()
+}
+
+// Item 5 of issue 12, the repair: a group that failed on one replica is reset there (its copy
+// discarded, the failure forgotten), joins again on probation and is rejoined by the leader
+// as a learner carrying its token, then promoted: it ends with every entry, the corrupt one
+// included as the leader holds it, and votes again. Resetting a healthy group is refused.
+func TestResetGroupRepairsAFailedCopyFromItsPeers(t *testing.T) {
+	ctx := context.Background()
+	const damaged = 3
+	next := uint64(0)
+	c := startCluster(t, 3, memnet.Options{Seed: 13}, memoryStore, func() *corruptApplier {
+		next++
+		return &corruptApplier{memApplier: newMemApplier(), damaged: next == damaged, failed: map[uint64]uint64{}}
+	}, nil)
+	gs := groupIDs(2)
+	g, healthy := gs[0], gs[1]
+	c.load(gs...)
+	c.campaign(1, gs...)
+	want := append(seq("before", 3), "corrupt-1", "after")
+	mustSucceed(t, c.proposeAndSettle(1, g, want...))
+	h := c.hosts[damaged]
+	if err := h.Failure(g); !errors.Is(err, multiraft.ErrGroupFailed) {
+		t.Fatalf("group on the damaged replica: %v, want it failed", err)
+	}
+	if err := h.ResetGroup(ctx, healthy); !errors.Is(err, multiraft.ErrNotFailed) {
+		t.Fatalf("reset of a healthy group: %v, want ErrNotFailed", err)
+	}
+
+	// The reset runs through the stages, which the test drives.
+	done := make(chan error, 1)
+	go func() { done <- h.ResetGroup(ctx, g) }()
+	for waiting := true; waiting; {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("reset: %v", err)
+			}
+			waiting = false
+		default:
+			c.stabilize()
+		}
+	}
+	if err := h.Failure(g); err != nil {
+		t.Fatalf("failure after the reset: %v", err)
+	}
+	log, err := c.stores[damaged].Open(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, _, _ := log.InitialState()
+	last, _ := log.LastIndex()
+	c.stores[damaged].Release(g)
+	if last != 0 || hs.GetTerm() != 0 || hs.GetVote() != 0 {
+		t.Fatalf("the reset group kept last index %d, hard state %+v: want nothing left", last, hs)
+	}
+	c.appliers[damaged].resetCopy(g)
+
+	token := []byte("copy-3")
+	if err := h.LoadGroup(ctx, multiraft.GroupSpec{GroupID: g, Join: true, AdmitToken: token}); err != nil {
+		t.Fatalf("join after the reset: %v", err)
+	}
+	if st := c.status(damaged, g); !st.OnProbation {
+		t.Fatalf("the reset copy is not on probation: %+v", st)
+	}
+	changeConf(t, c.hosts[1], c.stabilize, g, confChange(raftpb.ConfChangeType_ConfChangeRemoveNode, damaged))
+	add := confChange(raftpb.ConfChangeType_ConfChangeAddLearnerNode, damaged)
+	add.Context = token
+	changeConf(t, c.hosts[1], c.stabilize, g, add)
+	c.tick(3) // a probe beyond the joined copy's log is answered once per heartbeat
+	changeConf(t, c.hosts[1], c.stabilize, g, confChange(raftpb.ConfChangeType_ConfChangeAddNode, damaged))
+	if st := c.status(damaged, g); st.OnProbation {
+		t.Fatalf("still on probation after the change that admits it: %+v", st)
+	}
+	mustSucceed(t, c.proposeAndSettle(1, g, "later"))
+	want = append(want, "later")
+	for id := uint64(1); id <= 3; id++ {
+		requireConf(t, c.status(id, g), []uint64{1, 2, 3}, nil, nil)
+		if got := c.appliers[id].userData(g); !slices.Equal(got, want) {
+			t.Fatalf("node %d applied %q, want %q", id, got, want)
+		}
+	}
+
+	// A voter again: node 2 wins with its vote while the leader is cut off.
+	c.hub.Isolate(1)
+	c.campaign(2, g)
+	if st := c.status(2, g); st.Role != raft.StateLeader {
+		t.Fatalf("node 2 is %v: the repaired replica did not vote", st.Role)
+	}
 }

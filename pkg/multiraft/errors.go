@@ -59,6 +59,9 @@ func (e *NotLeaderError) Error() string {
 // group this host failed and no longer runs.
 var ErrGroupFailed = errors.New("multiraft: group failed")
 
+// ErrNotFailed is returned by ResetGroup for a group that has not failed on this host.
+var ErrNotFailed = errors.New("multiraft: group has not failed")
+
 // GroupFailedError says that one group failed on this host at a log index and why: the
 // Applier found an entry it cannot apply (corrupt, or failing its checksum), a committed conf
 // change could not be applied, or raft could not read the group's log. The host stops running

@@ -295,12 +295,61 @@ func (h *Host) failure(groupID uint64) *GroupFailedError {
 }
 
 // Failure returns the *GroupFailedError of a group that failed on this host (see
-// Applier.Apply), or nil. A failed group stays failed until the process exits.
+// Applier.Apply), or nil. A failed group stays failed until the process exits or
+// ResetGroup discards it.
 func (h *Host) Failure(groupID uint64) error {
 	if f := h.failure(groupID); f != nil {
 		return f
 	}
 	return nil
+}
+
+// forgetFailure ends the failure of a group whose data ResetGroup deleted.
+func (h *Host) forgetFailure(groupID uint64) {
+	h.failMu.Lock()
+	defer h.failMu.Unlock()
+	delete(h.failed, groupID)
+	h.anyFailed.Store(len(h.failed) > 0)
+}
+
+// ResetGroup discards this replica's copy of a group that failed here (see Applier.Apply):
+// its log, hard state, snapshot, configuration and state records go, and the failure is
+// forgotten, so that the group can be loaded again, with GroupSpec.Join and an AdmitToken:
+// its copy is gone, and the votes and entries the configuration counts on it for with it.
+// Anything of the group queued in the stages before the reset is handled, or dropped as
+// failed, before its data goes. Resetting a group that has not failed is refused: a copy
+// that serves must not vanish under its peers.
+//
+// The caller must make sure, before calling, that a restart cannot load the group without
+// Join (the replica keeps its own mark): a crash between the delete and the rejoin would
+// otherwise bootstrap an empty log as a voter.
+func (h *Host) ResetGroup(ctx context.Context, groupID uint64) error {
+	if h.failure(groupID) == nil {
+		return fmt.Errorf("multiraft: reset group %d: %w", groupID, ErrNotFailed)
+	}
+	s := h.shardFor(groupID)
+	done := make(chan error, 1)
+	// From the worker: the group is dropped there first, so nothing more of it is queued
+	// behind the reset.
+	if err := h.exec(ctx, s, func() error {
+		s.dropFailed(groupID)
+		h.appends.push([]appendTask{{group: groupID, reset: &resetTask{done: done}}})
+		return nil
+	}); err != nil {
+		return fmt.Errorf("multiraft: reset group %d: %w", groupID, err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("multiraft: reset group %d: delete: %w", groupID, err)
+		}
+		h.log.Warn("raft group reset: its copy here was discarded; it may join again", "group", groupID)
+		return nil
+	case <-h.stopped:
+		return fmt.Errorf("multiraft: reset group %d: %w", groupID, ErrStopped)
+	case <-ctx.Done():
+		return fmt.Errorf("multiraft: reset group %d: %w", groupID, ctx.Err())
+	}
 }
 
 // FailedGroups lists the groups that failed on this host, in increasing order.

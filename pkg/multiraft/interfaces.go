@@ -85,13 +85,15 @@ type Applier interface {
 	//   - drops the group from its worker: it is no longer ticked, stepped, led or campaigned,
 	//     and its pending proposals fail with the *GroupFailedError (an entry of theirs may
 	//     still commit on the other replicas: callers retry with their idempotency keys);
-	//   - remembers the failure until the process exits (Failure): Status, Campaign,
+	//   - remembers the failure until the process exits or ResetGroup discards the group's
+	//     copy (Failure): Status, Campaign,
 	//     Propose, UnloadGroup and the others return the *GroupFailedError (errors.Is
 	//     ErrGroupFailed), and LoadGroups refuses to load the group again, so that a corrupt
 	//     group never comes back silently.
 	//
 	// Other groups go on as if nothing happened. The failed group's data stays in the Store
-	// as it is; repairing it from its peers is up to the caller.
+	// as it is; repairing it from its peers is up to the caller (ResetGroup, then a load with
+	// Join).
 	//
 	// Any other error stops the host: it can no longer apply in order.
 	Apply(batch []Committed) error

@@ -68,6 +68,8 @@ type doneKind uint8
 const (
 	doneAppend doneKind = iota
 	doneApply
+	// doneReset ends a ResetGroup (see resetTask).
+	doneReset
 )
 
 // localDone is a completed MsgStorageAppend or MsgStorageApply of one group (or a record
@@ -83,6 +85,8 @@ type localDone struct {
 	installed bool
 	// snap is the snapshot the apply stage took after applying entries, if it took one.
 	snap *takenSnapshot
+	// reset is the ResetGroup a doneReset ends.
+	reset *resetTask
 }
 
 func newShard(h *Host) *shard {
@@ -686,6 +690,14 @@ func (s *shard) dropLeader(g *group) {
 // complete steps the responses of a finished storage message back into raft. For an apply it
 // also applies conf changes to raft and settles the proposals whose entries were applied.
 func (s *shard) complete(d *localDone) {
+	if d.kind == doneReset {
+		// Every completion of the group queued before came first and was dropped.
+		if d.reset.err == nil {
+			s.h.forgetFailure(d.group)
+		}
+		d.reset.done <- d.reset.err
+		return
+	}
 	if s.h.failure(d.group) != nil {
 		// Whatever it completes, the group no longer runs.
 		s.dropFailed(d.group)

@@ -24,6 +24,17 @@ type appendTask struct {
 	// completion goes through the apply stage, which restores the snapshot if restore.
 	install, restore bool
 	rec              *recordTask
+	// reset, instead of an append, discards the data of a failed group (Host.ResetGroup).
+	reset *resetTask
+}
+
+// resetTask carries a ResetGroup through the append stage (which deletes the group's data),
+// the apply stage and back to the group's worker (which forgets the failure): every task of
+// the group queued before it is handled, or dropped as failed, before its data goes and
+// before the group may load again.
+type resetTask struct {
+	done chan error
+	err  error // of the delete
 }
 
 // recordTask is what the Store should record of a group beside its log: a snapshot (and the
@@ -51,6 +62,8 @@ type applyTask struct {
 	// install, instead of entries, is a persisted snapshot to restore before the group's
 	// later entries are applied.
 	install *installTask
+	// reset, instead of entries, is a ResetGroup on its way back to the group's worker.
+	reset *resetTask
 }
 
 // installTask is a snapshot raft installed, persisted by the append stage.
@@ -68,6 +81,9 @@ type takenSnapshot struct {
 }
 
 func (t *applyTask) cost() int64 {
+	if t.reset != nil {
+		return 0
+	}
 	if t.install != nil {
 		return int64(len(t.install.snap.GetData()))
 	}
@@ -202,6 +218,14 @@ func (a *appendStage) drain() (bool, error) {
 	self := a.h.cfg.NodeID
 	for i := range a.batch {
 		t := &a.batch[i]
+		if t.reset != nil {
+			// Behind every earlier save of the group, none of which is acknowledged: it failed.
+			a.h.saveMu.Lock()
+			t.reset.err = a.h.cfg.Store.Delete(t.group)
+			a.h.saveMu.Unlock()
+			a.installs = append(a.installs, applyTask{group: t.group, reset: t.reset})
+			continue
+		}
 		if a.h.anyFailed.Load() && a.h.failed[t.group] != nil {
 			continue
 		}
@@ -373,13 +397,16 @@ func (a *applyStage) drain() (bool, error) {
 	// after the entries queued before it.
 	start := 0
 	for i := range a.batch {
-		if a.batch[i].install == nil {
+		if a.batch[i].install == nil && a.batch[i].reset == nil {
 			continue
 		}
 		if err := a.apply(a.batch[start:i]); err != nil {
 			return true, err
 		}
-		if a.h.failure(a.batch[i].group) == nil {
+		if t := &a.batch[i]; t.reset != nil {
+			si := a.h.shardIndex(t.group)
+			a.done[si] = append(a.done[si], localDone{kind: doneReset, group: t.group, reset: t.reset})
+		} else if a.h.failure(a.batch[i].group) == nil {
 			if err := a.restore(&a.batch[i]); err != nil {
 				return true, err
 			}
