@@ -338,6 +338,15 @@ func (h *Host) ResetGroup(ctx context.Context, groupID uint64) error {
 	}); err != nil {
 		return fmt.Errorf("multiraft: reset group %d: %w", groupID, err)
 	}
+	if h.cfg.Manual {
+		// The caller is the goroutine that runs the rounds (see ProcessRound): the reset
+		// reaches the worker again in the round after the stages' drains.
+		for len(done) == 0 {
+			if _, err := h.ProcessRound(); err != nil {
+				return fmt.Errorf("multiraft: reset group %d: %w", groupID, err)
+			}
+		}
+	}
 	select {
 	case err := <-done:
 		if err != nil {

@@ -731,7 +731,7 @@ func (s *shard) complete(d *localDone) {
 			}
 			if cs != nil {
 				g.confState, confChanged = cs, true
-				if g.admit != nil && admits(e, self, g.admit) {
+				if g.admit != nil && Admits(e, self, g.admit) {
 					g.admit = nil
 					s.h.log.Info("replica admitted to its group", "group", g.id, "index", e.GetIndex())
 				}
@@ -1089,9 +1089,10 @@ func (g *group) probation(m *raftpb.Message) *raftpb.Message {
 	return m
 }
 
-// admits reports whether the applied entry e is a conf change that adds self (as a voter or a
-// learner) carrying token as its context: the leader's re-admission of a replaced store.
-func admits(e *raftpb.Entry, self uint64, token []byte) bool {
+// Admits reports whether e is the conf change that admits replica self on probation with
+// token (see GroupSpec.AdmitToken): it adds self, as a voter or a learner, and carries the
+// token as its context.
+func Admits(e *raftpb.Entry, self uint64, token []byte) bool {
 	if e.GetType() != raftpb.EntryConfChangeV2 {
 		return false
 	}

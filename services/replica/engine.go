@@ -54,6 +54,7 @@ type Proposer interface {
 	Campaigns(ctx context.Context, groupIDs []uint64) (map[uint64]error, error)
 	Statuses(ctx context.Context, groupIDs []uint64) (map[uint64]multiraft.Status, error)
 	Admit(ctx context.Context, groupID uint64) error
+	ResetGroup(ctx context.Context, groupID uint64) error
 	WaitCaughtUp(ctx context.Context, groupID, node uint64) error
 	ReadIndex(ctx context.Context, groupID uint64) (uint64, error)
 }
@@ -144,6 +145,9 @@ type channel struct {
 	// failed is set, for good, by the apply stage when an entry of the channel could not be
 	// applied here (see Engine.Apply); the channel then refuses every operation.
 	failed atomic.Pointer[multiraft.GroupFailedError]
+	// reset is set while this copy carries the reset mark: it was discarded after a failure
+	// and joined again, and is not admitted yet (see reset.go).
+	reset atomic.Bool
 }
 
 // failure is the error of a failed channel, nil for a healthy one.
@@ -251,10 +255,11 @@ func (e *Engine) Applied(groupID uint64) (uint64, error) {
 // stop every channel of the node. The other channels of the batch are applied as usual.
 func (e *Engine) Apply(batch []multiraft.Committed) error {
 	var (
-		writes   []raftstore.StateWrite
-		touched  []*channel
-		results  []func()
-		failures []*multiraft.GroupFailedError
+		writes     []raftstore.StateWrite
+		touched    []*channel
+		results    []func()
+		failures   []*multiraft.GroupFailedError
+		readmitted []*channel
 	)
 	for _, c := range batch {
 		e.mu.RLock()
@@ -304,6 +309,10 @@ func (e *Engine) Apply(batch []multiraft.Committed) error {
 		if term != 0 {
 			ch.appliedTerm.Store(term)
 		}
+		if w := e.readmitted(ch, c.Entries); w != nil && ch.failed.Load() == nil {
+			writes = append(writes, w...)
+			readmitted = append(readmitted, ch)
+		}
 		ch.appliedIndex.Store(ch.log.AppliedIndex())
 		// A failed channel's log has counted the bad entry applied (chanlog.Apply): it must
 		// never be checkpointed again, or a reload would resume past the entry.
@@ -322,6 +331,9 @@ func (e *Engine) Apply(batch []multiraft.Committed) error {
 		if err := e.cfg.Store.SaveState(writes); err != nil {
 			return fmt.Errorf("replica: save channel records: %w", err)
 		}
+	}
+	for _, ch := range readmitted {
+		ch.reset.Store(false)
 	}
 	// Readers may look up the records only once they are saved.
 	for _, ch := range touched {
@@ -851,6 +863,19 @@ func (e *Engine) Load(ctx context.Context, specs []*replicav1.GroupSpec) []error
 	)
 	var writes []raftstore.StateWrite
 	for i, sp := range specs {
+		if sp.GetJoin() {
+			// The control tier rejoins a copy that failed here: it is discarded first, and
+			// loads below as a new replica would (see reset.go).
+			e.mu.RLock()
+			failed := e.byID[sp.GetChannelId()]
+			e.mu.RUnlock()
+			if failed != nil && failed.failed.Load() != nil {
+				if err := e.resetFailed(ctx, failed); err != nil {
+					errs[i] = err
+					continue
+				}
+			}
+		}
 		ch, w, err := e.prepare(sp)
 		if err != nil {
 			errs[i] = err
@@ -955,8 +980,18 @@ func (e *Engine) prepare(sp *replicav1.GroupSpec) (*channel, []raftstore.StateWr
 		}
 	}
 	if ch := e.byID[sp.GetChannelId()]; ch != nil {
+		if ch.reset.Load() && !sp.GetJoin() {
+			return nil, nil, fmt.Errorf("%w: %s", ErrCopyReset, sp.GetChannelId())
+		}
 		ch.seeEpoch(sp.GetEpoch())
 		return nil, nil, nil
+	}
+	reset, err := e.isReset(sp.GetGroupId())
+	if err != nil {
+		return nil, nil, err
+	}
+	if reset && !sp.GetJoin() {
+		return nil, nil, fmt.Errorf("%w: %s", ErrCopyReset, sp.GetChannelId())
 	}
 	log := chanlog.New(e.cfg.Dedup)
 	cpData, err := e.cfg.Store.GetState(sp.GetGroupId(), []byte{kindCheckpoint})
@@ -998,6 +1033,7 @@ func (e *Engine) prepare(sp *replicav1.GroupSpec) (*channel, []raftstore.StateWr
 	ch.lastSeq.Store(log.LastSeq())
 	ch.appliedIndex.Store(log.AppliedIndex())
 	ch.epoch.Store(fence)
+	ch.reset.Store(reset)
 	ch.lastActivity.Store(e.cfg.Now().UnixNano())
 	e.byID[ch.id] = ch
 	e.byGroup[ch.group] = ch
@@ -1306,7 +1342,7 @@ func (e *Engine) statusProto(ch *channel, st multiraft.Status) *replicav1.GroupS
 		Term: st.Term, Vote: st.Vote, LeaderNodeId: st.Leader, LastIndex: st.LastIndex, LastTerm: st.LastTerm,
 		Commit: st.Commit, Applied: st.Applied, LastSeq: ch.lastSeq.Load(),
 		LastActivityTime: timestamppb.New(time.Unix(0, ch.lastActivity.Load())),
-		StoreId:          e.cfg.StoreID,
+		StoreId:          e.cfg.StoreID, CopyReset: ch.reset.Load(),
 	}
 	out.Voters, out.Learners = confStateIDs(st)
 	if len(out.Voters) > 0 {
@@ -1356,6 +1392,9 @@ func (e *Engine) diskStatus(channelID string) (*replicav1.GroupStatus, error) {
 	out := &replicav1.GroupStatus{ChannelId: channelID, GroupId: group, Role: replicav1.Role_ROLE_FOLLOWER,
 		Term: hs.GetTerm(), Vote: hs.GetVote(), LastIndex: last, LastTerm: lastTerm, Commit: hs.GetCommit(),
 		StoreId: e.cfg.StoreID}
+	if out.CopyReset, err = e.isReset(group); err != nil {
+		return nil, err
+	}
 	if cpData, err := e.cfg.Store.GetState(group, []byte{kindCheckpoint}); err == nil && cpData != nil {
 		var cp replicav1.ChannelCheckpoint
 		if proto.Unmarshal(cpData, &cp) == nil {

@@ -65,7 +65,7 @@ func toStatus(err error) error {
 		errors.Is(err, multiraft.ErrLeadershipLost), errors.Is(err, multiraft.ErrProposalLost), errors.Is(err, multiraft.ErrStopped):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, multiraft.ErrNotQuiescent), errors.Is(err, multiraft.ErrCampaignIgnored), errors.Is(err, ErrStaleOrder),
-		errors.Is(err, ErrStoreReplaced):
+		errors.Is(err, ErrStoreReplaced), errors.Is(err, ErrCopyReset):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
@@ -207,7 +207,14 @@ func (h *handler) TransferLeader(ctx context.Context, req *replicav1.TransferLea
 
 func (h *handler) GetGroupStatus(ctx context.Context, req *replicav1.GetGroupStatusRequest) (*replicav1.GetGroupStatusResponse, error) {
 	ids := req.GetChannelIds()
-	if len(ids) == 0 && req.GetAll() {
+	switch {
+	case len(ids) > 0:
+	case req.GetFailed():
+		var err error
+		if ids, err = h.e.FailedChannels(); err != nil {
+			return nil, toStatus(err)
+		}
+	case req.GetAll():
 		ids = h.e.Loaded()
 	}
 	out := &replicav1.GetGroupStatusResponse{Results: make([]*replicav1.GetGroupStatusResult, len(ids))}

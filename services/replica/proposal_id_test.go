@@ -38,6 +38,9 @@ func (s *scriptedHost) Statuses(context.Context, []uint64) (map[uint64]multiraft
 func (s *scriptedHost) Admit(context.Context, uint64) error {
 	return errors.New("scripted host: no admit")
 }
+func (s *scriptedHost) ResetGroup(context.Context, uint64) error {
+	return errors.New("scripted host: no reset")
+}
 func (s *scriptedHost) WaitCaughtUp(context.Context, uint64, uint64) error {
 	return errors.New("scripted host: no catch-up")
 }

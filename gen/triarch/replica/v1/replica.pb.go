@@ -1545,11 +1545,11 @@ type GroupStatus struct {
 	Learners []uint64 `protobuf:"varint,16,rep,packed,name=learners,proto3" json:"learners,omitempty"`
 	// store_id identifies this replica's data store (see arbiter.v1.Node.store_id).
 	StoreId uint64 `protobuf:"varint,17,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
-	// reset is set while this replica's copy of the group was discarded (it failed here: a
+	// copy_reset is set while this replica's copy of the group was discarded (it failed here: a
 	// corrupt entry) and the replica waits to be admitted back: it holds less than the
 	// configuration counts on it for, so it is rejoined like a replaced store (add == remove)
 	// although its store is the recorded one, and loads that are not joins are refused.
-	Reset_        bool `protobuf:"varint,18,opt,name=reset,proto3" json:"reset,omitempty"`
+	CopyReset     bool `protobuf:"varint,18,opt,name=copy_reset,json=copyReset,proto3" json:"copy_reset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1703,9 +1703,9 @@ func (x *GroupStatus) GetStoreId() uint64 {
 	return 0
 }
 
-func (x *GroupStatus) GetReset_() bool {
+func (x *GroupStatus) GetCopyReset() bool {
 	if x != nil {
-		return x.Reset_
+		return x.CopyReset
 	}
 	return false
 }
@@ -2655,7 +2655,7 @@ const file_triarch_replica_v1_replica_proto_rawDesc = "" +
 	"\bProgress\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x14\n" +
 	"\x05match\x18\x02 \x01(\x04R\x05match\x12\x12\n" +
-	"\x04next\x18\x03 \x01(\x04R\x04next\"\xcd\x04\n" +
+	"\x04next\x18\x03 \x01(\x04R\x04next\"\xd6\x04\n" +
 	"\vGroupStatus\x12\x1d\n" +
 	"\n" +
 	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x19\n" +
@@ -2676,8 +2676,9 @@ const file_triarch_replica_v1_replica_proto_rawDesc = "" +
 	"\x12last_activity_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\x10lastActivityTime\x12\x16\n" +
 	"\x06voters\x18\x0f \x03(\x04R\x06voters\x12\x1a\n" +
 	"\blearners\x18\x10 \x03(\x04R\blearners\x12\x19\n" +
-	"\bstore_id\x18\x11 \x01(\x04R\astoreId\x12\x14\n" +
-	"\x05reset\x18\x12 \x01(\bR\x05reset\"b\n" +
+	"\bstore_id\x18\x11 \x01(\x04R\astoreId\x12\x1d\n" +
+	"\n" +
+	"copy_reset\x18\x12 \x01(\bR\tcopyReset\"b\n" +
 	"\x15GetGroupStatusRequest\x12\x1f\n" +
 	"\vchannel_ids\x18\x01 \x03(\tR\n" +
 	"channelIds\x12\x10\n" +
