@@ -54,8 +54,8 @@ func serve(cmd *cobra.Command, service string, c *commonFlags,
 
 func newArbiterCmd() *cobra.Command {
 	var (
-		c     commonFlags
-		peers string
+		c            commonFlags
+		peers, state string
 	)
 	cmd := &cobra.Command{
 		Use:   "arbiter",
@@ -66,13 +66,18 @@ func newArbiterCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("--peers: %w", err)
 			}
+			if state != "new" && state != "existing" {
+				return fmt.Errorf("--initial-cluster-state: %q, want new or existing", state)
+			}
 			return serve(cmd, "arbiter", &c, func(ctx context.Context, tel *telemetry.Telemetry) (waiter, error) {
-				return arbiter.Start(ctx, arbiter.Config{Common: c.Common, Peers: members}, tel)
+				return arbiter.Start(ctx, arbiter.Config{Common: c.Common, Peers: members, Existing: state == "existing"}, tel)
 			})
 		},
 	}
 	addCommonFlags(cmd.Flags(), &c, "127.0.0.1:7400", "127.0.0.1:7401")
 	cmd.Flags().StringVar(&peers, "peers", "", "all arbiter members as id=host:port,... including this one (empty: a single-member cluster)")
+	cmd.Flags().StringVar(&state, "initial-cluster-state", "new", "new, or existing: a member with an empty data directory never bootstraps a new cluster "+
+		"and waits to rejoin the existing one (set it when replacing a member's disk)")
 	return cmd
 }
 

@@ -29,6 +29,8 @@ type members struct {
 	peers    map[uint64]string
 	dirs     map[uint64]string
 	svcs     map[uint64]*Service
+	// existing marks the members started with Config.Existing.
+	existing map[uint64]bool
 }
 
 func startMembers(t testing.TB, n int, opts ...func(*members)) *members {
@@ -75,7 +77,7 @@ func (m *members) start(id uint64) {
 	s, err := Start(context.Background(), Config{
 		Common:       process.Common{NodeID: id, Listen: m.peers[id], AdminAddr: "127.0.0.1:0", DataDir: m.dirs[id]},
 		Peers:        m.peers,
-		TickInterval: 10 * time.Millisecond, SnapshotEntries: 50, Liveness: m.liveness,
+		TickInterval: 10 * time.Millisecond, SnapshotEntries: 50, Liveness: m.liveness, Existing: m.existing[id],
 	}, testutil.Telemetry(m.t, "arbiter", id))
 	require.NoError(m.t, err)
 	m.svcs[id] = s

@@ -24,6 +24,12 @@ type Config struct {
 	ElectionTicks int
 	// SnapshotEntries is how many entries go by between snapshots of the FSM.
 	SnapshotEntries uint64
+	// Existing says the cluster already exists (--initial-cluster-state=existing, as in
+	// etcd): a member whose store is empty then never bootstraps a new cluster; it waits for
+	// a member that holds the cluster and rejoins it. Set it on a member whose disk was
+	// replaced: it is the only way to tell a cluster that ran on two of three members, one of
+	// them now wiped and the other down, from a new one (join.go).
+	Existing bool
 }
 
 // Defaults fills unset fields.

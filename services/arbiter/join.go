@@ -32,7 +32,7 @@ import (
 //   - rejoin when any member holds the cluster: a term beyond the bootstrap term (1), a log
 //     beyond BootstrapIndex, or a member that is itself rejoining (it saw one of these);
 //   - bootstrap when a majority of the members, this one included, answered and none of them
-//     holds the cluster;
+//     holds the cluster, unless the operator said the cluster exists (Config.Existing);
 //   - otherwise ask again every askEvery.
 //
 // Why the bootstrap is safe: nothing is ever committed beyond the bootstrap state before a
@@ -44,7 +44,11 @@ import (
 // its store gone: for three members, a cluster that only ever ran on two of them (the third
 // never reached by any leader), one of which lost its disk while the other is down. Then the
 // metadata was only ever on two disks and one is lost; no rule that reads only what the
-// members hold can tell this from a new cluster.
+// members hold can tell this from a new cluster. The operator can, and says so with
+// --initial-cluster-state=existing: the member then waits for the member that holds the
+// cluster to come back. A member that never ran may still bootstrap meanwhile; that is safe,
+// since its empty store never voted nor acknowledged anything, and it cannot elect a leader
+// without a second vote.
 //
 // Why the rejoin always finds a quorum: a member holds the cluster only after a majority of
 // the members bootstrapped as voters and granted a pre-vote, and a rejoining member never
@@ -108,14 +112,14 @@ func holdsCluster(a *memberAnswer) bool {
 // decideJoin tells from what the members answer whether this member, its store empty, must
 // rejoin an existing cluster (rejoin) or may bootstrap a new one with the others (ok and not
 // rejoin); when neither is known yet, ok is false. answers are those of the other members;
-// members counts every member, this one included.
-func decideJoin(answers []*memberAnswer, members int) (rejoin, ok bool) {
+// members counts every member, this one included; existing forbids the bootstrap.
+func decideJoin(answers []*memberAnswer, members int, existing bool) (rejoin, ok bool) {
 	for _, a := range answers {
 		if holdsCluster(a) {
 			return true, true
 		}
 	}
-	return false, 2*(len(answers)+1) > members
+	return false, !existing && 2*(len(answers)+1) > members
 }
 
 // peerClients dials the other members, lazily and once each.
@@ -227,7 +231,7 @@ func (s *Service) findCluster(ctx context.Context, peers *peerClients) (rejoin b
 	lastLog := time.Now()
 	for {
 		answers := peers.ask(ctx)
-		rejoin, ok := decideJoin(answers, len(s.cfg.Peers))
+		rejoin, ok := decideJoin(answers, len(s.cfg.Peers), s.cfg.Existing)
 		if ok {
 			var seen []string
 			for _, a := range answers {
@@ -248,9 +252,14 @@ func (s *Service) findCluster(ctx context.Context, peers *peerClients) (rejoin b
 			for _, a := range answers {
 				answered = append(answered, a.GetMemberId())
 			}
-			s.log.Logger.InfoContext(ctx, "this member's store holds nothing of the metadata group; waiting for a majority of the members "+
-				"to answer (all empty: a new cluster) or for one that holds the cluster (rejoin)",
-				"members", len(s.cfg.Peers), "answered", answered, "need", len(s.cfg.Peers)/2)
+			if s.cfg.Existing {
+				s.log.Logger.InfoContext(ctx, "this member's store holds nothing of the metadata group and the cluster exists "+
+					"(--initial-cluster-state=existing); waiting for a member that holds it", "answered", answered)
+			} else {
+				s.log.Logger.InfoContext(ctx, "this member's store holds nothing of the metadata group; waiting for a majority of the members "+
+					"to answer (all empty: a new cluster) or for one that holds the cluster (rejoin)",
+					"members", len(s.cfg.Peers), "answered", answered, "need", len(s.cfg.Peers)/2)
+			}
 		}
 		select {
 		case <-ctx.Done():

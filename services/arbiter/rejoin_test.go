@@ -265,6 +265,47 @@ func TestNewClusterFormsWithMembersStartingOneByOne(t *testing.T) {
 	}
 }
 
+// The case no rule reading only the members' stores can decide (join.go): a cluster of three
+// that ran on members 1 and 2 only; member 2 is down and member 1's disk is replaced. With
+// --initial-cluster-state=existing, member 1 does not bootstrap with the never-started member
+// 3 (both empty: a majority that looks new); it waits, and once member 2 is back it rejoins,
+// and every member holds the metadata created before.
+func TestExistingMemberNeverBootstrapsAnotherCluster(t *testing.T) {
+	m := newMembers(t, 3, longLeases)
+	m.start(1)
+	m.start(2)
+	leader := m.leader()
+	c := m.client()
+	registerReplicas(t, c, 1, 2, 3)
+	channels := createChannels(t, c, "before", 5)
+	m.requireSameState(1, leader)
+	m.requireSameState(2, leader)
+	m.stop(2)
+	m.stop(1)
+	require.NoError(t, os.RemoveAll(m.dirs[1]))
+
+	m.existing = map[uint64]bool{1: true}
+	m.start(1)
+	m.start(3)
+	// Long enough for member 1 to have seen member 3 empty many times over (askEvery).
+	time.Sleep(10 * askEvery)
+	require.False(t, m.svcs[1].loaded.Load(), "member 1 bootstrapped a new cluster with the never-started member 3")
+	require.Error(t, m.svcs[1].ready(context.Background()))
+
+	m.existing = nil
+	m.start(2)
+	leader = m.leader()
+	for id := range m.svcs {
+		m.requireSameState(id, leader)
+		for _, ch := range channels {
+			_, ok := m.svcs[id].FSM().Channel(ch)
+			require.True(t, ok, "member %d lacks channel %s", id, ch)
+		}
+	}
+	require.True(t, assertEventually(func() bool { return m.svcs[1].ready(context.Background()) == nil }, 20*time.Second),
+		"member 1 ready once a voter again")
+}
+
 func TestDecideJoin(t *testing.T) {
 	empty := &memberAnswer{}
 	booted := &memberAnswer{Term: 1, LastIndex: 1, Loaded: true}
@@ -272,19 +313,22 @@ func TestDecideJoin(t *testing.T) {
 		name       string
 		answers    []*memberAnswer
 		members    int
+		existing   bool
 		rejoin, ok bool
 	}{
-		{"nobody answered", nil, 3, false, false},
-		{"one empty of three: with this one a majority", []*memberAnswer{empty}, 3, false, true},
-		{"a bootstrapped member that never elected counts as empty", []*memberAnswer{booted}, 3, false, true},
-		{"one of five is no majority", []*memberAnswer{empty}, 5, false, false},
-		{"two of five with this one is a majority", []*memberAnswer{empty, booted}, 5, false, true},
-		{"a term past the bootstrap", []*memberAnswer{{Term: 2, LastIndex: 1}}, 3, true, true},
-		{"a log past the bootstrap", []*memberAnswer{{Term: 1, LastIndex: 2}}, 5, true, true},
-		{"a member that is rejoining saw the cluster", []*memberAnswer{{OnProbation: true}}, 3, true, true},
-		{"one holder outweighs empty majorities", []*memberAnswer{empty, empty, {Term: 7, LastIndex: 90}}, 5, true, true},
+		{"nobody answered", nil, 3, false, false, false},
+		{"one empty of three: with this one a majority", []*memberAnswer{empty}, 3, false, false, true},
+		{"a bootstrapped member that never elected counts as empty", []*memberAnswer{booted}, 3, false, false, true},
+		{"one of five is no majority", []*memberAnswer{empty}, 5, false, false, false},
+		{"two of five with this one is a majority", []*memberAnswer{empty, booted}, 5, false, false, true},
+		{"a term past the bootstrap", []*memberAnswer{{Term: 2, LastIndex: 1}}, 3, false, true, true},
+		{"a log past the bootstrap", []*memberAnswer{{Term: 1, LastIndex: 2}}, 5, false, true, true},
+		{"a member that is rejoining saw the cluster", []*memberAnswer{{OnProbation: true}}, 3, false, true, true},
+		{"one holder outweighs empty majorities", []*memberAnswer{empty, empty, {Term: 7, LastIndex: 90}}, 5, false, true, true},
+		{"existing: an empty majority is no new cluster", []*memberAnswer{empty, booted}, 3, true, false, false},
+		{"existing: a holder is rejoined", []*memberAnswer{empty, {Term: 3, LastIndex: 9}}, 3, true, true, true},
 	} {
-		rejoin, ok := decideJoin(tc.answers, tc.members)
+		rejoin, ok := decideJoin(tc.answers, tc.members, tc.existing)
 		require.Equal(t, tc.rejoin, rejoin, tc.name)
 		require.Equal(t, tc.ok, ok, tc.name)
 	}
