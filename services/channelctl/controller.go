@@ -94,6 +94,9 @@ type Controller struct {
 	balanceAt     time.Time // when the next balance pass is due; zero: none
 	balancePasses int       // passes since the last trigger
 	failovers     []failoverSlice
+	// The scans for failed copies (failed_copies.go).
+	lastFailedScan time.Time
+	failedScanning bool
 }
 
 type answer struct {
@@ -120,6 +123,8 @@ type posted struct {
 	// and instructions reach channels nobody asked for).
 	ensure   bool
 	instruct *instructReq
+	// failed is a finished scan for failed copies.
+	failed *failedScan
 }
 
 type resolveReq struct {
@@ -203,6 +208,7 @@ func (c *Controller) Run(ctx context.Context) error {
 			}
 		case <-tick.C:
 			batch = c.timers()
+			c.scanFailedCopies(ctx, c.cfg.Now())
 		}
 		var actions []machine.Action
 		for _, p := range batch {
@@ -314,6 +320,8 @@ func (c *Controller) handle(ctx context.Context, p posted) []machine.Action {
 		return c.startResolve(p.resolve)
 	case p.instruct != nil:
 		return c.instruct(p.instruct)
+	case p.failed != nil:
+		return c.repairFailedCopies(ctx, p.failed.copies)
 	default:
 		if p.cancel != 0 {
 			delete(c.waiters, p.cancel)

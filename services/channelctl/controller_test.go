@@ -204,6 +204,11 @@ func (a *fakeArbiter) changed(id string) []*arbiterv1.ChannelChange {
 // the spec names a store other than its own (the replica's "store replaced" refusal), every
 // group at the same position; a campaign wins term 6; a membership change ends with the
 // voters asked for. It records the specs and changes it received.
+//
+// A channel in failed failed here (a corrupt entry): its status and loads answer DataLoss,
+// except a join load, which resets it (reset: true, loaded empty) as the replica does; a reset
+// channel refuses loads that are not joins until admitted clears it. GetGroupStatus{failed}
+// lists both.
 type fakeReplica struct {
 	replicav1.UnimplementedReplicaControlServiceServer
 	node, store uint64
@@ -211,6 +216,47 @@ type fakeReplica struct {
 	mu      sync.Mutex
 	loads   []*replicav1.GroupSpec
 	changes []*replicav1.ReplicaChange
+	failed  map[string]bool
+	reset   map[string]bool
+	// admitted, when set, is called with each change this replica made as leader (the test
+	// tells the added replica it applied it).
+	admitted func(*replicav1.ReplicaChange)
+}
+
+func dataLoss(channel string) *replicav1.GroupError {
+	return &replicav1.GroupError{Code: int32(codes.DataLoss), Message: "channel " + channel + " failed here: corrupt entry"}
+}
+
+func (f *fakeReplica) GetGroupStatus(_ context.Context, req *replicav1.GetGroupStatusRequest) (*replicav1.GetGroupStatusResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	resp := &replicav1.GetGroupStatusResponse{}
+	ids := req.GetChannelIds()
+	if len(ids) == 0 && req.GetFailed() {
+		ids = slices.Sorted(maps.Keys(f.failed))
+		ids = append(ids, slices.Sorted(maps.Keys(f.reset))...)
+	}
+	for _, id := range ids {
+		res := &replicav1.GetGroupStatusResult{ChannelId: id}
+		switch {
+		case f.failed[id]:
+			res.Error = dataLoss(id)
+		case f.reset[id]:
+			res.Status = f.status(id)
+			res.Status.Reset_, res.Status.LastIndex, res.Status.Commit, res.Status.Applied = true, 0, 0, 0
+		default:
+			res.Status = f.status(id)
+		}
+		resp.Results = append(resp.Results, res)
+	}
+	return resp, nil
+}
+
+// admit clears the reset of channel: the replica applied the change that added it back.
+func (f *fakeReplica) admit(channel string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.reset, channel)
 }
 
 func (f *fakeReplica) status(channel string) *replicav1.GroupStatus {
@@ -224,12 +270,26 @@ func (f *fakeReplica) LoadGroups(_ context.Context, req *replicav1.LoadGroupsReq
 	resp := &replicav1.LoadGroupsResponse{}
 	for _, g := range req.GetGroups() {
 		f.loads = append(f.loads, proto.Clone(g).(*replicav1.GroupSpec))
-		res := &replicav1.LoadGroupsResult{ChannelId: g.GetChannelId()}
-		if g.GetStoreId() != 0 && f.store != 0 && g.GetStoreId() != f.store {
+		id := g.GetChannelId()
+		res := &replicav1.LoadGroupsResult{ChannelId: id}
+		switch {
+		case f.failed[id] && g.GetJoin():
+			delete(f.failed, id)
+			if f.reset == nil {
+				f.reset = map[string]bool{}
+			}
+			f.reset[id] = true
+			res.Status = f.status(id)
+			res.Status.Reset_, res.Status.LastIndex, res.Status.Commit, res.Status.Applied = true, 0, 0, 0
+		case f.failed[id]:
+			res.Error = dataLoss(id)
+		case f.reset[id] && !g.GetJoin():
+			res.Error = &replicav1.GroupError{Code: int32(codes.FailedPrecondition), Message: "reset: waiting to rejoin"}
+		case g.GetStoreId() != 0 && f.store != 0 && g.GetStoreId() != f.store:
 			res.Error = &replicav1.GroupError{Code: int32(codes.FailedPrecondition),
 				Message: fmt.Sprintf("store replaced: the record names store %d, this is %d", g.GetStoreId(), f.store)}
-		} else {
-			res.Status = f.status(g.GetChannelId())
+		default:
+			res.Status = f.status(id)
 		}
 		resp.Results = append(resp.Results, res)
 	}
@@ -248,13 +308,19 @@ func (f *fakeReplica) Campaign(_ context.Context, req *replicav1.CampaignRequest
 
 func (f *fakeReplica) ChangeReplicas(_ context.Context, req *replicav1.ChangeReplicasRequest) (*replicav1.ChangeReplicasResponse, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	resp := &replicav1.ChangeReplicasResponse{}
 	for _, c := range req.GetChanges() {
 		f.changes = append(f.changes, proto.Clone(c).(*replicav1.ReplicaChange))
 		st := f.status(c.GetChannelId())
 		st.Role, st.Voters = replicav1.Role_ROLE_LEADER, c.GetVoters()
 		resp.Results = append(resp.Results, &replicav1.ChangeReplicasResult{ChannelId: c.GetChannelId(), Status: st})
+	}
+	admitted := f.admitted
+	f.mu.Unlock()
+	if admitted != nil {
+		for _, c := range req.GetChanges() {
+			admitted(c)
+		}
 	}
 	return resp, nil
 }

@@ -13,10 +13,11 @@ import (
 
 // Background upkeep of the channels in the owned slots: replica-set repair after a node stays
 // dead, a rejoin as soon as a live replica's node registers a store other than the one a
-// channel's record names for it (its disk was wiped or replaced), and leader balance after a
-// node comes back or joins. All only hand events to the machines, which check everything again
-// (a repair needs a live leader, a move a caught-up target) and commit every step in the
-// arbiter; this file decides what to ask and how fast.
+// channel's record names for it (its disk was wiped or replaced) or reports its copy of the
+// channel failed (failed_copies.go), and leader balance after a node comes back or joins. All
+// only hand events to the machines, which check everything again (a repair needs a live
+// leader, a move a caught-up target) and commit every step in the arbiter; these files decide
+// what to ask and how fast.
 
 const (
 	// repairBackoff is how long a channel whose repair was ordered waits before it is ordered
@@ -257,12 +258,7 @@ func (c *Controller) repairs(now time.Time) []posted {
 	// replaced: some channel still names a store its node no longer has, so the next pass
 	// looks again.
 	replaced := false
-	budget := c.cfg.MaxRepairs
-	for _, m := range c.machines {
-		if m.Repairing() {
-			budget--
-		}
-	}
+	budget := c.repairBudget()
 	load, candidates := c.replicaLoad()
 	var (
 		out     []posted
@@ -337,6 +333,17 @@ func (c *Controller) repairs(now time.Time) []posted {
 		c.cfg.Log.Info("rejoining replicas whose store was replaced", "channels", rejoins)
 	}
 	return out
+}
+
+// repairBudget is how many more repairs may start now: MaxRepairs less those running.
+func (c *Controller) repairBudget() int {
+	budget := c.cfg.MaxRepairs
+	for _, m := range c.machines {
+		if m.Repairing() {
+			budget--
+		}
+	}
+	return budget
 }
 
 // replicaLoad returns the replica nodes that may take a new replica (alive, not draining), and

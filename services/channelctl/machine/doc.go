@@ -15,7 +15,7 @@
 //
 // Events in: Resolve (a client needs the leader), CancelWaiter, Activate and Hibernate (operator
 // orders), IdleTimeout (time is passed in, never read), MoveLeader, Repair (a Repair naming
-// one node twice is a rejoin), NodeDead and NodeAlive (arbiter decisions), Retry, and the
+// one node twice is a rejoin), CheckLeader, NodeDead and NodeAlive (arbiter decisions), Retry, and the
 // results CASResult, GroupsLoaded, PositionsReported, CampaignResult, TransferResult,
 // ConfirmResult, UnloadResult and ReplicasChanged. Actions out: CommitCAS to the arbiter; LoadGroups, QueryPositions, Campaign,
 // TransferLeader, ConfirmLeader, Unload and ChangeReplicas to replicas; AnswerWaiters and
@@ -88,18 +88,22 @@
 //	         stores={w: s}                      and w's loads name s from now on
 //
 // Rejoin (active, Repair{dead x, with x}: x is a live member that is not the leader, whose node
-// registered a store other than the one the record names for it; epoch e):
+// registered a store other than the one the record names for it, or whose copy of the group
+// failed there; epoch e):
 //
 //	CAS e:   (no field)                         claim
-//	LoadGroups join on the live set @e+1        x starts empty and answers with its new store s
-//	                                            (none, or the recorded one: abandon)
+//	LoadGroups join on the live set @e+1        x starts empty and answers with its store s: a
+//	                                            new one, or the recorded one with reset (its
+//	                                            failed copy discarded); none, or the recorded
+//	                                            one without reset: abandon
 //	ChangeReplicas rejoin x store=s @e+1        the leader removes x, adds it back as a learner,
 //	                                            promotes it once caught up
 //	CAS e+1: stores={x: s}                      the replica set is unchanged
 //
 // Every load that is not a join names, for the replica it goes to, the store the record holds
 // for it; a replica whose store was replaced refuses it (its empty log must not count as a
-// voter's, nor be elected) until a rejoin records its new store.
+// voter's, nor be elected) until a rejoin records its new store, and one whose copy failed or
+// was reset refuses it too until the rejoin admits it back.
 //
 // The order names the whole voter set wanted, so a voter or learner that an earlier,
 // unfinished repair left in raft leaves too. A failed step leaves the channel active and the
@@ -109,10 +113,13 @@
 // that arrives while hibernating triggers activation right after, as an operator's Activate
 // does.
 //
-// Leader check (active, a Resolve naming the recorded leader as stale): ConfirmLeader on it.
-// Leading in the recorded term: the waiters get it again. Answered without leading: an
-// election. No answer (the call failed): unknown, not deposed; the waiters fail and retry, and
-// only three unknown checks in a row, with no answer between them, start an election.
+// Leader check (active, a Resolve naming the recorded leader as stale, or CheckLeader from the
+// driver, which found the leader's copy failed): ConfirmLeader on it. Leading in the recorded
+// term: the waiters get it again. Answered without leading (a failed copy answers with an
+// error for the group, which counts so): an election. No answer (the call failed): unknown,
+// not deposed; the waiters fail and retry, and only three unknown checks in a row, with no
+// answer between them, start an election. A check asked for while another check or a repair
+// is in flight runs once that ends with the channel still active.
 //
 // # Choosing and batching
 //

@@ -51,7 +51,7 @@ var (
 	ErrNotDead = errors.New("replica not declared dead")
 	// ErrRejoinLeader: a rejoin names the channel's leader, which cannot take itself out of
 	// its own group's configuration; leadership has to move (an election, which leaves out a
-	// replica whose store was replaced) before it can rejoin.
+	// replica whose store was replaced or whose copy failed) before it can rejoin.
 	ErrRejoinLeader = errors.New("the leader cannot rejoin its own group")
 	// ErrRepairFailed: a step of a replica-set repair failed; the channel stays active with its
 	// replica set as recorded, and the repair can be ordered again.

@@ -48,12 +48,20 @@ type NodeAlive struct{ Node uint64 }
 // Repair: replace the replica Dead, which the arbiter declared dead long enough ago, by With,
 // a live replica node outside the set, while the leader keeps serving (replica-set repair).
 //
-// Dead == With is a rejoin: the replica is alive, but its node registered a store other than
-// the one the channel's record names for it (its disk was wiped or replaced), so it lost what
-// the group's configuration counts on it for. It is taken out of the group's configuration and
-// added back as a learner with its new store, as a new replica would be; the replica set does
-// not change, only the store the record names for it. The leader cannot rejoin itself.
+// Dead == With is a rejoin: the replica is alive, but it lost what the group's configuration
+// counts on it for: its node registered a store other than the one the channel's record names
+// for it (its disk was wiped or replaced), or its copy of the group failed there (a corrupt
+// entry; the rejoin's join load discards it). It is taken out of the group's configuration and
+// added back as a learner with its store, as a new replica would be; the replica set does not
+// change, only the store the record names for it (if it changed). The leader cannot rejoin
+// itself.
 type Repair struct{ Dead, With uint64 }
+
+// CheckLeader: the driver has reason to doubt that the recorded leader still serves the
+// channel (it reported its copy of the group failed). The machine checks it as it does for a
+// client's stale Resolve, and elects another leader unless it leads; unlike a Resolve it adds
+// no waiter and is no activity.
+type CheckLeader struct{}
 
 // ReplicasChanged answers ChangeReplicas: the leader's status after the change (its voters)
 // or why it failed.
@@ -156,6 +164,7 @@ func (NodeDead) isEvent()          {}
 func (NodeAlive) isEvent()         {}
 func (Retry) isEvent()             {}
 func (Repair) isEvent()            {}
+func (CheckLeader) isEvent()       {}
 func (ReplicasChanged) isEvent()   {}
 func (CASResult) isEvent()         {}
 func (GroupsLoaded) isEvent()      {}

@@ -203,6 +203,14 @@ func rejoinLoaded(epoch uint64) GroupsLoaded {
 		2: withStore(st(0, 0, 0), 222), 3: withStore(st(5, 100, 100), 303)}}
 }
 
+// resetLoaded is the join load of a rejoin of node 2 whose copy of the group failed there: it
+// answers with its store, the recorded 202, and reset (the join discarded its copy).
+func resetLoaded(epoch uint64) GroupsLoaded {
+	ev := rejoinLoaded(epoch)
+	ev.Statuses[2].StoreId, ev.Statuses[2].Reset_ = 202, true
+	return ev
+}
+
 func fxActiveRejoinChange(t testing.TB) *Machine {
 	m := fxActiveRejoinLoad(t)
 	return expectActions(t, m, rejoinLoaded(11),

@@ -385,6 +385,21 @@ var transitions = []transition{
 	// The record.
 	{from: "active/repair-record", evf: accepted, state: stateActive},
 	{from: "active/repair-record", ev: refusedStale(channel(stateActive, 12, 1, 5)), state: stateActive, err: ErrCASRefused, ends: true},
+
+	// A rejoin of a replica whose copy failed: it answers the join load with the recorded store,
+	// reset. It rejoins with that store, and the record names it again.
+	{from: "active/rejoin-load", ev: resetLoaded(11), state: stateActive, acts: []string{"change(c@11 on 1 rejoin 2 store=202)"}},
+
+	// The driver doubts the leader (its copy failed there): the check a stale Resolve makes,
+	// without a waiter; later when busy, not at all when not active.
+	{from: "hibernated", ev: CheckLeader{}, state: stateHibernated, err: ErrNotActive},
+	{from: "activating/gather", ev: CheckLeader{}, state: stateActivating, err: ErrNotActive},
+	{from: "active", ev: CheckLeader{}, state: stateActive, acts: []string{"confirm(c@10 on 1 term>=5)"}, waiters: n(0)},
+	{from: "active/verify", ev: CheckLeader{}, state: stateActive, waiters: n(1)},
+	{from: "active/idle-check", ev: CheckLeader{}, state: stateActive},
+	{from: "active/rejoin-change", ev: CheckLeader{}, state: stateActive},
+	{from: "electing/gather", ev: CheckLeader{}, state: stateElecting, err: ErrNotActive},
+	{from: "hibernating/unload", ev: CheckLeader{}, state: stateHibernating, err: ErrNotActive},
 }
 
 func (tr transition) event(m *Machine) Event {
@@ -432,7 +447,7 @@ func TestTransitions(t *testing.T) {
 func TestTransitionsCoverEveryPair(t *testing.T) {
 	events := []Event{Resolve{}, CancelWaiter{}, Activate{}, Hibernate{}, IdleTimeout{}, MoveLeader{}, NodeDead{},
 		NodeAlive{}, Retry{}, CASResult{}, GroupsLoaded{}, PositionsReported{}, CampaignResult{}, TransferResult{},
-		ConfirmResult{}, UnloadResult{}, Repair{}, ReplicasChanged{}}
+		ConfirmResult{}, UnloadResult{}, Repair{}, ReplicasChanged{}, CheckLeader{}}
 	states := []arbiterv1.ChannelState{stateHibernated, stateActivating, stateActive, stateElecting, stateHibernating}
 	covered := map[string]bool{}
 	for _, tr := range transitions {

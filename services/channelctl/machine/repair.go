@@ -23,13 +23,23 @@ import (
 // repair names the whole voter set it wants, and the leader removes whatever else it finds
 // (an extra voter or learner) once the new replica votes.
 //
-// A rejoin (D == W) runs the same four steps for a live replica X whose node registered a
-// store other than the one the record names for it: its disk was wiped or replaced, so it no
-// longer holds the votes and log that raft's configuration counts on it for, and every load
-// that is not a join is refused there. Step 3 is one order with add == remove: the leader
-// takes X out of the configuration, adds it back as a learner with its new store, and promotes
-// it once it caught up. The replica set stays as it is; step 4 records only X's new store,
-// after which X's loads are accepted again.
+// A rejoin (D == W) runs the same four steps for a live replica X that no longer holds the
+// votes and log raft's configuration counts on it for: either its node registered a store
+// other than the one the record names for it (its disk was wiped or replaced), or its copy of
+// the group failed there (a corrupt entry) and the join load of step 2 discarded it, which X
+// answers with the recorded store and reset set. Either way every load that is not a join is
+// refused there. Step 3 is one order with add == remove: the leader takes X out of the
+// configuration, adds it back as a learner with the store X answered with, and promotes it once
+// it caught up. The replica set stays as it is; step 4 records that store (for a reset copy the
+// one already recorded: the CAS changes nothing but the epoch, and keeps the rejoin's steps the
+// same in both cases), after which X's loads are accepted again. A rejoin whose node answers
+// with the recorded store and no reset is abandoned: X lost nothing, and taking it out of the
+// configuration would only cost a catch-up.
+//
+// The leader cannot rejoin (ErrRejoinLeader): it would have to take itself out of its own
+// group. A leader whose copy failed does not serve the group any more, so CheckLeader (or the
+// first client it turns away) has it checked, which finds it not leading and elects another
+// replica; it rejoins after that.
 
 // beginRepair starts replacing e.Dead by e.With, or rejoining e.Dead when both are the same.
 func (m *Machine) beginRepair(e Repair) ([]Action, error) {
@@ -55,7 +65,7 @@ func (m *Machine) beginRepair(e Repair) ([]Action, error) {
 	m.repairDead, m.repairWith = e.Dead, e.With
 	m.reason = fmt.Sprintf("replace dead replica %d with %d", e.Dead, e.With)
 	if rejoin {
-		m.reason = fmt.Sprintf("rejoin replica %d, whose store was replaced (recorded store %d)",
+		m.reason = fmt.Sprintf("rejoin replica %d, whose store was replaced or whose copy failed (recorded store %d)",
 			e.Dead, m.ch.GetReplicaStoreIds()[e.Dead])
 	}
 	m.phase = phaseRepairClaim
@@ -93,8 +103,7 @@ func (m *Machine) stepRepair(ev Event) ([]Action, error) {
 				// A rejoined replica is alive; it may have died meanwhile, which stays known.
 				delete(m.dead, m.repairDead)
 			}
-			m.clearWork()
-			m.phase = phaseIdle
+			m.endRepair()
 			return m.doneChecking(), nil
 		}
 		set := m.repairedSet()
@@ -125,10 +134,12 @@ func (m *Machine) stepRepair(ev Event) ([]Action, error) {
 			// A replica that names no store cannot be admitted by it, nor recorded.
 			return m.abandonRepair(fmt.Sprintf("node %d reports no store id (a replica too old for store identity)", m.repairWith))
 		}
-		if recorded := m.ch.GetReplicaStoreIds()[m.repairWith]; m.rejoining() && store == recorded {
-			// The node holds the store the record names: it lost nothing, and taking it out
-			// of the configuration would only cost a catch-up.
-			return m.abandonRepair(fmt.Sprintf("node %d holds store %d, the recorded one: nothing to rejoin", m.repairWith, store))
+		if recorded := m.ch.GetReplicaStoreIds()[m.repairWith]; m.rejoining() && store == recorded && !ws.GetReset_() {
+			// The node holds the store the record names and its copy was not reset: it lost
+			// nothing, and taking it out of the configuration would only cost a catch-up. A
+			// reset copy (it failed there, and this join discarded it) holds the recorded store
+			// but not the log: it rejoins with that store.
+			return m.abandonRepair(fmt.Sprintf("node %d holds store %d, the recorded one, and its copy was not reset: nothing to rejoin", m.repairWith, store))
 		}
 		m.repairStore = store
 		want := m.repairedSet()
@@ -165,8 +176,16 @@ func (m *Machine) stepRepair(ev Event) ([]Action, error) {
 // later, and the steps already done are skipped then.
 func (m *Machine) abandonRepair(why string) ([]Action, error) {
 	err := m.refuse(ErrRepairFailed, "%s", why)
-	m.clearWork()
+	m.endRepair()
 	return m.doneChecking(), err
+}
+
+// endRepair forgets the repair but not a leader check asked for meanwhile (a client's stale
+// Resolve, CheckLeader): doneChecking runs it next, and the waiters it holds are answered then.
+func (m *Machine) endRepair() {
+	wanted := m.verifyWanted
+	m.clearWork()
+	m.verifyWanted = wanted
 }
 
 func (m *Machine) repairing() bool {

@@ -348,6 +348,88 @@ func TestRejoinRefusals(t *testing.T) {
 	}
 }
 
+// Replica 2's copy of the group failed (a corrupt entry); its store is the recorded one. The
+// rejoin's join load discards the copy, and 2 answers with store 202 and reset: the rejoin goes
+// through all four steps as for a replaced store, the leader's order carrying 202, and the
+// record names 202 again (the CAS changes only the epoch). Answering with the recorded store
+// and no reset, the node lost nothing: the rejoin is abandoned before raft is touched.
+func TestScenarioRejoinResetCopy(t *testing.T) {
+	m := fxActive(t)
+	expect(t, m, Repair{Dead: 2, With: 2}, "cas(c@10)")
+	expectActions(t, m, accepted(m),
+		LoadGroups{ChannelID: "c", GroupID: 7, Replicas: []uint64{1, 2, 3}, Nodes: []uint64{1, 2, 3}, Epoch: 11, Join: true})
+	expectActions(t, m, resetLoaded(11),
+		ChangeReplicas{ChannelID: "c", Leader: 1, Add: 2, Remove: 2, AddStoreID: 202, Voters: []uint64{1, 2, 3}, Epoch: 11})
+	acts, err := m.Step(ReplicasChanged{Epoch: 11, Status: votersSt(1, 2, 3)})
+	require.NoError(t, err)
+	require.Len(t, acts, 1)
+	record := acts[0].(CommitCAS).Change
+	require.Empty(t, record.GetReplicaNodeIds(), "a rejoin leaves the replica set alone")
+	require.Equal(t, map[uint64]uint64{2: 202}, record.GetReplicaStoreIds())
+	require.Equal(t, uint64(11), record.GetExpectedEpoch())
+	expect(t, m, accepted(m))
+	require.False(t, m.Repairing())
+	ch := m.Channel()
+	require.Equal(t, []uint64{1, 2, 3}, ch.GetReplicaNodeIds())
+	require.Equal(t, recordedStores(), ch.GetReplicaStoreIds())
+	require.Equal(t, uint64(12), ch.GetEpoch())
+	require.Equal(t, stateActive, ch.GetState())
+	require.Equal(t, uint64(1), ch.GetLeaderNodeId())
+
+	m = fxActiveRejoinLoad(t)
+	ev := resetLoaded(11)
+	ev.Statuses[2].Reset_ = false
+	require.Equal(t, []string{}, refuse(t, m, ev, ErrRepairFailed))
+	require.False(t, m.Repairing())
+	require.Equal(t, uint64(11), m.Channel().GetEpoch())
+}
+
+// The leader's copy failed: it cannot rejoin while it leads. CheckLeader asks it; a replica
+// whose copy failed answers with an error for the group (no status), so the channel elects
+// another leader from the others (the failed copy refuses the election's load), and the old
+// leader then rejoins under the new one.
+func TestScenarioFailedLeaderCopy(t *testing.T) {
+	m := fxActive(t)
+	refuse(t, m, Repair{Dead: 1, With: 1}, ErrRejoinLeader)
+	expect(t, m, CheckLeader{}, "confirm(c@10 on 1 term>=5)")
+	expect(t, m, ConfirmResult{Node: 1, Epoch: 10}, "cas(c@10 state=ELECTING leader=0)")
+	expect(t, m, accepted(m), "load(c@11 on [1 2 3])")
+	expect(t, m, GroupsLoaded{Epoch: 11, Statuses: map[uint64]*replicav1.GroupStatus{2: st(5, 100, 100), 3: st(5, 100, 100)},
+		Errors: map[uint64]error{1: errTest}}, "cas(c@11 leader=2)")
+	expect(t, m, accepted(m), "campaign(c@12 on 2)")
+	expect(t, m, CampaignResult{Node: 2, Epoch: 12, Leader: true, Term: 6, Status: leaderSt(2, 6, 101, nil)},
+		"cas(c@12 state=ACTIVE leader=2 term=6 seq=40)")
+	expect(t, m, accepted(m))
+	require.Equal(t, stateActive, m.State())
+
+	expect(t, m, Repair{Dead: 1, With: 1}, "cas(c@13)")
+	expect(t, m, accepted(m), "load(c@14 on [1 2 3] join [1 2 3])")
+	ls := withStore(leaderSt(2, 6, 101, map[uint64]uint64{3: 101}), 202)
+	ls.Voters = []uint64{1, 2, 3}
+	reset := withStore(st(0, 0, 0), 101)
+	reset.Reset_ = true
+	expect(t, m, GroupsLoaded{Epoch: 14, Statuses: map[uint64]*replicav1.GroupStatus{1: reset, 2: ls, 3: st(6, 101, 101)}},
+		"change(c@14 on 2 rejoin 1 store=101)")
+	expect(t, m, ReplicasChanged{Epoch: 14, Status: votersSt(1, 2, 3)}, "cas(c@14 stores=map[1:101])")
+	expect(t, m, accepted(m))
+	require.False(t, m.Repairing())
+}
+
+// A leader check asked for while a repair runs (a client's stale Resolve, CheckLeader) runs
+// when the repair ends, whether it completes or is abandoned; the waiter is answered then.
+func TestLeaderCheckWaitsForTheRepair(t *testing.T) {
+	m := fxActiveRejoinChange(t)
+	expect(t, m, Resolve{Waiter: 9, At: t0, StaleLeader: 1})
+	expect(t, m, ReplicasChanged{Epoch: 11, Status: votersSt(1, 2, 3)}, "cas(c@11 stores=map[2:222])")
+	expect(t, m, accepted(m), "confirm(c@12 on 1 term>=5)")
+	expect(t, m, ConfirmResult{Node: 1, Epoch: 12, Status: leaderSt(1, 5, 100, nil)}, "answer(c [9] leader=1 term=5 epoch=12)")
+
+	m = fxActiveRejoinChange(t)
+	expect(t, m, CheckLeader{})
+	acts := refuse(t, m, ReplicasChanged{Epoch: 11, Err: errTest}, ErrRepairFailed)
+	require.Equal(t, []string{"confirm(c@11 on 1 term>=5)"}, acts)
+}
+
 // A replica that reports no store id (one older than store identity) can be admitted by none
 // and recorded with none: the repair, or the rejoin, is abandoned before raft is touched, and
 // the channel stays active under its leader.

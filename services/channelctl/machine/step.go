@@ -33,7 +33,7 @@ func stepHibernated(m *Machine, ev Event) ([]Action, error) {
 	case NodeDead, NodeAlive, Retry:
 		// No leader to lose and nothing in flight: the dead set is all that changes.
 		return nil, nil
-	case IdleTimeout, Hibernate, MoveLeader, Repair:
+	case IdleTimeout, Hibernate, MoveLeader, Repair, CheckLeader:
 		return nil, m.refuse(ErrNotActive, "%s", eventName(ev))
 	}
 	return nil, m.unexpected(ev)
@@ -122,7 +122,7 @@ func stepElection(m *Machine, ev Event) ([]Action, error) {
 			return m.retry(fmt.Sprintf("candidate %d died", e.Node))
 		}
 		return nil, nil
-	case IdleTimeout, Hibernate, MoveLeader, Repair:
+	case IdleTimeout, Hibernate, MoveLeader, Repair, CheckLeader:
 		return nil, m.refuse(ErrNotActive, "%s", eventName(ev))
 	case CASResult:
 		switch m.phase {
@@ -231,6 +231,17 @@ func stepActive(m *Machine, ev Event) ([]Action, error) {
 		// idle. Waiters queued for a pending leader check stay queued.
 		return []Action{AnswerWaiters{ChannelID: m.ch.GetChannelId(), Waiters: []uint64{e.Waiter}, Leader: leader,
 			Term: m.ch.GetLeaderTerm(), Epoch: m.ch.GetEpoch()}}, nil
+	case CheckLeader:
+		switch m.phase {
+		case phaseIdle:
+			return []Action{m.verify()}, nil
+		case phaseVerify, phaseStalled:
+			// Already checking, or stalled on a dead leader, whose Retry elects.
+			return nil, nil
+		default:
+			m.verifyWanted = true
+			return nil, nil
+		}
 	case Activate, NodeAlive:
 		return nil, nil
 	case Retry:
@@ -381,7 +392,7 @@ func stepHibernating(m *Machine, ev Event) ([]Action, error) {
 	case NodeDead, NodeAlive:
 		// A dead replica makes the unload fail, which reactivates the channel.
 		return nil, nil
-	case IdleTimeout, Hibernate, MoveLeader, Repair:
+	case IdleTimeout, Hibernate, MoveLeader, Repair, CheckLeader:
 		return nil, m.refuse(ErrNotActive, "%s", eventName(ev))
 	}
 	return nil, m.unexpected(ev)
