@@ -243,7 +243,7 @@ func (f *fakeReplica) GetGroupStatus(_ context.Context, req *replicav1.GetGroupS
 			res.Error = dataLoss(id)
 		case f.reset[id]:
 			res.Status = f.status(id)
-			res.Status.Reset_, res.Status.LastIndex, res.Status.Commit, res.Status.Applied = true, 0, 0, 0
+			res.Status.CopyReset, res.Status.LastIndex, res.Status.Commit, res.Status.Applied = true, 0, 0, 0
 		default:
 			res.Status = f.status(id)
 		}
@@ -280,7 +280,7 @@ func (f *fakeReplica) LoadGroups(_ context.Context, req *replicav1.LoadGroupsReq
 			}
 			f.reset[id] = true
 			res.Status = f.status(id)
-			res.Status.Reset_, res.Status.LastIndex, res.Status.Commit, res.Status.Applied = true, 0, 0, 0
+			res.Status.CopyReset, res.Status.LastIndex, res.Status.Commit, res.Status.Applied = true, 0, 0, 0
 		case f.failed[id]:
 			res.Error = dataLoss(id)
 		case f.reset[id] && !g.GetJoin():

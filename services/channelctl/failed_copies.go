@@ -114,7 +114,7 @@ func (c *Controller) findFailedCopies(ctx context.Context, nodes []uint64) []fai
 // that failed (DataLoss) or was reset. Anything else, say from a replica that ignores the
 // field and reports healthy groups, is not: rejoining a healthy copy costs it a catch-up.
 func failedOrReset(r *replicav1.GetGroupStatusResult) bool {
-	return r.GetStatus().GetReset_() || (r.GetError() != nil && codes.Code(r.GetError().GetCode()) == codes.DataLoss)
+	return r.GetStatus().GetCopyReset() || (r.GetError() != nil && codes.Code(r.GetError().GetCode()) == codes.DataLoss)
 }
 
 // repairFailedCopies orders the rejoins of a scan's failed copies and returns the actions they

@@ -149,7 +149,7 @@ func TestFailedCopiesRejoin(t *testing.T) {
 // Only failed (DataLoss) and reset copies are rejoined, not whatever else a replica reports.
 func TestFailedOrReset(t *testing.T) {
 	require.True(t, failedOrReset(&replicav1.GetGroupStatusResult{Error: dataLoss("c")}))
-	require.True(t, failedOrReset(&replicav1.GetGroupStatusResult{Status: &replicav1.GroupStatus{Reset_: true}}))
+	require.True(t, failedOrReset(&replicav1.GetGroupStatusResult{Status: &replicav1.GroupStatus{CopyReset: true}}))
 	require.False(t, failedOrReset(&replicav1.GetGroupStatusResult{Status: &replicav1.GroupStatus{Loaded: true}}))
 	require.False(t, failedOrReset(&replicav1.GetGroupStatusResult{Error: &replicav1.GroupError{Code: int32(codes.NotFound)}}))
 }

@@ -207,7 +207,7 @@ func rejoinLoaded(epoch uint64) GroupsLoaded {
 // answers with its store, the recorded 202, and reset (the join discarded its copy).
 func resetLoaded(epoch uint64) GroupsLoaded {
 	ev := rejoinLoaded(epoch)
-	ev.Statuses[2].StoreId, ev.Statuses[2].Reset_ = 202, true
+	ev.Statuses[2].StoreId, ev.Statuses[2].CopyReset = 202, true
 	return ev
 }
 

@@ -134,7 +134,7 @@ func (m *Machine) stepRepair(ev Event) ([]Action, error) {
 			// A replica that names no store cannot be admitted by it, nor recorded.
 			return m.abandonRepair(fmt.Sprintf("node %d reports no store id (a replica too old for store identity)", m.repairWith))
 		}
-		if recorded := m.ch.GetReplicaStoreIds()[m.repairWith]; m.rejoining() && store == recorded && !ws.GetReset_() {
+		if recorded := m.ch.GetReplicaStoreIds()[m.repairWith]; m.rejoining() && store == recorded && !ws.GetCopyReset() {
 			// The node holds the store the record names and its copy was not reset: it lost
 			// nothing, and taking it out of the configuration would only cost a catch-up. A
 			// reset copy (it failed there, and this join discarded it) holds the recorded store

@@ -378,7 +378,7 @@ func TestScenarioRejoinResetCopy(t *testing.T) {
 
 	m = fxActiveRejoinLoad(t)
 	ev := resetLoaded(11)
-	ev.Statuses[2].Reset_ = false
+	ev.Statuses[2].CopyReset = false
 	require.Equal(t, []string{}, refuse(t, m, ev, ErrRepairFailed))
 	require.False(t, m.Repairing())
 	require.Equal(t, uint64(11), m.Channel().GetEpoch())
@@ -407,7 +407,7 @@ func TestScenarioFailedLeaderCopy(t *testing.T) {
 	ls := withStore(leaderSt(2, 6, 101, map[uint64]uint64{3: 101}), 202)
 	ls.Voters = []uint64{1, 2, 3}
 	reset := withStore(st(0, 0, 0), 101)
-	reset.Reset_ = true
+	reset.CopyReset = true
 	expect(t, m, GroupsLoaded{Epoch: 14, Statuses: map[uint64]*replicav1.GroupStatus{1: reset, 2: ls, 3: st(6, 101, 101)}},
 		"change(c@14 on 2 rejoin 1 store=101)")
 	expect(t, m, ReplicasChanged{Epoch: 14, Status: votersSt(1, 2, 3)}, "cas(c@14 stores=map[1:101])")
