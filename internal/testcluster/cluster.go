@@ -22,6 +22,7 @@ import (
 
 	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
 	"github.com/triarch-io/triarch/internal/testutil"
+	"github.com/triarch-io/triarch/pkg/multiraft"
 	"github.com/triarch-io/triarch/pkg/process"
 	"github.com/triarch-io/triarch/services/arbiter"
 	"github.com/triarch-io/triarch/services/channelctl"
@@ -84,7 +85,8 @@ type Cluster struct {
 	// logs holds the processes' logs (process mode).
 	logs string
 
-	fault atomic.Pointer[FaultFunc]
+	fault  atomic.Pointer[FaultFunc]
+	tamper atomic.Pointer[TamperFunc]
 
 	mu    sync.Mutex
 	nodes map[key]*node
@@ -426,6 +428,12 @@ func (c *Cluster) startInProcess(n *node) {
 					return (*f)(id, to)
 				}
 				return 0, false
+			},
+			TransportTamper: func(to uint64, env multiraft.Envelope) multiraft.Envelope {
+				if f := c.tamper.Load(); f != nil {
+					return (*f)(id, to, env)
+				}
+				return env
 			},
 		}, tel)
 	case KindGateway:

@@ -150,6 +150,11 @@ func (p *peer) session(ctx context.Context) (sent bool) {
 		case <-p.wake:
 		}
 		batch := p.takeAll()
+		if tamper := p.t.cfg.Tamper; tamper != nil {
+			for i := range batch {
+				batch[i] = tamper(p.id, batch[i])
+			}
+		}
 		for len(batch) > 0 {
 			frame, n, err := encodeUpTo(p.t.cfg.NodeID, p.id, batch, p.t.cfg.MaxFrameBytes)
 			if f := p.t.cfg.Fault; f != nil && err == nil {

@@ -46,6 +46,10 @@ type Config struct {
 	// or drop it (dropped messages are reported unreachable, as a real loss would be). Tests
 	// use it to inject network jitter and loss; production leaves it nil.
 	Fault func(to uint64) (delay time.Duration, drop bool)
+	// Tamper, when set, may change the messages to a peer before they are encoded (it must
+	// change copies: the messages are raft's own). Tests use it to damage entries on their
+	// way, as a bad disk or memory would; production leaves it nil.
+	Tamper func(to uint64, env multiraft.Envelope) multiraft.Envelope
 }
 
 // Transport implements multiraft.Transport over gRPC streams.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/triarch-io/triarch/pkg/multiraft"
 	"github.com/triarch-io/triarch/pkg/process"
 )
 
@@ -27,6 +28,9 @@ type Config struct {
 	// TransportFault injects delay and loss on the frames this replica sends to its peers
 	// (tests only; see raftnet.Config.Fault).
 	TransportFault func(to uint64) (delay time.Duration, drop bool)
+	// TransportTamper may change the raft messages this replica sends to a peer
+	// (raftnet.Config.Tamper); tests only, in process.
+	TransportTamper func(to uint64, env multiraft.Envelope) multiraft.Envelope
 }
 
 // Defaults fills unset tuning fields.

@@ -62,7 +62,8 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 		}
 	}()
 	dial := func(addr string) (*grpc.ClientConn, error) { return grpcx.Dial(addr, tel) }
-	s.transport = raftnet.New(raftnet.Config{NodeID: cfg.NodeID, Dial: dial, Log: tel.Logger, Fault: cfg.TransportFault}, nil)
+	s.transport = raftnet.New(raftnet.Config{NodeID: cfg.NodeID, Dial: dial, Log: tel.Logger, Fault: cfg.TransportFault,
+		Tamper: cfg.TransportTamper}, nil)
 	s.Engine = NewEngine(EngineConfig{
 		NodeID: cfg.NodeID, Store: store, Log: tel.Logger,
 		Dedup:    chanlog.Config{Window: cfg.DedupWindow, MaxIDs: cfg.DedupMaxIDs},
