@@ -359,32 +359,12 @@ func storeNode(id, store, incarnation uint64) *arbiterv1.Node {
 // repair. Loads that are not joins name the recorded store per node; the reload of a
 // restarted node leaves out the channels whose record names another store.
 func TestReplicaWithANewStoreRejoins(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	start := time.Now()
-	arb := &fakeArbiter{nodes: map[uint64]*arbiterv1.Node{}, channels: map[string]*arbiterv1.Channel{},
-		watch: make(chan *arbiterv1.WatchResponse, 1024),
-		slots: []*arbiterv1.SlotAssignment{{Slot: 3, OwnerNodeId: 101}}}
-	// Node 3 is a replica too old to name its store.
-	stores := map[uint64]uint64{1: 11, 2: 22, 3: 0, 4: 44}
-	replicas := map[string]*fakeReplica{}
-	listeners := map[string]*bufconn.Listener{}
-	for id, store := range stores {
-		arb.nodes[id] = storeNode(id, store, 1)
-		f := &fakeReplica{node: id, store: store}
-		if id == 2 {
-			f.store = 99 // its disk was wiped: the new store answers from the start
-		}
-		addr := fmt.Sprintf("replica-%d", id)
-		replicas[addr] = f
-		lis := bufconn.Listen(1 << 20)
-		listeners[addr] = lis
-		srv := grpc.NewServer()
-		replicav1.RegisterReplicaControlServiceServer(srv, f)
-		go func() { _ = srv.Serve(lis) }()
-		t.Cleanup(srv.Stop)
-	}
-	replica := func(id uint64) *fakeReplica { return replicas[fmt.Sprintf("replica-%d", id)] }
+	// Node 3 is a replica too old to name its store; node 2's disk was wiped: its new store
+	// answers from the start.
+	arb, replica, start := startStoreCluster(t, map[uint64]uint64{1: 11, 2: 22, 3: 0, 4: 44}, map[uint64]uint64{2: 99})
 	mk := func(id string, group uint64, state arbiterv1.ChannelState, set []uint64, recorded map[uint64]uint64) {
+		arb.mu.Lock()
+		defer arb.mu.Unlock()
 		arb.channels[id] = &arbiterv1.Channel{ChannelId: id, GroupId: group, Slot: 3, ReplicaNodeIds: set, LeaderNodeId: 1,
 			LeaderTerm: 5, Epoch: 10, State: state, LastSeq: 40, ReplicaStoreIds: recorded}
 	}
@@ -393,23 +373,7 @@ func TestReplicaWithANewStoreRejoins(t *testing.T) {
 	mk("h", 2, hibernated, []uint64{1, 2, 4}, map[uint64]uint64{1: 11, 2: 22, 4: 44})
 	mk("d", 3, active, []uint64{1, 2, 3}, map[uint64]uint64{1: 11, 3: 33}) // no store recorded for 2
 	mk("m", 4, active, []uint64{1, 3, 4}, map[uint64]uint64{1: 11, 3: 33, 4: 44})
-
-	c := NewController(ControllerConfig{NodeID: 101, Arbiter: arb,
-		Dial: func(addr string) (*grpc.ClientConn, error) {
-			return grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-				grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return listeners[addr].DialContext(ctx) }))
-		},
-		HibernateAfter: 1000 * time.Hour, BalanceDelay: 1000 * time.Hour, ReplaceDeadAfter: 1000 * time.Hour,
-		RetryAfter: 10 * time.Millisecond,
-		// The clock runs 20 times as fast, so repair passes and backoffs take a moment.
-		Now: func() time.Time { return start.Add(20 * time.Since(start)) }})
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
-	<-c.Ready()
+	start()
 
 	// The nodes' registrations match (or do not name) the recorded stores: nothing to do.
 	time.Sleep(300 * time.Millisecond) // 6 s on the controller's clock: passes ran
@@ -418,10 +382,7 @@ func TestReplicaWithANewStoreRejoins(t *testing.T) {
 	}
 
 	// Node 2 registers again, with its new store.
-	arb.mu.Lock()
-	arb.nodes[2] = storeNode(2, 99, 2)
-	arb.mu.Unlock()
-	arb.watch <- &arbiterv1.WatchResponse{Events: []*arbiterv1.WatchEvent{{Kind: &arbiterv1.WatchEvent_Node{Node: storeNode(2, 99, 2)}}}}
+	arb.reregister(2, 99)
 
 	require.Eventually(t, func() bool {
 		return arb.channel("c").GetReplicaStoreIds()[2] == 99 && arb.channel("h").GetReplicaStoreIds()[2] == 99
@@ -506,6 +467,86 @@ func TestReplicaWithANewStoreRejoins(t *testing.T) {
 		}
 		require.True(t, named, "node %d", n)
 	}
+}
+
+// startStoreCluster is a fake arbiter whose replica nodes registered the given stores, and
+// fake replicas answering with their own (now, where a node's disk was replaced since). The
+// test adds channels, then arb.start runs a controller owning slot 3 on a clock 20 times as
+// fast (repair passes and backoffs take a moment).
+func startStoreCluster(t *testing.T, registered, now map[uint64]uint64) (arb *fakeArbiter, replica func(id uint64) *fakeReplica, start func()) {
+	arb = &fakeArbiter{nodes: map[uint64]*arbiterv1.Node{}, channels: map[string]*arbiterv1.Channel{},
+		watch: make(chan *arbiterv1.WatchResponse, 1024),
+		slots: []*arbiterv1.SlotAssignment{{Slot: 3, OwnerNodeId: 101}}}
+	replicas := map[string]*fakeReplica{}
+	listeners := map[string]*bufconn.Listener{}
+	for id, store := range registered {
+		arb.nodes[id] = storeNode(id, store, 1)
+		f := &fakeReplica{node: id, store: store}
+		if s, ok := now[id]; ok {
+			f.store = s
+		}
+		addr := fmt.Sprintf("replica-%d", id)
+		replicas[addr] = f
+		lis := bufconn.Listen(1 << 20)
+		listeners[addr] = lis
+		srv := grpc.NewServer()
+		replicav1.RegisterReplicaControlServiceServer(srv, f)
+		go func() { _ = srv.Serve(lis) }()
+		t.Cleanup(srv.Stop)
+	}
+	start = func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		start := time.Now()
+		c := NewController(ControllerConfig{NodeID: 101, Arbiter: arb,
+			Dial: func(addr string) (*grpc.ClientConn, error) {
+				return grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+					grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return listeners[addr].DialContext(ctx) }))
+			},
+			HibernateAfter: 1000 * time.Hour, BalanceDelay: 1000 * time.Hour, ReplaceDeadAfter: 1000 * time.Hour,
+			RetryAfter: 10 * time.Millisecond,
+			Now:        func() time.Time { return start.Add(20 * time.Since(start)) }})
+		done := make(chan error, 1)
+		go func() { done <- c.Run(ctx) }()
+		t.Cleanup(func() {
+			cancel()
+			require.NoError(t, <-done)
+		})
+		<-c.Ready()
+	}
+	return arb, func(id uint64) *fakeReplica { return replicas[fmt.Sprintf("replica-%d", id)] }, start
+}
+
+// reregister has node register again with store (a new incarnation), as the watch tells.
+func (f *fakeArbiter) reregister(node, store uint64) {
+	f.mu.Lock()
+	f.nodes[node] = storeNode(node, store, 2)
+	f.mu.Unlock()
+	f.watch <- &arbiterv1.WatchResponse{Events: []*arbiterv1.WatchEvent{{Kind: &arbiterv1.WatchEvent_Node{Node: storeNode(node, store, 2)}}}}
+}
+
+// When the replaced store is the channel's leader's, the rejoin cannot start (a leader does
+// not take itself out of its group), and that leader no longer serves (its loads are refused):
+// the controller has the leader checked at once, not when a client happens to be turned away,
+// so another replica is elected and the old leader then rejoins under it.
+func TestReplacedStoreOfTheLeaderRejoinsAfterAnElection(t *testing.T) {
+	arb, replica, start := startStoreCluster(t, map[uint64]uint64{1: 11, 2: 22, 3: 33}, map[uint64]uint64{2: 99})
+	arb.channels["l"] = &arbiterv1.Channel{ChannelId: "l", GroupId: 7, Slot: 3, ReplicaNodeIds: []uint64{1, 2, 3}, LeaderNodeId: 2,
+		LeaderTerm: 5, Epoch: 10, State: arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE, LastSeq: 40,
+		ReplicaStoreIds: map[uint64]uint64{1: 11, 2: 22, 3: 33}}
+	start()
+	arb.reregister(2, 99)
+
+	require.Eventually(t, func() bool { return arb.channel("l").GetReplicaStoreIds()[2] == 99 }, 20*time.Second, 10*time.Millisecond,
+		"the old leader's new store is never recorded")
+	ch := arb.channel("l")
+	require.NotEqual(t, uint64(2), ch.GetLeaderNodeId(), "elected elsewhere first")
+	require.Equal(t, []uint64{1, 2, 3}, ch.GetReplicaNodeIds())
+	rejoins := replica(ch.GetLeaderNodeId()).changesMade()
+	require.NotEmpty(t, rejoins)
+	last := rejoins[len(rejoins)-1]
+	require.Equal(t, uint64(2), last.GetAddNodeId())
+	require.Equal(t, uint64(2), last.GetRemoveNodeId())
+	require.Equal(t, uint64(99), last.GetAddStoreId())
 }
 
 // A restarted node's reload names the store each record holds for it (0 where none is

@@ -312,10 +312,12 @@ func (c *Controller) repairs(now time.Time) []posted {
 		case state == arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE:
 			i := slices.IndexFunc(rejoin, func(r uint64) bool { return r != leader })
 			if i < 0 {
-				// Only the leader's store was replaced. It cannot rejoin its own group; it
-				// does not serve it either (its loads are refused), so the first client it
-				// turns away has the leader checked and another elected, and it rejoins then.
-				continue
+				// Only the leader's store was replaced. It cannot rejoin its own group, and it
+				// does not serve it either (its loads are refused): its leadership is checked
+				// now, which elects another replica, rather than when a client is turned away;
+				// a later pass rejoins it under the new leader.
+				ev = machine.CheckLeader{}
+				break
 			}
 			ev = machine.Repair{Dead: rejoin[i], With: rejoin[i]}
 			rejoins++
