@@ -112,6 +112,9 @@ type Router struct {
 	flightMu sync.Mutex
 	flights  map[flightKey]*flight
 
+	// attempts are the calls in flight per replica node, cut short by NodeDead.
+	attempts inflight
+
 	ctlFirst atomic.Uint32 // index in cfg.Channelctls of the channelctl to ask first
 
 	streams     context.Context // ends when StopStreams is called
@@ -302,7 +305,11 @@ func (r *Router) Subscribe(ctx context.Context, channel string, from uint64, sub
 			opened = true
 			var progressed bool
 			began := time.Now()
-			progressed, err = r.pump(ctx, rt, &next, sub.Deliver)
+			pctx, release := r.attempts.track(ctx, rt.leader)
+			progressed, err = r.pump(pctx, rt, &next, sub.Deliver)
+			if release() && ctx.Err() == nil {
+				err = deadNodeError(rt.leader)
+			}
 			var de deliverError
 			if errors.As(err, &de) {
 				return de.err
@@ -446,7 +453,11 @@ func (r *Router) do(ctx context.Context, channel string, create bool, f func(con
 		}
 		rt, err := r.route(actx, channel, create, stale)
 		if err == nil {
-			err = f(actx, rt.client)
+			cctx, release := r.attempts.track(actx, rt.leader)
+			err = f(cctx, rt.client)
+			if release() {
+				err = deadNodeError(rt.leader)
+			}
 		}
 		if acancel != nil {
 			acancel()
@@ -816,6 +827,11 @@ func classifyReplica(err error, rt *route) (verdict, *replicav1.NotLeader) {
 		}
 		return verdictFail, nil
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Aborted:
+		if errors.Is(err, errNodeDead) {
+			// The arbiter declared the leader dead: another is being elected, and the
+			// channel control tier answers with it as soon as it is.
+			return verdictResolve, nil
+		}
 		// Unreachable, overloaded, lease lapsed, leadership lost, or the attempt timed out
 		// (the caller's own deadline ends the loop before this is acted on).
 		return verdictRetry, nil

@@ -99,6 +99,10 @@ type fakeCluster struct {
 	subscribeFn func(ctx context.Context, addr string, req *replicav1.SubscribeRequest) <-chan streamItem
 	// resolveDelay holds every resolve this long.
 	resolveDelay time.Duration
+	// held, when set, is told of each append that a replica in hold keeps until the call's
+	// context ends, as a paused process does.
+	hold map[string]bool
+	held chan string
 }
 
 func newFakeCluster() *fakeCluster {
@@ -173,8 +177,13 @@ func (c *fakeCluster) unary(ctx context.Context, addr, method string, in proto.M
 	case *replicav1.AppendRequest:
 		c.mu.Lock()
 		c.appends[addr]++
-		fn := c.appendFn
+		fn, hold := c.appendFn, c.hold[addr]
 		c.mu.Unlock()
+		if hold {
+			c.held <- addr
+			<-ctx.Done()
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
 		if fn != nil {
 			return fn(addr, req)
 		}

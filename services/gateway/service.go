@@ -26,11 +26,13 @@ type Service struct {
 	// Router routes channels to their leaders.
 	Router  *Router
 	arbiter *arbiterclient.Client
-	conn    *grpc.ClientConn
-	httpLis net.Listener
-	httpSrv *http.Server
-	stop    sync.Once
-	stopErr error
+	// stopWatch ends the watch of the arbiter's node states (nil without --arbiters).
+	stopWatch context.CancelFunc
+	conn      *grpc.ClientConn
+	httpLis   net.Listener
+	httpSrv   *http.Server
+	stop      sync.Once
+	stopErr   error
 }
 
 // Start validates cfg and starts serving gRPC and REST.
@@ -74,6 +76,11 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service,
 		tel.Logger.Warn("no channelctl configured (--channelctls): channel calls answer Unavailable")
 	}
 	s := &Service{Process: p, Router: router, arbiter: arb}
+	if arb != nil {
+		wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		s.stopWatch = cancel
+		go watchNodes(wctx, arb, router, tel.Logger)
+	}
 	if err := s.startHTTP(ctx, cfg, tel); err != nil {
 		_ = p.Stop(ctx)
 		_ = router.Close()
@@ -137,6 +144,9 @@ func (s *Service) Wait(ctx context.Context, grace time.Duration) error {
 // channelctls and replicas. It is safe to call more than once.
 func (s *Service) Stop(ctx context.Context) error {
 	s.stop.Do(func() {
+		if s.stopWatch != nil {
+			s.stopWatch()
+		}
 		s.Router.StopStreams()
 		herr := s.httpSrv.Shutdown(ctx)
 		cerr := s.conn.Close()
