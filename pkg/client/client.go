@@ -307,11 +307,19 @@ func (c *Client) retry(ctx context.Context, f func(context.Context) error) error
 		defer cancel()
 	}
 	bo := c.backoff()
+	var unavailable error // the last Unavailable answer, what retrying was about
 	for {
 		err := f(ctx)
+		if unavailable != nil && status.Code(err) == codes.DeadlineExceeded {
+			// The deadline cut the last attempt short (attempts have no deadline of their own;
+			// gRPC may say so a moment before ctx does): the caller learns why it retried until
+			// then, whichever of the attempt and the wait was running when the deadline came.
+			return status.Errorf(codes.Unavailable, "gave up at the deadline; last answer: %s", status.Convert(unavailable).Message())
+		}
 		if err == nil || status.Code(err) != codes.Unavailable || ctx.Err() != nil {
 			return err
 		}
+		unavailable = err
 		if !bo.pause(ctx, dl, retryDelay(err)) {
 			return err
 		}

@@ -76,6 +76,23 @@ func TestSendGivesUpAtTheDeadlineAndDoesNotRetryBadInput(t *testing.T) {
 	f.mu.Unlock()
 }
 
+// A send that was retried because the gateway answered Unavailable, and whose last attempt the
+// deadline then cut short, fails with Unavailable and the last answer: why it retried, not
+// which timer happened to fire first (on a loaded machine either may).
+func TestSendCutByTheDeadlineAfterRetriesSaysUnavailable(t *testing.T) {
+	f := startFakeGateway(t)
+	c := dial(t, f)
+	f.set(func(f *fakeGateway) { f.down, f.hangAfter = true, 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err := c.Send(ctx, "ch", client.Text("a", "x"))
+	require.Equal(t, codes.Unavailable, status.Code(err), err)
+	require.Contains(t, err.Error(), "fake: no leader")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	require.Len(t, f.sendReqs, 2, "one answer, then an attempt the deadline cut")
+}
+
 func TestReadPages(t *testing.T) {
 	f := startFakeGateway(t)
 	c := dial(t, f)

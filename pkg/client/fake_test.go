@@ -34,6 +34,8 @@ type fakeGateway struct {
 	lostAnswers int
 	// down: every call answers Unavailable.
 	down bool
+	// hangAfter: sends after this many answer only when their context ends (0: never).
+	hangAfter int
 	// streamLimit: a subscription stream breaks after this many messages (0: never), and a
 	// resumed one first repeats the message before its from_seq.
 	streamLimit int
@@ -60,10 +62,16 @@ func (f *fakeGateway) set(fn func(*fakeGateway)) {
 	fn(f)
 }
 
-func (f *fakeGateway) SendMessages(_ context.Context, req *triarchv1.SendMessagesRequest) (*triarchv1.SendMessagesResponse, error) {
+func (f *fakeGateway) SendMessages(ctx context.Context, req *triarchv1.SendMessagesRequest) (*triarchv1.SendMessagesResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.sendReqs = append(f.sendReqs, proto.Clone(req).(*triarchv1.SendMessagesRequest))
+	if f.hangAfter > 0 && len(f.sendReqs) > f.hangAfter {
+		f.mu.Unlock()
+		<-ctx.Done()
+		f.mu.Lock()
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
 	if f.down {
 		return nil, status.Error(codes.Unavailable, "fake: no leader")
 	}
