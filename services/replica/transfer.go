@@ -3,6 +3,7 @@ package replica
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -45,4 +46,16 @@ func (e *Engine) TransferLeaderAndWait(ctx context.Context, channelID string, ta
 		case <-time.After(transferPoll):
 		}
 	}
+}
+
+// TransferLeader orders this replica, the leader, to hand leadership to target.
+func (e *Engine) TransferLeader(ctx context.Context, channelID string, target uint64) error {
+	ch, err := e.channel(channelID)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(ch.currentVoters(), target) {
+		return fmt.Errorf("%w: node %d is not a replica of %s", ErrInvalid, target, channelID)
+	}
+	return e.notLeader(ch, e.host.TransferLeader(ctx, ch.group, target))
 }
