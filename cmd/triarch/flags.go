@@ -12,7 +12,7 @@ import (
 	"github.com/triarch-io/triarch/pkg/process"
 )
 
-// commonFlags are the flags every service takes (DESIGN.md, "Contract"), plus logging.
+// commonFlags are the flags every service takes (docs/ARCHITECTURE.md, "The contract"), plus logging.
 type commonFlags struct {
 	process.Common
 	logLevel  string

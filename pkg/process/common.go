@@ -6,7 +6,7 @@ import (
 	"net"
 )
 
-// Common are the settings every service takes (DESIGN.md, "Contract").
+// Common are the settings every service takes (docs/ARCHITECTURE.md, "The contract").
 type Common struct {
 	// NodeID identifies the process in its tier; raft needs it non-zero.
 	NodeID uint64

@@ -33,7 +33,7 @@ const MaxRESTBodyBytes = 8 << 20
 // leaves reserved characters such as %3A and %40 encoded in path parameters, and the id would
 // then fail validation.
 func newRESTMux() *runtime.ServeMux {
-	// Proto field names (channel_id, from_seq) in JSON, as in DESIGN.md's contract, and every
+	// Proto field names (channel_id, from_seq) in JSON, as in the contract (docs/ARCHITECTURE.md), and every
 	// field present so clients need not know proto3's zero-value omission. Unknown fields are
 	// an error: a misspelt field must not be silently ignored.
 	m := &restMarshaler{JSONPb: &runtime.JSONPb{

@@ -14,7 +14,7 @@ import (
 	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
 )
 
-// Limits of the public API (DESIGN.md; the replicas enforce the same ones).
+// Limits of the public API (docs/ARCHITECTURE.md, "The contract"; the replicas enforce the same ones).
 const (
 	// MaxChannelIDLen is the longest channel id; ids match [A-Za-z0-9_.:@-]{1,128}.
 	MaxChannelIDLen = 128

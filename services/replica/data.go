@@ -55,7 +55,7 @@ func (e *Engine) checkLease(ch *channel, acked map[uint64]time.Time) error {
 	return fmt.Errorf("%w (channel %s)", ErrLeaseLost, ch.id)
 }
 
-// Limits on appends (DESIGN.md: payload <= 1 MiB, batch <= 1,000 messages and 4 MiB).
+// Limits on appends (docs/ARCHITECTURE.md, "The contract": payload <= 1 MiB, batch <= 1,000 messages and 4 MiB).
 const (
 	MaxPayloadBytes = 1 << 20
 	MaxBatchBytes   = 4 << 20
