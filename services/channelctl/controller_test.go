@@ -221,6 +221,14 @@ type fakeReplica struct {
 	// admitted, when set, is called with each change this replica made as leader (the test
 	// tells the added replica it applied it).
 	admitted func(*replicav1.ReplicaChange)
+	// short drops the last result of every LoadGroups reply, as a buggy replica would.
+	short bool
+}
+
+func (f *fakeReplica) setShort(short bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.short = short
 }
 
 func dataLoss(channel string) *replicav1.GroupError {
@@ -292,6 +300,9 @@ func (f *fakeReplica) LoadGroups(_ context.Context, req *replicav1.LoadGroupsReq
 			res.Status = f.status(id)
 		}
 		resp.Results = append(resp.Results, res)
+	}
+	if f.short {
+		resp.Results = resp.Results[:len(resp.Results)-1]
 	}
 	return resp, nil
 }
@@ -522,6 +533,28 @@ func (f *fakeArbiter) reregister(node, store uint64) {
 	f.nodes[node] = storeNode(node, store, 2)
 	f.mu.Unlock()
 	f.watch <- &arbiterv1.WatchResponse{Events: []*arbiterv1.WatchEvent{{Kind: &arbiterv1.WatchEvent_Node{Node: storeNode(node, store, 2)}}}}
+}
+
+// A replica whose batched reply holds fewer results than orders (a bug, or another version)
+// fails that call, which the machines treat as unknown and retry later; the controller does
+// not index past the reply and stop. Once the replica answers properly the rejoin completes.
+func TestShortReplyFailsTheCallNotTheController(t *testing.T) {
+	arb, replica, start := startStoreCluster(t, map[uint64]uint64{1: 11, 2: 22, 3: 33}, map[uint64]uint64{2: 99})
+	arb.channels["c"] = &arbiterv1.Channel{ChannelId: "c", GroupId: 1, Slot: 3, ReplicaNodeIds: []uint64{1, 2, 3}, LeaderNodeId: 1,
+		LeaderTerm: 5, Epoch: 10, State: arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE, LastSeq: 40,
+		ReplicaStoreIds: map[uint64]uint64{1: 11, 2: 22, 3: 33}}
+	replica(2).setShort(true)
+	start()
+	arb.reregister(2, 99)
+	require.Eventually(t, func() bool { return len(replica(2).received("c")) > 0 }, 20*time.Second, 10*time.Millisecond,
+		"the rejoin's join load reached node 2")
+	time.Sleep(200 * time.Millisecond) // 4 s on the controller's clock: the short reply was handled
+	require.Equal(t, uint64(22), arb.channel("c").GetReplicaStoreIds()[2], "nothing recorded from a short reply")
+	require.Empty(t, replica(1).changesMade(), "no change ordered without node 2's status")
+
+	replica(2).setShort(false)
+	require.Eventually(t, func() bool { return arb.channel("c").GetReplicaStoreIds()[2] == 99 }, 20*time.Second, 10*time.Millisecond,
+		"the rejoin completes once node 2 answers properly")
 }
 
 // When the replaced store is the channel's leader's, the rejoin cannot start (a leader does

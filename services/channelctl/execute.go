@@ -106,6 +106,10 @@ func (c *Controller) execute(ctx context.Context, r machine.Round) {
 			resp, err := c.call(ctx, node, func(ctx context.Context, cl replicav1.ReplicaControlServiceClient) (any, error) {
 				return cl.LoadGroups(ctx, req)
 			})
+			var results []*replicav1.LoadGroupsResult
+			if err == nil {
+				results, err = answers(node, resp.(*replicav1.LoadGroupsResponse).GetResults(), len(acts))
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			for i, a := range acts {
@@ -114,7 +118,7 @@ func (c *Controller) execute(ctx context.Context, r machine.Round) {
 					lr.errs[node] = err
 					continue
 				}
-				res := resp.(*replicav1.LoadGroupsResponse).GetResults()[i]
+				res := results[i]
 				if e := groupErr(res.GetError()); e != nil {
 					lr.errs[node] = e
 				} else {
@@ -192,10 +196,14 @@ func (c *Controller) execute(ctx context.Context, r machine.Round) {
 			resp, err := c.call(ctx, node, func(ctx context.Context, cl replicav1.ReplicaControlServiceClient) (any, error) {
 				return cl.Campaign(ctx, req)
 			})
+			var results []*replicav1.CampaignResult
+			if err == nil {
+				results, err = answers(node, resp.(*replicav1.CampaignResponse).GetResults(), len(acts))
+			}
 			for i, a := range acts {
 				ev := machine.CampaignResult{Node: node, Epoch: a.Epoch, Err: err}
 				if err == nil {
-					res := resp.(*replicav1.CampaignResponse).GetResults()[i]
+					res := results[i]
 					ev.Leader, ev.Term, ev.Err = res.GetLeader(), res.GetStatus().GetTerm(), groupErr(res.GetError())
 					ev.Status = res.GetStatus()
 				}
@@ -213,10 +221,14 @@ func (c *Controller) execute(ctx context.Context, r machine.Round) {
 			resp, err := c.call(ctx, node, func(ctx context.Context, cl replicav1.ReplicaControlServiceClient) (any, error) {
 				return cl.TransferLeader(ctx, req)
 			})
+			var results []*replicav1.TransferLeaderResult
+			if err == nil {
+				results, err = answers(node, resp.(*replicav1.TransferLeaderResponse).GetResults(), len(acts))
+			}
 			for i, a := range acts {
 				ev := machine.TransferResult{Target: a.To, Epoch: a.Epoch, Err: err}
 				if err == nil {
-					ev.Err = groupErr(resp.(*replicav1.TransferLeaderResponse).GetResults()[i].GetError())
+					ev.Err = groupErr(results[i].GetError())
 				}
 				emit(a.ChannelID, ev)
 			}
@@ -244,13 +256,17 @@ func (c *Controller) execute(ctx context.Context, r machine.Round) {
 			resp, err := c.call(ctx, node, func(ctx context.Context, cl replicav1.ReplicaControlServiceClient) (any, error) {
 				return cl.UnloadGroups(ctx, req)
 			})
+			var results []*replicav1.UnloadGroupsResult
+			if err == nil {
+				results, err = answers(node, resp.(*replicav1.UnloadGroupsResponse).GetResults(), len(acts))
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			for i, a := range acts {
 				u := unloads[a.ChannelID]
 				gerr := err
 				if gerr == nil {
-					gerr = groupErr(resp.(*replicav1.UnloadGroupsResponse).GetResults()[i].GetError())
+					gerr = groupErr(results[i].GetError())
 				}
 				// A replica that does not have the group loaded has nothing to drop.
 				if gerr == nil || status.Code(gerr) == codes.NotFound {
@@ -279,6 +295,17 @@ func (c *Controller) execute(ctx context.Context, r machine.Round) {
 			return
 		}
 	}
+}
+
+// answers checks that a batched reply holds one result per order sent, as the replica API
+// promises (results in request order): a reply that does not (a bug, another version) fails
+// the whole call, whose outcome each channel then treats as unknown, instead of indexing past
+// it and stopping the controller.
+func answers[T any](node uint64, results []T, orders int) ([]T, error) {
+	if len(results) != orders {
+		return nil, fmt.Errorf("replica %d answered %d results for %d orders", node, len(results), orders)
+	}
+	return results, nil
 }
 
 // call runs one RPC on a replica node.
@@ -334,10 +361,14 @@ func (c *Controller) changeReplicas(ctx context.Context, leader uint64, acts []m
 	resp, err := c.call(cctx, leader, func(ctx context.Context, cl replicav1.ReplicaControlServiceClient) (any, error) {
 		return cl.ChangeReplicas(ctx, req)
 	})
+	var results []*replicav1.ChangeReplicasResult
+	if err == nil {
+		results, err = answers(leader, resp.(*replicav1.ChangeReplicasResponse).GetResults(), len(acts))
+	}
 	for i, a := range acts {
 		ev := machine.ReplicasChanged{Epoch: a.Epoch, Err: err}
 		if err == nil {
-			res := resp.(*replicav1.ChangeReplicasResponse).GetResults()[i]
+			res := results[i]
 			ev.Status, ev.Err = res.GetStatus(), groupErr(res.GetError())
 		}
 		select {
