@@ -170,7 +170,7 @@ func activationBreakdown(b *testing.B, channels int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	tel, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: "activation-bench", NodeID: 1, LogWriter: io.Discard,
-		SpanProcessors: []sdktrace.SpanProcessor{rec}})
+		SpanProcessors: []sdktrace.SpanProcessor{rec}, Getenv: sampleEverything})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -27,7 +27,7 @@ func TestOneSendIsOneTraceAcrossTheTiers(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	ctx := context.Background()
 	tel, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: "trace-test", NodeID: 1, LogWriter: io.Discard,
-		SpanProcessors: []sdktrace.SpanProcessor{rec}})
+		SpanProcessors: []sdktrace.SpanProcessor{rec}, Getenv: sampleEverything})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = tel.Shutdown(ctx) })
 	s, err := suite.Start(ctx, suite.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0"}, tel)
@@ -64,4 +64,13 @@ func TestOneSendIsOneTraceAcrossTheTiers(t *testing.T) {
 		}
 		return true
 	}, 10*time.Second, 10*time.Millisecond, "server spans of every tier in the client's trace")
+}
+
+// sampleEverything is the OTEL_* environment of a test that looks at every span: the default
+// samples one trace in a hundred (telemetry.DefaultSampleRatio).
+func sampleEverything(k string) string {
+	if k == "OTEL_TRACES_SAMPLER" {
+		return "always_on"
+	}
+	return ""
 }

@@ -23,9 +23,14 @@ func newTelemetry(t *testing.T, service string) (*telemetry.Telemetry, *tracetes
 	t.Helper()
 	rec := tracetest.NewSpanRecorder()
 	tel, err := telemetry.Setup(context.Background(), telemetry.Options{
-		ServiceName:    service,
-		LogWriter:      io.Discard,
-		Getenv:         func(string) string { return "" },
+		ServiceName: service,
+		LogWriter:   io.Discard,
+		Getenv: func(k string) string {
+			if k == "OTEL_TRACES_SAMPLER" {
+				return "always_on" // every span, for the assertions
+			}
+			return ""
+		},
 		SpanProcessors: []sdktrace.SpanProcessor{rec},
 	})
 	require.NoError(t, err)

@@ -19,7 +19,9 @@
 // endpoint means spans are recorded but never exported),
 // OTEL_EXPORTER_OTLP_INSECURE, OTEL_EXPORTER_OTLP_HEADERS,
 // OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER and
-// OTEL_TRACES_SAMPLER_ARG. Those variables are read through Options.Getenv
+// OTEL_TRACES_SAMPLER_ARG (unset, one trace in a hundred started here is
+// sampled, and every trace a caller sampled: DefaultSampleRatio). Those
+// variables are read through Options.Getenv
 // so tests can inject them; the remaining exporter settings (certificates,
 // compression, timeout) are read by the OTLP exporter from the real
 // environment.

@@ -57,6 +57,7 @@ func TestSetupExportsSpansToOTLPEndpoint(t *testing.T) {
 		Getenv: env(map[string]string{
 			"OTEL_EXPORTER_OTLP_ENDPOINT": "http://" + addr,
 			"OTEL_EXPORTER_OTLP_INSECURE": "true",
+			"OTEL_TRACES_SAMPLER":         "always_on",
 		}),
 	})
 	require.NoError(t, err)

@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // env returns a Getenv that sees only vars, so tests neither read nor
@@ -57,14 +58,14 @@ func TestSetupWithoutEndpoint(t *testing.T) {
 		ServiceName: "triarch-test",
 		NodeID:      7,
 		LogWriter:   &logs,
-		Getenv:      env(nil),
+		Getenv:      env(map[string]string{"OTEL_TRACES_SAMPLER": "parentbased_always_on"}),
 	})
 	require.NoError(t, err)
 
 	_, isSDK := tel.TracerProvider.(*sdktrace.TracerProvider)
 	assert.True(t, isSDK, "TracerProvider is %T, want the SDK provider", tel.TracerProvider)
 	_, span := tel.Tracer("test").Start(ctx, "op")
-	assert.True(t, span.SpanContext().IsSampled(), "spans must be sampled even without an exporter")
+	assert.True(t, span.SpanContext().IsSampled(), "spans must be sampled even without an exporter, as the sampler says")
 	span.End()
 
 	require.NotNil(t, tel.Logger)
@@ -100,10 +101,11 @@ func TestSetupReadsResourceAndSamplerFromEnv(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	var logs syncBuffer
 	tel, err := Setup(ctx, Options{
-		ServiceName:    "triarch-test",
-		NodeID:         3,
-		LogWriter:      &logs,
-		Getenv:         env(map[string]string{"OTEL_SERVICE_NAME": "from-env", "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=ci,team=a%20b"}),
+		ServiceName: "triarch-test",
+		NodeID:      3,
+		LogWriter:   &logs,
+		Getenv: env(map[string]string{"OTEL_SERVICE_NAME": "from-env", "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=ci,team=a%20b",
+			"OTEL_TRACES_SAMPLER": "always_on"}),
 		SpanProcessors: []sdktrace.SpanProcessor{rec},
 	})
 	require.NoError(t, err)
@@ -144,6 +146,33 @@ func TestSetupSamplerFromEnv(t *testing.T) {
 	span.End()
 	shutdown(t, tel)
 	assert.Empty(t, rec.Ended())
+}
+
+// Unset, the sampler keeps about DefaultSampleRatio of the traces started here (the rest still
+// carry trace ids, for logs) and every trace whose caller sampled it.
+func TestDefaultSamplerSamplesARatioAndFollowsTheParent(t *testing.T) {
+	tel, err := Setup(context.Background(), Options{LogWriter: io.Discard, Getenv: env(nil)})
+	require.NoError(t, err)
+	defer shutdown(t, tel)
+	tr := tel.Tracer("test")
+	sampled := 0
+	const n = 20000
+	for range n {
+		_, span := tr.Start(context.Background(), "op")
+		require.True(t, span.SpanContext().HasTraceID(), "an unsampled span still has a trace id")
+		if span.SpanContext().IsSampled() {
+			sampled++
+		}
+		span.End()
+	}
+	// Trace ids are random: 1% of 20,000 is 200, and 100..400 is over 7 standard deviations wide.
+	assert.InDelta(t, n*DefaultSampleRatio, sampled, n*DefaultSampleRatio/2, "sampled %d of %d", sampled, n)
+
+	parent := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2},
+		TraceFlags: trace.FlagsSampled, Remote: true})
+	_, span := tr.Start(trace.ContextWithRemoteSpanContext(context.Background(), parent), "child")
+	assert.True(t, span.SpanContext().IsSampled(), "a sampled caller's trace is followed")
+	span.End()
 }
 
 func TestSetupRejectsMalformedResourceAttributes(t *testing.T) {
