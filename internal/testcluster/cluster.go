@@ -85,6 +85,8 @@ type Cluster struct {
 	logs string
 
 	fault atomic.Pointer[FaultFunc]
+	// net is the Netns() cluster's network (nil otherwise).
+	net *netns
 
 	mu    sync.Mutex
 	nodes map[key]*node
@@ -120,6 +122,10 @@ func Start(t testing.TB, opts ...Option) *Cluster {
 			t.Logf("process logs in %s", dir)
 		}
 	}
+	if cfg.netns {
+		// Made before stopAll is registered, so removed after the nodes stopped.
+		c.net = newNetns(t)
+	}
 	t.Cleanup(c.stopAll)
 	add := func(kind Kind, id uint64) *node {
 		n := &node{kind: kind, id: id}
@@ -130,6 +136,12 @@ func Start(t testing.TB, opts ...Option) *Cluster {
 		}
 		// Processes and raft peers need their addresses before they listen; in process, a node
 		// binds port 0 and keeps what it got for its restarts.
+		if cfg.netns {
+			// A namespace of its own: its ports are its own too.
+			c.attach(n)
+			c.nodes[key{kind, id}] = n
+			return n
+		}
 		if cfg.processes || (kind == KindArbiter && cfg.arbiters > 1) {
 			n.addr = testutil.FreeAddr(t)
 		}
@@ -173,10 +185,23 @@ func (c *Cluster) StartGateway(channelctls ...string) {
 		n.addr, n.admin, n.http = testutil.FreeAddr(c.t), testutil.FreeAddr(c.t), testutil.FreeAddr(c.t)
 		n.dir = c.mkdir("gateway-1")
 	}
+	if c.net != nil {
+		c.attach(n)
+	}
 	c.nodes[key{KindGateway, 1}] = n
 	c.gwCtls = slices.Clone(channelctls)
 	c.mu.Unlock()
 	c.start(n)
+}
+
+// attach puts a node of a Netns() cluster in its namespace, on its address there.
+func (c *Cluster) attach(n *node) {
+	c.t.Helper()
+	ip := c.net.attach(key{n.kind, n.id}).String()
+	n.addr, n.admin = net.JoinHostPort(ip, "7000"), net.JoinHostPort(ip, "7001")
+	if n.kind == KindGateway {
+		n.http = net.JoinHostPort(ip, "7002")
+	}
 }
 
 func (c *Cluster) mkdir(name string) string {
