@@ -3,6 +3,7 @@ package testcluster
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -22,7 +23,17 @@ type Netem struct {
 }
 
 func (n Netem) String() string {
-	return fmt.Sprintf("delay %v±%v loss %.0f%%", n.Delay, n.Jitter, n.Loss*100)
+	var parts []string
+	if n.Delay > 0 || n.Jitter > 0 {
+		parts = append(parts, fmt.Sprintf("delay %v±%v", n.Delay, n.Jitter))
+	}
+	if n.Loss > 0 {
+		parts = append(parts, fmt.Sprintf("loss %.0f%%", n.Loss*100))
+	}
+	if len(parts) == 0 {
+		return "nothing"
+	}
+	return strings.Join(parts, " ")
 }
 
 // link is one direction between two nodes' addresses.

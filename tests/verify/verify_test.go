@@ -64,13 +64,22 @@ func TestVerify(t *testing.T) {
 	require.NoError(t, os.MkdirAll(out, 0o755))
 	t.Logf("seed %d, %v of faults %v, %d channels, %d clients; output in %s", *seed, *duration, kinds, *channels, *clients, out)
 
-	c := testcluster.Start(t, testcluster.Processes(), testcluster.Arbiters(3), testcluster.Channelctls(2),
+	// Network faults need the processes in network namespaces, which need root; the other
+	// faults run on loopback as they always did, so that their seeds replay the same cluster.
+	mode := testcluster.Processes()
+	if slices.ContainsFunc(kinds, verify.Fault.Network) {
+		if os.Geteuid() != 0 && *faults == "all" {
+			kinds = slices.DeleteFunc(kinds, verify.Fault.Network)
+			t.Logf("network faults need root (network namespaces): running %v only", kinds)
+		} else {
+			mode = testcluster.Netns()
+		}
+	}
+	c := testcluster.Start(t, mode, testcluster.Arbiters(3), testcluster.Channelctls(2),
 		testcluster.Replicas(3), testcluster.WithGateway())
 	var targets []verify.Target
-	for _, k := range []testcluster.Kind{testcluster.KindArbiter, testcluster.KindChannelctl, testcluster.KindReplica, testcluster.KindGateway} {
-		for _, id := range c.IDs(k) {
-			targets = append(targets, verify.Target{Tier: k.String(), ID: id})
-		}
+	for _, n := range c.Targets() {
+		targets = append(targets, verify.Target{Tier: n.Kind.String(), ID: n.ID})
 	}
 	schedule := verify.Schedule(*seed, *duration, kinds, targets)
 	var sched strings.Builder
@@ -106,6 +115,9 @@ func TestVerify(t *testing.T) {
 	}
 
 	runSchedule(t, c, h, schedule)
+	if slices.ContainsFunc(kinds, verify.Fault.Network) {
+		c.Heal() // each fault was healed at its end: this only makes sure
+	}
 	t.Log("every fault healed; letting the clients finish")
 	w.stop.Store(true)
 	wg.Wait()
@@ -177,12 +189,31 @@ func runSchedule(t *testing.T, c *testcluster.Cluster, h *verify.History, schedu
 	for _, k := range []testcluster.Kind{testcluster.KindArbiter, testcluster.KindChannelctl, testcluster.KindReplica, testcluster.KindGateway} {
 		kind[k.String()] = k
 	}
+	// net holds the network faults in force, by event.
+	net := map[verify.Event][]*testcluster.NetFault{}
 	for _, s := range steps {
 		if d := s.at - h.Now(); d > 0 {
 			time.Sleep(d) // the schedule is in time: this waits for the next fault, not for a condition
 		}
 		k, id := kind[s.event.Target.Tier], s.event.Target.ID
+		detail := ""
 		switch {
+		case s.event.Fault.Network() && !s.end:
+			net[s.event] = applyNetFault(c, s.event)
+			if s.event.Fault == verify.Partition {
+				var what []string
+				for _, f := range net[s.event] {
+					what = append(what, f.String())
+				}
+				detail = ": " + strings.Join(what, "; ")
+			} else {
+				detail = fmt.Sprintf(": every link to and from it, %v", testcluster.Netem{Delay: s.event.Delay, Jitter: s.event.Jitter, Loss: s.event.Loss})
+			}
+		case s.event.Fault.Network():
+			for _, f := range net[s.event] {
+				f.Heal()
+			}
+			delete(net, s.event)
 		case s.event.Fault == verify.Pause && !s.end:
 			c.Pause(k, id)
 		case s.event.Fault == verify.Pause:
@@ -210,8 +241,63 @@ func runSchedule(t *testing.T, c *testcluster.Cluster, h *verify.History, schedu
 		if s.end {
 			verb = "ends"
 		}
-		t.Logf("%v: %s %s %s", h.Now().Round(time.Millisecond), s.event.Fault, s.event.Target, verb)
+		t.Logf("%v: %s %s %s%s", h.Now().Round(time.Millisecond), s.event.Label(), s.event.Target, verb, detail)
 	}
+}
+
+// applyNetFault cuts or degrades the links a network event names.
+func applyNetFault(c *testcluster.Cluster, e verify.Event) []*testcluster.NetFault {
+	node := func(t verify.Target) testcluster.Target {
+		for _, n := range c.Targets() {
+			if n.Kind.String() == t.Tier && n.ID == t.ID {
+				return n
+			}
+		}
+		panic(fmt.Sprintf("no %v in the cluster", t))
+	}
+	self := node(e.Target)
+	var others []testcluster.Target
+	for _, n := range c.Targets() {
+		if n != self {
+			others = append(others, n)
+		}
+	}
+	// both cuts the links between self and each of peers, both ways.
+	both := func(peers ...testcluster.Target) []*testcluster.NetFault {
+		out := []*testcluster.NetFault{c.Cut(self, peers...)}
+		for _, p := range peers {
+			out = append(out, c.Cut(p, self))
+		}
+		return out
+	}
+	switch {
+	case e.Fault == verify.Netem:
+		l := testcluster.Netem{Delay: e.Delay, Jitter: e.Jitter, Loss: e.Loss}
+		out := []*testcluster.NetFault{c.Degrade(l, self, others...)}
+		for _, o := range others {
+			out = append(out, c.Degrade(l, o, self))
+		}
+		return out
+	case e.Shape == verify.Isolate:
+		return []*testcluster.NetFault{c.Isolate(self)}
+	case e.Shape == verify.CutOut:
+		return []*testcluster.NetFault{c.Cut(self, others...)}
+	case e.Shape == verify.CutIn:
+		var out []*testcluster.NetFault
+		for _, o := range others {
+			out = append(out, c.Cut(o, self))
+		}
+		return out
+	case e.Shape == verify.FromArbiters:
+		var arbiters []testcluster.Target
+		for _, id := range c.IDs(testcluster.KindArbiter) {
+			arbiters = append(arbiters, testcluster.Target{Kind: testcluster.KindArbiter, ID: id})
+		}
+		return both(arbiters...)
+	case e.Shape == verify.GatewayReplica, e.Shape == verify.Ring:
+		return both(node(e.Peer))
+	}
+	panic(fmt.Sprintf("unknown network fault %v", e))
 }
 
 // workload is the clients: each sends batches of 1-3 new messages (retrying a batch under the
