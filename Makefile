@@ -65,7 +65,7 @@ dev: build
 # default).
 SEED     ?= 1
 DURATION ?= 2m
-FAULTS   ?= all
+FAULTS   ?= kill,pause,wipe
 CHANNELS ?= 8
 CLIENTS  ?= 6
 OUT      ?=

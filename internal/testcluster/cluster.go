@@ -250,6 +250,11 @@ func (c *Cluster) Running(kind Kind) []uint64 {
 	return out
 }
 
+// Logs is the directory of the processes' logs, one file per node and run (process mode; ""
+// in process). It is removed with the test's temporary directory unless TRIARCH_TEST_LOG is
+// set: a test that keeps its evidence copies it out.
+func (c *Cluster) Logs() string { return c.logs }
+
 // Addr is a node's gRPC address (the same across restarts).
 func (c *Cluster) Addr(kind Kind, id uint64) string {
 	n := c.node(kind, id)

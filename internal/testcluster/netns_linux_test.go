@@ -145,9 +145,14 @@ func TestNetnsClusterFormsAndSurvivesIsolation(t *testing.T) {
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, took, 300*time.Millisecond)
 	slow.Heal()
-	took, err = probe(t, c, r1, r2, 10*time.Second)
-	require.NoError(t, err)
-	require.Less(t, took, 300*time.Millisecond, "a healed link still delays")
+	// The fastest of a few handshakes: a loaded machine may stall one.
+	fastest := time.Hour
+	for range 3 {
+		took, err = probe(t, c, r1, r2, 10*time.Second)
+		require.NoError(t, err)
+		fastest = min(fastest, took)
+	}
+	require.Less(t, fastest, 300*time.Millisecond, "a healed link still delays")
 
 	l := c.NewAckLedger(t, ctx, 4, "n")
 	l.SendAll("before")

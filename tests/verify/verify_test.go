@@ -35,7 +35,7 @@ import (
 var (
 	seed     = flag.Uint64("verify.seed", 1, "seed of the fault schedule and the workload")
 	duration = flag.Duration("verify.duration", 0, "how long faults run (0 skips the suite)")
-	faults   = flag.String("verify.faults", "all", "fault kinds, comma-separated: "+fmt.Sprint(verify.AllFaults))
+	faults   = flag.String("verify.faults", "kill,pause,wipe", `fault kinds, comma-separated, or "all": `+fmt.Sprint(verify.AllFaults))
 	channels = flag.Int("verify.channels", 8, "channels written and read")
 	clients  = flag.Int("verify.clients", 6, "concurrent clients")
 	outDir   = flag.String("verify.out", "", "where the history, schedule and visualizations go (default: a temporary directory, kept on failure)")
@@ -166,7 +166,10 @@ func TestVerify(t *testing.T) {
 		}
 	}
 	if failed {
-		t.Logf("replay with: make verify SEED=%d DURATION=%v FAULTS=%s CHANNELS=%d CLIENTS=%d; history in %s",
+		if err := copyLogs(c.Logs(), filepath.Join(out, "logs")); err != nil {
+			t.Logf("copying the processes' logs: %v", err)
+		}
+		t.Logf("replay with: make verify SEED=%d DURATION=%v FAULTS=%s CHANNELS=%d CLIENTS=%d; history and logs in %s",
 			*seed, *duration, *faults, *channels, *clients, out)
 	} else if *outDir == "" {
 		_ = os.RemoveAll(out)
@@ -479,6 +482,26 @@ func compareReplicas(ctx context.Context, c *testcluster.Cluster, names []string
 				break
 			}
 		}
+	}
+	return errors.Join(errs...)
+}
+
+// copyLogs keeps the processes' logs (warn level, one file per node and run) with the history.
+func copyLogs(from, to string) error {
+	entries, err := os.ReadDir(from)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(to, 0o755); err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(from, e.Name()))
+		if err == nil {
+			err = os.WriteFile(filepath.Join(to, e.Name()), b, 0o644)
+		}
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
