@@ -8,6 +8,7 @@ type config struct {
 	gateway                         bool
 	processes                       bool
 	netns                           bool
+	logLevel                        string
 	binary                          string
 
 	hibernateAfter   time.Duration
@@ -61,6 +62,9 @@ func Processes() Option { return func(c *config) { c.processes = true } }
 // after the test process's pid and removed when the test ends, as are the leftovers of runs
 // that died before their cleanups.
 func Netns() Option { return func(c *config) { c.processes, c.netns = true, true } }
+
+// LogLevel sets the processes' --log-level (default warn; debug when TRIARCH_TEST_LOG is set).
+func LogLevel(level string) Option { return func(c *config) { c.logLevel = level } }
 
 // Binary runs the processes from a triarch binary already built, instead of building one.
 func Binary(path string) Option { return func(c *config) { c.binary = path } }

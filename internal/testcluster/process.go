@@ -46,7 +46,9 @@ func (c *Cluster) args(n *node) []string {
 		"--arbiters", strings.Join(c.arbiterAddrs(), ","),
 		"--log-level", "warn",
 	}
-	if testutil.LogLevel() < 0 {
+	if c.cfg.logLevel != "" {
+		args[len(args)-1] = c.cfg.logLevel
+	} else if testutil.LogLevel() < 0 {
 		args[len(args)-1] = "debug"
 	}
 	if n.dir != "" {

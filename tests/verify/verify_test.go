@@ -38,6 +38,7 @@ var (
 	faults   = flag.String("verify.faults", "kill,pause,wipe", `fault kinds, comma-separated, or "all": `+fmt.Sprint(verify.AllFaults))
 	channels = flag.Int("verify.channels", 8, "channels written and read")
 	clients  = flag.Int("verify.clients", 6, "concurrent clients")
+	logLevel = flag.String("verify.log-level", "warn", "the processes' log level (their logs are kept in the output directory on failure)")
 	outDir   = flag.String("verify.out", "", "where the history, schedule and visualizations go (default: a temporary directory, kept on failure)")
 )
 
@@ -75,7 +76,7 @@ func TestVerify(t *testing.T) {
 			mode = testcluster.Netns()
 		}
 	}
-	c := testcluster.Start(t, mode, testcluster.Arbiters(3), testcluster.Channelctls(2),
+	c := testcluster.Start(t, mode, testcluster.LogLevel(*logLevel), testcluster.Arbiters(3), testcluster.Channelctls(2),
 		testcluster.Replicas(3), testcluster.WithGateway())
 	var targets []verify.Target
 	for _, n := range c.Targets() {
