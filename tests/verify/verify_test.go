@@ -466,20 +466,23 @@ func compareReplicas(ctx context.Context, c *testcluster.Cluster, names []string
 	var errs []error
 	for _, ch := range names {
 		seqs := map[uint64]uint64{}
+		var detail []string
 		for _, id := range c.IDs(testcluster.KindReplica) {
 			st, err := replicaStatus(ctx, c, id, ch)
 			if err != nil {
 				errs = append(errs, err)
 				continue
 			}
-			seqs[id] = st
+			seqs[id] = st.GetLastSeq()
+			detail = append(detail, fmt.Sprintf("replica %d: loaded %v, %v, term %d, commit %d, applied %d, last index %d, store %x",
+				id, st.GetLoaded(), st.GetRole(), st.GetTerm(), st.GetCommit(), st.GetApplied(), st.GetLastIndex(), st.GetStoreId()))
 		}
 		var first uint64
 		for i, id := range slices.Sorted(maps.Keys(seqs)) {
 			if i == 0 {
 				first = seqs[id]
 			} else if seqs[id] != first {
-				errs = append(errs, fmt.Errorf("%s: replicas at last seqs %v", ch, seqs))
+				errs = append(errs, fmt.Errorf("%s: replicas at last seqs %v (%s)", ch, seqs, strings.Join(detail, "; ")))
 				break
 			}
 		}
@@ -517,18 +520,19 @@ func writeHistory(t *testing.T, path string, ops []verify.Op) {
 	}
 }
 
-// replicaStatus is the channel's last applied sequence number on replica node.
-func replicaStatus(ctx context.Context, c *testcluster.Cluster, node uint64, ch string) (uint64, error) {
+// replicaStatus is the channel's group status on replica node (its last applied sequence
+// number, and what explains it).
+func replicaStatus(ctx context.Context, c *testcluster.Cluster, node uint64, ch string) (*replicav1.GroupStatus, error) {
 	cl := replicav1.NewReplicaControlServiceClient(c.Dial(c.Addr(testcluster.KindReplica, node)))
 	resp, err := cl.GetGroupStatus(ctx, &replicav1.GetGroupStatusRequest{ChannelIds: []string{ch}})
 	if err != nil {
-		return 0, fmt.Errorf("%s on replica %d: %w", ch, node, err)
+		return nil, fmt.Errorf("%s on replica %d: %w", ch, node, err)
 	}
 	r := resp.GetResults()[0]
 	if r.GetError() != nil {
-		return 0, fmt.Errorf("%s on replica %d: %s", ch, node, r.GetError().GetMessage())
+		return nil, fmt.Errorf("%s on replica %d: %s", ch, node, r.GetError().GetMessage())
 	}
-	return r.GetStatus().GetLastSeq(), nil
+	return r.GetStatus(), nil
 }
 
 // pendingRejoins asks the arbiter members in turn (some may be down or paused) for the nodes'
