@@ -65,14 +65,15 @@ dev: build
 # default).
 SEED     ?= 1
 DURATION ?= 2m
-FAULTS   ?= all
+FAULTS   ?= kill,pause,wipe
 CHANNELS ?= 8
 CLIENTS  ?= 6
 OUT      ?=
+LOGLEVEL ?= warn
 verify:
 	go test -count=1 -timeout 4h -v -run TestVerify ./tests/verify \
 		-args -verify.seed=$(SEED) -verify.duration=$(DURATION) -verify.faults=$(FAULTS) \
-		-verify.channels=$(CHANNELS) -verify.clients=$(CLIENTS) -verify.out=$(OUT)
+		-verify.channels=$(CHANNELS) -verify.clients=$(CLIENTS) -verify.out=$(OUT) -verify.log-level=$(LOGLEVEL)
 
 # image builds a static binary and a FROM-scratch image from it (no base image is pulled).
 image:

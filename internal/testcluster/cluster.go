@@ -87,6 +87,8 @@ type Cluster struct {
 
 	fault  atomic.Pointer[FaultFunc]
 	tamper atomic.Pointer[TamperFunc]
+	// net is the Netns() cluster's network (nil otherwise).
+	net *netns
 
 	mu    sync.Mutex
 	nodes map[key]*node
@@ -122,6 +124,10 @@ func Start(t testing.TB, opts ...Option) *Cluster {
 			t.Logf("process logs in %s", dir)
 		}
 	}
+	if cfg.netns {
+		// Made before stopAll is registered, so removed after the nodes stopped.
+		c.net = newNetns(t)
+	}
 	t.Cleanup(c.stopAll)
 	add := func(kind Kind, id uint64) *node {
 		n := &node{kind: kind, id: id}
@@ -132,6 +138,12 @@ func Start(t testing.TB, opts ...Option) *Cluster {
 		}
 		// Processes and raft peers need their addresses before they listen; in process, a node
 		// binds port 0 and keeps what it got for its restarts.
+		if cfg.netns {
+			// A namespace of its own: its ports are its own too.
+			c.attach(n)
+			c.nodes[key{kind, id}] = n
+			return n
+		}
 		if cfg.processes || (kind == KindArbiter && cfg.arbiters > 1) {
 			n.addr = testutil.FreeAddr(t)
 		}
@@ -175,10 +187,23 @@ func (c *Cluster) StartGateway(channelctls ...string) {
 		n.addr, n.admin, n.http = testutil.FreeAddr(c.t), testutil.FreeAddr(c.t), testutil.FreeAddr(c.t)
 		n.dir = c.mkdir("gateway-1")
 	}
+	if c.net != nil {
+		c.attach(n)
+	}
 	c.nodes[key{KindGateway, 1}] = n
 	c.gwCtls = slices.Clone(channelctls)
 	c.mu.Unlock()
 	c.start(n)
+}
+
+// attach puts a node of a Netns() cluster in its namespace, on its address there.
+func (c *Cluster) attach(n *node) {
+	c.t.Helper()
+	ip := c.net.attach(key{n.kind, n.id}).String()
+	n.addr, n.admin = net.JoinHostPort(ip, "7000"), net.JoinHostPort(ip, "7001")
+	if n.kind == KindGateway {
+		n.http = net.JoinHostPort(ip, "7002")
+	}
 }
 
 func (c *Cluster) mkdir(name string) string {
@@ -226,6 +251,11 @@ func (c *Cluster) Running(kind Kind) []uint64 {
 	slices.Sort(out)
 	return out
 }
+
+// Logs is the directory of the processes' logs, one file per node and run (process mode; ""
+// in process). It is removed with the test's temporary directory unless TRIARCH_TEST_LOG is
+// set: a test that keeps its evidence copies it out.
+func (c *Cluster) Logs() string { return c.logs }
 
 // Addr is a node's gRPC address (the same across restarts).
 func (c *Cluster) Addr(kind Kind, id uint64) string {

@@ -36,5 +36,14 @@ func (c *Cluster) Partition(side ...uint64) {
 	})
 }
 
-// Heal removes any replica fault.
-func (c *Cluster) Heal() { c.SetReplicaFault(nil) }
+// Heal removes any replica fault or, in a Netns() cluster, every network fault.
+func (c *Cluster) Heal() {
+	c.t.Helper()
+	if c.net != nil {
+		if err := c.net.heal(); err != nil {
+			c.t.Fatalf("testcluster: heal: %v", err)
+		}
+		return
+	}
+	c.SetReplicaFault(nil)
+}

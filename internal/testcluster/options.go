@@ -7,6 +7,8 @@ type config struct {
 	arbiters, channelctls, replicas int
 	gateway                         bool
 	processes                       bool
+	netns                           bool
+	logLevel                        string
 	binary                          string
 
 	hibernateAfter   time.Duration
@@ -51,6 +53,18 @@ func WithGateway() Option { return func(c *config) { c.gateway = true } }
 // Settings the binary has no flag for (BalanceDelay, FailoverBudget, replica faults) are
 // refused rather than silently ignored.
 func Processes() Option { return func(c *config) { c.processes = true } }
+
+// Netns runs every node as a process (it implies Processes()) in a network namespace of its
+// own, on an address of its own, linked to the others through a bridge, so that the test can
+// cut, isolate and degrade the network between nodes (Cut, Isolate, Degrade, Heal) while
+// the test process itself still reaches every node. It needs root and iproute2, nftables
+// and iptables (legacy); without them the test is skipped. Everything it creates is named
+// after the test process's pid and removed when the test ends, as are the leftovers of runs
+// that died before their cleanups.
+func Netns() Option { return func(c *config) { c.processes, c.netns = true, true } }
+
+// LogLevel sets the processes' --log-level (default warn; debug when TRIARCH_TEST_LOG is set).
+func LogLevel(level string) Option { return func(c *config) { c.logLevel = level } }
 
 // Binary runs the processes from a triarch binary already built, instead of building one.
 func Binary(path string) Option { return func(c *config) { c.binary = path } }

@@ -46,7 +46,9 @@ func (c *Cluster) args(n *node) []string {
 		"--arbiters", strings.Join(c.arbiterAddrs(), ","),
 		"--log-level", "warn",
 	}
-	if testutil.LogLevel() < 0 {
+	if c.cfg.logLevel != "" {
+		args[len(args)-1] = c.cfg.logLevel
+	} else if testutil.LogLevel() < 0 {
 		args[len(args)-1] = "debug"
 	}
 	if n.dir != "" {
@@ -82,6 +84,9 @@ func (c *Cluster) startProcess(n *node) {
 	logf, err := os.Create(logPath)
 	require.NoError(c.t, err)
 	cmd := exec.Command(c.bin, c.args(n)...)
+	if c.net != nil {
+		cmd = c.net.command(key{n.kind, n.id}, c.bin, c.args(n)...)
+	}
 	// The binary reads OTEL_* itself: a developer's exporter must not receive test spans.
 	cmd.Env = append(os.Environ(), "OTEL_EXPORTER_OTLP_ENDPOINT=", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=", "OTEL_TRACES_EXPORTER=none")
 	cmd.Stdout, cmd.Stderr = logf, logf

@@ -20,10 +20,45 @@ const (
 	// Wipe is kill -9 of a replica and the loss of its data directory (a replaced disk); it
 	// restarts empty after the event's duration.
 	Wipe Fault = "wipe"
+	// Partition drops packets between processes for the event's duration (no reset, no
+	// error: they vanish), in one of the shapes of Shape.
+	Partition Fault = "partition"
+	// Netem delays and drops a share of the packets on every link of a process, both ways.
+	Netem Fault = "netem"
 )
 
 // AllFaults are the fault kinds the suite knows.
-var AllFaults = []Fault{Kill, Pause, Wipe}
+var AllFaults = []Fault{Kill, Pause, Wipe, Partition, Netem}
+
+// Network reports whether the fault is one of the network's (it needs the cluster's processes
+// in network namespaces).
+func (f Fault) Network() bool { return f == Partition || f == Netem }
+
+// Shape is the form of a partition.
+type Shape string
+
+const (
+	// Isolate cuts the target from every other process, both ways.
+	Isolate Shape = "isolate"
+	// CutOut drops everything the target sends to the other processes; what they send
+	// arrives (a TCP connection stalls both ways all the same: its acknowledgements are lost).
+	CutOut Shape = "cut-out"
+	// CutIn drops everything the other processes send to the target.
+	CutIn Shape = "cut-in"
+	// FromArbiters cuts a replica from every arbiter, both ways; it still reaches its peers,
+	// the channelctls and the gateway. It counts against the arbiter tier too.
+	FromArbiters Shape = "from-arbiters"
+	// GatewayReplica cuts the gateway (Target) from one replica (Peer), both ways. It counts
+	// against both tiers.
+	GatewayReplica Shape = "gateway-replica"
+	// Ring cuts two replicas (Target and Peer) from each other, both ways, the third still
+	// reaching both: each replica sees a different majority ({T,3rd}, {P,3rd}, all three), the
+	// majority ring of three.
+	Ring Shape = "ring"
+)
+
+// Shapes are every partition shape, in the order a tier draws from.
+var Shapes = []Shape{Isolate, CutOut, CutIn, FromArbiters, GatewayReplica, Ring}
 
 // ParseFaults reads a comma-separated list of fault kinds ("all" for every one).
 func ParseFaults(s string) ([]Fault, error) {
@@ -50,22 +85,75 @@ type Target struct {
 
 func (t Target) String() string { return fmt.Sprintf("%s-%d", t.Tier, t.ID) }
 
-// Event is one fault: Fault on Target from At, for For.
+// Event is one fault: Fault on Target from At, for For. A partition has a Shape and, for
+// the shapes between two processes, a Peer; a netem fault has its Delay, Jitter and Loss.
 type Event struct {
 	At     time.Duration
 	For    time.Duration
 	Fault  Fault
 	Target Target
+
+	Shape  Shape
+	Peer   Target
+	Delay  time.Duration
+	Jitter time.Duration
+	Loss   float64
 }
 
 func (e Event) String() string {
-	return fmt.Sprintf("%8v +%-6v %-5s %s", e.At.Round(time.Millisecond), e.For.Round(time.Millisecond), e.Fault, e.Target)
+	s := fmt.Sprintf("%8v +%-6v %-9s %s", e.At.Round(time.Millisecond), e.For.Round(time.Millisecond), e.Fault, e.Target)
+	switch e.Fault {
+	case Partition:
+		s += " " + string(e.Shape)
+		if e.Peer != (Target{}) {
+			s += " " + e.Peer.String()
+		}
+	case Netem:
+		if e.Delay > 0 {
+			s += fmt.Sprintf(" delay %v±%v", e.Delay, e.Jitter)
+		}
+		if e.Loss > 0 {
+			s += fmt.Sprintf(" loss %.0f%%", e.Loss*100)
+		}
+	}
+	return s
+}
+
+// Label is the event's kind for tables: its fault, and a partition's shape.
+func (e Event) Label() string {
+	if e.Fault == Partition {
+		return string(e.Fault) + ":" + string(e.Shape)
+	}
+	return string(e.Fault)
+}
+
+// Tiers are the tiers the event counts against: its target's and, for a partition between
+// tiers, the other one's.
+func (e Event) Tiers() []string {
+	out := []string{e.Target.Tier}
+	if e.Fault == Partition {
+		other := e.Peer.Tier
+		if e.Shape == FromArbiters {
+			other = "arbiter"
+		}
+		if other != "" && other != e.Target.Tier {
+			out = append(out, other)
+		}
+	}
+	return out
 }
 
 // Schedule draws a fault schedule from seed for a run of length d: in each tier one fault at
 // a time (so a tier of three keeps a majority; a tier of one, the gateway, goes away
 // entirely), the tiers overlapping each other, gaps of 1-3 s between a tier's faults and
 // faults of 0.5-4 s. Wipes hit replicas only. The same arguments give the same schedule.
+//
+// With network faults among the kinds, a partition that involves two tiers (a replica cut
+// from the arbiters, the gateway from a replica) holds both: it waits until both are free,
+// and neither has another fault until it ends. Partitions and netem faults last 1-8 s; a
+// netem fault delays the process's packets 50-300 ms (jitter up to half of that), loses
+// 5-30 % of them, or both. Without network faults the schedule is the one this function drew
+// before they existed, so old seeds replay as they did.
 func Schedule(seed uint64, d time.Duration, faults []Fault, targets []Target) []Event {
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	byTier := map[string][]Target{}
@@ -77,22 +165,117 @@ func Schedule(seed uint64, d time.Duration, faults []Fault, targets []Target) []
 		byTier[t.Tier] = append(byTier[t.Tier], t)
 	}
 	between := func(lo, hi time.Duration) time.Duration { return lo + time.Duration(rng.Int64N(int64(hi-lo))) }
+	if !slices.ContainsFunc(faults, Fault.Network) {
+		var out []Event
+		for _, tier := range tiers {
+			kinds := slices.DeleteFunc(slices.Clone(faults), func(f Fault) bool { return f == Wipe && tier != "replica" })
+			if len(kinds) == 0 {
+				continue
+			}
+			for at := between(time.Second, 3*time.Second); ; {
+				e := Event{At: at, For: between(500*time.Millisecond, 4*time.Second),
+					Fault: kinds[rng.IntN(len(kinds))], Target: byTier[tier][rng.IntN(len(byTier[tier]))]}
+				if e.At+e.For > d {
+					break
+				}
+				out = append(out, e)
+				at = e.At + e.For + between(time.Second, 3*time.Second)
+			}
+		}
+		slices.SortStableFunc(out, func(a, b Event) int { return int(a.At - b.At) })
+		return out
+	}
+
+	// Each tier is free from free[tier] on; the tier free first draws its next fault, until
+	// a fault drawn no longer fits in d (then that tier is done).
+	free := map[string]time.Duration{}
+	done := map[string]bool{}
 	var out []Event
 	for _, tier := range tiers {
-		kinds := slices.DeleteFunc(slices.Clone(faults), func(f Fault) bool { return f == Wipe && tier != "replica" })
+		free[tier] = between(time.Second, 3*time.Second)
+	}
+	for {
+		tier := ""
+		for _, t := range tiers {
+			if !done[t] && (tier == "" || free[t] < free[tier]) {
+				tier = t
+			}
+		}
+		if tier == "" {
+			break
+		}
+		kinds := slices.DeleteFunc(slices.Clone(faults), func(f Fault) bool {
+			return (f == Wipe && tier != "replica") || (f == Partition && len(shapes(tier, byTier)) == 0)
+		})
 		if len(kinds) == 0 {
+			done[tier] = true
 			continue
 		}
-		for at := between(time.Second, 3*time.Second); ; {
-			e := Event{At: at, For: between(500*time.Millisecond, 4*time.Second),
-				Fault: kinds[rng.IntN(len(kinds))], Target: byTier[tier][rng.IntN(len(byTier[tier]))]}
-			if e.At+e.For > d {
-				break
+		e := Event{Fault: kinds[rng.IntN(len(kinds))], Target: byTier[tier][rng.IntN(len(byTier[tier]))]}
+		switch e.Fault {
+		case Kill, Pause, Wipe:
+			e.For = between(500*time.Millisecond, 4*time.Second)
+		case Partition:
+			e.For = between(time.Second, 8*time.Second)
+			sh := shapes(tier, byTier)
+			e.Shape = sh[rng.IntN(len(sh))]
+			switch e.Shape {
+			case GatewayReplica:
+				e.Peer = byTier["replica"][rng.IntN(len(byTier["replica"]))]
+			case Ring:
+				others := slices.DeleteFunc(slices.Clone(byTier["replica"]), func(t Target) bool { return t == e.Target })
+				e.Peer = others[rng.IntN(len(others))]
 			}
-			out = append(out, e)
-			at = e.At + e.For + between(time.Second, 3*time.Second)
+		case Netem:
+			e.For = between(time.Second, 8*time.Second)
+			switch rng.IntN(3) {
+			case 0:
+				e.Delay = between(50*time.Millisecond, 300*time.Millisecond).Round(time.Millisecond)
+				e.Jitter = time.Duration(rng.Int64N(int64(e.Delay / 2))).Round(time.Millisecond)
+			case 1:
+				e.Loss = float64(5+rng.IntN(26)) / 100
+			default:
+				e.Delay = between(50*time.Millisecond, 300*time.Millisecond).Round(time.Millisecond)
+				e.Jitter = time.Duration(rng.Int64N(int64(e.Delay / 2))).Round(time.Millisecond)
+				e.Loss = float64(5+rng.IntN(26)) / 100
+			}
+		}
+		held := e.Tiers()
+		for _, t := range held {
+			e.At = max(e.At, free[t])
+		}
+		if e.At+e.For > d {
+			done[tier] = true
+			continue
+		}
+		out = append(out, e)
+		for _, t := range held {
+			free[t] = e.At + e.For + between(time.Second, 3*time.Second)
 		}
 	}
 	slices.SortStableFunc(out, func(a, b Event) int { return int(a.At - b.At) })
+	return out
+}
+
+// shapes are the partition shapes a tier's process can be the target of, given the tiers
+// there are: a two-tier shape needs the other tier; the ring needs three replicas.
+func shapes(tier string, byTier map[string][]Target) []Shape {
+	out := []Shape{Isolate, CutOut, CutIn}
+	if len(byTier) < 2 && len(byTier[tier]) < 2 {
+		return nil // nobody to be cut from
+	}
+	switch tier {
+	case "replica":
+		if len(byTier["arbiter"]) > 0 {
+			out = append(out, FromArbiters)
+		}
+		if len(byTier["replica"]) >= 3 {
+			out = append(out, Ring)
+		}
+	case "gateway":
+		if len(byTier["replica"]) > 0 {
+			out = append(out, GatewayReplica)
+		}
+	}
 	return out
 }

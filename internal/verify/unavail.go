@@ -46,16 +46,17 @@ func Unavailability(ops []Op, events []Event, settle time.Duration) []Gap {
 	return out
 }
 
-// WriteUnavailability prints the gaps as a table per fault and tier: count, p50, p99, max.
+// WriteUnavailability prints the gaps as a table per fault (a partition's with its shape) and
+// tier: count, p50, p99, max.
 func WriteUnavailability(w io.Writer, gaps []Gap) error {
 	type key struct {
-		fault Fault
+		fault string
 		tier  string
 	}
 	by := map[key][]time.Duration{}
 	var order []key
 	for _, g := range gaps {
-		k := key{g.Event.Fault, g.Event.Target.Tier}
+		k := key{g.Event.Label(), g.Event.Target.Tier}
 		if _, ok := by[k]; !ok {
 			order = append(order, k)
 		}
@@ -63,7 +64,7 @@ func WriteUnavailability(w io.Writer, gaps []Gap) error {
 	}
 	slices.SortFunc(order, func(a, b key) int {
 		if a.fault != b.fault {
-			return strings.Compare(string(a.fault), string(b.fault))
+			return strings.Compare(a.fault, b.fault)
 		}
 		return strings.Compare(a.tier, b.tier)
 	})

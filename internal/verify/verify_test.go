@@ -2,6 +2,8 @@ package verify
 
 import (
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -99,21 +101,14 @@ func TestScheduleIsSeededAndKeepsOneFaultPerTier(t *testing.T) {
 	if c := Schedule(8, time.Minute, AllFaults, targets); slices.Equal(a, c) {
 		t.Fatal("another seed gave the same schedule")
 	}
-	end := map[string]time.Duration{}
 	kinds := map[Fault]bool{}
 	for _, e := range a {
-		if e.At < end[e.Target.Tier] {
-			t.Fatalf("%v overlaps the previous fault of its tier", e)
-		}
-		end[e.Target.Tier] = e.At + e.For
-		if e.At+e.For > time.Minute {
-			t.Fatalf("%v runs past the end", e)
-		}
 		if e.Fault == Wipe && e.Target.Tier != "replica" {
 			t.Fatalf("%v wipes a process without a replica's store", e)
 		}
 		kinds[e.Fault] = true
 	}
+	requireOneFaultPerTier(t, a, time.Minute)
 	if len(kinds) != len(AllFaults) {
 		t.Fatalf("a minute of schedule used only %v", kinds)
 	}
@@ -128,6 +123,163 @@ func TestScheduleIsSeededAndKeepsOneFaultPerTier(t *testing.T) {
 	}
 	if _, err := ParseFaults("pause,flood"); err == nil {
 		t.Fatal("an unknown fault was accepted")
+	}
+}
+
+// requireOneFaultPerTier checks the schedule's invariant: the events that count against a
+// tier (a partition between two tiers counts against both) never overlap, and all end by d.
+func requireOneFaultPerTier(t *testing.T, events []Event, d time.Duration) {
+	t.Helper()
+	end := map[string]time.Duration{}
+	for _, e := range events {
+		if e.For <= 0 || e.At+e.For > d {
+			t.Fatalf("%v does not fit in %v", e, d)
+		}
+		for _, tier := range e.Tiers() {
+			if e.At < end[tier] {
+				t.Fatalf("%v overlaps the previous fault of tier %s (until %v)", e, tier, end[tier])
+			}
+			end[tier] = e.At + e.For
+		}
+	}
+}
+
+var allTargets = []Target{{"arbiter", 1}, {"arbiter", 2}, {"arbiter", 3}, {"channelctl", 101}, {"channelctl", 102},
+	{"replica", 1}, {"replica", 2}, {"replica", 3}, {"gateway", 1}}
+
+// oldSchedule is Schedule as it was before network faults, kept to show that the seeds run
+// since then replay the same faults.
+func oldSchedule(seed uint64, d time.Duration, faults []Fault, targets []Target) []Event {
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	byTier := map[string][]Target{}
+	var tiers []string
+	for _, t := range targets {
+		if _, ok := byTier[t.Tier]; !ok {
+			tiers = append(tiers, t.Tier)
+		}
+		byTier[t.Tier] = append(byTier[t.Tier], t)
+	}
+	between := func(lo, hi time.Duration) time.Duration { return lo + time.Duration(rng.Int64N(int64(hi-lo))) }
+	var out []Event
+	for _, tier := range tiers {
+		kinds := slices.DeleteFunc(slices.Clone(faults), func(f Fault) bool { return f == Wipe && tier != "replica" })
+		if len(kinds) == 0 {
+			continue
+		}
+		for at := between(time.Second, 3*time.Second); ; {
+			e := Event{At: at, For: between(500*time.Millisecond, 4*time.Second),
+				Fault: kinds[rng.IntN(len(kinds))], Target: byTier[tier][rng.IntN(len(byTier[tier]))]}
+			if e.At+e.For > d {
+				break
+			}
+			out = append(out, e)
+			at = e.At + e.For + between(time.Second, 3*time.Second)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b Event) int { return int(a.At - b.At) })
+	return out
+}
+
+func TestScheduleWithoutNetworkFaultsIsUnchanged(t *testing.T) {
+	for _, kinds := range [][]Fault{{Kill, Pause, Wipe}, {Pause}, {Kill, Wipe}} {
+		for seed := range uint64(6) {
+			got, want := Schedule(seed, 2*time.Minute, kinds, allTargets), oldSchedule(seed, 2*time.Minute, kinds, allTargets)
+			if len(want) == 0 || !slices.Equal(got, want) {
+				t.Fatalf("seed %d, %v: schedule changed:\n%v\nwas\n%v", seed, kinds, got, want)
+			}
+		}
+	}
+}
+
+// Network faults: drawn by seed, every shape and every netem mode drawn, within their
+// ranges, the two-tier partitions holding both tiers, and the old kinds still drawn beside.
+func TestNetworkSchedule(t *testing.T) {
+	a := Schedule(3, 10*time.Minute, AllFaults, allTargets)
+	if !slices.Equal(a, Schedule(3, 10*time.Minute, AllFaults, allTargets)) {
+		t.Fatal("two schedules of one seed differ")
+	}
+	if slices.Equal(a, Schedule(4, 10*time.Minute, AllFaults, allTargets)) {
+		t.Fatal("another seed gave the same schedule")
+	}
+	for seed := range uint64(20) {
+		requireOneFaultPerTier(t, Schedule(seed, 10*time.Minute, AllFaults, allTargets), 10*time.Minute)
+		requireOneFaultPerTier(t, Schedule(seed, 10*time.Minute, []Fault{Partition}, allTargets), 10*time.Minute)
+		requireOneFaultPerTier(t, Schedule(seed, 10*time.Minute, []Fault{Partition, Netem}, allTargets), 10*time.Minute)
+	}
+	kinds := map[Fault]int{}
+	for _, e := range a {
+		kinds[e.Fault]++
+	}
+	for _, f := range AllFaults {
+		if kinds[f] == 0 {
+			t.Fatalf("ten minutes of every fault drew no %s: %v", f, kinds)
+		}
+	}
+
+	shapes := map[Shape]int{}
+	netem := map[string]int{}
+	for _, e := range append(Schedule(5, 10*time.Minute, []Fault{Partition, Netem}, allTargets), a...) {
+		switch e.Fault {
+		case Partition:
+			shapes[e.Shape]++
+			switch e.Shape {
+			case FromArbiters:
+				if e.Target.Tier != "replica" || e.Peer != (Target{}) {
+					t.Fatalf("%v: not a replica alone", e)
+				}
+				if !slices.Equal(e.Tiers(), []string{"replica", "arbiter"}) {
+					t.Fatalf("%v counts against %v", e, e.Tiers())
+				}
+			case GatewayReplica:
+				if e.Target.Tier != "gateway" || e.Peer.Tier != "replica" {
+					t.Fatalf("%v: not the gateway and a replica", e)
+				}
+				if !slices.Equal(e.Tiers(), []string{"gateway", "replica"}) {
+					t.Fatalf("%v counts against %v", e, e.Tiers())
+				}
+			case Ring:
+				if e.Target.Tier != "replica" || e.Peer.Tier != "replica" || e.Peer == e.Target {
+					t.Fatalf("%v: not two replicas", e)
+				}
+			default:
+				if e.Peer != (Target{}) || len(e.Tiers()) != 1 {
+					t.Fatalf("%v: a one-process shape with a peer", e)
+				}
+			}
+			if e.For < time.Second || e.For > 8*time.Second {
+				t.Fatalf("%v: duration out of 1-8s", e)
+			}
+		case Netem:
+			if e.Delay == 0 && e.Loss == 0 {
+				t.Fatalf("%v degrades nothing", e)
+			}
+			if e.Delay != 0 && (e.Delay < 50*time.Millisecond || e.Delay > 300*time.Millisecond || e.Jitter > e.Delay/2) {
+				t.Fatalf("%v: delay out of 50-300ms or jitter over half of it", e)
+			}
+			if e.Loss != 0 && (e.Loss < 0.05 || e.Loss > 0.30) {
+				t.Fatalf("%v: loss out of 5-30%%", e)
+			}
+			netem[fmt.Sprint(e.Delay != 0, e.Loss != 0)]++
+		}
+	}
+	for _, sh := range Shapes {
+		if shapes[sh] == 0 {
+			t.Fatalf("no %s partition drawn: %v", sh, shapes)
+		}
+	}
+	if len(netem) != 3 {
+		t.Fatalf("netem faults were not delay, loss and both: %v", netem)
+	}
+
+	// Without the tiers a shape needs, it is not drawn.
+	for _, e := range Schedule(1, 10*time.Minute, []Fault{Partition}, []Target{{"replica", 1}, {"replica", 2}, {"gateway", 1}}) {
+		if e.Shape == FromArbiters || e.Shape == Ring {
+			t.Fatalf("%v drawn without arbiters or a third replica", e)
+		}
+	}
+	only, err := ParseFaults("partition,netem")
+	if err != nil || !slices.Equal(only, []Fault{Partition, Netem}) {
+		t.Fatalf("ParseFaults: %v, %v", only, err)
 	}
 }
 

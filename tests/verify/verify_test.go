@@ -35,9 +35,10 @@ import (
 var (
 	seed     = flag.Uint64("verify.seed", 1, "seed of the fault schedule and the workload")
 	duration = flag.Duration("verify.duration", 0, "how long faults run (0 skips the suite)")
-	faults   = flag.String("verify.faults", "all", "fault kinds, comma-separated: "+fmt.Sprint(verify.AllFaults))
+	faults   = flag.String("verify.faults", "kill,pause,wipe", `fault kinds, comma-separated, or "all": `+fmt.Sprint(verify.AllFaults))
 	channels = flag.Int("verify.channels", 8, "channels written and read")
 	clients  = flag.Int("verify.clients", 6, "concurrent clients")
+	logLevel = flag.String("verify.log-level", "warn", "the processes' log level (their logs are kept in the output directory on failure)")
 	outDir   = flag.String("verify.out", "", "where the history, schedule and visualizations go (default: a temporary directory, kept on failure)")
 )
 
@@ -64,13 +65,22 @@ func TestVerify(t *testing.T) {
 	require.NoError(t, os.MkdirAll(out, 0o755))
 	t.Logf("seed %d, %v of faults %v, %d channels, %d clients; output in %s", *seed, *duration, kinds, *channels, *clients, out)
 
-	c := testcluster.Start(t, testcluster.Processes(), testcluster.Arbiters(3), testcluster.Channelctls(2),
+	// Network faults need the processes in network namespaces, which need root; the other
+	// faults run on loopback as they always did, so that their seeds replay the same cluster.
+	mode := testcluster.Processes()
+	if slices.ContainsFunc(kinds, verify.Fault.Network) {
+		if os.Geteuid() != 0 && *faults == "all" {
+			kinds = slices.DeleteFunc(kinds, verify.Fault.Network)
+			t.Logf("network faults need root (network namespaces): running %v only", kinds)
+		} else {
+			mode = testcluster.Netns()
+		}
+	}
+	c := testcluster.Start(t, mode, testcluster.LogLevel(*logLevel), testcluster.Arbiters(3), testcluster.Channelctls(2),
 		testcluster.Replicas(3), testcluster.WithGateway())
 	var targets []verify.Target
-	for _, k := range []testcluster.Kind{testcluster.KindArbiter, testcluster.KindChannelctl, testcluster.KindReplica, testcluster.KindGateway} {
-		for _, id := range c.IDs(k) {
-			targets = append(targets, verify.Target{Tier: k.String(), ID: id})
-		}
+	for _, n := range c.Targets() {
+		targets = append(targets, verify.Target{Tier: n.Kind.String(), ID: n.ID})
 	}
 	schedule := verify.Schedule(*seed, *duration, kinds, targets)
 	var sched strings.Builder
@@ -106,6 +116,9 @@ func TestVerify(t *testing.T) {
 	}
 
 	runSchedule(t, c, h, schedule)
+	if slices.ContainsFunc(kinds, verify.Fault.Network) {
+		c.Heal() // each fault was healed at its end: this only makes sure
+	}
 	t.Log("every fault healed; letting the clients finish")
 	w.stop.Store(true)
 	wg.Wait()
@@ -154,7 +167,10 @@ func TestVerify(t *testing.T) {
 		}
 	}
 	if failed {
-		t.Logf("replay with: make verify SEED=%d DURATION=%v FAULTS=%s CHANNELS=%d CLIENTS=%d; history in %s",
+		if err := copyLogs(c.Logs(), filepath.Join(out, "logs")); err != nil {
+			t.Logf("copying the processes' logs: %v", err)
+		}
+		t.Logf("replay with: make verify SEED=%d DURATION=%v FAULTS=%s CHANNELS=%d CLIENTS=%d; history and logs in %s",
 			*seed, *duration, *faults, *channels, *clients, out)
 	} else if *outDir == "" {
 		_ = os.RemoveAll(out)
@@ -177,12 +193,31 @@ func runSchedule(t *testing.T, c *testcluster.Cluster, h *verify.History, schedu
 	for _, k := range []testcluster.Kind{testcluster.KindArbiter, testcluster.KindChannelctl, testcluster.KindReplica, testcluster.KindGateway} {
 		kind[k.String()] = k
 	}
+	// net holds the network faults in force, by event.
+	net := map[verify.Event][]*testcluster.NetFault{}
 	for _, s := range steps {
 		if d := s.at - h.Now(); d > 0 {
 			time.Sleep(d) // the schedule is in time: this waits for the next fault, not for a condition
 		}
 		k, id := kind[s.event.Target.Tier], s.event.Target.ID
+		detail := ""
 		switch {
+		case s.event.Fault.Network() && !s.end:
+			net[s.event] = applyNetFault(c, s.event)
+			if s.event.Fault == verify.Partition {
+				var what []string
+				for _, f := range net[s.event] {
+					what = append(what, f.String())
+				}
+				detail = ": " + strings.Join(what, "; ")
+			} else {
+				detail = fmt.Sprintf(": every link to and from it, %v", testcluster.Netem{Delay: s.event.Delay, Jitter: s.event.Jitter, Loss: s.event.Loss})
+			}
+		case s.event.Fault.Network():
+			for _, f := range net[s.event] {
+				f.Heal()
+			}
+			delete(net, s.event)
 		case s.event.Fault == verify.Pause && !s.end:
 			c.Pause(k, id)
 		case s.event.Fault == verify.Pause:
@@ -210,8 +245,63 @@ func runSchedule(t *testing.T, c *testcluster.Cluster, h *verify.History, schedu
 		if s.end {
 			verb = "ends"
 		}
-		t.Logf("%v: %s %s %s", h.Now().Round(time.Millisecond), s.event.Fault, s.event.Target, verb)
+		t.Logf("%v: %s %s %s%s", h.Now().Round(time.Millisecond), s.event.Label(), s.event.Target, verb, detail)
 	}
+}
+
+// applyNetFault cuts or degrades the links a network event names.
+func applyNetFault(c *testcluster.Cluster, e verify.Event) []*testcluster.NetFault {
+	node := func(t verify.Target) testcluster.Target {
+		for _, n := range c.Targets() {
+			if n.Kind.String() == t.Tier && n.ID == t.ID {
+				return n
+			}
+		}
+		panic(fmt.Sprintf("no %v in the cluster", t))
+	}
+	self := node(e.Target)
+	var others []testcluster.Target
+	for _, n := range c.Targets() {
+		if n != self {
+			others = append(others, n)
+		}
+	}
+	// both cuts the links between self and each of peers, both ways.
+	both := func(peers ...testcluster.Target) []*testcluster.NetFault {
+		out := []*testcluster.NetFault{c.Cut(self, peers...)}
+		for _, p := range peers {
+			out = append(out, c.Cut(p, self))
+		}
+		return out
+	}
+	switch {
+	case e.Fault == verify.Netem:
+		l := testcluster.Netem{Delay: e.Delay, Jitter: e.Jitter, Loss: e.Loss}
+		out := []*testcluster.NetFault{c.Degrade(l, self, others...)}
+		for _, o := range others {
+			out = append(out, c.Degrade(l, o, self))
+		}
+		return out
+	case e.Shape == verify.Isolate:
+		return []*testcluster.NetFault{c.Isolate(self)}
+	case e.Shape == verify.CutOut:
+		return []*testcluster.NetFault{c.Cut(self, others...)}
+	case e.Shape == verify.CutIn:
+		var out []*testcluster.NetFault
+		for _, o := range others {
+			out = append(out, c.Cut(o, self))
+		}
+		return out
+	case e.Shape == verify.FromArbiters:
+		var arbiters []testcluster.Target
+		for _, id := range c.IDs(testcluster.KindArbiter) {
+			arbiters = append(arbiters, testcluster.Target{Kind: testcluster.KindArbiter, ID: id})
+		}
+		return both(arbiters...)
+	case e.Shape == verify.GatewayReplica, e.Shape == verify.Ring:
+		return both(node(e.Peer))
+	}
+	panic(fmt.Sprintf("unknown network fault %v", e))
 }
 
 // workload is the clients: each sends batches of 1-3 new messages (retrying a batch under the
@@ -376,23 +466,46 @@ func compareReplicas(ctx context.Context, c *testcluster.Cluster, names []string
 	var errs []error
 	for _, ch := range names {
 		seqs := map[uint64]uint64{}
+		var detail []string
 		for _, id := range c.IDs(testcluster.KindReplica) {
 			st, err := replicaStatus(ctx, c, id, ch)
 			if err != nil {
 				errs = append(errs, err)
 				continue
 			}
-			seqs[id] = st
+			seqs[id] = st.GetLastSeq()
+			detail = append(detail, fmt.Sprintf("replica %d: loaded %v, %v, term %d, commit %d, applied %d, last index %d, store %x",
+				id, st.GetLoaded(), st.GetRole(), st.GetTerm(), st.GetCommit(), st.GetApplied(), st.GetLastIndex(), st.GetStoreId()))
 		}
 		var first uint64
 		for i, id := range slices.Sorted(maps.Keys(seqs)) {
 			if i == 0 {
 				first = seqs[id]
 			} else if seqs[id] != first {
-				errs = append(errs, fmt.Errorf("%s: replicas at last seqs %v", ch, seqs))
+				errs = append(errs, fmt.Errorf("%s: replicas at last seqs %v (%s)", ch, seqs, strings.Join(detail, "; ")))
 				break
 			}
 		}
+	}
+	return errors.Join(errs...)
+}
+
+// copyLogs keeps the processes' logs (warn level, one file per node and run) with the history.
+func copyLogs(from, to string) error {
+	entries, err := os.ReadDir(from)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(to, 0o755); err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(from, e.Name()))
+		if err == nil {
+			err = os.WriteFile(filepath.Join(to, e.Name()), b, 0o644)
+		}
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -407,18 +520,19 @@ func writeHistory(t *testing.T, path string, ops []verify.Op) {
 	}
 }
 
-// replicaStatus is the channel's last applied sequence number on replica node.
-func replicaStatus(ctx context.Context, c *testcluster.Cluster, node uint64, ch string) (uint64, error) {
+// replicaStatus is the channel's group status on replica node (its last applied sequence
+// number, and what explains it).
+func replicaStatus(ctx context.Context, c *testcluster.Cluster, node uint64, ch string) (*replicav1.GroupStatus, error) {
 	cl := replicav1.NewReplicaControlServiceClient(c.Dial(c.Addr(testcluster.KindReplica, node)))
 	resp, err := cl.GetGroupStatus(ctx, &replicav1.GetGroupStatusRequest{ChannelIds: []string{ch}})
 	if err != nil {
-		return 0, fmt.Errorf("%s on replica %d: %w", ch, node, err)
+		return nil, fmt.Errorf("%s on replica %d: %w", ch, node, err)
 	}
 	r := resp.GetResults()[0]
 	if r.GetError() != nil {
-		return 0, fmt.Errorf("%s on replica %d: %s", ch, node, r.GetError().GetMessage())
+		return nil, fmt.Errorf("%s on replica %d: %s", ch, node, r.GetError().GetMessage())
 	}
-	return r.GetStatus().GetLastSeq(), nil
+	return r.GetStatus(), nil
 }
 
 // pendingRejoins asks the arbiter members in turn (some may be down or paused) for the nodes'
