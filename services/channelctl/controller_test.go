@@ -4,18 +4,14 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"net"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
 
 	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
@@ -482,49 +478,21 @@ func TestReplicaWithANewStoreRejoins(t *testing.T) {
 
 // startStoreCluster is a fake arbiter whose replica nodes registered the given stores, and
 // fake replicas answering with their own (now, where a node's disk was replaced since). The
-// test adds channels, then arb.start runs a controller owning slot 3 on a clock 20 times as
-// fast (repair passes and backoffs take a moment).
+// test adds channels, then start runs a controller owning slot 3 (runWithFakes).
 func startStoreCluster(t *testing.T, registered, now map[uint64]uint64) (arb *fakeArbiter, replica func(id uint64) *fakeReplica, start func()) {
 	arb = &fakeArbiter{nodes: map[uint64]*arbiterv1.Node{}, channels: map[string]*arbiterv1.Channel{},
 		watch: make(chan *arbiterv1.WatchResponse, 1024),
 		slots: []*arbiterv1.SlotAssignment{{Slot: 3, OwnerNodeId: 101}}}
-	replicas := map[string]*fakeReplica{}
-	listeners := map[string]*bufconn.Listener{}
+	replicas := map[uint64]*fakeReplica{}
 	for id, store := range registered {
 		arb.nodes[id] = storeNode(id, store, 1)
 		f := &fakeReplica{node: id, store: store}
 		if s, ok := now[id]; ok {
 			f.store = s
 		}
-		addr := fmt.Sprintf("replica-%d", id)
-		replicas[addr] = f
-		lis := bufconn.Listen(1 << 20)
-		listeners[addr] = lis
-		srv := grpc.NewServer()
-		replicav1.RegisterReplicaControlServiceServer(srv, f)
-		go func() { _ = srv.Serve(lis) }()
-		t.Cleanup(srv.Stop)
+		replicas[id] = f
 	}
-	start = func() {
-		ctx, cancel := context.WithCancel(context.Background())
-		start := time.Now()
-		c := NewController(ControllerConfig{NodeID: 101, Arbiter: arb,
-			Dial: func(addr string) (*grpc.ClientConn, error) {
-				return grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-					grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return listeners[addr].DialContext(ctx) }))
-			},
-			HibernateAfter: 1000 * time.Hour, BalanceDelay: 1000 * time.Hour, ReplaceDeadAfter: 1000 * time.Hour,
-			RetryAfter: 10 * time.Millisecond,
-			Now:        func() time.Time { return start.Add(20 * time.Since(start)) }})
-		done := make(chan error, 1)
-		go func() { done <- c.Run(ctx) }()
-		t.Cleanup(func() {
-			cancel()
-			require.NoError(t, <-done)
-		})
-		<-c.Ready()
-	}
-	return arb, func(id uint64) *fakeReplica { return replicas[fmt.Sprintf("replica-%d", id)] }, start
+	return arb, func(id uint64) *fakeReplica { return replicas[id] }, func() { runWithFakes(t, arb, replicas) }
 }
 
 // reregister has node register again with store (a new incarnation), as the watch tells.

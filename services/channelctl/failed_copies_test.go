@@ -18,14 +18,17 @@ import (
 	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
 )
 
-// runWithFakes serves each fake replica as node "replica-<id>", registers it with arb and
-// runs a controller (channelctl 101) on them until the test ends. The controller's clock runs
-// 20 times as fast, so scans and backoffs take a moment.
+// runWithFakes serves each fake replica as node "replica-<id>", registers it with arb (with its
+// own store, unless the test registered the node already) and runs a controller (channelctl
+// 101) on them until the test ends. The controller's clock runs 20 times as fast, so scans,
+// repair passes and backoffs take a moment.
 func runWithFakes(t *testing.T, arb *fakeArbiter, replicas map[uint64]*fakeReplica) *Controller {
 	t.Helper()
 	listeners := map[string]*bufconn.Listener{}
 	for id, f := range replicas {
-		arb.nodes[id] = storeNode(id, f.store, 1)
+		if arb.nodes[id] == nil {
+			arb.nodes[id] = storeNode(id, f.store, 1)
+		}
 		lis := bufconn.Listen(1 << 20)
 		listeners[fmt.Sprintf("replica-%d", id)] = lis
 		srv := grpc.NewServer()
