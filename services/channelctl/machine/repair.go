@@ -69,7 +69,13 @@ func (m *Machine) beginRepair(e Repair) ([]Action, error) {
 			e.Dead, m.ch.GetReplicaStoreIds()[e.Dead])
 	}
 	m.phase = phaseRepairClaim
-	return []Action{m.cas(&arbiterv1.ChannelChange{})}, nil
+	claim := &arbiterv1.ChannelChange{}
+	if !rejoin {
+		// The record names the set raft moves to before raft moves: an election meanwhile
+		// needs a majority of both sets, whichever raft ends up with (see doc.go).
+		claim.NextReplicaNodeIds = m.repairedSet()
+	}
+	return []Action{m.cas(claim)}, nil
 }
 
 // rejoining reports whether the repair in progress is a rejoin.
