@@ -226,7 +226,10 @@ func (f *FSM) applyChange(requester uint64, chg *arbiterv1.ChannelChange) Change
 				return refuse("%w: node %d is a %v, not a replica", ErrInvalidChange, r, n.Role)
 			case slices.Contains(ids[:i], r):
 				return refuse("%w: replica %d listed twice", ErrInvalidChange, r)
-			case !slices.Contains(cur.Replicas, r) && !n.placeable():
+			case !slices.Contains(cur.Replicas, r) && !slices.Contains(cur.NextReplicas, r) && !n.placeable():
+				// A member of the next set was placeable when the claim named it, and raft may
+				// count it already: the record rolling forward must not be refused because it
+				// died or drains since.
 				return refuse("%w: new replica %d is %v and cannot take channels", ErrInvalidChange, r, n.State)
 			}
 		}

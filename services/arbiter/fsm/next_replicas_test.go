@@ -114,6 +114,22 @@ func TestCompareAndSetNextReplicasRefused(t *testing.T) {
 		r = cas(t, f, owner, &arbiterv1.ChannelChange{ChannelId: "room", ExpectedEpoch: 2,
 			NextReplicaNodeIds: []uint64{5, 2, 1}}).Results[0]
 		require.True(t, r.Succeeded, r.Err)
+		// and the record rolls forward to it: raft may count 5 already.
+		r = cas(t, f, owner, &arbiterv1.ChannelChange{ChannelId: "room", ExpectedEpoch: 3,
+			ReplicaNodeIds: []uint64{1, 2, 5}}).Results[0]
+		require.True(t, r.Succeeded, r.Err)
+		require.Equal(t, []uint64{1, 2, 5}, r.Channel.Replicas)
+	})
+	t.Run("a dead node outside next is still refused as a new replica", func(t *testing.T) {
+		f, owner := storeFixture(t)
+		r := cas(t, f, owner, &arbiterv1.ChannelChange{ChannelId: "room", ExpectedEpoch: 1,
+			NextReplicaNodeIds: []uint64{1, 2, 5}}).Results[0]
+		require.True(t, r.Succeeded, r.Err)
+		requireUnchanged(t, f, func() {
+			r := cas(t, f, owner, &arbiterv1.ChannelChange{ChannelId: "room", ExpectedEpoch: 2,
+				ReplicaNodeIds: []uint64{1, 2, 4}}).Results[0]
+			require.ErrorIs(t, r.Err, ErrInvalidChange)
+		})
 	})
 }
 
