@@ -660,7 +660,9 @@ func (c *Controller) settleWaiters(r machine.Round) {
 		} else {
 			ch = c.channels[a.ChannelID]
 		}
-		res := &ResolveResult{Channel: ch, Addresses: c.addresses(ch.GetReplicaNodeIds())}
+		// Both sets while the replica set changes: the leader may be one only the next set
+		// lists (raft elected it in a configuration the record has not caught up with).
+		res := &ResolveResult{Channel: ch, Addresses: c.addresses(machine.Union(ch))}
 		res.LeaderAddress = res.Addresses[a.Leader]
 		for _, w := range a.Waiters {
 			if reply := c.waiters[w]; reply != nil {
