@@ -109,8 +109,8 @@ func memberSet(replicaSet []uint64) ([]uint64, error) {
 // ChooseJointLeader is ChooseLeader for a channel whose replica set is changing: replicaSet is
 // the record's set and nextSet the set raft's configuration is moving to (empty: no change,
 // and it is ChooseLeader). voters holds the voters each replica reports it applies
-// (GroupStatus.voters; missing or empty: unknown). It returns the candidate and the set that
-// decided: nextSet when a reachable replica applies it, else the union of both.
+// (GroupStatus.voters; missing or empty: unknown). It returns the candidate and whether
+// nextSet alone decided (a reachable replica applies it: the record may roll forward).
 //
 // While the change may or may not have happened, raft's voters are replicaSet, nextSet, or the
 // two merged (the new replica promoted, the leaving one not yet removed). Committed entries are
@@ -127,26 +127,27 @@ func memberSet(replicaSet []uint64) ([]uint64, error) {
 // campaign. Among the candidates the choice is ChooseLeader's: the highest (last term, last
 // index), preferred among equals, else the lowest id.
 func ChooseJointLeader(replicaSet, nextSet []uint64, positions map[uint64]Position, voters map[uint64][]uint64,
-	reachable map[uint64]bool, preferred uint64) (uint64, []uint64, error) {
+	reachable map[uint64]bool, preferred uint64) (uint64, bool, error) {
 	members, err := memberSet(replicaSet)
 	if err != nil {
-		return 0, nil, err
+		return 0, false, err
 	}
 	if len(nextSet) == 0 {
 		c, err := ChooseLeader(members, positions, reachable, preferred)
-		return c, members, err
+		return c, false, err
 	}
 	next, err := memberSet(nextSet)
 	if err != nil {
-		return 0, nil, fmt.Errorf("next replicas: %w", err)
+		return 0, false, fmt.Errorf("next replicas: %w", err)
 	}
-	sets := [][]uint64{members, next}
 	if slices.Equal(members, next) {
-		sets = sets[:1]
+		c, err := ChooseLeader(members, positions, reachable, preferred)
+		return c, false, err
 	}
+	sets, nextApplied := [][]uint64{members, next}, false
 	for _, n := range unionOf(members, next) {
 		if reachable[n] && sameSet(voters[n], next) {
-			sets = [][]uint64{next}
+			sets, nextApplied = [][]uint64{next}, true
 			break
 		}
 	}
@@ -158,12 +159,12 @@ func ChooseJointLeader(replicaSet, nextSet []uint64, positions map[uint64]Positi
 				continue
 			}
 			if _, ok := positions[n]; !ok {
-				return 0, nil, fmt.Errorf("replica %d: %w", n, ErrMissingPosition)
+				return 0, false, fmt.Errorf("replica %d: %w", n, ErrMissingPosition)
 			}
 			up = append(up, n)
 		}
 		if 2*len(up) <= len(set) {
-			return 0, nil, fmt.Errorf("%d of %d replicas of %v reachable %v: %w", len(up), len(set), set, up, ErrNoMajority)
+			return 0, false, fmt.Errorf("%d of %d replicas of %v reachable %v: %w", len(up), len(set), set, up, ErrNoMajority)
 		}
 		decided = unionOf(decided, set)
 	}
@@ -174,7 +175,7 @@ func ChooseJointLeader(replicaSet, nextSet []uint64, positions map[uint64]Positi
 		}
 	}
 	if len(cands) == 0 {
-		return 0, nil, fmt.Errorf("no reachable voter among %v: %w", decided, ErrNoMajority)
+		return 0, false, fmt.Errorf("no reachable voter among %v: %w", decided, ErrNoMajority)
 	}
 	best := cands[0] // sorted, so the first of equals is the lowest id
 	for _, n := range cands[1:] {
@@ -185,7 +186,7 @@ func ChooseJointLeader(replicaSet, nextSet []uint64, positions map[uint64]Positi
 	if preferred != best && slices.Contains(cands, preferred) && positions[preferred].Compare(positions[best]) == 0 {
 		best = preferred
 	}
-	return best, decided, nil
+	return best, nextApplied, nil
 }
 
 // unionOf is the sorted union of two sets.

@@ -40,14 +40,14 @@ func TestChooseJointLeader(t *testing.T) {
 		reachable      map[uint64]bool
 		preferred      uint64
 		want           uint64
-		decided        []uint64
+		nextApplied    bool
 		err            error
 	}{
-		"no next: ChooseLeader": {replicas: old, positions: all, reachable: set(2, 3), want: 2, decided: old},
+		"no next: ChooseLeader": {replicas: old, positions: all, reachable: set(2, 3), want: 2},
 		"next equal to the set: ChooseLeader": {replicas: old, next: []uint64{3, 2, 1}, positions: all,
-			reachable: set(2, 3), want: 2, decided: old},
+			reachable: set(2, 3), want: 2},
 		"a majority of each set": {replicas: old, next: next, positions: all, reachable: set(2, 3, 4), preferred: 3,
-			want: 3, decided: merged},
+			want: 3},
 		"a majority of the old set only": {replicas: old, next: next, positions: all, reachable: set(2, 3),
 			err: ErrNoMajority},
 		"a majority of the next set only": {replicas: old, next: next, positions: all, reachable: set(2, 4),
@@ -55,21 +55,23 @@ func TestChooseJointLeader(t *testing.T) {
 		"the old set applied proves nothing: the change may have committed without them": {replicas: old, next: next,
 			positions: all, voters: map[uint64][]uint64{2: old, 3: old}, reachable: set(2, 3), err: ErrNoMajority},
 		"the next set applied decides alone": {replicas: old, next: next, positions: all,
-			voters: map[uint64][]uint64{2: next, 4: {4, 2, 1}}, reachable: set(2, 4), want: 2, decided: next},
+			voters: map[uint64][]uint64{2: next, 4: {4, 2, 1}}, reachable: set(2, 4), want: 2, nextApplied: true},
 		"one replica applying next is enough": {replicas: old, next: next, positions: all,
-			voters: map[uint64][]uint64{2: old, 4: next}, reachable: set(2, 4), preferred: 4, want: 4, decided: next},
+			voters: map[uint64][]uint64{2: old, 4: next}, reachable: set(2, 4), preferred: 4, want: 4, nextApplied: true},
 		"applied next, but no majority of it": {replicas: old, next: next, positions: all,
 			voters: map[uint64][]uint64{3: next, 4: next}, reachable: set(3, 4), err: ErrNoMajority},
 		"the leaving replica is no candidate once next decides": {replicas: old, next: next,
 			positions: map[uint64]Position{2: pos(5, 100), 3: pos(5, 200), 4: pos(5, 100)},
-			voters:    map[uint64][]uint64{2: next, 3: old, 4: next}, reachable: set(2, 3, 4), want: 2, decided: next},
+			voters:    map[uint64][]uint64{2: next, 3: old, 4: next}, reachable: set(2, 3, 4), want: 2, nextApplied: true},
 		"a learner counts for the majority but is no candidate": {replicas: old, next: next,
 			positions: map[uint64]Position{2: pos(5, 100), 3: pos(5, 100), 4: pos(5, 101)},
-			voters:    map[uint64][]uint64{2: old, 3: old, 4: old}, reachable: set(2, 3, 4), want: 2, decided: merged},
+			voters:    map[uint64][]uint64{2: old, 3: old, 4: old}, reachable: set(2, 3, 4), want: 2},
 		"never behind a reachable voter of either set": {replicas: old, next: next,
 			positions: map[uint64]Position{2: pos(5, 100), 3: pos(5, 100), 4: pos(6, 1)},
 			voters:    map[uint64][]uint64{2: merged, 3: merged, 4: merged}, reachable: set(2, 3, 4), preferred: 2,
-			want: 4, decided: merged},
+			want: 4},
+		"a growing set: both majorities, nothing applied, nothing to roll": {replicas: old, next: merged,
+			positions: all, reachable: set(1, 2, 3), preferred: 3, want: 3},
 		"no reachable voter": {replicas: old, next: next, positions: all,
 			voters: map[uint64][]uint64{1: {1, 2, 3}, 2: {1, 3}, 3: {1}, 4: {1}}, reachable: set(2, 3, 4), err: ErrNoMajority},
 		"reachable without position": {replicas: old, next: next, positions: map[uint64]Position{2: pos(5, 100), 3: pos(5, 100)},
@@ -77,14 +79,14 @@ func TestChooseJointLeader(t *testing.T) {
 		"bad next set": {replicas: old, next: []uint64{1, 1, 4}, positions: all, reachable: set(1, 4), err: ErrInvalidReplicaSet},
 	} {
 		t.Run(name, func(t *testing.T) {
-			got, decided, err := ChooseJointLeader(tc.replicas, tc.next, tc.positions, tc.voters, tc.reachable, tc.preferred)
+			got, nextApplied, err := ChooseJointLeader(tc.replicas, tc.next, tc.positions, tc.voters, tc.reachable, tc.preferred)
 			if tc.err != nil {
 				require.ErrorIs(t, err, tc.err)
 				return
 			}
 			require.NoError(t, err)
 			require.Equal(t, tc.want, got)
-			require.Equal(t, tc.decided, decided)
+			require.Equal(t, tc.nextApplied, nextApplied)
 			// Deterministic: the same inputs give the same answer.
 			again, _, _ := ChooseJointLeader(tc.replicas, tc.next, tc.positions, tc.voters, tc.reachable, tc.preferred)
 			require.Equal(t, got, again)

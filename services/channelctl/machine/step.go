@@ -490,7 +490,7 @@ func (m *Machine) decide(statuses map[uint64]*replicav1.GroupStatus) ([]Action, 
 		return []Action{m.cas(&arbiterv1.ChannelChange{LeaderNodeId: ptr(c)})}, nil
 	}
 	m.noteJoinStores(statuses)
-	c, decided, err := ChooseJointLeader(m.ch.GetReplicaNodeIds(), m.ch.GetNextReplicaNodeIds(), positions, voters,
+	c, nextApplied, err := ChooseJointLeader(m.ch.GetReplicaNodeIds(), m.ch.GetNextReplicaNodeIds(), positions, voters,
 		reachable, m.preference())
 	if err != nil {
 		return m.stall(err)
@@ -498,7 +498,7 @@ func (m *Machine) decide(statuses map[uint64]*replicav1.GroupStatus) ([]Action, 
 	m.candidate = c
 	m.phase = phaseDecide
 	change := &arbiterv1.ChannelChange{LeaderNodeId: ptr(c)}
-	if slices.Equal(decided, m.next()) {
+	if nextApplied {
 		// A replica applies the next set: the change is committed, so the record catches up
 		// with raft in the same CAS that names the candidate (one of the next set).
 		m.rollForward(change)
