@@ -274,3 +274,31 @@ func TestNewWithNextSet(t *testing.T) {
 	_, err = New(bad, testCfg, t0)
 	require.Error(t, err)
 }
+
+// Mid-change (4 promoted, 3 not yet removed: raft's voters are 1, 2, 3 and 4) the newcomer may
+// be the most up-to-date voter: it is elected although only the next set lists it, and the
+// record keeps both sets, since nobody applies the next one yet.
+func TestScenarioMergedConfigurationElectsTheNewcomer(t *testing.T) {
+	merged := []uint64{1, 2, 3, 4}
+	m := newMachine(t, jointChannel(stateActive, 11, 1, 5))
+	expect(t, m, NodeDead{Node: 1}, "cas(c@11 state=ELECTING leader=0)")
+	expect(t, m, accepted(m), "load(c@12 on [2 3 4] joining [4])")
+	expect(t, m, GroupsLoaded{Epoch: 12, Statuses: map[uint64]*replicav1.GroupStatus{
+		2: withVoters(st(5, 100, 100), merged), 3: withVoters(st(5, 100, 100), merged),
+		4: withVoters(st(5, 101, 100), merged)}}, "cas(c@12 leader=4)")
+	expect(t, m, accepted(m), "campaign(c@13 on 4)")
+	expect(t, m, CampaignResult{Node: 4, Epoch: 13, Leader: true, Term: 6,
+		Status: withVoters(leaderSt(4, 6, 102, nil), merged)}, "cas(c@13 state=ACTIVE leader=4 term=6 seq=40)")
+	expect(t, m, accepted(m))
+	ch := m.Channel()
+	require.Equal(t, uint64(4), ch.GetLeaderNodeId())
+	require.Equal(t, []uint64{1, 2, 3}, ch.GetReplicaNodeIds())
+	require.Equal(t, []uint64{1, 2, 4}, ch.GetNextReplicaNodeIds())
+	// Once the removal of 3 applies, the leader's next check rolls the record forward.
+	expect(t, m, CheckLeader{}, "confirm(c@14 on 4 term>=6)")
+	expect(t, m, ConfirmResult{Node: 4, Epoch: 14, Status: withStore(withVoters(leaderSt(4, 6, 103, nil), []uint64{1, 2, 4}), 404)},
+		"cas(c@14 replicas=[1 2 4] stores=map[4:404])")
+	expect(t, m, accepted(m))
+	require.Equal(t, []uint64{1, 2, 4}, m.Channel().GetReplicaNodeIds())
+	require.Equal(t, map[uint64]uint64{1: 101, 2: 202, 4: 404}, m.Channel().GetReplicaStoreIds())
+}
