@@ -398,7 +398,7 @@ func (c *Controller) machineFor(ch *arbiterv1.Channel) (*machine.Machine, []mach
 	c.machines[ch.GetChannelId()] = m
 	c.mu.Lock()
 	var dead []uint64
-	for _, r := range ch.GetReplicaNodeIds() {
+	for _, r := range machine.Union(ch) {
 		if n := c.nodes[r]; n == nil || n.GetState() == arbiterv1.NodeState_NODE_STATE_DEAD {
 			dead = append(dead, r)
 		}
@@ -515,7 +515,7 @@ func (c *Controller) nodeChanged(node uint64, dead bool) []machine.Action {
 	}
 	var actions []machine.Action
 	for id, ch := range c.channels {
-		if c.machines[id] != nil && slices.Contains(ch.GetReplicaNodeIds(), node) {
+		if c.machines[id] != nil && slices.Contains(machine.Union(ch), node) {
 			actions = append(actions, c.step(id, machine.NodeAlive{Node: node})...)
 		}
 	}
@@ -539,7 +539,7 @@ func (c *Controller) nodeDied(node uint64) []machine.Action {
 		led     []machine.ChannelInfo
 	)
 	for id, ch := range c.channels {
-		if !slices.Contains(ch.GetReplicaNodeIds(), node) {
+		if !slices.Contains(machine.Union(ch), node) {
 			continue
 		}
 		if m := c.machines[id]; m != nil {
@@ -551,7 +551,7 @@ func (c *Controller) nodeDied(node uint64) []machine.Action {
 			continue
 		}
 		if ch.GetLeaderNodeId() == node && ch.GetState() == arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE {
-			led = append(led, machine.ChannelInfo{ID: id, Replicas: ch.GetReplicaNodeIds(), Leader: node})
+			led = append(led, machine.ChannelInfo{ID: id, Replicas: machine.Union(ch), Leader: node})
 		}
 	}
 	for _, st := range machine.PlanFailover(node, led, c.cfg.FailoverBudget).Steps {
@@ -660,7 +660,9 @@ func (c *Controller) settleWaiters(r machine.Round) {
 		} else {
 			ch = c.channels[a.ChannelID]
 		}
-		res := &ResolveResult{Channel: ch, Addresses: c.addresses(ch.GetReplicaNodeIds())}
+		// Both sets while the replica set changes: the leader may be one only the next set
+		// lists (raft elected it in a configuration the record has not caught up with).
+		res := &ResolveResult{Channel: ch, Addresses: c.addresses(machine.Union(ch))}
 		res.LeaderAddress = res.Addresses[a.Leader]
 		for _, w := range a.Waiters {
 			if reply := c.waiters[w]; reply != nil {

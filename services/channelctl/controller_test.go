@@ -136,6 +136,13 @@ func (a *fakeArbiter) CompareAndSetChannels(_ context.Context, req *arbiterv1.Co
 		}
 		if ids := chg.GetReplicaNodeIds(); len(ids) > 0 {
 			next.ReplicaNodeIds = slices.Clone(ids)
+			next.NextReplicaNodeIds = nil
+		}
+		if ids := chg.GetNextReplicaNodeIds(); len(ids) > 0 {
+			next.NextReplicaNodeIds = slices.Clone(ids)
+		}
+		if chg.GetClearNextReplicas() {
+			next.NextReplicaNodeIds = nil
 		}
 		if next.ReplicaStoreIds == nil {
 			next.ReplicaStoreIds = map[uint64]uint64{}
@@ -219,6 +226,8 @@ type fakeReplica struct {
 	admitted func(*replicav1.ReplicaChange)
 	// short drops the last result of every LoadGroups reply, as a buggy replica would.
 	short bool
+	// voters, when set, is the configuration the replica reports it applies.
+	voters []uint64
 }
 
 func (f *fakeReplica) setShort(short bool) {
@@ -265,7 +274,7 @@ func (f *fakeReplica) admit(channel string) {
 
 func (f *fakeReplica) status(channel string) *replicav1.GroupStatus {
 	return &replicav1.GroupStatus{ChannelId: channel, Loaded: true, Role: replicav1.Role_ROLE_FOLLOWER, Term: 5, LastTerm: 5,
-		LastIndex: 100, Commit: 100, Applied: 100, LastSeq: 40, StoreId: f.store}
+		LastIndex: 100, Commit: 100, Applied: 100, LastSeq: 40, StoreId: f.store, Voters: slices.Clone(f.voters)}
 }
 
 func (f *fakeReplica) LoadGroups(_ context.Context, req *replicav1.LoadGroupsRequest) (*replicav1.LoadGroupsResponse, error) {
@@ -584,4 +593,85 @@ func TestRejoinLoadsNameTheRecordedStore(t *testing.T) {
 	specs, replaced = c.rejoinSpecs(2, 0)
 	require.Equal(t, map[string]uint64{"same": 22, "other": 21, "unknown": 0, "none": 0}, names(specs))
 	require.Zero(t, replaced)
+}
+
+// Issue 13, item 5: a node that only a channel's next replica set lists (a repair under way or
+// cut short) gets that channel back at restart as a join naming no store; the members of both
+// sets are its peers. A repair of the replica the next set drops resumes with the next set's
+// newcomer while it can take channels.
+func TestRejoinLoadsCoverTheNextReplicaSet(t *testing.T) {
+	c := NewController(ControllerConfig{NodeID: 101, HibernateAfter: time.Minute})
+	active := arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE
+	c.channels["moving"] = &arbiterv1.Channel{ChannelId: "moving", Slot: 3, ReplicaNodeIds: []uint64{1, 2, 3},
+		NextReplicaNodeIds: []uint64{1, 2, 4}, LeaderNodeId: 1, Epoch: 4, State: active,
+		ReplicaStoreIds: map[uint64]uint64{1: 11, 2: 22, 3: 33}}
+	c.channels["still"] = &arbiterv1.Channel{ChannelId: "still", Slot: 3, ReplicaNodeIds: []uint64{1, 2, 3},
+		LeaderNodeId: 1, Epoch: 4, State: active, ReplicaStoreIds: map[uint64]uint64{3: 33}}
+
+	specs, replaced := c.rejoinSpecs(4, 44)
+	require.Zero(t, replaced)
+	require.Len(t, specs, 1)
+	require.Equal(t, "moving", specs[0].GetChannelId())
+	require.True(t, specs[0].GetJoin())
+	require.Zero(t, specs[0].GetStoreId())
+	var peers []uint64
+	for _, p := range specs[0].GetReplicas() {
+		peers = append(peers, p.GetNodeId())
+	}
+	require.ElementsMatch(t, []uint64{1, 2, 3, 4}, peers)
+
+	// The leaving replica still loads as a member, with its recorded store.
+	specs, _ = c.rejoinSpecs(3, 33)
+	require.Len(t, specs, 2)
+	for _, s := range specs {
+		require.False(t, s.GetJoin())
+		require.Equal(t, uint64(33), s.GetStoreId())
+	}
+
+	moving := c.channels["moving"]
+	require.Equal(t, uint64(4), resumedReplica(moving, 3, []uint64{4, 5}))
+	require.Zero(t, resumedReplica(moving, 3, []uint64{5}), "4 cannot take channels")
+	require.Zero(t, resumedReplica(moving, 2, []uint64{4, 5}), "next keeps 2: another repair")
+	require.Zero(t, resumedReplica(c.channels["still"], 3, []uint64{4, 5}))
+}
+
+// Issue 13, item 5, end to end through the controller: a repair of 3 by 4 was cut short after
+// raft's change (the record lists 1, 2, 3 and next 1, 2, 4; 2 and 4 apply 1, 2, 4), and leader
+// 1 dies with 3 dead too. The election loads the group on 2 (naming its store) and on 4 (as a
+// join, naming none), elects within 1, 2, 4 and rolls the record forward.
+func TestElectionAfterACutShortRepairRollsTheRecordForward(t *testing.T) {
+	arb, replica, start := startStoreCluster(t, map[uint64]uint64{1: 11, 2: 22, 3: 33, 4: 44}, nil)
+	arb.channels["j"] = &arbiterv1.Channel{ChannelId: "j", GroupId: 7, Slot: 3, ReplicaNodeIds: []uint64{1, 2, 3},
+		NextReplicaNodeIds: []uint64{1, 2, 4}, LeaderNodeId: 1, LeaderTerm: 5, Epoch: 10,
+		State: arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE, LastSeq: 40, ReplicaStoreIds: map[uint64]uint64{1: 11, 2: 22, 3: 33}}
+	for _, n := range []uint64{2, 4} {
+		replica(n).voters = []uint64{1, 2, 4}
+	}
+	dead := func(id, store uint64) {
+		n := storeNode(id, store, 1)
+		n.State = arbiterv1.NodeState_NODE_STATE_DEAD
+		arb.mu.Lock()
+		arb.nodes[id] = n
+		arb.mu.Unlock()
+		arb.watch <- &arbiterv1.WatchResponse{Events: []*arbiterv1.WatchEvent{{Kind: &arbiterv1.WatchEvent_Node{Node: n}}}}
+	}
+	dead(3, 33)
+	start()
+	dead(1, 11)
+
+	require.Eventually(t, func() bool { return len(arb.channel("j").GetNextReplicaNodeIds()) == 0 }, 20*time.Second,
+		10*time.Millisecond, "the record never rolls forward")
+	ch := arb.channel("j")
+	require.Equal(t, []uint64{1, 2, 4}, ch.GetReplicaNodeIds())
+	require.Contains(t, []uint64{2, 4}, ch.GetLeaderNodeId())
+	require.Equal(t, map[uint64]uint64{1: 11, 2: 22, 4: 44}, ch.GetReplicaStoreIds())
+	for _, g := range replica(4).received("j") {
+		require.True(t, g.GetJoin(), "4 is loaded only as a join before the record lists it")
+		require.Zero(t, g.GetStoreId())
+	}
+	require.NotEmpty(t, replica(4).received("j"))
+	loads := replica(2).received("j")
+	require.NotEmpty(t, loads)
+	require.False(t, loads[0].GetJoin())
+	require.Equal(t, uint64(22), loads[0].GetStoreId())
 }

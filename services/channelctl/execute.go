@@ -92,8 +92,9 @@ func (c *Controller) execute(ctx context.Context, r machine.Round) {
 		goCall(func(ctx context.Context) {
 			req := &replicav1.LoadGroupsRequest{}
 			for _, a := range acts {
-				spec := &replicav1.GroupSpec{ChannelId: a.ChannelID, GroupId: a.GroupID, Epoch: a.Epoch, Join: a.Join}
-				if !a.Join {
+				join := a.Join || slices.Contains(a.JoinNodes, node)
+				spec := &replicav1.GroupSpec{ChannelId: a.ChannelID, GroupId: a.GroupID, Epoch: a.Epoch, Join: join}
+				if !join {
 					// The store the record names for this node: a replica whose store was
 					// replaced refuses the load instead of bootstrapping an empty voter.
 					spec.StoreId = a.StoreIDs[node]

@@ -118,7 +118,18 @@ func (c *Controller) rejoinSpecs(node, store uint64) ([]*replicav1.GroupSpec, in
 	)
 	for _, id := range slices.Sorted(maps.Keys(c.channels)) {
 		ch := c.channels[id]
-		if ch.GetState() != arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE || !slices.Contains(ch.GetReplicaNodeIds(), node) {
+		if ch.GetState() != arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE || !slices.Contains(machine.Union(ch), node) {
+			continue
+		}
+		if slices.Contains(machine.Joining(ch), node) {
+			// Only the next replica set lists the node (a repair under way or cut short): it
+			// may hold nothing yet, so it loads as a join, naming no store, and learns the
+			// group from the leader if raft's configuration counts it.
+			spec := &replicav1.GroupSpec{ChannelId: ch.GetChannelId(), GroupId: ch.GetGroupId(), Epoch: ch.GetEpoch(), Join: true}
+			for id, addr := range c.addresses(machine.Union(ch)) {
+				spec.Replicas = append(spec.Replicas, &replicav1.Peer{NodeId: id, Address: addr})
+			}
+			specs = append(specs, spec)
 			continue
 		}
 		if storeReplaced(ch.GetReplicaStoreIds()[node], store) {
@@ -130,7 +141,7 @@ func (c *Controller) rejoinSpecs(node, store uint64) ([]*replicav1.GroupSpec, in
 		}
 		spec := &replicav1.GroupSpec{ChannelId: ch.GetChannelId(), GroupId: ch.GetGroupId(), Epoch: ch.GetEpoch(),
 			StoreId: ch.GetReplicaStoreIds()[node]}
-		for id, addr := range c.addresses(ch.GetReplicaNodeIds()) {
+		for id, addr := range c.addresses(machine.Union(ch)) {
 			spec.Replicas = append(spec.Replicas, &replicav1.Peer{NodeId: id, Address: addr})
 		}
 		specs = append(specs, spec)
@@ -303,7 +314,10 @@ func (c *Controller) repairs(now time.Time) []posted {
 		var ev machine.Event
 		switch {
 		case state == arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE && dead != 0:
-			with := pickReplica(candidates, load, ch.GetReplicaNodeIds())
+			with := resumedReplica(ch, dead, candidates)
+			if with == 0 {
+				with = pickReplica(candidates, load, ch.GetReplicaNodeIds())
+			}
 			if with == 0 {
 				continue // no live node outside the set; nothing to do until one joins
 			}
@@ -366,6 +380,19 @@ func (c *Controller) replicaLoad() (map[uint64]uint64, []uint64) {
 }
 
 // pickReplica is the least loaded candidate outside set (lowest id on ties), 0 if none.
+// resumedReplica is the replica that an earlier repair of dead, cut short, was adding (the one
+// node the channel's next replica set lists in place of dead), when it may still take channels:
+// ordering the same repair again finishes it (each step already done is a no-op), where
+// another replica would take raft's configuration somewhere the record never named. 0 when
+// there is none.
+func resumedReplica(ch *arbiterv1.Channel, dead uint64, candidates []uint64) uint64 {
+	joining := machine.Joining(ch)
+	if len(joining) != 1 || slices.Contains(ch.GetNextReplicaNodeIds(), dead) || !slices.Contains(candidates, joining[0]) {
+		return 0
+	}
+	return joining[0]
+}
+
 func pickReplica(candidates []uint64, load map[uint64]uint64, set []uint64) uint64 {
 	var best uint64
 	for _, n := range candidates {

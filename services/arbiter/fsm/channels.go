@@ -226,19 +226,49 @@ func (f *FSM) applyChange(requester uint64, chg *arbiterv1.ChannelChange) Change
 				return refuse("%w: node %d is a %v, not a replica", ErrInvalidChange, r, n.Role)
 			case slices.Contains(ids[:i], r):
 				return refuse("%w: replica %d listed twice", ErrInvalidChange, r)
-			case !slices.Contains(cur.Replicas, r) && !n.placeable():
+			case !slices.Contains(cur.Replicas, r) && !slices.Contains(cur.NextReplicas, r) && !n.placeable():
+				// A member of the next set was placeable when the claim named it, and raft may
+				// count it already: the record rolling forward must not be refused because it
+				// died or drains since.
 				return refuse("%w: new replica %d is %v and cannot take channels", ErrInvalidChange, r, n.State)
 			}
 		}
 		replicasChanged = !slices.Equal(ids, cur.Replicas)
 		replicas = ids
 	}
+	// The set raft's configuration moves to (a repair's claim) until a change records the
+	// replica set itself; see arbiterv1.Channel.next_replica_node_ids.
+	next := cur.NextReplicas
+	ids := chg.GetNextReplicaNodeIds()
+	switch {
+	case len(ids) > 0 && chg.GetClearNextReplicas():
+		return refuse("%w: next replicas both set and cleared", ErrInvalidChange)
+	case len(ids) > 0 && len(chg.GetReplicaNodeIds()) > 0:
+		return refuse("%w: replicas and next replicas set together", ErrInvalidChange)
+	case len(ids) > 0:
+		for i, r := range ids {
+			n, ok := st.nodes[r]
+			switch {
+			case !ok:
+				return refuse("%w: next replica %d: %w", ErrInvalidChange, r, ErrUnknownNode)
+			case n.Role != arbiterv1.NodeRole_NODE_ROLE_REPLICA:
+				return refuse("%w: node %d is a %v, not a replica", ErrInvalidChange, r, n.Role)
+			case slices.Contains(ids[:i], r):
+				return refuse("%w: next replica %d listed twice", ErrInvalidChange, r)
+			case !slices.Contains(cur.Replicas, r) && !slices.Contains(cur.NextReplicas, r) && !n.placeable():
+				return refuse("%w: new replica %d is %v and cannot take channels", ErrInvalidChange, r, n.State)
+			}
+		}
+		next = ids
+	case chg.GetClearNextReplicas() || len(chg.GetReplicaNodeIds()) > 0:
+		next = nil
+	}
 	leader := cur.Leader
 	if chg.LeaderNodeId != nil {
 		leader = chg.GetLeaderNodeId()
 	}
-	if leader != 0 && !slices.Contains(replicas, leader) {
-		return refuse("%w: leader %d is not in the replica set %v", ErrInvalidChange, leader, replicas)
+	if leader != 0 && !slices.Contains(replicas, leader) && !slices.Contains(next, leader) {
+		return refuse("%w: leader %d is not in the replica set %v (next %v)", ErrInvalidChange, leader, replicas, next)
 	}
 	if leader != cur.Leader && leader != 0 && st.nodes[leader].Liveness == arbiterv1.NodeState_NODE_STATE_DEAD {
 		return refuse("%w: new leader %d is dead", ErrInvalidChange, leader)
@@ -307,6 +337,10 @@ func (f *FSM) applyChange(requester uint64, chg *arbiterv1.ChannelChange) Change
 	cur.State, cur.LeaderTerm, cur.LastSeq = chState, term, lastSeq
 	// A new map (or the old one untouched): events and readers may still hold the old one.
 	cur.ReplicaStoreIDs = stores
+	if !slices.Equal(next, cur.NextReplicas) {
+		// A fresh slice, as for Replicas.
+		cur.NextReplicas = slices.Clone(next)
+	}
 	cur.Epoch++
 	cur.Revision = st.revision + 1
 	f.emit(Event{Kind: EventChannel, Channel: *cur})

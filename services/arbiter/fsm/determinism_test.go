@@ -40,6 +40,14 @@ func TestDeterminism(t *testing.T) {
 						stats["cas stores invalid"]++
 					}
 				}
+				if chg := cmd.GetCompareAndSetChannels().GetChanges()[j]; len(chg.GetNextReplicaNodeIds()) > 0 {
+					switch {
+					case cr.Succeeded:
+						stats["cas next ok"]++
+					case errors.Is(cr.Err, ErrInvalidChange):
+						stats["cas next invalid"]++
+					}
+				}
 				switch {
 				case cr.Succeeded:
 					stats["cas ok"]++
@@ -64,7 +72,7 @@ func TestDeterminism(t *testing.T) {
 	require.Equal(t, dumpOf(a), dumpOf(b))
 	t.Logf("outcomes: %v", stats)
 	// The workload must reach the interesting paths, or the comparison proves little.
-	for _, k := range []string{"cas ok", "cas stale", "cas not owner", "cas invalid", "cas stores ok", "cas stores invalid",
+	for _, k := range []string{"cas ok", "cas stale", "cas not owner", "cas invalid", "cas stores ok", "cas stores invalid", "cas next ok", "cas next invalid",
 		"created", "existing", "refused"} {
 		require.Greater(t, stats[k], 10, "workload outcome %q: %v", k, stats)
 	}

@@ -35,6 +35,9 @@ func fuzzSeeds(t testing.TB) [][]byte {
 		CompareAndSetChannelsCommand(100,
 			&arbiterv1.ChannelChange{ChannelId: "room", ExpectedEpoch: 1, ReplicaNodeIds: []uint64{1, 2, 4}, ReplicaStoreIds: map[uint64]uint64{4: 0x44}},
 			&arbiterv1.ChannelChange{ChannelId: "lobby", ExpectedEpoch: 1, ReplicaStoreIds: map[uint64]uint64{1: 0, 9: 0x99}}),
+		CompareAndSetChannelsCommand(100,
+			&arbiterv1.ChannelChange{ChannelId: "room", ExpectedEpoch: 1, NextReplicaNodeIds: []uint64{1, 2, 4}, LeaderNodeId: ptr[uint64](4)},
+			&arbiterv1.ChannelChange{ChannelId: "lobby", ExpectedEpoch: 1, NextReplicaNodeIds: []uint64{3, 3}, ClearNextReplicas: true}),
 	} {
 		data, err := Encode(c)
 		if err != nil {

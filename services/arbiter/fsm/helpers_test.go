@@ -139,6 +139,8 @@ type workload struct {
 	// srng makes the store id choices; a stream of its own keeps the rest of the workload
 	// what it was before stores existed.
 	srng *rand.Rand
+	// nrng makes the next-replica-set choices, in a stream of its own for the same reason.
+	nrng *rand.Rand
 	now  time.Time
 	next int
 }
@@ -147,6 +149,7 @@ func newWorkload(seed uint64) *workload {
 	return &workload{
 		rng:  rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		srng: rand.New(rand.NewPCG(seed^0x5704e, seed)),
+		nrng: rand.New(rand.NewPCG(seed^0x7e47, seed+1)),
 		now:  t0,
 	}
 }
@@ -219,6 +222,17 @@ func (w *workload) step(f *FSM) *arbiterv1.Command {
 						s = 0
 					}
 					chg.ReplicaStoreIds[r] = s
+				}
+			}
+			if w.nrng.IntN(6) == 0 {
+				// A repair's claim naming the set raft moves to (sometimes together with a
+				// replica set, which is refused), or clearing it.
+				if w.nrng.IntN(3) == 0 {
+					chg.ClearNextReplicas = true
+				} else {
+					set := slices.Clone(ch.Replicas)
+					set[w.nrng.IntN(len(set))] = uint64(1 + w.nrng.IntN(8))
+					chg.NextReplicaNodeIds = set
 				}
 			}
 			changes = append(changes, chg)

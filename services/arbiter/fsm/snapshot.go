@@ -195,7 +195,17 @@ func channelFromProto(st *state, pc *arbiterv1.Channel) (*Channel, error) {
 			return nil, fmt.Errorf("channel %q: replica %d listed twice", id, r)
 		}
 	}
-	if l := pc.GetLeaderNodeId(); l != 0 && !slices.Contains(replicas, l) {
+	next := pc.GetNextReplicaNodeIds()
+	for i, r := range next {
+		n, ok := st.nodes[r]
+		if !ok || n.Role != arbiterv1.NodeRole_NODE_ROLE_REPLICA {
+			return nil, fmt.Errorf("channel %q: next replica %d is not a replica node", id, r)
+		}
+		if slices.Contains(next[:i], r) {
+			return nil, fmt.Errorf("channel %q: next replica %d listed twice", id, r)
+		}
+	}
+	if l := pc.GetLeaderNodeId(); l != 0 && !slices.Contains(replicas, l) && !slices.Contains(next, l) {
 		return nil, fmt.Errorf("channel %q: leader %d not in replica set", id, l)
 	}
 	if pc.GetEpoch() == 0 {
@@ -232,6 +242,9 @@ func channelFromProto(st *state, pc *arbiterv1.Channel) (*Channel, error) {
 	}
 	if len(stores) > 0 {
 		ch.ReplicaStoreIDs = maps.Clone(stores)
+	}
+	if len(next) > 0 {
+		ch.NextReplicas = slices.Clone(next)
 	}
 	return ch, nil
 }

@@ -99,23 +99,29 @@ type Channel struct {
 	// The FSM never modifies a map once a channel holds it (a change installs a new one), so
 	// events may share it.
 	ReplicaStoreIDs map[uint64]uint64
+	// NextReplicas is the replica set raft's configuration is moving to, set by a repair's
+	// claim until its record replaces Replicas with it (nil otherwise). Its members that are not
+	// in Replicas carry no load (Node.Channels) and no store entry until then. The leader is in
+	// Replicas or in NextReplicas.
+	NextReplicas []uint64
 }
 
 // Proto converts c to the API message.
 func (c Channel) Proto() *arbiterv1.Channel {
 	return &arbiterv1.Channel{
-		ChannelId:       c.ID,
-		GroupId:         c.GroupID,
-		Slot:            c.Slot,
-		ReplicaNodeIds:  slices.Clone(c.Replicas),
-		LeaderNodeId:    c.Leader,
-		LeaderTerm:      c.LeaderTerm,
-		Epoch:           c.Epoch,
-		State:           c.State,
-		LastSeq:         c.LastSeq,
-		CreateTime:      timestamppb.New(c.CreateTime),
-		Revision:        c.Revision,
-		ReplicaStoreIds: maps.Clone(c.ReplicaStoreIDs),
+		ChannelId:          c.ID,
+		GroupId:            c.GroupID,
+		Slot:               c.Slot,
+		ReplicaNodeIds:     slices.Clone(c.Replicas),
+		LeaderNodeId:       c.Leader,
+		LeaderTerm:         c.LeaderTerm,
+		Epoch:              c.Epoch,
+		State:              c.State,
+		LastSeq:            c.LastSeq,
+		CreateTime:         timestamppb.New(c.CreateTime),
+		Revision:           c.Revision,
+		ReplicaStoreIds:    maps.Clone(c.ReplicaStoreIDs),
+		NextReplicaNodeIds: slices.Clone(c.NextReplicas),
 	}
 }
 
@@ -124,6 +130,7 @@ func (c *Channel) clone() Channel {
 	out := *c
 	out.Replicas = slices.Clone(c.Replicas)
 	out.ReplicaStoreIDs = maps.Clone(c.ReplicaStoreIDs)
+	out.NextReplicas = slices.Clone(c.NextReplicas)
 	return out
 }
 

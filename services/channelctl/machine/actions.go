@@ -33,6 +33,10 @@ type LoadGroups struct {
 	// instead of bootstrapping the group as a voter with an empty log. Nil for joins, and for
 	// records that name no stores; a missing entry is no check.
 	StoreIDs map[uint64]uint64
+	// JoinNodes are nodes of Nodes that load with join although Join is false: the replicas
+	// only a changing replica set's next set lists (Joining), which may hold nothing yet and
+	// have no store on record. Their spec names no store.
+	JoinNodes []uint64
 }
 
 // QueryPositions: ask Nodes for the group's status (GetGroupStatus) and report
@@ -137,6 +141,12 @@ func (a CommitCAS) String() string {
 	if len(c.GetReplicaNodeIds()) > 0 {
 		fmt.Fprintf(&b, " replicas=%v", c.GetReplicaNodeIds())
 	}
+	if len(c.GetNextReplicaNodeIds()) > 0 {
+		fmt.Fprintf(&b, " next=%v", c.GetNextReplicaNodeIds())
+	}
+	if c.GetClearNextReplicas() {
+		b.WriteString(" next=none")
+	}
 	if len(c.GetReplicaStoreIds()) > 0 {
 		// fmt prints a map in key order, so the form is stable.
 		fmt.Fprintf(&b, " stores=%v", c.GetReplicaStoreIds())
@@ -148,6 +158,9 @@ func (a CommitCAS) String() string {
 func (a LoadGroups) String() string {
 	if a.Join {
 		return fmt.Sprintf("load(%s@%d on %v join %v)", a.ChannelID, a.Epoch, a.Nodes, a.Replicas)
+	}
+	if len(a.JoinNodes) > 0 {
+		return fmt.Sprintf("load(%s@%d on %v joining %v)", a.ChannelID, a.Epoch, a.Nodes, a.JoinNodes)
 	}
 	return fmt.Sprintf("load(%s@%d on %v)", a.ChannelID, a.Epoch, a.Nodes)
 }

@@ -80,12 +80,13 @@
 //
 // Replica-set repair (active, Repair{dead d, with w} once d has been dead long enough; epoch e):
 //
-//	CAS e:   (no field)                         claim: fences a channelctl that lost the slot
+//	CAS e:   next=set with d replaced by w      claim: fences a channelctl that lost the slot,
+//	                                            and names the set raft moves to (see below)
 //	LoadGroups join on the live new set @e+1    w starts empty; the others learn w's address;
 //	                                            w's answer names its store s (none: abandon)
 //	ChangeReplicas +w -d store=s, leader @e+1   w learner (s admits it), caught up, voter; d removed
-//	CAS e+1: replicas=set with d replaced by w  raft first, then the record; d is forgotten,
-//	         stores={w: s}                      and w's loads name s from now on
+//	CAS e+1: replicas=set with d replaced by w  raft first, then the record (next cleared); d is
+//	         stores={w: s}                      forgotten, and w's loads name s from now on
 //
 // Rejoin (active, Repair{dead x, with x}: x is a live member that is not the leader, whose node
 // registered a store other than the one the record names for it, or whose copy of the group
@@ -107,7 +108,8 @@
 //
 // The order names the whole voter set wanted, so a voter or learner that an earlier,
 // unfinished repair left in raft leaves too. A failed step leaves the channel active and the
-// repair to be ordered again.
+// repair to be ordered again (the driver orders it with the same w while w can take channels,
+// so each step already done is a no-op).
 //
 // A Resolve that arrives mid-transition waits and is answered when the channel is active; one
 // that arrives while hibernating triggers activation right after, as an operator's Activate
@@ -121,10 +123,46 @@
 // answer between them, start an election. A check asked for while another check or a repair
 // is in flight runs once that ends with the channel still active.
 //
+// # Joint replica sets: a repair cut short
+//
+// Raft's configuration changes before the record (a replica the record lists must hold the
+// group's data), so a repair cut short after ChangeReplicas (the channelctl died, the leader
+// died, the call timed out while the leader went on) leaves raft's voters ahead of the record.
+// That is why the claim names the next set (Channel.next_replica_node_ids) before raft is
+// touched: from then until the record, raft's voters are the record's set R, the next set N, or,
+// mid-change, the two merged (w promoted, d not yet removed), and the record says so. While next
+// is set:
+//
+//   - loads (activation, election gathers, a restarted node's reload in the driver) go to R ∪ N,
+//     as joins to the replicas only N lists (they may hold nothing yet, and a load that is not
+//     a join would bootstrap them with a history of their own), naming no store for them;
+//   - the hibernation check queries and the unload covers R ∪ N, and every replica of both must
+//     hold the whole log: any of them may be one raft counts on, or hold the group in memory;
+//   - ChooseJointLeader needs a reachable majority of R and a reachable majority of N. Committed
+//     entries sit on a majority of whichever configuration is in force; a majority of R meets
+//     every majority of R (and of R ∪ {w}, since three of four always include two of R), a
+//     majority of N every majority of N, so with both the most up-to-date reachable voter holds
+//     every committed entry whichever it is. One majority alone is not enough: with R = {a, b, d}
+//     in force, {b, w} is a majority of N = {a, b, w} that misses an entry committed on {a, d};
+//     with N in force, {b, d} is a majority of R that misses one committed on {a, w}.
+//     The exception is a replica that applies N (GroupStatus.voters): raft applies only
+//     committed entries, and N is the change's last step (moving on needs another repair, whose
+//     claim names its own next set), so N is in force and decides alone. A replica applying R
+//     proves nothing: it may just lag behind a change committed without it. A replica that
+//     reports itself outside the voters it applies (a learner) counts for the majorities but
+//     cannot campaign, so it is no candidate.
+//
+// A leader found applying N rolls the record forward (replicas=N, next cleared, with the store
+// of each newcomer that reports itself a voter): in the decide CAS when the gathered statuses
+// show N applied (the candidate is then one of N), in the settle CAS when the new leader's
+// status shows it, and while active in a CAS of its own when a leader check or the idle check
+// finds the leader applying N. The next repair's claim overwrites a next set an abandoned
+// repair left; a rejoin (d == w) changes no set and names none.
+//
 // # Choosing and batching
 //
 // ChooseLeader never picks a replica behind a reachable one and refuses without a reachable
-// majority. CanHibernate decides whether the statuses allow unloading. PlanFailover orders and
+// majority; ChooseJointLeader does the same while the replica set changes, over both sets. CanHibernate decides whether the statuses allow unloading. PlanFailover orders and
 // slices the failover of every channel a dead node led (waiting clients first, at most a budget
 // per step, one load and one campaign call per node per step); Batch groups any round of
 // actions from many machines into one arbiter call and one call per node and kind. PlanBalance

@@ -141,7 +141,7 @@ func fxActive3Dead(t testing.TB) *Machine {
 // Replica 3 is replaced by 4; the claim takes epoch 11.
 func fxActiveRepairClaim(t testing.TB) *Machine {
 	m := fxActive3Dead(t)
-	return expect(t, m, Repair{Dead: 3, With: 4}, "cas(c@10)")
+	return expect(t, m, Repair{Dead: 3, With: 4}, "cas(c@10 next=[1 2 4])")
 }
 
 func fxActiveRepairLoad(t testing.TB) *Machine {

@@ -56,6 +56,13 @@ func apply(ch *arbiterv1.Channel, c *arbiterv1.ChannelChange) *arbiterv1.Channel
 	}
 	if len(c.GetReplicaNodeIds()) > 0 {
 		out.ReplicaNodeIds = slices.Clone(c.GetReplicaNodeIds())
+		out.NextReplicaNodeIds = nil
+	}
+	if len(c.GetNextReplicaNodeIds()) > 0 {
+		out.NextReplicaNodeIds = slices.Clone(c.GetNextReplicaNodeIds())
+	}
+	if c.GetClearNextReplicas() {
+		out.NextReplicaNodeIds = nil
 	}
 	// Store ids are merged in; the entries of nodes that left the replica set are dropped.
 	stores := map[uint64]uint64{}

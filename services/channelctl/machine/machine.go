@@ -69,12 +69,15 @@ const (
 	phaseRepairChange
 	// phaseRepairRecord: active; the CAS recording the new replica set is in flight.
 	phaseRepairRecord
+	// phaseRoll: active; the CAS rolling the record forward to the next replica set, which
+	// the leader was found applying, is in flight.
+	phaseRoll
 )
 
 func (p phase) String() string {
 	phaseNames := [...]string{"idle", "stalled", "claim", "gather", "decide", "campaign", "transfer",
 		"confirm", "settle", "idle-check", "move-check", "verify", "unload", "rest",
-		"repair-claim", "repair-load", "repair-change", "repair-record"}
+		"repair-claim", "repair-load", "repair-change", "repair-record", "roll"}
 	if int(p) < len(phaseNames) {
 		return phaseNames[p]
 	}
@@ -127,6 +130,10 @@ type Machine struct {
 	// rejoin); repairStore is the store with reported from its join load.
 	repairDead, repairWith uint64
 	repairStore            uint64
+
+	// joinStores is the store of each joining replica (listed only by the next replica set)
+	// that reported itself a voter, recorded when the record rolls forward.
+	joinStores map[uint64]uint64
 }
 
 // New builds the machine of a channel from its arbiter record, at startup or when this
@@ -148,6 +155,12 @@ func New(ch *arbiterv1.Channel, cfg Config, now time.Time) (*Machine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("machine: channel %s: %w", ch.GetChannelId(), err)
 	}
+	if next := ch.GetNextReplicaNodeIds(); len(next) > 0 {
+		if _, err := memberSet(next); err != nil {
+			return nil, fmt.Errorf("machine: channel %s: next replicas: %w", ch.GetChannelId(), err)
+		}
+		members = unionOf(members, next)
+	}
 	m := &Machine{
 		cfg:          cfg,
 		ch:           proto.Clone(ch).(*arbiterv1.Channel),
@@ -157,7 +170,7 @@ func New(ch *arbiterv1.Channel, cfg Config, now time.Time) (*Machine, error) {
 	switch s := ch.GetState(); s {
 	case arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE:
 		if !slices.Contains(members, ch.GetLeaderNodeId()) {
-			return nil, fmt.Errorf("machine: channel %s is active with leader %d outside its replicas %v",
+			return nil, fmt.Errorf("machine: channel %s is active with leader %d outside its replicas (and next) %v",
 				ch.GetChannelId(), ch.GetLeaderNodeId(), members)
 		}
 		m.become(s)
@@ -203,7 +216,7 @@ func (m *Machine) IdleSince() time.Time { return m.lastActivity }
 // Info summarises the channel for PlanFailover. Leader is set only for an active channel: a
 // channel in any other state has no serving leader to fail over from.
 func (m *Machine) Info() ChannelInfo {
-	info := ChannelInfo{ID: m.ch.GetChannelId(), Replicas: slices.Clone(m.ch.GetReplicaNodeIds()), Waiters: len(m.waiters)}
+	info := ChannelInfo{ID: m.ch.GetChannelId(), Replicas: m.union(), Waiters: len(m.waiters)}
 	if m.state == arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE {
 		info.Leader = m.ch.GetLeaderNodeId()
 	}
@@ -231,12 +244,12 @@ func (m *Machine) Step(ev Event) ([]Action, error) {
 	case Resolve:
 		m.touch(e.At)
 	case NodeDead:
-		if !m.isMember(e.Node) {
+		if !m.inUnion(e.Node) {
 			return nil, nil
 		}
 		m.dead[e.Node] = true
 	case NodeAlive:
-		if !m.isMember(e.Node) {
+		if !m.inUnion(e.Node) {
 			return nil, nil
 		}
 		delete(m.dead, e.Node)
@@ -339,6 +352,7 @@ func (m *Machine) clearWork() {
 	m.moveTarget, m.idleForced, m.verifyWanted = 0, false, false
 	m.repairDead, m.repairWith, m.repairStore = 0, 0, 0
 	m.unknownVerifies = 0
+	m.joinStores = nil
 }
 
 // cas makes change a compare-and-set on the current epoch and records it as in flight.
@@ -385,9 +399,59 @@ func (m *Machine) members() []uint64 {
 	return s
 }
 
+// next is the set raft's configuration is moving to (Channel.next_replica_node_ids), sorted;
+// nil when the replica set is not changing.
+func (m *Machine) next() []uint64 {
+	if len(m.ch.GetNextReplicaNodeIds()) == 0 {
+		return nil
+	}
+	s := slices.Clone(m.ch.GetNextReplicaNodeIds())
+	slices.Sort(s)
+	return s
+}
+
+// joint reports whether the record names a next replica set other than its own: raft's
+// voters may then be either (see Channel.next_replica_node_ids).
+func (m *Machine) joint() bool {
+	next := m.next()
+	return next != nil && !slices.Equal(next, m.members())
+}
+
+// union is the replica set and the next one together, sorted: every replica that may hold
+// the group, which loads, unloads and gathers go to.
+func (m *Machine) union() []uint64 { return Union(m.ch) }
+
+// Union is the sorted union of a channel's replica set and its next replica set: the replicas
+// that may hold its group while a replica-set change is under way (all of them loaded, unloaded
+// and asked in an election).
+func Union(ch *arbiterv1.Channel) []uint64 {
+	return unionOf(ch.GetReplicaNodeIds(), ch.GetNextReplicaNodeIds())
+}
+
+// Joining is the members of a channel's next replica set that its replica set does not list:
+// loads to them are joins (they may hold nothing yet, and must not bootstrap the group with a
+// history of their own), and they have no store on record.
+func Joining(ch *arbiterv1.Channel) []uint64 {
+	var out []uint64
+	for _, n := range ch.GetNextReplicaNodeIds() {
+		if !slices.Contains(ch.GetReplicaNodeIds(), n) {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (m *Machine) inUnion(n uint64) bool {
+	return m.isMember(n) || slices.Contains(m.ch.GetNextReplicaNodeIds(), n)
+}
+
 // alive is the replica set minus the nodes the arbiter declared dead, sorted.
-func (m *Machine) alive() []uint64 {
-	return slices.DeleteFunc(m.members(), func(n uint64) bool { return m.dead[n] })
+func (m *Machine) alive() []uint64 { return m.aliveOf(m.members()) }
+
+// aliveOf is set minus the nodes the arbiter declared dead.
+func (m *Machine) aliveOf(set []uint64) []uint64 {
+	return slices.DeleteFunc(slices.Clone(set), func(n uint64) bool { return m.dead[n] })
 }
 
 // preference is the replica to favour among the equally most up-to-date: the previous leader
@@ -395,7 +459,7 @@ func (m *Machine) alive() []uint64 {
 // one picked by group id so that the channels of a dead node spread over the survivors instead
 // of all landing on the lowest id.
 func (m *Machine) preference() uint64 {
-	if m.lastLeader != 0 && !m.dead[m.lastLeader] && m.isMember(m.lastLeader) {
+	if m.lastLeader != 0 && !m.dead[m.lastLeader] && m.inUnion(m.lastLeader) {
 		return m.lastLeader
 	}
 	alive := m.alive()

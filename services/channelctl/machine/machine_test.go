@@ -290,7 +290,7 @@ var transitions = []transition{
 	{from: "hibernating/unload", ev: ReplicasChanged{Epoch: 11}, state: stateHibernating, err: ErrUnexpectedEvent},
 	{from: "active", ev: Repair{Dead: 3, With: 4}, state: stateActive, err: ErrNotDead},
 	{from: "active", ev: ReplicasChanged{Epoch: 10}, state: stateActive, err: ErrUnexpectedEvent},
-	{from: "active/3-dead", ev: Repair{Dead: 3, With: 4}, state: stateActive, acts: []string{"cas(c@10)"}},
+	{from: "active/3-dead", ev: Repair{Dead: 3, With: 4}, state: stateActive, acts: []string{"cas(c@10 next=[1 2 4])"}},
 	{from: "active/3-dead", ev: Repair{Dead: 5, With: 4}, state: stateActive, err: ErrNotReplica},
 	{from: "active/3-dead", ev: Repair{Dead: 3, With: 2}, state: stateActive, err: ErrInvalidReplicaSet},
 	{from: "active/3-dead", ev: Repair{Dead: 3}, state: stateActive, err: ErrInvalidReplicaSet},

@@ -9,8 +9,9 @@ import (
 
 // Replica-set repair, in four steps while the channel stays active under its leader:
 //
-//  1. claim: a CAS that only bumps the epoch (reason "replace D with W"), so that a
-//     channelctl that lost the slot is refused before it touches raft;
+//  1. claim: a CAS (reason "replace D with W") that fences a channelctl that lost the slot
+//     before it touches raft, and names the set raft moves to as the channel's next replica
+//     set, so that a repair cut short after step 3 leaves a record naming raft's voters;
 //  2. load the group on W with join (it starts empty and learns from the leader), and on
 //     the other live replicas so that they learn W's address; W's answer names its store;
 //  3. ChangeReplicas on the leader: W is added as a learner (the change carries W's store,
@@ -19,9 +20,11 @@ import (
 //
 // Raft's configuration changes before the arbiter's record, never after: a replica the arbiter
 // lists must have the group's data, or a later load without join would bootstrap it with a
-// history of its own. A repair cut short after step 3 leaves raft ahead of the record; the next
-// repair names the whole voter set it wants, and the leader removes whatever else it finds
-// (an extra voter or learner) once the new replica votes.
+// history of its own. A repair cut short after step 3 leaves raft ahead of the record's replica
+// set but not of its next set: elections and loads use both sets until a leader found applying
+// the next set rolls the record forward (doc.go, "Joint replica sets"). The next repair names
+// the whole voter set it wants, and the leader removes whatever else it finds (an extra voter or
+// learner) once the new replica votes.
 //
 // A rejoin (D == W) runs the same four steps for a live replica X that no longer holds the
 // votes and log raft's configuration counts on it for: either its node registered a store
@@ -69,7 +72,13 @@ func (m *Machine) beginRepair(e Repair) ([]Action, error) {
 			e.Dead, m.ch.GetReplicaStoreIds()[e.Dead])
 	}
 	m.phase = phaseRepairClaim
-	return []Action{m.cas(&arbiterv1.ChannelChange{})}, nil
+	claim := &arbiterv1.ChannelChange{}
+	if !rejoin {
+		// The record names the set raft moves to before raft moves: an election meanwhile
+		// needs a majority of both sets, whichever raft ends up with (see doc.go).
+		claim.NextReplicaNodeIds = m.repairedSet()
+	}
+	return []Action{m.cas(claim)}, nil
 }
 
 // rejoining reports whether the repair in progress is a rejoin.

@@ -207,6 +207,14 @@ func stepActive(m *Machine, ev Event) ([]Action, error) {
 		}
 	}
 	switch e := ev.(type) {
+	case CASResult:
+		if m.phase != phaseRoll {
+			return nil, m.unexpected(ev)
+		}
+		if m.dead[leader] {
+			return m.beginElecting(fmt.Sprintf("leader %d dead", leader)), nil
+		}
+		return m.doneChecking(), nil
 	case Repair:
 		return m.beginRepair(e)
 	case Resolve:
@@ -255,6 +263,10 @@ func stepActive(m *Machine, ev Event) ([]Action, error) {
 		return nil, nil
 	case NodeDead:
 		if e.Node != leader {
+			return nil, nil
+		}
+		if m.pending != nil {
+			// A CAS is in flight (rolling the record forward); its result starts the election.
 			return nil, nil
 		}
 		return m.beginElecting(fmt.Sprintf("leader %d dead", e.Node)), nil
@@ -329,6 +341,12 @@ func stepActive(m *Machine, ev Event) ([]Action, error) {
 			return m.beginElecting(fmt.Sprintf("leader %d stopped leading", leader)), nil
 		}
 		m.phase = phaseIdle
+		if m.appliesNext(e.Status) {
+			// The leader applies the next replica set (a repair was cut short after raft
+			// changed): the record catches up.
+			m.noteJoinStores(map[uint64]*replicav1.GroupStatus{leader: e.Status})
+			return append(m.answer(), m.beginRoll()), nil
+		}
 		return m.answer(), nil
 	}
 	return nil, m.unexpected(ev)
@@ -341,7 +359,7 @@ func stepHibernating(m *Machine, ev Event) ([]Action, error) {
 		switch m.phase {
 		case phaseClaim:
 			m.phase = phaseUnload
-			return []Action{Unload{ChannelID: m.ch.GetChannelId(), Nodes: m.members(), Epoch: m.ch.GetEpoch()}}, nil
+			return []Action{Unload{ChannelID: m.ch.GetChannelId(), Nodes: m.union(), Epoch: m.ch.GetEpoch()}}, nil
 		case phaseRest:
 			m.become(stateHibernated)
 			m.phase = phaseIdle
@@ -359,7 +377,7 @@ func stepHibernating(m *Machine, ev Event) ([]Action, error) {
 			return nil, m.staleEpoch(ev, e.Epoch)
 		}
 		var refused []uint64
-		for _, n := range m.members() {
+		for _, n := range m.union() {
 			if !slices.Contains(e.Unloaded, n) {
 				refused = append(refused, n)
 			}
@@ -388,7 +406,7 @@ func stepHibernating(m *Machine, ev Event) ([]Action, error) {
 		}
 		// Unloading is idempotent and the replicas recheck that everyone is caught up.
 		m.phase = phaseUnload
-		return []Action{Unload{ChannelID: m.ch.GetChannelId(), Nodes: m.members(), Epoch: m.ch.GetEpoch()}}, nil
+		return []Action{Unload{ChannelID: m.ch.GetChannelId(), Nodes: m.union(), Epoch: m.ch.GetEpoch()}}, nil
 	case NodeDead, NodeAlive:
 		// A dead replica makes the unload fail, which reactivates the channel.
 		return nil, nil
@@ -433,35 +451,95 @@ func (m *Machine) gather() ([]Action, error) {
 	m.candidate, m.minTerm, m.moveFrom = 0, 0, 0
 	alive := m.alive()
 	if 2*len(alive) <= len(m.ch.GetReplicaNodeIds()) {
-		// No point asking: even if every live replica answers there is no majority.
-		return m.stall(fmt.Errorf("%d of %d replicas alive: %w", len(alive), len(m.ch.GetReplicaNodeIds()), ErrNoMajority))
+		// No point asking: even if every live replica answers there is no majority. While the
+		// replica set changes, a live majority of the next set may do (ChooseJointLeader).
+		if next := m.aliveOf(m.next()); !m.joint() || 2*len(next) <= len(m.next()) {
+			return m.stall(fmt.Errorf("%d of %d replicas alive: %w", len(alive), len(m.ch.GetReplicaNodeIds()), ErrNoMajority))
+		}
 	}
 	m.phase = phaseGather
 	// Each replica is told which store the record names for it: one whose store was replaced
-	// refuses the load, so it neither answers with an empty log nor is elected.
-	return []Action{LoadGroups{ChannelID: m.ch.GetChannelId(), GroupID: m.ch.GetGroupId(), Replicas: m.members(),
-		Nodes: alive, Epoch: m.ch.GetEpoch(), StoreIDs: m.storeIDs()}}, nil
+	// refuses the load, so it neither answers with an empty log nor is elected. While the
+	// replica set changes the load goes to both sets, as a join to the replicas only the next
+	// one lists: they may hold nothing yet.
+	return []Action{LoadGroups{ChannelID: m.ch.GetChannelId(), GroupID: m.ch.GetGroupId(), Replicas: m.union(),
+		Nodes: m.aliveOf(m.union()), Epoch: m.ch.GetEpoch(), StoreIDs: m.storeIDs(), JoinNodes: m.aliveOf(Joining(m.ch))}}, nil
 }
 
 // decide chooses the candidate from the reported statuses and records it before it campaigns.
 func (m *Machine) decide(statuses map[uint64]*replicav1.GroupStatus) ([]Action, error) {
 	positions := map[uint64]Position{}
 	reachable := map[uint64]bool{}
+	voters := map[uint64][]uint64{}
 	for n, st := range statuses {
 		// A node declared dead is left out even if it answered: the arbiter has already given
 		// its lease up, so it must not come back as a leader behind the arbiter's back.
-		if st != nil && m.isMember(n) && !m.dead[n] {
+		if st != nil && m.inUnion(n) && !m.dead[n] {
 			positions[n] = PositionOf(st)
 			reachable[n] = true
+			voters[n] = st.GetVoters()
 		}
 	}
-	c, err := ChooseLeader(m.ch.GetReplicaNodeIds(), positions, reachable, m.preference())
+	if !m.joint() {
+		c, err := ChooseLeader(m.ch.GetReplicaNodeIds(), positions, reachable, m.preference())
+		if err != nil {
+			return m.stall(err)
+		}
+		m.candidate = c
+		m.phase = phaseDecide
+		return []Action{m.cas(&arbiterv1.ChannelChange{LeaderNodeId: ptr(c)})}, nil
+	}
+	m.noteJoinStores(statuses)
+	c, nextApplied, err := ChooseJointLeader(m.ch.GetReplicaNodeIds(), m.ch.GetNextReplicaNodeIds(), positions, voters,
+		reachable, m.preference())
 	if err != nil {
 		return m.stall(err)
 	}
 	m.candidate = c
 	m.phase = phaseDecide
-	return []Action{m.cas(&arbiterv1.ChannelChange{LeaderNodeId: ptr(c)})}, nil
+	change := &arbiterv1.ChannelChange{LeaderNodeId: ptr(c)}
+	if nextApplied {
+		// A replica applies the next set: the change is committed, so the record catches up
+		// with raft in the same CAS that names the candidate (one of the next set).
+		m.rollForward(change)
+	}
+	return []Action{m.cas(change)}, nil
+}
+
+// noteJoinStores remembers the store of each joining replica (one only the next set lists)
+// that reports itself a voter: its group applied the change that admitted it with that store,
+// so the record may name it once it rolls forward. A joining replica that is not a voter yet
+// may hold a store raft never admitted.
+func (m *Machine) noteJoinStores(statuses map[uint64]*replicav1.GroupStatus) {
+	for _, n := range Joining(m.ch) {
+		st := statuses[n]
+		if st.GetStoreId() != 0 && slices.Contains(st.GetVoters(), n) {
+			if m.joinStores == nil {
+				m.joinStores = map[uint64]uint64{}
+			}
+			m.joinStores[n] = st.GetStoreId()
+		}
+	}
+}
+
+// rollForward makes change record the next replica set as the replica set (which clears it),
+// with the stores noted for its joining replicas.
+func (m *Machine) rollForward(change *arbiterv1.ChannelChange) {
+	change.ReplicaNodeIds = slices.Clone(m.ch.GetNextReplicaNodeIds())
+	for n, s := range m.joinStores {
+		if slices.Contains(change.ReplicaNodeIds, n) {
+			if change.ReplicaStoreIds == nil {
+				change.ReplicaStoreIds = map[uint64]uint64{}
+			}
+			change.ReplicaStoreIds[n] = s
+		}
+	}
+}
+
+// appliesNext reports whether st shows the next replica set applied (as its voters) while the
+// record still lists another.
+func (m *Machine) appliesNext(st *replicav1.GroupStatus) bool {
+	return m.joint() && sameSet(st.GetVoters(), m.next())
 }
 
 // retry gives up on the current candidate and gathers positions again, within the bound.
@@ -506,14 +584,14 @@ func (m *Machine) verify() Action {
 // checkIdle starts the hibernation check. A dead replica cannot report that it holds the whole
 // log, so the check would fail anyway; refusing here saves the round trip.
 func (m *Machine) checkIdle(now time.Time, forced bool) ([]Action, error) {
-	for _, n := range m.members() {
+	for _, n := range m.union() {
 		if m.dead[n] {
 			return nil, m.refuse(ErrNotCaughtUp, "replica %d is dead", n)
 		}
 	}
 	m.idleNow, m.idleForced = now, forced
 	m.phase = phaseIdleCheck
-	return []Action{QueryPositions{ChannelID: m.ch.GetChannelId(), Nodes: m.members(), Epoch: m.ch.GetEpoch()}}, nil
+	return []Action{QueryPositions{ChannelID: m.ch.GetChannelId(), Nodes: m.union(), Epoch: m.ch.GetEpoch()}}, nil
 }
 
 // doneChecking ends an active-state check that left the channel active, running the leader
@@ -521,6 +599,7 @@ func (m *Machine) checkIdle(now time.Time, forced bool) ([]Action, error) {
 func (m *Machine) doneChecking() []Action {
 	m.phase = phaseIdle
 	m.moveTarget = 0
+	m.joinStores = nil
 	if m.verifyWanted {
 		return []Action{m.verify()}
 	}
@@ -541,7 +620,15 @@ func (m *Machine) onIdleCheck(statuses map[uint64]*replicav1.GroupStatus) ([]Act
 			return acts, m.refuse(ErrNotIdle, "active %v before the idle timeout", m.cfg.HibernateAfter-idle)
 		}
 	}
-	if err := CanHibernate(m.ch.GetReplicaNodeIds(), statuses); err != nil {
+	if st := statuses[m.ch.GetLeaderNodeId()]; m.appliesNext(st) && leads(st, m.ch.GetLeaderTerm()) {
+		// The leader applies the next replica set: the record catches up first, and the
+		// next idle timeout hibernates the channel on the set it then lists.
+		m.noteJoinStores(statuses)
+		return []Action{m.beginRoll()}, nil
+	}
+	// While the replica set changes, every replica of both sets must hold the whole log: any
+	// of them may be one raft counts on, and all of them are unloaded.
+	if err := CanHibernate(m.union(), statuses); err != nil {
 		acts := m.doneChecking()
 		return acts, m.refuse(err, "%s", "hibernation refused")
 	}
@@ -582,12 +669,28 @@ func (m *Machine) onMoveCheck(statuses map[uint64]*replicav1.GroupStatus) ([]Act
 // settle records the confirmed candidate as the active leader, in the term st shows it leading.
 func (m *Machine) settle(st *replicav1.GroupStatus) []Action {
 	m.phase = phaseSettle
-	return []Action{m.cas(&arbiterv1.ChannelChange{
+	change := &arbiterv1.ChannelChange{
 		State:        stateActive.Enum(),
 		LeaderNodeId: ptr(m.candidate),
 		LeaderTerm:   ptr(st.GetTerm()),
 		LastSeq:      ptr(st.GetLastSeq()),
-	})}
+	}
+	if m.appliesNext(st) {
+		// The new leader applies the next replica set: the record catches up with raft.
+		m.noteJoinStores(map[uint64]*replicav1.GroupStatus{m.candidate: st})
+		m.rollForward(change)
+	}
+	return []Action{m.cas(change)}
+}
+
+// beginRoll records the next replica set, which the active leader applies, as the replica
+// set; the channel stays active under its leader meanwhile.
+func (m *Machine) beginRoll() Action {
+	m.phase = phaseRoll
+	m.reason = fmt.Sprintf("leader %d applies replicas %v", m.ch.GetLeaderNodeId(), m.next())
+	change := &arbiterv1.ChannelChange{}
+	m.rollForward(change)
+	return m.cas(change)
 }
 
 // leads reports whether a status shows its node leading in a term of at least minTerm.

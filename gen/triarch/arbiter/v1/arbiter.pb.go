@@ -446,8 +446,18 @@ type Channel struct {
 	// store is not the one named here lost the group's data: it refuses loads and rejoins the
 	// group as a learner.
 	ReplicaStoreIds map[uint64]uint64 `protobuf:"bytes,12,rep,name=replica_store_ids,json=replicaStoreIds,proto3" json:"replica_store_ids,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// next_replica_node_ids, when non-empty, is the replica set raft's configuration is moving
+	// to: a replica-set repair names it (its claim) before it changes raft's configuration, and
+	// its last step replaces replica_node_ids with it and clears it. Until then raft's voters may
+	// be either set (or the two merged, mid-change), so loads, unloads, gathers and elections go
+	// to the union of both sets and an election needs a reachable majority of each. A repair cut
+	// short leaves it set; the next repair overwrites it, and a leader found applying it rolls
+	// the record forward (replica_node_ids = next, next cleared). A channel's leader is in
+	// replica_node_ids or in next_replica_node_ids. Members that are only in next have no entry
+	// in replica_store_ids until the record rolls forward.
+	NextReplicaNodeIds []uint64 `protobuf:"varint,13,rep,packed,name=next_replica_node_ids,json=nextReplicaNodeIds,proto3" json:"next_replica_node_ids,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Channel) Reset() {
@@ -560,6 +570,13 @@ func (x *Channel) GetRevision() uint64 {
 func (x *Channel) GetReplicaStoreIds() map[uint64]uint64 {
 	if x != nil {
 		return x.ReplicaStoreIds
+	}
+	return nil
+}
+
+func (x *Channel) GetNextReplicaNodeIds() []uint64 {
+	if x != nil {
+		return x.NextReplicaNodeIds
 	}
 	return nil
 }
@@ -1452,8 +1469,15 @@ type ChannelChange struct {
 	// replica_store_ids entries are set in the channel's replica_store_ids (a repair records the
 	// store of the replica it added); entries of nodes outside the replica set are dropped.
 	ReplicaStoreIds map[uint64]uint64 `protobuf:"bytes,9,rep,name=replica_store_ids,json=replicaStoreIds,proto3" json:"replica_store_ids,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// next_replica_node_ids, when non-empty, sets the channel's next_replica_node_ids (a
+	// repair's claim: the set raft's configuration is about to move to). A change that sets
+	// replica_node_ids clears next_replica_node_ids and must not set it.
+	NextReplicaNodeIds []uint64 `protobuf:"varint,10,rep,packed,name=next_replica_node_ids,json=nextReplicaNodeIds,proto3" json:"next_replica_node_ids,omitempty"`
+	// clear_next_replicas clears next_replica_node_ids without changing the replica set (raft's
+	// configuration was found to be the recorded one); not together with next_replica_node_ids.
+	ClearNextReplicas bool `protobuf:"varint,11,opt,name=clear_next_replicas,json=clearNextReplicas,proto3" json:"clear_next_replicas,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ChannelChange) Reset() {
@@ -1547,6 +1571,20 @@ func (x *ChannelChange) GetReplicaStoreIds() map[uint64]uint64 {
 		return x.ReplicaStoreIds
 	}
 	return nil
+}
+
+func (x *ChannelChange) GetNextReplicaNodeIds() []uint64 {
+	if x != nil {
+		return x.NextReplicaNodeIds
+	}
+	return nil
+}
+
+func (x *ChannelChange) GetClearNextReplicas() bool {
+	if x != nil {
+		return x.ClearNextReplicas
+	}
+	return false
 }
 
 type ChannelChangeResult struct {
@@ -2537,7 +2575,7 @@ const file_triarch_arbiter_v1_arbiter_proto_rawDesc = "" +
 	"\x11lease_expire_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0fleaseExpireTime\x120\n" +
 	"\x04load\x18\a \x01(\v2\x1c.triarch.arbiter.v1.NodeLoadR\x04load\x12 \n" +
 	"\vincarnation\x18\b \x01(\x04R\vincarnation\x12\x19\n" +
-	"\bstore_id\x18\t \x01(\x04R\astoreId\"\xac\x04\n" +
+	"\bstore_id\x18\t \x01(\x04R\astoreId\"\xdf\x04\n" +
 	"\aChannel\x12\x1d\n" +
 	"\n" +
 	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x19\n" +
@@ -2554,7 +2592,8 @@ const file_triarch_arbiter_v1_arbiter_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12\x1a\n" +
 	"\brevision\x18\v \x01(\x04R\brevision\x12\\\n" +
-	"\x11replica_store_ids\x18\f \x03(\v20.triarch.arbiter.v1.Channel.ReplicaStoreIdsEntryR\x0freplicaStoreIds\x1aB\n" +
+	"\x11replica_store_ids\x18\f \x03(\v20.triarch.arbiter.v1.Channel.ReplicaStoreIdsEntryR\x0freplicaStoreIds\x121\n" +
+	"\x15next_replica_node_ids\x18\r \x03(\x04R\x12nextReplicaNodeIds\x1aB\n" +
 	"\x14ReplicaStoreIdsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"^\n" +
@@ -2615,7 +2654,7 @@ const file_triarch_arbiter_v1_arbiter_proto_rawDesc = "" +
 	"\x14ListChannelsResponse\x127\n" +
 	"\bchannels\x18\x01 \x03(\v2\x1b.triarch.arbiter.v1.ChannelR\bchannels\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1a\n" +
-	"\brevision\x18\x03 \x01(\x04R\brevision\"\xa7\x04\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\"\x8a\x05\n" +
 	"\rChannelChange\x12\x1d\n" +
 	"\n" +
 	"channel_id\x18\x01 \x01(\tR\tchannelId\x12%\n" +
@@ -2627,7 +2666,10 @@ const file_triarch_arbiter_v1_arbiter_proto_rawDesc = "" +
 	"\x10replica_node_ids\x18\x06 \x03(\x04R\x0ereplicaNodeIds\x12\x1e\n" +
 	"\blast_seq\x18\a \x01(\x04H\x03R\alastSeq\x88\x01\x01\x12\x16\n" +
 	"\x06reason\x18\b \x01(\tR\x06reason\x12b\n" +
-	"\x11replica_store_ids\x18\t \x03(\v26.triarch.arbiter.v1.ChannelChange.ReplicaStoreIdsEntryR\x0freplicaStoreIds\x1aB\n" +
+	"\x11replica_store_ids\x18\t \x03(\v26.triarch.arbiter.v1.ChannelChange.ReplicaStoreIdsEntryR\x0freplicaStoreIds\x121\n" +
+	"\x15next_replica_node_ids\x18\n" +
+	" \x03(\x04R\x12nextReplicaNodeIds\x12.\n" +
+	"\x13clear_next_replicas\x18\v \x01(\bR\x11clearNextReplicas\x1aB\n" +
 	"\x14ReplicaStoreIdsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01B\x11\n" +
