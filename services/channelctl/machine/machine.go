@@ -263,10 +263,24 @@ func (m *Machine) Step(ev Event) ([]Action, error) {
 		if err := m.checkAccepted(e.Channel); err != nil {
 			return nil, err
 		}
-		m.ch = proto.Clone(e.Channel).(*arbiterv1.Channel)
+		m.adopt(e.Channel)
 		m.pending = nil
 	}
 	return m.step(m, ev)
+}
+
+// adopt makes ch the machine's record. Nodes that left the channel's replicas (a roll-forward
+// or a repair took them out of both sets) are forgotten as dead too: their liveness is no
+// longer reported to this machine (NodeAlive is ignored outside the union), so a mark kept
+// would outlive their return, and a later repair adding one of them back would leave it out of
+// its own join load.
+func (m *Machine) adopt(ch *arbiterv1.Channel) {
+	m.ch = proto.Clone(ch).(*arbiterv1.Channel)
+	for n := range m.dead {
+		if !m.inUnion(n) {
+			delete(m.dead, n)
+		}
+	}
 }
 
 // checkAccepted makes sure an accepted CAS result is the one in flight: the pending change
@@ -288,7 +302,7 @@ func (m *Machine) casRefused(e CASResult) ([]Action, error) {
 	refused := CommitCAS{Change: m.pending}
 	m.pending = nil
 	if ch := e.Channel; ch.GetChannelId() == m.ch.GetChannelId() && ch.GetEpoch() >= m.ch.GetEpoch() {
-		m.ch = proto.Clone(ch).(*arbiterv1.Channel)
+		m.adopt(ch)
 	}
 	m.clearWork()
 	m.become(m.ch.GetState())
