@@ -33,7 +33,7 @@ func (h *handler) toStatus(err error) error {
 	if err == nil {
 		return nil
 	}
-	var nl *ErrNotLeader
+	var nl *NotLeaderError
 	switch {
 	case errors.As(err, &nl):
 		st, _ := status.New(codes.Unavailable, err.Error()).WithDetails(&arbiterv1.NotLeader{
@@ -61,14 +61,14 @@ func (h *handler) toStatus(err error) error {
 	return status.Error(codes.Unavailable, err.Error())
 }
 
-// leading returns ErrNotLeader unless this member leads.
+// leading returns NotLeaderError unless this member leads.
 func (h *handler) leading(ctx context.Context) error {
 	leader, _, err := h.s.repl.leader(ctx)
 	if err != nil {
 		return err
 	}
 	if leader != h.s.cfg.NodeID {
-		return &ErrNotLeader{LeaderID: leader}
+		return &NotLeaderError{LeaderID: leader}
 	}
 	return nil
 }

@@ -48,7 +48,7 @@ func TestHeartbeatRenewsOnlyUnderALeaderLease(t *testing.T) {
 	var err error
 	s.tracker, err = liveness.New(cfg.Liveness)
 	require.NoError(t, err)
-	s.repl = newReplicated(1, s.fsm)
+	s.repl = newMetaApplier(1, s.fsm)
 	s.repl.log = scriptedLog{leader: 1}
 	_, err = s.fsm.Apply(fsm.RegisterNodeCommand(5, arbiterv1.NodeRole_NODE_ROLE_REPLICA, "r5:7600", "", now))
 	require.NoError(t, err)

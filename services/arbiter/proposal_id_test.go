@@ -37,7 +37,7 @@ func (s scriptedLog) Status(context.Context, uint64) (multiraft.Status, error) {
 // index 2, registering another node) before the request's own entry at index 3: the request
 // must get its own result.
 func TestProposeAfterRestartGetsItsOwnResult(t *testing.T) {
-	r := newReplicated(1, fsm.New())
+	r := newMetaApplier(1, fsm.New())
 	register := func(node uint64) *arbiterv1.Command {
 		return fsm.RegisterNodeCommand(node, arbiterv1.NodeRole_NODE_ROLE_REPLICA, fmt.Sprintf("10.0.0.%d:7600", node), "", time.Now())
 	}

@@ -122,7 +122,7 @@ func (s *Service) rejoinMember(ctx context.Context, member uint64, token []byte)
 	if err := s.host.WaitCaughtUp(ctx, metaGroup, member); err != nil {
 		var nl *multiraft.NotLeaderError
 		if errors.As(err, &nl) {
-			return 0, &ErrNotLeader{LeaderID: nl.LeaderID}
+			return 0, &NotLeaderError{LeaderID: nl.LeaderID}
 		}
 		return 0, err
 	}
@@ -135,7 +135,7 @@ func (s *Service) rejoinMember(ctx context.Context, member uint64, token []byte)
 	return index, nil
 }
 
-// leaderStatus returns the metadata group's status on this member, ErrNotLeader unless it
+// leaderStatus returns the metadata group's status on this member, NotLeaderError unless it
 // leads.
 func (s *Service) leaderStatus(ctx context.Context) (multiraft.Status, error) {
 	st, err := s.host.Status(ctx, metaGroup)
@@ -143,7 +143,7 @@ func (s *Service) leaderStatus(ctx context.Context) (multiraft.Status, error) {
 		return st, err
 	}
 	if st.Leader != s.cfg.NodeID {
-		return st, &ErrNotLeader{LeaderID: st.Leader}
+		return st, &NotLeaderError{LeaderID: st.Leader}
 	}
 	return st, nil
 }
@@ -173,7 +173,7 @@ func (s *Service) confChange(ctx context.Context, typ raftpb.ConfChangeType, mem
 		var nl *multiraft.NotLeaderError
 		switch {
 		case errors.As(err, &nl):
-			return 0, &ErrNotLeader{LeaderID: nl.LeaderID}
+			return 0, &NotLeaderError{LeaderID: nl.LeaderID}
 		case errors.Is(err, multiraft.ErrConfChangeRefused):
 			return 0, status.Errorf(codes.Unavailable, "%s of member %d: %v", typ, member, err)
 		}

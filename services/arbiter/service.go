@@ -34,7 +34,7 @@ type Service struct {
 	transport *raftnet.Transport
 	host      *multiraft.Host
 	fsm       *fsm.FSM
-	repl      *replicated
+	repl      *metaApplier
 	tracker   *liveness.Tracker
 	now       func() time.Time
 	// acked reports when each other member last acknowledged this one's leadership (the
@@ -80,7 +80,7 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 	if s.tracker, err = liveness.New(cfg.Liveness); err != nil {
 		return nil, fmt.Errorf("arbiter: %w", err)
 	}
-	s.repl = newReplicated(cfg.NodeID, s.fsm)
+	s.repl = newMetaApplier(cfg.NodeID, s.fsm)
 	if err := s.restoreFromStore(); err != nil {
 		return nil, err
 	}

@@ -18,10 +18,10 @@ import (
 // metaGroup is the raft group id of the arbiter's metadata log: the arbiter is one group.
 const metaGroup uint64 = 1
 
-// replicated is the FSM behind the arbiter's raft log: it applies committed commands, hands
+// metaApplier is the FSM behind the arbiter's raft log: it applies committed commands, hands
 // results to the requests that proposed them, snapshots and restores the FSM, and wakes
 // watchers. It implements multiraft.Applier and multiraft.Snapshotter.
-type replicated struct {
+type metaApplier struct {
 	nodeID uint64
 	fsm    *fsm.FSM
 	log    metaLog
@@ -45,22 +45,22 @@ type applyResult struct {
 	err error
 }
 
-func newReplicated(nodeID uint64, f *fsm.FSM) *replicated {
-	return &replicated{nodeID: nodeID, fsm: f, waits: wait.New[applyResult](), notify: make(chan struct{})}
+func newMetaApplier(nodeID uint64, f *fsm.FSM) *metaApplier {
+	return &metaApplier{nodeID: nodeID, fsm: f, waits: wait.New[applyResult](), notify: make(chan struct{})}
 }
 
 var (
-	_ multiraft.Applier     = (*replicated)(nil)
-	_ multiraft.Snapshotter = (*replicated)(nil)
+	_ multiraft.Applier     = (*metaApplier)(nil)
+	_ multiraft.Snapshotter = (*metaApplier)(nil)
 )
 
 // Applied implements multiraft.Applier: the FSM lives in memory, so after a restart it holds
 // what the stored snapshot restored (see restoreFromStore) and raft replays the rest.
-func (r *replicated) Applied(uint64) (uint64, error) { return r.applied.Load(), nil }
+func (r *metaApplier) Applied(uint64) (uint64, error) { return r.applied.Load(), nil }
 
 // Apply implements multiraft.Applier. A command the FSM refuses is still an applied entry:
 // every member refuses it alike, and the proposer gets the error.
-func (r *replicated) Apply(batch []multiraft.Committed) error {
+func (r *metaApplier) Apply(batch []multiraft.Committed) error {
 	for _, c := range batch {
 		for _, e := range c.Entries {
 			if e.GetType() == raftpb.EntryType_EntryNormal && len(e.GetData()) > 0 {
@@ -84,14 +84,14 @@ func (r *replicated) Apply(batch []multiraft.Committed) error {
 }
 
 // changed is closed after the next applied batch.
-func (r *replicated) changed() <-chan struct{} {
+func (r *metaApplier) changed() <-chan struct{} {
 	r.notifyMu.Lock()
 	defer r.notifyMu.Unlock()
 	return r.notify
 }
 
 // Snapshot implements multiraft.Snapshotter.
-func (r *replicated) Snapshot(uint64) ([]byte, uint64, error) {
+func (r *metaApplier) Snapshot(uint64) ([]byte, uint64, error) {
 	// The apply stage calls this between Apply calls, so applied and the FSM agree.
 	idx := r.applied.Load()
 	data, err := r.fsm.Snapshot()
@@ -99,7 +99,7 @@ func (r *replicated) Snapshot(uint64) ([]byte, uint64, error) {
 }
 
 // Restore implements multiraft.Snapshotter.
-func (r *replicated) Restore(_ uint64, snap *raftpb.Snapshot) error {
+func (r *metaApplier) Restore(_ uint64, snap *raftpb.Snapshot) error {
 	if len(snap.GetData()) > 0 {
 		if err := r.fsm.Restore(snap.GetData()); err != nil {
 			return fmt.Errorf("arbiter: restore snapshot at %d: %w", snap.GetMetadata().GetIndex(), err)
@@ -109,13 +109,13 @@ func (r *replicated) Restore(_ uint64, snap *raftpb.Snapshot) error {
 	return nil
 }
 
-// ErrNotLeader is returned for writes on a member that does not lead; the handler attaches the
+// NotLeaderError is returned for writes on a member that does not lead; the handler attaches the
 // leader's address.
-type ErrNotLeader struct {
+type NotLeaderError struct {
 	LeaderID uint64
 }
 
-func (e *ErrNotLeader) Error() string {
+func (e *NotLeaderError) Error() string {
 	if e.LeaderID == 0 {
 		return "this arbiter member is not the leader and no leader is known (election in progress)"
 	}
@@ -123,7 +123,7 @@ func (e *ErrNotLeader) Error() string {
 }
 
 // propose commits cmd through raft and returns the FSM's result for it.
-func (r *replicated) propose(ctx context.Context, cmd *arbiterv1.Command) (any, error) {
+func (r *metaApplier) propose(ctx context.Context, cmd *arbiterv1.Command) (any, error) {
 	// Ids differ across restarts and the result is taken only from the entry at the index
 	// raft gave this proposal (pkg/wait): a replayed entry of an earlier incarnation, or
 	// another member's, cannot answer it.
@@ -138,7 +138,7 @@ func (r *replicated) propose(ctx context.Context, cmd *arbiterv1.Command) (any, 
 	if err != nil {
 		var nl *multiraft.NotLeaderError
 		if errors.As(err, &nl) {
-			return nil, &ErrNotLeader{LeaderID: nl.LeaderID}
+			return nil, &NotLeaderError{LeaderID: nl.LeaderID}
 		}
 		return nil, err
 	}
@@ -150,7 +150,7 @@ func (r *replicated) propose(ctx context.Context, cmd *arbiterv1.Command) (any, 
 }
 
 // leader returns the leader this member knows of and whether it is this member.
-func (r *replicated) leader(ctx context.Context) (uint64, multiraft.Status, error) {
+func (r *metaApplier) leader(ctx context.Context) (uint64, multiraft.Status, error) {
 	st, err := r.log.Status(ctx, metaGroup)
 	if err != nil {
 		return 0, st, err
