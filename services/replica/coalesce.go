@@ -15,7 +15,7 @@ import (
 //
 // Every raft entry costs a proposal, a log write and a seq index record on each replica, and
 // its apply, whatever it carries; many single-message sends to one channel would pay all of it
-// per message. So a channel's Appends go through its proposer: while one round of the
+// per message. So a channel's Appends go through its coalescer: while one round of the
 // channel's entries is in flight, further Appends queue, and the next round proposes all of
 // them together, in as few entries as the limits allow (one LogBatch each, under one proposal
 // id). An idle channel proposes at once, so coalescing adds no latency at low load; under
@@ -29,14 +29,14 @@ import (
 // (LogBatch.nonces), so the state machine tells a gateway's retry of a send from another
 // send wherever the two land.
 
-// appendReq is one Append waiting in its channel's proposer.
+// appendReq is one Append waiting in its channel's coalescer.
 type appendReq struct {
 	msgs  []*triarchv1.MessageInput
 	bytes int    // sum of the messages' encoded sizes, as validateBatch counts them
 	nonce uint64 // the send's nonce (AppendRequest.nonce), 0 for none
 	// done receives the outcome once; buffered, so a request that left is never waited for.
 	done chan appendOutcome
-	// entry is the entry that carries the request, nil while it is queued (under proposer.mu).
+	// entry is the entry that carries the request, nil while it is queued (under coalescer.mu).
 	entry *coalescedEntry
 }
 
@@ -64,14 +64,14 @@ func (c *coalescedEntry) leave() {
 	}
 }
 
-// proposer queues a channel's Appends and proposes them in rounds. The zero value is ready.
+// coalescer queues a channel's Appends and proposes them in rounds. The zero value is ready.
 //
 // One round at a time, rather than a fixed number of entries in flight: with one channel and
 // 256 single-message senders (BenchmarkCommitted), one in flight made entries of ~110
 // messages and 12.4k msgs per CPU second, two or four in flight ~65 or ~37 messages and
 // about 11.4k. A round still proposes the whole queue, in several entries when the limits
 // ask for it, so a hot channel is not held to one entry per commit latency.
-type proposer struct {
+type coalescer struct {
 	mu     sync.Mutex
 	queue  []*appendReq
 	active bool // a round is in flight
@@ -82,7 +82,7 @@ type proposer struct {
 
 // append proposes msgs (already validated; bytes is their size) of the send with nonce and
 // waits for their results.
-func (p *proposer) append(ctx context.Context, e *Engine, ch *channel, msgs []*triarchv1.MessageInput, bytes int, nonce uint64) ([]chanlog.Result, error) {
+func (p *coalescer) append(ctx context.Context, e *Engine, ch *channel, msgs []*triarchv1.MessageInput, bytes int, nonce uint64) ([]chanlog.Result, error) {
 	p.mu.Lock()
 	if !p.active {
 		// An idle channel: the request is a round of its own, proposed on its own goroutine
@@ -118,7 +118,7 @@ func (p *proposer) append(ctx context.Context, e *Engine, ch *channel, msgs []*t
 }
 
 // handOff ends a round proposed by its own request: what queued meanwhile is the next round.
-func (p *proposer) handOff(e *Engine, ch *channel) {
+func (p *coalescer) handOff(e *Engine, ch *channel) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.queue) == 0 {
@@ -131,7 +131,7 @@ func (p *proposer) handOff(e *Engine, ch *channel) {
 // flush runs rounds until the queue is empty: each round proposes everything queued, cut into
 // entries by the limits and proposed together, and waits until they are all applied (or
 // failed) before the next.
-func (p *proposer) flush(e *Engine, ch *channel) {
+func (p *coalescer) flush(e *Engine, ch *channel) {
 	for {
 		p.mu.Lock()
 		entries := p.cut()
@@ -152,7 +152,7 @@ func (p *proposer) flush(e *Engine, ch *channel) {
 
 // cut takes the queue and splits it, in order, into entries within MaxBatchLen messages and
 // MaxBatchBytes (every request alone is within them). p.mu is held.
-func (p *proposer) cut() []*coalescedEntry {
+func (p *coalescer) cut() []*coalescedEntry {
 	var (
 		out   []*coalescedEntry
 		cur   *coalescedEntry
@@ -179,7 +179,7 @@ func (p *proposer) cut() []*coalescedEntry {
 }
 
 // propose proposes one entry and hands each of its requests its own results.
-func (p *proposer) propose(e *Engine, ch *channel, c *coalescedEntry) {
+func (p *coalescer) propose(e *Engine, ch *channel, c *coalescedEntry) {
 	defer c.cancel()
 	if c.ctx.Err() != nil {
 		return // every request left before its turn: nobody wants these messages any more

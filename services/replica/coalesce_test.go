@@ -80,7 +80,7 @@ func newCoalesceEngine(t *testing.T) (*Engine, *fakeRaft) {
 	return e, f
 }
 
-func (p *proposer) queued() int {
+func (p *coalescer) queued() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.queue)

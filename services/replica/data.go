@@ -92,7 +92,7 @@ var ErrTooLarge = errors.New("too large")
 
 // Append appends msgs to the channel and returns each message's result once they are
 // committed on a majority and applied here. Concurrent Appends to one channel may share an
-// entry (see proposer); msgs stay together and in order in it. It is AppendWithNonce with no
+// entry (see coalescer); msgs stay together and in order in it. It is AppendWithNonce with no
 // nonce: a message whose id was taken before is a duplicate, whoever sent it.
 func (e *Engine) Append(ctx context.Context, channelID string, msgs []*triarchv1.MessageInput) ([]chanlog.Result, error) {
 	return e.AppendWithNonce(ctx, channelID, 0, msgs)

@@ -107,7 +107,7 @@ type channel struct {
 	unloaded     chan struct{}
 
 	// prop coalesces concurrent Appends into shared entries (coalesce.go).
-	prop proposer
+	prop coalescer
 
 	// appliedTerm is the term of the last entry applied here. A leader serves reads only once
 	// it equals the leader's term (see leads).
