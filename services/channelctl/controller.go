@@ -307,7 +307,10 @@ func (c *Controller) follow(ctx context.Context) {
 			return
 		}
 		c.cfg.Log.WarnContext(ctx, "arbiter watch ended; resuming", "from", from, "err", err)
-		time.Sleep(c.cfg.RetryAfter)
+		select {
+		case <-ctx.Done():
+		case <-time.After(c.cfg.RetryAfter):
+		}
 	}
 }
 
