@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	mrand "math/rand/v2"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
+	"github.com/triarch-io/triarch/pkg/backoff"
 )
 
 // Options tunes a Client. The zero value is the default.
@@ -244,7 +244,7 @@ func (c *Client) Subscribe(ctx context.Context, channel string, from uint64, fn 
 		if delivered {
 			bo = c.backoff()
 		}
-		if !bo.pause(ctx, time.Time{}, retryDelay(err)) {
+		if !pause(ctx, bo, time.Time{}, retryDelay(err)) {
 			return nil
 		}
 	}
@@ -320,7 +320,7 @@ func (c *Client) retry(ctx context.Context, f func(context.Context) error) error
 			return err
 		}
 		unavailable = err
-		if !bo.pause(ctx, dl, retryDelay(err)) {
+		if !pause(ctx, bo, dl, retryDelay(err)) {
 			return err
 		}
 	}
@@ -336,30 +336,15 @@ func retryDelay(err error) time.Duration {
 	return 0
 }
 
-type backoff struct{ cur, max time.Duration }
+// backoff is a call's pauses between attempts (pkg/backoff).
+func (c *Client) backoff() *backoff.Backoff {
+	b := backoff.New(c.opts.MinBackoff, c.opts.MaxBackoff)
+	return &b
+}
 
-func (c *Client) backoff() backoff { return backoff{cur: c.opts.MinBackoff, max: c.opts.MaxBackoff} }
-
-// pause waits a jittered, doubling delay (at least hint, at most max, and at most half the
-// time left before the deadline dl, none when zero). It returns false, at once, when ctx ended
-// or too little time is left for another attempt.
-func (b *backoff) pause(ctx context.Context, dl time.Time, hint time.Duration) bool {
-	d := b.cur/2 + mrand.N(b.cur/2+1)
-	d = min(max(d, hint), b.max)
-	b.cur = min(2*b.cur, b.max)
-	if !dl.IsZero() {
-		rem := time.Until(dl)
-		if rem < 10*time.Millisecond {
-			return false
-		}
-		d = min(d, rem/2)
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+// pause waits a jittered, doubling delay (at least hint, at most the maximum, and at most half
+// the time left before the deadline dl, none when zero). It returns false, at once, when ctx
+// ended or too little time is left for another attempt.
+func pause(ctx context.Context, bo *backoff.Backoff, dl time.Time, hint time.Duration) bool {
+	return bo.Pause(ctx, dl, hint, 10*time.Millisecond)
 }

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc"
 
 	raftv1 "github.com/triarch-io/triarch/gen/triarch/raft/v1"
+	"github.com/triarch-io/triarch/pkg/backoff"
 	"github.com/triarch-io/triarch/pkg/multiraft"
 )
 
@@ -102,15 +103,19 @@ func (p *peer) setState(s linkState) []multiraft.Envelope {
 	return lost
 }
 
+// run keeps a stream to the peer, redialling after a pause that grows while attempts fail
+// (jittered, so that peers that lost each other at once do not reconnect in lock step) and
+// starts over once a session sent anything.
 func (p *peer) run(ctx context.Context) {
-	for attempt := 0; ctx.Err() == nil; attempt++ {
+	bo := backoff.New(p.t.cfg.MinBackoff, p.t.cfg.MaxBackoff)
+	for ctx.Err() == nil {
 		if p.session(ctx) {
-			attempt = 0
+			bo = backoff.New(p.t.cfg.MinBackoff, p.t.cfg.MaxBackoff)
 		}
 		select {
 		case <-ctx.Done():
 		case <-p.redial:
-		case <-time.After(backoff(attempt, p.t.cfg.MinBackoff, p.t.cfg.MaxBackoff)):
+		case <-time.After(bo.Next(0)):
 		}
 		p.setState(linkDialing)
 	}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"maps"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -284,14 +283,4 @@ func DecodeFrame(req *raftv1.SendRequest) ([]multiraft.Envelope, error) {
 		envs[i] = multiraft.Envelope{GroupID: gm.GetGroupId(), Msg: m}
 	}
 	return envs, nil
-}
-
-// backoff returns the wait before reconnect attempt n (0-based): exponential with full jitter,
-// so peers that lost each other at once do not reconnect in lock step.
-func backoff(n int, lo, hi time.Duration) time.Duration {
-	d := lo << min(n, 16)
-	if d <= 0 || d > hi {
-		d = hi
-	}
-	return lo + rand.N(d-lo+1)
 }

@@ -211,14 +211,6 @@ func TestFrameRoundTripAndValidation(t *testing.T) {
 	require.Error(t, err)
 }
 
-func TestBackoffBounds(t *testing.T) {
-	for n := range 40 {
-		d := backoff(n, 10*time.Millisecond, time.Second)
-		require.GreaterOrEqual(t, d, 10*time.Millisecond)
-		require.LessOrEqual(t, d, time.Second)
-	}
-}
-
 func FuzzDecodeFrame(f *testing.F) {
 	req, _ := EncodeFrame(1, 2, []multiraft.Envelope{{GroupID: 1, Msg: msg(1, 2, 5)}})
 	b, _ := proto.Marshal(req)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -15,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
+	"github.com/triarch-io/triarch/pkg/backoff"
 )
 
 // Retries: one attempt per resolve-and-call, classified by what the replica answered
@@ -75,7 +75,7 @@ func (r *Router) do(ctx context.Context, channel string, create bool, f func(con
 			}
 		}
 		lastErr = err
-		if attempt >= r.cfg.MaxAttempts || !bo.pause(ctx, dl) {
+		if attempt >= r.cfg.MaxAttempts || !pause(ctx, bo, dl) {
 			return r.giveUpCtx(ctx, channel, time.Since(start), attempt, lastErr)
 		}
 	}
@@ -115,7 +115,7 @@ func (r *Router) retryControl(ctx context.Context, channel string, f func(contex
 			return err
 		}
 		dl, _ := ctx.Deadline()
-		if attempt >= r.cfg.MaxAttempts || !bo.pause(ctx, dl) {
+		if attempt >= r.cfg.MaxAttempts || !pause(ctx, bo, dl) {
 			return r.giveUpCtx(ctx, channel, time.Since(start), attempt, err)
 		}
 	}
@@ -198,31 +198,17 @@ func (r *Router) unavailable(format string, args ...any) error {
 }
 
 // backoff is a jittered, doubling pause.
-type backoff struct{ cur, max time.Duration }
-
-func (r *Router) backoff() backoff { return backoff{cur: r.cfg.MinBackoff, max: r.cfg.MaxBackoff} }
+// backoff is a call's pauses between attempts (pkg/backoff).
+func (r *Router) backoff() *backoff.Backoff {
+	b := backoff.New(r.cfg.MinBackoff, r.cfg.MaxBackoff)
+	return &b
+}
 
 // minAttemptTime is the least time worth starting another attempt with.
 const minAttemptTime = 5 * time.Millisecond
 
 // pause waits before the next attempt. It returns false, at once, when ctx ended or the
 // deadline dl (none when zero) leaves too little time for another attempt after the pause.
-func (b *backoff) pause(ctx context.Context, dl time.Time) bool {
-	d := b.cur/2 + rand.N(b.cur/2+1)
-	b.cur = min(2*b.cur, b.max)
-	if !dl.IsZero() {
-		rem := time.Until(dl)
-		if rem < 2*minAttemptTime {
-			return false
-		}
-		d = min(d, rem/2)
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+func pause(ctx context.Context, bo *backoff.Backoff, dl time.Time) bool {
+	return bo.Pause(ctx, dl, 0, 2*minAttemptTime)
 }

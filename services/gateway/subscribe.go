@@ -101,7 +101,7 @@ func (r *Router) Subscribe(ctx context.Context, channel string, from uint64, sub
 			}
 		}
 		lastErr = err
-		if attempt >= r.cfg.MaxAttempts || !bo.pause(ctx, outage.Add(r.cfg.DefaultTimeout)) {
+		if attempt >= r.cfg.MaxAttempts || !pause(ctx, bo, outage.Add(r.cfg.DefaultTimeout)) {
 			if ctx.Err() != nil {
 				return ended()
 			}
