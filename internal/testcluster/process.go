@@ -17,14 +17,18 @@ import (
 )
 
 // BuildTriarch builds the triarch binary into the test's temp directory (the build cache makes
-// every build after the first cheap). It skips the test under -short.
-func BuildTriarch(t testing.TB) string {
+// every build after the first cheap), with the given build tags. It skips the test under -short.
+func BuildTriarch(t testing.TB, tags ...string) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the triarch binary and runs it as processes")
 	}
 	bin := filepath.Join(t.TempDir(), "triarch")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/triarch-io/triarch/cmd/triarch").CombinedOutput()
+	args := []string{"build", "-o", bin}
+	if len(tags) > 0 {
+		args = append(args, "-tags", strings.Join(tags, ","))
+	}
+	out, err := exec.Command("go", append(args, "github.com/triarch-io/triarch/cmd/triarch")...).CombinedOutput()
 	require.NoError(t, err, string(out))
 	return bin
 }

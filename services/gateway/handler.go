@@ -149,6 +149,9 @@ func (h *handler) SendMessages(ctx context.Context, req *triarchv1.SendMessagesR
 	if err != nil {
 		return nil, err
 	}
+	if out, ok := plantedLostAck(req); ok {
+		return out, nil
+	}
 	rs, err := h.r.Append(ctx, req.GetChannelId(), req.GetMessages())
 	if err != nil {
 		return nil, err
@@ -185,7 +188,9 @@ func (h *handler) ReadMessages(ctx context.Context, req *triarchv1.ReadMessagesR
 	if msgs := resp.GetMessages(); len(msgs) > 0 {
 		next = msgs[len(msgs)-1].GetSeq() + 1
 	}
-	return &triarchv1.ReadMessagesResponse{Messages: resp.GetMessages(), NextSeq: next, LastSeq: resp.GetLastSeq()}, nil
+	out := &triarchv1.ReadMessagesResponse{Messages: resp.GetMessages(), NextSeq: next, LastSeq: resp.GetLastSeq()}
+	plantedStaleRead(out)
+	return out, nil
 }
 
 // streamOpenHeader is the gRPC header a subscription sends once the channel is found; REST

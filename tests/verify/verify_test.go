@@ -40,6 +40,8 @@ var (
 	clients  = flag.Int("verify.clients", 6, "concurrent clients")
 	logLevel = flag.String("verify.log-level", "warn", "the processes' log level (their logs are kept in the output directory on failure)")
 	outDir   = flag.String("verify.out", "", "where the history, schedule and visualizations go (default: a temporary directory, kept on failure)")
+	planted  = flag.String("verify.planted", "", "self-test: run a binary built with -tags plantedbug and this bug planted (lost-ack, stale-read); "+
+		"the run passes only if a checker catches it")
 )
 
 const (
@@ -76,8 +78,15 @@ func TestVerify(t *testing.T) {
 			mode = testcluster.Netns()
 		}
 	}
-	c := testcluster.Start(t, mode, testcluster.LogLevel(*logLevel), testcluster.Arbiters(3), testcluster.Channelctls(2),
-		testcluster.Replicas(3), testcluster.WithGateway())
+	opts := []testcluster.Option{mode, testcluster.LogLevel(*logLevel), testcluster.Arbiters(3), testcluster.Channelctls(2),
+		testcluster.Replicas(3), testcluster.WithGateway()}
+	if *planted != "" {
+		// The processes inherit the variable; only a binary built with the tag reads it.
+		t.Setenv("TRIARCH_PLANTED_BUG", *planted)
+		opts = append(opts, testcluster.Binary(testcluster.BuildTriarch(t, "plantedbug")))
+		t.Logf("self-test: bug %q planted in the gateway; a checker must catch it", *planted)
+	}
+	c := testcluster.Start(t, opts...)
 	var targets []verify.Target
 	for _, n := range c.Targets() {
 		targets = append(targets, verify.Target{Tier: n.Kind.String(), ID: n.ID})
@@ -163,8 +172,20 @@ func TestVerify(t *testing.T) {
 	} {
 		if err := check(); err != nil {
 			failed = true
+			if *planted != "" {
+				t.Logf("caught the planted bug: %s: %v", name, err)
+				continue
+			}
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+	if *planted != "" {
+		if !failed {
+			t.Errorf("self-test: no checker caught the planted bug %q", *planted)
+		} else if *outDir == "" {
+			_ = os.RemoveAll(out)
+		}
+		return
 	}
 	if failed {
 		if err := copyLogs(c.Logs(), filepath.Join(out, "logs")); err != nil {
