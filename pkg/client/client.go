@@ -296,8 +296,9 @@ func resumable(err error) bool {
 	return false
 }
 
-// retry runs f until it succeeds, fails with anything but Unavailable, or the deadline (ctx's
-// or RetryTimeout) leaves no room for another attempt.
+// retry runs f until it succeeds, fails with anything but Unavailable or ResourceExhausted
+// (an overloaded replica, whose RetryInfo sets the pause), or the deadline (ctx's or
+// RetryTimeout) leaves no room for another attempt.
 func (c *Client) retry(ctx context.Context, f func(context.Context) error) error {
 	dl, ok := ctx.Deadline()
 	if !ok {
@@ -307,19 +308,20 @@ func (c *Client) retry(ctx context.Context, f func(context.Context) error) error
 		defer cancel()
 	}
 	bo := c.backoff()
-	var unavailable error // the last Unavailable answer, what retrying was about
+	var last error // the last retryable answer, what retrying was about
 	for {
 		err := f(ctx)
-		if unavailable != nil && status.Code(err) == codes.DeadlineExceeded {
+		if last != nil && status.Code(err) == codes.DeadlineExceeded {
 			// The deadline cut the last attempt short (attempts have no deadline of their own;
 			// gRPC may say so a moment before ctx does): the caller learns why it retried until
 			// then, whichever of the attempt and the wait was running when the deadline came.
-			return status.Errorf(codes.Unavailable, "gave up at the deadline; last answer: %s", status.Convert(unavailable).Message())
+			st := status.Convert(last)
+			return status.Errorf(st.Code(), "gave up at the deadline; last answer: %s", st.Message())
 		}
-		if err == nil || status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+		if code := status.Code(err); err == nil || (code != codes.Unavailable && code != codes.ResourceExhausted) || ctx.Err() != nil {
 			return err
 		}
-		unavailable = err
+		last = err
 		if !pause(ctx, bo, dl, retryDelay(err)) {
 			return err
 		}

@@ -93,6 +93,20 @@ func TestSendCutByTheDeadlineAfterRetriesSaysUnavailable(t *testing.T) {
 	require.Len(t, f.sendReqs, 2, "one answer, then an attempt the deadline cut")
 }
 
+// An overloaded cluster's ResourceExhausted is retried after its delay, as Unavailable is: the
+// pause between retries is the client's, not the gateway's.
+func TestSendRetriesOverloadAfterItsDelay(t *testing.T) {
+	f := startFakeGateway(t)
+	c := dial(t, f)
+	f.set(func(f *fakeGateway) { f.busy = 2 })
+	res, err := c.Send(tctx(t), "ch", client.Text("a", "x"))
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), res[0].Seq)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	require.Len(t, f.sendReqs, 3, "two overloaded answers, then the send")
+}
+
 func TestReadPages(t *testing.T) {
 	f := startFakeGateway(t)
 	c := dial(t, f)

@@ -7,10 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
@@ -36,6 +38,8 @@ type fakeGateway struct {
 	down bool
 	// hangAfter: sends after this many answer only when their context ends (0: never).
 	hangAfter int
+	// busy: this many sends answer ResourceExhausted with a short retry delay first.
+	busy int
 	// streamLimit: a subscription stream breaks after this many messages (0: never), and a
 	// resumed one first repeats the message before its from_seq.
 	streamLimit int
@@ -74,6 +78,11 @@ func (f *fakeGateway) SendMessages(ctx context.Context, req *triarchv1.SendMessa
 	}
 	if f.down {
 		return nil, status.Error(codes.Unavailable, "fake: no leader")
+	}
+	if f.busy > 0 {
+		f.busy--
+		st, _ := status.New(codes.ResourceExhausted, "fake: overloaded").WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(10 * time.Millisecond)})
+		return nil, st.Err()
 	}
 	if req.GetChannelId() == "" || len(req.GetMessages()) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "fake: channel and messages required")

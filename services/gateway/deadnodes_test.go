@@ -6,10 +6,13 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	channelctlv1 "github.com/triarch-io/triarch/gen/triarch/channelctl/v1"
+	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
 )
 
 // The failover issue, item 1: a leader that holds calls without answering (paused, or
@@ -59,4 +62,24 @@ func TestDeadNodeErrorIsUnavailable(t *testing.T) {
 	require.ErrorIs(t, err, errNodeDead)
 	v, _ := classifyReplica(err, &route{leader: 3})
 	require.Equal(t, verdictResolve, v)
+}
+
+// The failover issue, item 4: an overloaded leader's ResourceExhausted goes back to the caller
+// with its retry delay, after one attempt: the gateway neither retries it (multiplying the load)
+// nor re-resolves naming the leader stale (which would have it checked, and maybe replaced).
+func TestOverloadedLeaderIsNotRetriedNorReResolved(t *testing.T) {
+	c := newFakeCluster()
+	c.setLeader("a", 1)
+	c.appendFn = func(string, *replicav1.AppendRequest) (*replicav1.AppendResponse, error) {
+		st, _ := status.New(codes.ResourceExhausted, "overloaded").WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(50 * time.Millisecond)})
+		return nil, st.Err()
+	}
+	r := c.router(t, RouterConfig{})
+	_, err := r.Append(context.Background(), "a", one)
+	st := status.Convert(err)
+	require.Equal(t, codes.ResourceExhausted, st.Code(), "%v", err)
+	require.NotEmpty(t, st.Details(), "the retry delay reaches the caller")
+	require.Equal(t, 1, c.appendCount(replicaAddr(1)))
+	require.Equal(t, 1, c.resolveCount())
+	require.NotNil(t, r.cached("a"), "the route to the busy leader stays")
 }

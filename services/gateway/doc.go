@@ -38,9 +38,11 @@
 //	                          one send, REST body > 8 MiB
 //	NotFound             404  unknown channel (read, get, subscribe)
 //	FailedPrecondition   400
-//	Unavailable          503  no leader or channelctl reachable within the deadline, overload; with
+//	Unavailable          503  no leader or channelctl reachable within the deadline; with
 //	                          RetryInfo (gRPC) and Retry-After (REST)
-//	ResourceExhausted    429  with Retry-After
+//	ResourceExhausted    429  the channel's leader is overloaded (its proposal queue or append
+//	                          backlog is full), passed on at once, not retried here; with
+//	                          RetryInfo (gRPC) and Retry-After (REST); pkg/client retries it
 //	DeadlineExceeded     504
 //	Unimplemented        501  ListChannels and GetCluster, until the gateway talks to the arbiter
 //	Canceled             499

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
 	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
@@ -27,6 +28,10 @@ const (
 // ErrorReasonTooLarge is the google.rpc.ErrorInfo reason of oversize input; the gateway turns
 // it into HTTP 413.
 const ErrorReasonTooLarge = "TOO_LARGE"
+
+// overloadRetryDelay is the RetryInfo of an overloaded replica's answer: about a raft round
+// or two, long enough for the backlog that refused the proposal to drain a little.
+const overloadRetryDelay = 50 * time.Millisecond
 
 // handler adapts the engine to the replica's gRPC services.
 type handler struct {
@@ -61,7 +66,14 @@ func toStatus(err error) error {
 		return status.Error(codes.DataLoss, err.Error())
 	case errors.Is(err, ErrUnknownChannel), errors.Is(err, multiraft.ErrGroupNotFound):
 		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, ErrLeaseLost), errors.Is(err, ErrTermNotApplied), errors.Is(err, ErrReadUnconfirmed), errors.Is(err, multiraft.ErrOverloaded), errors.Is(err, raft.ErrProposalDropped),
+	case errors.Is(err, multiraft.ErrOverloaded):
+		// Busy, not gone: the leader is fine and says when to come back. The gateway passes
+		// this on rather than retrying it (a retry storm on an overloaded node) or taking it
+		// for a lost leader (an election would only move the load).
+		st, _ := status.New(codes.ResourceExhausted, err.Error()).WithDetails(&errdetails.RetryInfo{
+			RetryDelay: durationpb.New(overloadRetryDelay)})
+		return st.Err()
+	case errors.Is(err, ErrLeaseLost), errors.Is(err, ErrTermNotApplied), errors.Is(err, ErrReadUnconfirmed), errors.Is(err, raft.ErrProposalDropped),
 		errors.Is(err, multiraft.ErrLeadershipLost), errors.Is(err, multiraft.ErrProposalLost), errors.Is(err, multiraft.ErrStopped):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, multiraft.ErrNotQuiescent), errors.Is(err, multiraft.ErrCampaignIgnored), errors.Is(err, ErrStaleOrder),
