@@ -248,7 +248,12 @@ func (c *Controller) bootstrap(ctx context.Context) error {
 	}
 	c.revision = st.GetRevision()
 	c.mu.Unlock()
-	return c.loadOwned(ctx, c.ownedSlots())
+	owned := c.ownedSlots()
+	if err := c.loadOwned(ctx, owned); err != nil {
+		return err
+	}
+	c.reloadSlots(ctx, owned)
+	return nil
 }
 
 func (c *Controller) ownedSlots() []uint32 {
@@ -494,6 +499,8 @@ func (c *Controller) applyWatch(ctx context.Context, r *arbiterv1.WatchResponse)
 		c.cfg.Log.InfoContext(ctx, "took over slots", "slots", len(gained), "revision", r.GetRevision())
 		if err := c.loadOwned(ctx, gained); err != nil {
 			c.cfg.Log.WarnContext(ctx, "could not list the channels of new slots", "slots", gained, "err", err)
+		} else {
+			c.reloadSlots(ctx, gained)
 		}
 		// Channels whose leader died while nobody owned their slot fail over now.
 		c.mu.Lock()

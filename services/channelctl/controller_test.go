@@ -445,20 +445,26 @@ func TestReplicaWithANewStoreRejoins(t *testing.T) {
 	require.Equal(t, uint64(10), arb.channel("d").GetEpoch())
 	require.Equal(t, uint64(10), arb.channel("m").GetEpoch())
 
-	// What node 2 was sent: the restarted node's reload of "d" (no store recorded for it), not
-	// of "c" (whose record named store 22); the activation of "h" naming 22, which it refused;
-	// the rejoins' join loads, naming no store.
-	var cJoin bool
+	// What node 2 was sent: reloads of "d" (at the controller's start and the node's restart;
+	// no store recorded for it); of "c" only the start's reload naming store 22 (refused by the
+	// new store, so nothing bootstraps) and the rejoin's join load, naming no store; the
+	// activation of "h" naming 22, which it refused; the rejoins' join loads.
+	var cJoins int
 	for _, g := range replica(2).received("c") {
-		require.True(t, g.GetJoin(), "c is loaded on node 2 only by its rejoin")
-		require.Zero(t, g.GetStoreId())
-		cJoin = true
+		if g.GetJoin() {
+			require.Zero(t, g.GetStoreId())
+			cJoins++
+			continue
+		}
+		require.Equal(t, uint64(22), g.GetStoreId(), "a load of c that is not the rejoin names the recorded store, which node 2 refuses")
 	}
-	require.True(t, cJoin)
+	require.Equal(t, 1, cJoins)
 	d := replica(2).received("d")
-	require.Len(t, d, 1)
-	require.False(t, d[0].GetJoin())
-	require.Zero(t, d[0].GetStoreId())
+	require.NotEmpty(t, d)
+	for _, g := range d {
+		require.False(t, g.GetJoin())
+		require.Zero(t, g.GetStoreId())
+	}
 	var refused, joined bool
 	for _, g := range replica(2).received("h") {
 		switch {
@@ -586,11 +592,11 @@ func TestRejoinLoadsNameTheRecordedStore(t *testing.T) {
 		}
 		return out
 	}
-	specs, replaced := c.rejoinSpecs(2, 22)
+	specs, replaced := c.rejoinSpecs(2, 22, nil)
 	require.Equal(t, map[string]uint64{"same": 22, "unknown": 0, "none": 0}, names(specs))
 	require.Equal(t, 1, replaced)
 	// A node that names no store: nothing is known to be replaced; the replica checks.
-	specs, replaced = c.rejoinSpecs(2, 0)
+	specs, replaced = c.rejoinSpecs(2, 0, nil)
 	require.Equal(t, map[string]uint64{"same": 22, "other": 21, "unknown": 0, "none": 0}, names(specs))
 	require.Zero(t, replaced)
 }
@@ -608,7 +614,7 @@ func TestRejoinLoadsCoverTheNextReplicaSet(t *testing.T) {
 	c.channels["still"] = &arbiterv1.Channel{ChannelId: "still", Slot: 3, ReplicaNodeIds: []uint64{1, 2, 3},
 		LeaderNodeId: 1, Epoch: 4, State: active, ReplicaStoreIds: map[uint64]uint64{3: 33}}
 
-	specs, replaced := c.rejoinSpecs(4, 44)
+	specs, replaced := c.rejoinSpecs(4, 44, nil)
 	require.Zero(t, replaced)
 	require.Len(t, specs, 1)
 	require.Equal(t, "moving", specs[0].GetChannelId())
@@ -621,7 +627,7 @@ func TestRejoinLoadsCoverTheNextReplicaSet(t *testing.T) {
 	require.ElementsMatch(t, []uint64{1, 2, 3, 4}, peers)
 
 	// The leaving replica still loads as a member, with its recorded store.
-	specs, _ = c.rejoinSpecs(3, 33)
+	specs, _ = c.rejoinSpecs(3, 33, nil)
 	require.Len(t, specs, 2)
 	for _, s := range specs {
 		require.False(t, s.GetJoin())
@@ -674,4 +680,42 @@ func TestElectionAfterACutShortRepairRollsTheRecordForward(t *testing.T) {
 	require.NotEmpty(t, loads)
 	require.False(t, loads[0].GetJoin())
 	require.Equal(t, uint64(22), loads[0].GetStoreId())
+}
+
+// A channelctl that starts, or takes over a slot, loads the active channels of its slots on
+// every live replica: a node's return is acted on only by the slot's owner of the moment, and
+// one that died meanwhile would leave the node out of its groups until an election happened
+// to load them (make verify SEED=3 FAULTS=all: a replica restarted while its channelctl was
+// killed never took its group back). Loads are idempotent; each names the recorded store.
+func TestStartAndSlotTakeoverReloadTheActiveGroups(t *testing.T) {
+	arb, replica, start := startStoreCluster(t, map[uint64]uint64{1: 11, 2: 22, 3: 33}, nil)
+	stores := map[uint64]uint64{1: 11, 2: 22, 3: 33}
+	arb.channels["mine"] = &arbiterv1.Channel{ChannelId: "mine", GroupId: 1, Slot: 3, ReplicaNodeIds: []uint64{1, 2, 3}, LeaderNodeId: 1,
+		LeaderTerm: 5, Epoch: 10, State: arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE, ReplicaStoreIds: stores}
+	arb.channels["later"] = &arbiterv1.Channel{ChannelId: "later", GroupId: 2, Slot: 4, ReplicaNodeIds: []uint64{1, 2, 3}, LeaderNodeId: 2,
+		LeaderTerm: 5, Epoch: 10, State: arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE, ReplicaStoreIds: stores}
+	arb.channels["asleep"] = &arbiterv1.Channel{ChannelId: "asleep", GroupId: 3, Slot: 3, ReplicaNodeIds: []uint64{1, 2, 3},
+		Epoch: 10, State: arbiterv1.ChannelState_CHANNEL_STATE_HIBERNATED, ReplicaStoreIds: stores}
+	start()
+	loadedEverywhere := func(channel string) bool {
+		for id := uint64(1); id <= 3; id++ {
+			got := replica(id).received(channel)
+			if len(got) == 0 || got[0].GetJoin() || got[0].GetStoreId() != stores[id] || got[0].GetEpoch() != 10 {
+				return false
+			}
+		}
+		return true
+	}
+	require.Eventually(t, func() bool { return loadedEverywhere("mine") }, 20*time.Second, 10*time.Millisecond,
+		"the start loads the active channels of the owned slots on every live replica")
+	require.Empty(t, replica(1).received("later"), "slot 4 is not this channelctl's yet")
+	require.Empty(t, replica(1).received("asleep"), "a hibernated channel stays unloaded")
+
+	slot := &arbiterv1.SlotAssignment{Slot: 4, OwnerNodeId: 101}
+	arb.mu.Lock()
+	arb.slots = append(arb.slots, slot)
+	arb.mu.Unlock()
+	arb.watch <- &arbiterv1.WatchResponse{Events: []*arbiterv1.WatchEvent{{Kind: &arbiterv1.WatchEvent_Slot{Slot: slot}}}}
+	require.Eventually(t, func() bool { return loadedEverywhere("later") }, 20*time.Second, 10*time.Millisecond,
+		"taking over slot 4 loads its active channels")
 }

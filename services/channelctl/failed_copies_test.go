@@ -114,11 +114,15 @@ func TestFailedCopiesRejoin(t *testing.T) {
 	require.Empty(t, changes[1].GetReplicaNodeIds(), "a rejoin leaves the replica set alone")
 	var joins int
 	for _, g := range replicas[2].received("c") {
-		require.True(t, g.GetJoin(), "the failed copy is only loaded by the rejoin")
+		if !g.GetJoin() {
+			// The controller's reload at start, which the failed copy refuses (DataLoss).
+			require.Equal(t, uint64(22), g.GetStoreId())
+			continue
+		}
 		require.Zero(t, g.GetStoreId())
 		joins++
 	}
-	require.Equal(t, 1, joins)
+	require.Equal(t, 1, joins, "the failed copy is reset by one join load: the rejoin's")
 	ch := rejoined("c", 2)
 	require.Equal(t, uint64(2), ch.GetRemoveNodeId())
 	require.Equal(t, uint64(22), ch.GetAddStoreId())

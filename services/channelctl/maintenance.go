@@ -1,6 +1,7 @@
 package channelctl
 
 import (
+	"cmp"
 	"context"
 	"maps"
 	"slices"
@@ -92,7 +93,7 @@ const rejoinBatch = 1000
 // (repairs).
 func (c *Controller) rejoin(ctx context.Context, n *arbiterv1.Node) {
 	node := n.GetNodeId()
-	specs, replaced := c.rejoinSpecs(node, n.GetStoreId())
+	specs, replaced := c.rejoinSpecs(node, n.GetStoreId(), nil)
 	if replaced > 0 {
 		c.cfg.Log.InfoContext(ctx, "replica node came back with a new store; its channels rejoin through repairs",
 			"node", node, "store", n.GetStoreId(), "channels", replaced)
@@ -108,10 +109,11 @@ func (c *Controller) rejoin(ctx context.Context, n *arbiterv1.Node) {
 	}()
 }
 
-// rejoinSpecs is the loads of the active channels node belongs to, each naming the store the
-// record holds for it, and how many channels were left out because their record names a store
-// other than store, the node's own.
-func (c *Controller) rejoinSpecs(node, store uint64) ([]*replicav1.GroupSpec, int) {
+// rejoinSpecs is the loads of the active channels node belongs to (of the given slots; of
+// every owned slot when slots is nil), each naming the store the record holds for it, and how
+// many channels were left out because their record names a store other than store, the
+// node's own.
+func (c *Controller) rejoinSpecs(node, store uint64, slots []uint32) ([]*replicav1.GroupSpec, int) {
 	var (
 		specs    []*replicav1.GroupSpec
 		replaced int
@@ -119,6 +121,9 @@ func (c *Controller) rejoinSpecs(node, store uint64) ([]*replicav1.GroupSpec, in
 	for _, id := range slices.Sorted(maps.Keys(c.channels)) {
 		ch := c.channels[id]
 		if ch.GetState() != arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE || !slices.Contains(machine.Union(ch), node) {
+			continue
+		}
+		if slots != nil && !slices.Contains(slots, ch.GetSlot()) {
 			continue
 		}
 		if slices.Contains(machine.Joining(ch), node) {
@@ -147,6 +152,38 @@ func (c *Controller) rejoinSpecs(node, store uint64) ([]*replicav1.GroupSpec, in
 		specs = append(specs, spec)
 	}
 	return specs, replaced
+}
+
+// reloadSlots loads, on every live replica node, the groups of the active channels of slots
+// that this channelctl just took over or started with. A node's return is acted on only by
+// the channelctl that owns the slot when the watch delivers it (rejoin), and only for as long
+// as that channelctl lives: one that died or lost the slot in the meantime leaves the node out
+// of its groups, a follower short, until an election happens to load them (found by make
+// verify SEED=3 FAULTS=all: a replica restarted while its channelctl was killed never took its
+// group back). Loads are idempotent, so the new owner simply loads them all again.
+func (c *Controller) reloadSlots(ctx context.Context, slots []uint32) {
+	c.mu.Lock()
+	var live []*arbiterv1.Node
+	for _, n := range c.nodes {
+		if n.GetRole() == arbiterv1.NodeRole_NODE_ROLE_REPLICA && n.GetState() != arbiterv1.NodeState_NODE_STATE_DEAD {
+			live = append(live, n)
+		}
+	}
+	c.mu.Unlock()
+	slices.SortFunc(live, func(a, b *arbiterv1.Node) int { return cmp.Compare(a.GetNodeId(), b.GetNodeId()) })
+	for _, n := range live {
+		node := n.GetNodeId()
+		specs, _ := c.rejoinSpecs(node, n.GetStoreId(), slots)
+		if len(specs) == 0 {
+			continue
+		}
+		c.cfg.Log.InfoContext(ctx, "loading the groups of taken-over slots on a replica", "node", node, "groups", len(specs))
+		go func() {
+			for chunk := range slices.Chunk(specs, rejoinBatch) {
+				c.rejoinChunk(ctx, node, chunk)
+			}
+		}()
+	}
 }
 
 // storeReplaced reports whether a replica's store is known to differ from the one a record
