@@ -10,6 +10,9 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/require"
+
+	"github.com/triarch-io/triarch/pkg/process"
+	"github.com/triarch-io/triarch/services/gateway"
 )
 
 func envOf(m map[string]string) func(string) string {
@@ -153,4 +156,8 @@ func TestPprofAndCreateChannelsFlags(t *testing.T) {
 	require.Equal(t, "false", fs.Lookup("create-channels").Value.String())
 	fs = parseService(t, newGatewayCmd(), []string{"--create-channels=false"}, map[string]string{"TRIARCH_CREATE_CHANNELS": "true"})
 	require.Equal(t, "false", fs.Lookup("create-channels").Value.String(), "the command line wins")
+
+	require.False(t, gatewayConfig(process.Common{}, gateway.Config{}, true).NoImplicitCreate)
+	require.True(t, gatewayConfig(process.Common{}, gateway.Config{}, false).NoImplicitCreate)
+	require.True(t, gatewayConfig(process.Common{Pprof: true}, gateway.Config{}, true).Pprof)
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/triarch-io/triarch/pkg/process"
 	"github.com/triarch-io/triarch/pkg/telemetry"
 	"github.com/triarch-io/triarch/services/arbiter"
 	"github.com/triarch-io/triarch/services/channelctl"
@@ -141,9 +142,7 @@ func newGatewayCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return serve(cmd, "gateway", &c, func(ctx context.Context, tel *telemetry.Telemetry) (waiter, error) {
-				cfg.Common = c.Common
-				cfg.NoImplicitCreate = !createChannels
-				return gateway.Start(ctx, cfg, tel)
+				return gateway.Start(ctx, gatewayConfig(c.Common, cfg, createChannels), tel)
 			})
 		},
 	}
@@ -158,4 +157,11 @@ func newGatewayCmd() *cobra.Command {
 	fs.StringSliceVar(&cfg.Channelctls, "channelctls", nil, "comma-separated gRPC addresses of the channelctl services that resolve channels")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", gateway.DefaultRequestTimeout, "deadline of a call whose client set none, retries across leader changes included")
 	return cmd
+}
+
+// gatewayConfig is the gateway's configuration from its flags.
+func gatewayConfig(common process.Common, cfg gateway.Config, createChannels bool) gateway.Config {
+	cfg.Common = common
+	cfg.NoImplicitCreate = !createChannels
+	return cfg
 }
