@@ -14,14 +14,15 @@ import (
 	"google.golang.org/grpc/status"
 
 	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
+	"github.com/triarch-io/triarch/internal/testcluster"
 	"github.com/triarch-io/triarch/pkg/process"
 	"github.com/triarch-io/triarch/pkg/telemetry"
 	"github.com/triarch-io/triarch/services/gateway"
 )
 
-// withoutImplicitCreate returns s with a second gateway in place of its own, over the same
-// fake channelctl and replicas, started with --create-channels=false.
-func withoutImplicitCreate(t *testing.T, s *stack) *stack {
+// withoutImplicitCreate returns s with a gateway of its own in place of s's, routing through
+// channelctls, started with --create-channels=false.
+func withoutImplicitCreate(t *testing.T, s *stack, channelctls ...string) *stack {
 	t.Helper()
 	ctx := context.Background()
 	tel, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: "gateway-nocreate", NodeID: 2, LogWriter: io.Discard,
@@ -30,7 +31,7 @@ func withoutImplicitCreate(t *testing.T, s *stack) *stack {
 	t.Cleanup(func() { _ = tel.Shutdown(context.WithoutCancel(ctx)) })
 	gw, err := gateway.Start(ctx, gateway.Config{
 		Common:   process.Common{NodeID: 2, Listen: "127.0.0.1:0", AdminAddr: "127.0.0.1:0"},
-		HTTPAddr: "127.0.0.1:0", DefaultReplication: 3, Channelctls: []string{s.ctl.addr}, NoImplicitCreate: true,
+		HTTPAddr: "127.0.0.1:0", DefaultReplication: 3, Channelctls: channelctls, NoImplicitCreate: true,
 	}, tel)
 	require.NoError(t, err)
 	t.Cleanup(func() {
@@ -50,7 +51,7 @@ const noCreateHint = "--create-channels=false"
 
 func TestCreateChannelsOffGRPC(t *testing.T) {
 	on := newStack(t)
-	off := withoutImplicitCreate(t, on)
+	off := withoutImplicitCreate(t, on, on.ctl.addr)
 	ctx := tctx(t)
 	send := func(api triarchv1.TriarchServiceClient, ch string) (*triarchv1.SendMessagesResponse, error) {
 		return api.SendMessages(ctx, &triarchv1.SendMessagesRequest{ChannelId: ch,
@@ -95,7 +96,7 @@ func TestCreateChannelsOffGRPC(t *testing.T) {
 
 func TestCreateChannelsOffREST(t *testing.T) {
 	on := newStack(t)
-	off := withoutImplicitCreate(t, on)
+	off := withoutImplicitCreate(t, on, on.ctl.addr)
 	body := mustJSON(t, map[string]any{"messages": []any{map[string]any{"client_msg_id": "m1", "payload": payload("hello")}}})
 
 	r := off.do(http.MethodPost, "/v1/channels/absent/messages", body, nil)
@@ -117,4 +118,33 @@ func TestCreateChannelsOffREST(t *testing.T) {
 	r = on.do(http.MethodPost, "/v1/channels/implicit/messages", body, nil)
 	require.Equal(t, http.StatusOK, r.code, string(r.raw))
 	require.True(t, on.ctl.known("implicit"))
+}
+
+// Against the real channel control tier and arbiter: the NotFound comes back at once, not as
+// an Unavailable after the gateway's retries, and nothing is recorded in the arbiter.
+func TestCreateChannelsOffAcrossTiers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots the three tiers")
+	}
+	c := testcluster.Start(t, testcluster.Arbiters(1), testcluster.Channelctls(1), testcluster.Replicas(3))
+	off := withoutImplicitCreate(t, &stack{t: t, c: c}, c.Addrs(testcluster.KindChannelctl)...)
+	ctx := tctx(t)
+
+	start := time.Now()
+	_, err := off.api.SendMessages(ctx, &triarchv1.SendMessagesRequest{ChannelId: "absent",
+		Messages: []*triarchv1.MessageInput{{ClientMsgId: "m1", Payload: []byte("hello")}}})
+	require.Equal(t, codes.NotFound, status.Code(err), err)
+	require.Contains(t, status.Convert(err).Message(), noCreateHint)
+	require.Less(t, time.Since(start), 2*time.Second, "NotFound is final, not retried")
+	_, err = off.api.ReadMessages(ctx, &triarchv1.ReadMessagesRequest{ChannelId: "absent"})
+	require.Equal(t, codes.NotFound, status.Code(err), err)
+	_, ok := c.Arbiter(1).FSM().Channel("absent")
+	require.False(t, ok, "the arbiter has no record of the channel")
+
+	_, err = off.api.CreateChannel(ctx, &triarchv1.CreateChannelRequest{ChannelId: "absent"})
+	require.NoError(t, err)
+	resp, err := off.api.SendMessages(ctx, &triarchv1.SendMessagesRequest{ChannelId: "absent",
+		Messages: []*triarchv1.MessageInput{{ClientMsgId: "m1", Payload: []byte("hello")}}})
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), resp.GetResults()[0].GetSeq())
 }
