@@ -119,6 +119,11 @@ func TestServicesStartServeAndStopOnSignal(t *testing.T) {
 			if svc == "gateway" {
 				args = append(args, "--http-addr", "127.0.0.1:0")
 			}
+			// pprof is off unless asked for: the replica and the gateway ask.
+			pprof := svc == "replica" || svc == "gateway"
+			if pprof {
+				args = append(args, "--pprof")
+			}
 			cmd, lines := startBinary(t, bin, args...)
 			m := waitLine(t, lines, servingLine)
 			grpcServing(t, m[1])
@@ -144,6 +149,13 @@ func TestServicesStartServeAndStopOnSignal(t *testing.T) {
 			code, body = httpGet(t, "http://"+m[2]+"/metrics")
 			require.Equal(t, http.StatusOK, code)
 			require.Contains(t, body, "go_goroutines")
+			code, body = httpGet(t, "http://"+m[2]+"/debug/pprof/")
+			if pprof {
+				require.Equal(t, http.StatusOK, code)
+				require.Contains(t, body, "goroutine")
+			} else {
+				require.Equal(t, http.StatusNotFound, code, "no pprof without --pprof")
+			}
 			require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 			waitExit(t, cmd)
 		})

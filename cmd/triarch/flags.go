@@ -26,7 +26,8 @@ func addCommonFlags(fs *pflag.FlagSet, c *commonFlags, listen, admin string) {
 	fs.StringVar(&c.Advertise, "advertise", "", "address peers dial to reach this node (default: the bound --listen address)")
 	fs.StringVar(&c.DataDir, "data-dir", "", "directory for this node's data (default ./triarch-data/<service>-<node-id>)")
 	fs.StringSliceVar(&c.Arbiters, "arbiters", []string{"127.0.0.1:7400"}, "comma-separated gRPC addresses of the arbiter members")
-	fs.StringVar(&c.AdminAddr, "admin-addr", admin, "address of /healthz, /readyz, /metrics and /debug/pprof/")
+	fs.StringVar(&c.AdminAddr, "admin-addr", admin, "address of /healthz, /readyz, /metrics (and /debug/pprof/ with --pprof)")
+	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go's profiles at /debug/pprof/ on --admin-addr (off by default: they expose the process's internals)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 }

@@ -10,6 +10,9 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/require"
+
+	"github.com/triarch-io/triarch/pkg/process"
+	"github.com/triarch-io/triarch/services/gateway"
 )
 
 func envOf(m map[string]string) func(string) string {
@@ -137,4 +140,24 @@ func TestHealthFailsWhenNothingServes(t *testing.T) {
 	code := run(context.Background(), []string{"health", "--addr", addr, "--timeout", "300ms"}, envOf(nil), &out, &out)
 	require.Equal(t, 1, code)
 	require.Contains(t, out.String(), "health "+addr)
+}
+
+func TestPprofAndCreateChannelsFlags(t *testing.T) {
+	for _, svc := range []func() *cobra.Command{newArbiterCmd, newChannelctlCmd, newReplicaCmd, newGatewayCmd} {
+		cmd := svc()
+		fs := parseService(t, cmd, nil, nil)
+		require.Equal(t, "false", fs.Lookup("pprof").Value.String(), "%s: pprof is off by default", cmd.Name())
+		fs = parseService(t, svc(), nil, map[string]string{"TRIARCH_PPROF": "true"})
+		require.Equal(t, "true", fs.Lookup("pprof").Value.String(), cmd.Name())
+	}
+	fs := parseService(t, newGatewayCmd(), nil, nil)
+	require.Equal(t, "true", fs.Lookup("create-channels").Value.String(), "implicit creation stays the default")
+	fs = parseService(t, newGatewayCmd(), nil, map[string]string{"TRIARCH_CREATE_CHANNELS": "false"})
+	require.Equal(t, "false", fs.Lookup("create-channels").Value.String())
+	fs = parseService(t, newGatewayCmd(), []string{"--create-channels=false"}, map[string]string{"TRIARCH_CREATE_CHANNELS": "true"})
+	require.Equal(t, "false", fs.Lookup("create-channels").Value.String(), "the command line wins")
+
+	require.False(t, gatewayConfig(process.Common{}, gateway.Config{}, true).NoImplicitCreate)
+	require.True(t, gatewayConfig(process.Common{}, gateway.Config{}, false).NoImplicitCreate)
+	require.True(t, gatewayConfig(process.Common{Pprof: true}, gateway.Config{}, true).Pprof)
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/triarch-io/triarch/pkg/process"
 	"github.com/triarch-io/triarch/pkg/telemetry"
 	"github.com/triarch-io/triarch/services/arbiter"
 	"github.com/triarch-io/triarch/services/channelctl"
@@ -131,8 +132,9 @@ func newReplicaCmd() *cobra.Command {
 
 func newGatewayCmd() *cobra.Command {
 	var (
-		c   commonFlags
-		cfg gateway.Config
+		c              commonFlags
+		cfg            gateway.Config
+		createChannels bool
 	)
 	cmd := &cobra.Command{
 		Use:   "gateway",
@@ -140,8 +142,7 @@ func newGatewayCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return serve(cmd, "gateway", &c, func(ctx context.Context, tel *telemetry.Telemetry) (waiter, error) {
-				cfg.Common = c.Common
-				return gateway.Start(ctx, cfg, tel)
+				return gateway.Start(ctx, gatewayConfig(c.Common, cfg, createChannels), tel)
 			})
 		},
 	}
@@ -150,8 +151,17 @@ func newGatewayCmd() *cobra.Command {
 	// --grpc-addr names the same setting as --listen, as the gateway's users know it.
 	fs.StringVar(&c.Listen, "grpc-addr", "127.0.0.1:9090", "gRPC address of the public API (same as --listen)")
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8080", "REST/JSON address of the public API")
-	fs.Uint32Var(&cfg.DefaultReplication, "default-replication", 3, "replication factor of channels created by a send")
+	fs.Uint32Var(&cfg.DefaultReplication, "default-replication", 3, "replication factor of channels created by a send or by CreateChannel without one")
+	fs.BoolVar(&createChannels, "create-channels", true, "create a channel on its first send; when false a send to a missing channel answers NotFound (404) "+
+		"and only CreateChannel (POST /v1/channels) creates")
 	fs.StringSliceVar(&cfg.Channelctls, "channelctls", nil, "comma-separated gRPC addresses of the channelctl services that resolve channels")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", gateway.DefaultRequestTimeout, "deadline of a call whose client set none, retries across leader changes included")
 	return cmd
+}
+
+// gatewayConfig is the gateway's configuration from its flags.
+func gatewayConfig(common process.Common, cfg gateway.Config, createChannels bool) gateway.Config {
+	cfg.Common = common
+	cfg.NoImplicitCreate = !createChannels
+	return cfg
 }

@@ -18,8 +18,11 @@ type Common struct {
 	DataDir string
 	// Arbiters are the arbiter members' gRPC addresses.
 	Arbiters []string
-	// AdminAddr serves /healthz, /readyz, /metrics and /debug/pprof/.
+	// AdminAddr serves /healthz, /readyz, /metrics, and /debug/pprof/ when Pprof is set.
 	AdminAddr string
+	// Pprof serves Go's profiles on AdminAddr under /debug/pprof/ (--pprof); off by default,
+	// as they expose the command line and the process's internals.
+	Pprof bool
 }
 
 // Validate checks what every service needs.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 
@@ -50,7 +51,7 @@ func Start(cfg Common, tel *telemetry.Telemetry, opts Options) (*Process, error)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %q: %w", cfg.Listen, err)
 	}
-	adm, err := admin.Listen(cfg.AdminAddr, admin.Handler(tel.MetricsHandler(), opts.Ready), tel.Logger)
+	adm, err := admin.Listen(cfg.AdminAddr, adminHandler(cfg, tel.MetricsHandler(), opts.Ready), tel.Logger)
 	if err != nil {
 		_ = lis.Close()
 		return nil, err
@@ -88,6 +89,21 @@ func Start(cfg Common, tel *telemetry.Telemetry, opts Options) (*Process, error)
 	}()
 	p.log.Info("serving", "grpc", p.Addr(), "advertise", p.Advertise(), "admin", p.AdminAddr().String())
 	return p, nil
+}
+
+// adminHandler is the admin endpoints, with /debug/pprof/ only when cfg.Pprof is set: profiles
+// and the command line are no business of whoever can reach the admin port. Without it an outer
+// mux answers every path the admin mux would route to pprof with 404 (the same patterns, so
+// the same paths).
+func adminHandler(cfg Common, metrics http.Handler, ready admin.ReadyFunc) http.Handler {
+	h := admin.Handler(metrics, ready)
+	if cfg.Pprof {
+		return h
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/debug/pprof/", http.NotFoundHandler())
+	mux.Handle("/", h)
+	return mux
 }
 
 // Addr is the bound gRPC address.

@@ -14,8 +14,14 @@ type Config struct {
 	process.Common
 	// HTTPAddr serves REST/JSON and /openapi.json.
 	HTTPAddr string
-	// DefaultReplication is the replication factor of channels created implicitly by a send.
+	// DefaultReplication is the replication factor of channels created implicitly by a send,
+	// and of those CreateChannel creates without one.
 	DefaultReplication uint32
+	// NoImplicitCreate turns off creating a channel on its first send (--create-channels=false):
+	// a send to a channel that does not exist then answers NotFound, as reads and
+	// subscriptions always do, and only CreateChannel (POST /v1/channels) creates. The zero
+	// value keeps implicit creation, the default.
+	NoImplicitCreate bool
 	// Channelctls are the gRPC addresses of the channel control services the gateway resolves
 	// channels through (--channelctls). Empty is allowed while the gateway cannot yet learn them
 	// from the arbiter: it then serves, reports not ready, and answers every channel call

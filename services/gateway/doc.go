@@ -8,7 +8,7 @@
 // for both.
 //
 // The files: config.go (Config, flags), service.go (listeners, lifecycle), handler.go (the thin
-// gRPC adapter: validation, defaults, message conversion), validate.go (the API's limits),
+// gRPC adapter: validation, defaults, message conversion), validate.go (the API's limits, whose numbers live in pkg/api),
 // router.go (Router: leader resolution, route cache, retries, resumable subscriptions) and
 // rest.go (JSON, error mapping, body limits).
 //
@@ -33,10 +33,11 @@
 //
 // Every refusal says what was wrong. gRPC code, HTTP status:
 //
-//	InvalidArgument      400  bad channel id, empty batch, client_msg_id too long, malformed JSON, bad query
+//	InvalidArgument      400  bad channel id, empty batch, client_msg_id, sender or headers past their
+//	                          limits (pkg/api), malformed JSON, bad query
 //	InvalidArgument      413  with ErrorInfo reason TOO_LARGE: payload > 1 MiB, > 1,000 messages or > 4 MiB in
 //	                          one send, REST body > 8 MiB
-//	NotFound             404  unknown channel (read, get, subscribe)
+//	NotFound             404  unknown channel (read, get, subscribe; send with --create-channels=false)
 //	FailedPrecondition   400
 //	Unavailable          503  no leader or channelctl reachable within the deadline; with
 //	                          RetryInfo (gRPC) and Retry-After (REST)

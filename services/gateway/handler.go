@@ -21,6 +21,8 @@ type handler struct {
 	triarchv1.UnimplementedTriarchServiceServer
 	r                  *Router
 	defaultReplication uint32
+	// noImplicitCreate: a send does not create its channel (--create-channels=false).
+	noImplicitCreate bool
 	// arbiter serves the channel index and the cluster's state; nil without --arbiters.
 	arbiter *arbiterclient.Client
 }
@@ -154,7 +156,7 @@ func (h *handler) SendMessages(ctx context.Context, req *triarchv1.SendMessagesR
 	}
 	rs, err := h.r.Append(ctx, req.GetChannelId(), req.GetMessages())
 	if err != nil {
-		return nil, err
+		return nil, h.sendError(req.GetChannelId(), err)
 	}
 	out := &triarchv1.SendMessagesResponse{Results: make([]*triarchv1.SendResult, len(rs))}
 	for i, r := range rs {
@@ -166,6 +168,15 @@ func (h *handler) SendMessages(ctx context.Context, req *triarchv1.SendMessagesR
 		}
 	}
 	return out, nil
+}
+
+// sendError explains a send's NotFound when this gateway does not create channels on send.
+func (h *handler) sendError(channel string, err error) error {
+	if !h.noImplicitCreate || status.Code(err) != codes.NotFound {
+		return err
+	}
+	return status.Errorf(codes.NotFound, "channel %s does not exist, and this gateway does not create channels on send "+
+		"(--create-channels=false): create it first with CreateChannel (POST /v1/channels)", channel)
 }
 
 func (h *handler) ReadMessages(ctx context.Context, req *triarchv1.ReadMessagesRequest) (*triarchv1.ReadMessagesResponse, error) {

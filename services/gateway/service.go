@@ -41,10 +41,14 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service,
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
+	createReplication := cfg.DefaultReplication
+	if cfg.NoImplicitCreate {
+		createReplication = 0 // Append never creates
+	}
 	router, err := NewRouter(RouterConfig{
 		Channelctls:       cfg.Channelctls,
 		Dial:              func(addr string) (grpc.ClientConnInterface, error) { return grpcx.Dial(addr, tel) },
-		CreateReplication: cfg.DefaultReplication,
+		CreateReplication: createReplication,
 		DefaultTimeout:    cfg.RequestTimeout,
 		Log:               tel.Logger,
 		Meter:             tel.MeterProvider.Meter("github.com/triarch-io/triarch/services/gateway"),
@@ -52,7 +56,7 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service,
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	h := &handler{r: router, defaultReplication: cfg.DefaultReplication}
+	h := &handler{r: router, defaultReplication: cfg.DefaultReplication, noImplicitCreate: cfg.NoImplicitCreate}
 	var arb *arbiterclient.Client
 	if len(cfg.Arbiters) > 0 {
 		arb, err = arbiterclient.New(arbiterclient.Config{Members: cfg.Arbiters, Log: tel.Logger,

@@ -12,20 +12,29 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
+	"github.com/triarch-io/triarch/pkg/api"
 )
 
-// Limits of the public API (docs/ARCHITECTURE.md, "The contract"; the replicas enforce the same ones).
+// Limits of the public API (docs/ARCHITECTURE.md, "The contract"). The numbers live in
+// pkg/api, which the replicas enforce too; the gateway's own are the read limits.
 const (
 	// MaxChannelIDLen is the longest channel id; ids match [A-Za-z0-9_.:@-]{1,128}.
-	MaxChannelIDLen = 128
+	MaxChannelIDLen = api.MaxChannelIDLen
 	// MaxPayloadBytes bounds one message's payload.
-	MaxPayloadBytes = 1 << 20
+	MaxPayloadBytes = api.MaxPayloadBytes
 	// MaxBatchMessages bounds the messages of one send.
-	MaxBatchMessages = 1000
+	MaxBatchMessages = api.MaxBatchMessages
 	// MaxBatchBytes bounds the encoded size of one send's messages (ids, headers and payloads).
-	MaxBatchBytes = 4 << 20
+	MaxBatchBytes = api.MaxBatchBytes
 	// MaxClientMsgIDLen bounds a client_msg_id.
-	MaxClientMsgIDLen = 256
+	MaxClientMsgIDLen = api.MaxClientMsgIDLen
+	// MaxSenderLen bounds a message's sender, in bytes.
+	MaxSenderLen = api.MaxSenderLen
+	// MaxHeaders, MaxHeaderKeyLen and MaxHeaderBytes bound a message's headers: how many, a
+	// key's length, and the keys' and values' bytes together.
+	MaxHeaders      = api.MaxHeaders
+	MaxHeaderKeyLen = api.MaxHeaderKeyLen
+	MaxHeaderBytes  = api.MaxHeaderBytes
 	// MaxReplication bounds a channel's replication factor.
 	MaxReplication = 9
 	// DefaultReadLimit and MaxReadLimit bound a read's message count.
@@ -102,8 +111,8 @@ func prepareBatch(msgs []*triarchv1.MessageInput) (generated []bool, err error) 
 		if n := len(m.GetPayload()); n > MaxPayloadBytes {
 			return nil, tooLarge(MaxPayloadBytes, "messages[%d].payload is %d bytes; at most %d (1 MiB)", i, n, MaxPayloadBytes)
 		}
-		if n := len(m.GetClientMsgId()); n > MaxClientMsgIDLen {
-			return nil, invalid("messages[%d].client_msg_id is %d bytes long; at most %d", i, n, MaxClientMsgIDLen)
+		if err := api.CheckFields(i, m); err != nil {
+			return nil, invalid("%v", err)
 		}
 		if m.GetClientMsgId() == "" {
 			m.ClientMsgId = NewClientMsgID()

@@ -12,6 +12,7 @@ import (
 
 	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
 	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
+	"github.com/triarch-io/triarch/pkg/api"
 	"github.com/triarch-io/triarch/pkg/chanlog"
 )
 
@@ -55,11 +56,12 @@ func (e *Engine) checkLease(ch *channel, acked map[uint64]time.Time) error {
 	return fmt.Errorf("%w (channel %s)", ErrLeaseLost, ch.id)
 }
 
-// Limits on appends (docs/ARCHITECTURE.md, "The contract": payload <= 1 MiB, batch <= 1,000 messages and 4 MiB).
+// Limits on appends (docs/ARCHITECTURE.md, "The contract": payload <= 1 MiB, batch <= 1,000
+// messages and 4 MiB; client_msg_id, sender and headers as pkg/api bounds them).
 const (
-	MaxPayloadBytes = 1 << 20
-	MaxBatchBytes   = 4 << 20
-	MaxBatchLen     = 1000
+	MaxPayloadBytes = api.MaxPayloadBytes
+	MaxBatchBytes   = api.MaxBatchBytes
+	MaxBatchLen     = api.MaxBatchMessages
 )
 
 // validateBatch checks an append before anything is proposed and returns its size: the sum
@@ -76,8 +78,8 @@ func validateBatch(msgs []*triarchv1.MessageInput) (int, error) {
 		if n := len(m.GetPayload()); n > MaxPayloadBytes {
 			return 0, fmt.Errorf("%w: message %d payload is %d bytes, at most %d", ErrTooLarge, i, n, MaxPayloadBytes)
 		}
-		if len(m.GetClientMsgId()) > 256 {
-			return 0, fmt.Errorf("%w: message %d client_msg_id is longer than 256 bytes", ErrInvalid, i)
+		if err := api.CheckFields(i, m); err != nil {
+			return 0, fmt.Errorf("%w: %v", ErrInvalid, err)
 		}
 		total += proto.Size(m)
 	}
