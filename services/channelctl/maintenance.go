@@ -102,6 +102,12 @@ func (c *Controller) rejoin(ctx context.Context, n *arbiterv1.Node) {
 		return
 	}
 	c.cfg.Log.InfoContext(ctx, "replica node came back; loading its active groups", "node", node, "groups", len(specs))
+	c.loadInBackground(ctx, node, specs)
+}
+
+// loadInBackground loads specs on node, rejoinBatch groups per call, each call retried for a
+// while (rejoinChunk), without holding up the run goroutine.
+func (c *Controller) loadInBackground(ctx context.Context, node uint64, specs []*replicav1.GroupSpec) {
 	go func() {
 		for chunk := range slices.Chunk(specs, rejoinBatch) {
 			c.rejoinChunk(ctx, node, chunk)
@@ -178,11 +184,7 @@ func (c *Controller) reloadSlots(ctx context.Context, slots []uint32) {
 			continue
 		}
 		c.cfg.Log.InfoContext(ctx, "loading the groups of taken-over slots on a replica", "node", node, "groups", len(specs))
-		go func() {
-			for chunk := range slices.Chunk(specs, rejoinBatch) {
-				c.rejoinChunk(ctx, node, chunk)
-			}
-		}()
+		c.loadInBackground(ctx, node, specs)
 	}
 }
 

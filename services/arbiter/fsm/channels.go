@@ -178,6 +178,27 @@ func (st *state) place(rf int) ([]uint64, error) {
 	return picked, nil
 }
 
+// checkReplicaSet checks a replica set a change names (what: "replica" or "next replica"):
+// known replica nodes, each once, and every node new to the channel able to take channels. A
+// member of the channel's next set was placeable when the claim named it, and raft may count it
+// already: the record rolling forward must not be refused because it died or drains since.
+func (st *state) checkReplicaSet(what string, ids []uint64, cur *Channel) error {
+	for i, r := range ids {
+		n, ok := st.nodes[r]
+		switch {
+		case !ok:
+			return fmt.Errorf("%w: %s %d: %w", ErrInvalidChange, what, r, ErrUnknownNode)
+		case n.Role != arbiterv1.NodeRole_NODE_ROLE_REPLICA:
+			return fmt.Errorf("%w: node %d is a %v, not a replica", ErrInvalidChange, r, n.Role)
+		case slices.Contains(ids[:i], r):
+			return fmt.Errorf("%w: %s %d listed twice", ErrInvalidChange, what, r)
+		case !slices.Contains(cur.Replicas, r) && !slices.Contains(cur.NextReplicas, r) && !n.placeable():
+			return fmt.Errorf("%w: new replica %d is %v and cannot take channels", ErrInvalidChange, r, n.State)
+		}
+	}
+	return nil
+}
+
 func (f *FSM) compareAndSet(c *arbiterv1.CompareAndSetChannelsCommand) CompareAndSetResult {
 	changes := c.GetChanges()
 	res := CompareAndSetResult{Results: make([]ChangeResult, len(changes))}
@@ -217,21 +238,8 @@ func (f *FSM) applyChange(requester uint64, chg *arbiterv1.ChannelChange) Change
 	replicas := cur.Replicas
 	replicasChanged := false
 	if ids := chg.GetReplicaNodeIds(); len(ids) > 0 {
-		for i, r := range ids {
-			n, ok := st.nodes[r]
-			switch {
-			case !ok:
-				return refuse("%w: replica %d: %w", ErrInvalidChange, r, ErrUnknownNode)
-			case n.Role != arbiterv1.NodeRole_NODE_ROLE_REPLICA:
-				return refuse("%w: node %d is a %v, not a replica", ErrInvalidChange, r, n.Role)
-			case slices.Contains(ids[:i], r):
-				return refuse("%w: replica %d listed twice", ErrInvalidChange, r)
-			case !slices.Contains(cur.Replicas, r) && !slices.Contains(cur.NextReplicas, r) && !n.placeable():
-				// A member of the next set was placeable when the claim named it, and raft may
-				// count it already: the record rolling forward must not be refused because it
-				// died or drains since.
-				return refuse("%w: new replica %d is %v and cannot take channels", ErrInvalidChange, r, n.State)
-			}
+		if err := st.checkReplicaSet("replica", ids, cur); err != nil {
+			return refuse("%w", err)
 		}
 		replicasChanged = !slices.Equal(ids, cur.Replicas)
 		replicas = ids
@@ -246,18 +254,8 @@ func (f *FSM) applyChange(requester uint64, chg *arbiterv1.ChannelChange) Change
 	case len(ids) > 0 && len(chg.GetReplicaNodeIds()) > 0:
 		return refuse("%w: replicas and next replicas set together", ErrInvalidChange)
 	case len(ids) > 0:
-		for i, r := range ids {
-			n, ok := st.nodes[r]
-			switch {
-			case !ok:
-				return refuse("%w: next replica %d: %w", ErrInvalidChange, r, ErrUnknownNode)
-			case n.Role != arbiterv1.NodeRole_NODE_ROLE_REPLICA:
-				return refuse("%w: node %d is a %v, not a replica", ErrInvalidChange, r, n.Role)
-			case slices.Contains(ids[:i], r):
-				return refuse("%w: next replica %d listed twice", ErrInvalidChange, r)
-			case !slices.Contains(cur.Replicas, r) && !slices.Contains(cur.NextReplicas, r) && !n.placeable():
-				return refuse("%w: new replica %d is %v and cannot take channels", ErrInvalidChange, r, n.State)
-			}
+		if err := st.checkReplicaSet("next replica", ids, cur); err != nil {
+			return refuse("%w", err)
 		}
 		next = ids
 	case chg.GetClearNextReplicas() || len(chg.GetReplicaNodeIds()) > 0:
