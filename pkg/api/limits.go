@@ -47,6 +47,10 @@ func CheckFields(i int, m *triarchv1.MessageInput) error {
 	}
 	total := 0
 	for k, v := range hs {
+		if k == "" {
+			// A header nobody can name: refused rather than stored as a puzzle for readers.
+			return fmt.Errorf("messages[%d].headers: a header with an empty key", i)
+		}
 		if len(k) > MaxHeaderKeyLen {
 			return fmt.Errorf("messages[%d].headers: key %.32q... is %d bytes long; at most %d", i, k, len(k), MaxHeaderKeyLen)
 		}

@@ -34,6 +34,7 @@ func TestCheckFields(t *testing.T) {
 		}()}, "messages[3].headers: 33 headers; at most 32"},
 		"header key":   {&triarchv1.MessageInput{Headers: map[string]string{strings.Repeat("k", MaxHeaderKeyLen+1): ""}}, "is 129 bytes long; at most 128"},
 		"header bytes": {&triarchv1.MessageInput{Headers: map[string]string{"k": strings.Repeat("v", MaxHeaderBytes)}}, "16385 bytes (keys and values); at most 16384"},
+		"empty key":    {&triarchv1.MessageInput{Headers: map[string]string{"": "v"}}, "messages[3].headers: a header with an empty key"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			err := CheckFields(3, tc.m)
