@@ -115,6 +115,15 @@ func TestVerify(t *testing.T) {
 	h := verify.NewHistory()
 	w := &workload{api: api, h: h, channels: names, final: *clients}
 	ctx := testutil.Context(t, *duration+10*time.Minute)
+	// One subscription per channel, kept open (and resumed) through everything.
+	subCtx, stopSubs := context.WithCancel(ctx)
+	defer stopSubs()
+	var subs []*subscriber
+	for _, ch := range names {
+		s := &subscriber{ch: ch}
+		subs = append(subs, s)
+		go s.run(subCtx, api)
+	}
 	var wg sync.WaitGroup
 	for i := range *clients {
 		wg.Add(1)
@@ -169,6 +178,7 @@ func TestVerify(t *testing.T) {
 		"stale reads":    func() error { return verify.StaleReads(ops) },
 		"linearizable":   func() error { return verify.Linearizable(ops, time.Minute, out) },
 		"replicas agree": func() error { return replicasAgree(ctx, c, names) },
+		"subscriptions":  func() error { return subscriptionsAgree(subs, final, settle) },
 	} {
 		if err := check(); err != nil {
 			failed = true
