@@ -70,7 +70,7 @@ func (c *channel) setVoters(voters []uint64) {
 // every other voter or learner outside it (left by a repair that an earlier owner of the
 // channel began and never finished). Every step is skipped when already done, so an order
 // repeated after a timeout or a channelctl takeover resumes where the last one stopped; an
-// order under an older epoch than one seen here is refused.
+// order under an older epoch than one seen here is refused, when it arrives and before each step.
 //
 // Both conf changes that add the replica carry change.AddStoreId, which admits the joining
 // store to the group (see GroupSpec.join). When AddNodeId equals RemoveNodeId the change is a
@@ -124,7 +124,7 @@ func (e *Engine) ChangeReplicas(ctx context.Context, change *replicav1.ReplicaCh
 		return nil, err
 	}
 	if rejoin && slices.Contains(st.ConfState.Voters, add) {
-		if err := e.confChange(ctx, ch, raftpb.ConfChangeRemoveNode, add, nil); err != nil {
+		if err := e.confChange(ctx, ch, change.GetEpoch(), raftpb.ConfChangeRemoveNode, add, nil); err != nil {
 			return nil, err
 		}
 		if st, err = e.host.Status(ctx, ch.group); err != nil {
@@ -133,7 +133,7 @@ func (e *Engine) ChangeReplicas(ctx context.Context, change *replicav1.ReplicaCh
 	}
 	cs := st.ConfState
 	if !slices.Contains(cs.Voters, add) && !slices.Contains(cs.Learners, add) {
-		if err := e.confChange(ctx, ch, raftpb.ConfChangeAddLearnerNode, add, token); err != nil {
+		if err := e.confChange(ctx, ch, change.GetEpoch(), raftpb.ConfChangeAddLearnerNode, add, token); err != nil {
 			return nil, err
 		}
 	}
@@ -144,7 +144,7 @@ func (e *Engine) ChangeReplicas(ctx context.Context, change *replicav1.ReplicaCh
 		if err := e.host.WaitCaughtUp(ctx, ch.group, add); err != nil {
 			return nil, e.notLeader(ch, err)
 		}
-		if err := e.confChange(ctx, ch, raftpb.ConfChangeAddNode, add, token); err != nil {
+		if err := e.confChange(ctx, ch, change.GetEpoch(), raftpb.ConfChangeAddNode, add, token); err != nil {
 			return nil, err
 		}
 	}
@@ -160,7 +160,7 @@ func (e *Engine) ChangeReplicas(ctx context.Context, change *replicav1.ReplicaCh
 			return e.GroupStatus(ctx, ch.id)
 		}
 		// One at a time: raft takes a single voter change per entry outside joint consensus.
-		if err := e.confChange(ctx, ch, raftpb.ConfChangeRemoveNode, leaving[0], nil); err != nil {
+		if err := e.confChange(ctx, ch, change.GetEpoch(), raftpb.ConfChangeRemoveNode, leaving[0], nil); err != nil {
 			return nil, err
 		}
 	}
@@ -179,7 +179,16 @@ func leavers(voters, learners []uint64, remove uint64, wanted []uint64) []uint64
 	return out
 }
 
-func (e *Engine) confChange(ctx context.Context, ch *channel, typ raftpb.ConfChangeType, node uint64, context []byte) error {
+// confChange proposes one step of an order made under epoch and waits until it applies. The
+// fence is checked again before each step, not only when the order arrived: a step waits for
+// its new replica to catch up, which can take long enough for the channel's record to move on
+// (the channelctl reconciling a joint record raises this fence with a load before it reads the
+// configuration, and counts on no older order changing it after that).
+func (e *Engine) confChange(ctx context.Context, ch *channel, epoch uint64, typ raftpb.ConfChangeType, node uint64, context []byte) error {
+	if seen := ch.epoch.Load(); epoch < seen {
+		return fmt.Errorf("%w: %s of node %d in %s under epoch %d, epoch %d seen since the order began",
+			ErrStaleOrder, typ, node, ch.id, epoch, seen)
+	}
 	cc := &raftpb.ConfChangeV2{Changes: []*raftpb.ConfChangeSingle{{Type: typ.Enum(), NodeId: new(node)}}, Context: context}
 	if _, err := e.host.ProposeConfChange(ctx, ch.group, cc); err != nil {
 		if errors.Is(err, multiraft.ErrConfChangeRefused) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -219,4 +220,49 @@ func TestReplacedStoreRejoinsAsANewReplica(t *testing.T) {
 	c.elect(3, ch)
 	c.appendN(3, ch, "after", 2)
 	requireContiguous(t, readAll(t, c.data[2], ch), 30)
+}
+
+// The fence holds for every step of an order, not only its start: a repair whose new replica
+// is slow to catch up, while the channel's record moved on (the channelctl reconciling a joint
+// record loads the group on the leader under a newer epoch, then reads its configuration),
+// must not promote the replica nor remove the old one afterwards. Before the check per step,
+// this order went on to voters {1, 2, 4} behind the record's back.
+func TestChangeReplicasStopsAtTheNextStepOnceANewerEpochIsSeen(t *testing.T) {
+	c := newClusterOf(t, 4)
+	const ch, group = "late", 43
+	c.loadOn(c.specOf(ch, group, false, 1, 2, 3), 1, 2, 3)
+	c.elect(1, ch)
+	c.appendN(1, ch, "m", 5)
+
+	done := make(chan *replicav1.ChangeReplicasResult, 1)
+	go func() {
+		cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		resp, err := c.ctl[0].ChangeReplicas(cctx, &replicav1.ChangeReplicasRequest{Changes: []*replicav1.ReplicaChange{{
+			ChannelId: ch, AddNodeId: 4, AddAddress: c.svcs[3].Advertise(), RemoveNodeId: 3, Epoch: 5}}})
+		if err != nil {
+			done <- &replicav1.ChangeReplicasResult{Error: &replicav1.GroupError{Message: err.Error()}}
+			return
+		}
+		done <- resp.GetResults()[0]
+	}()
+	status := func() *replicav1.GroupStatus {
+		st, err := c.ctl[0].GetGroupStatus(ctx(t), &replicav1.GetGroupStatusRequest{ChannelIds: []string{ch}})
+		require.NoError(t, err)
+		return st.GetResults()[0].GetStatus()
+	}
+	// Node 4 holds nothing yet, so the order waits for it as a learner.
+	require.Eventually(t, func() bool { return slices.Contains(status().GetLearners(), 4) }, 20*time.Second, 5*time.Millisecond)
+
+	sp := c.specOf(ch, group, false, 1, 2, 3)
+	sp.Epoch = 6
+	c.loadOn(sp, 1)
+	c.loadOn(c.specOf(ch, group, true, 1, 2, 3, 4), 4) // now it can catch up
+
+	res := <-done
+	require.NotNil(t, res.GetError(), "the order must stop at its next step")
+	require.Equal(t, codes.FailedPrecondition, codes.Code(res.GetError().GetCode()), res.GetError().GetMessage())
+	st := status()
+	require.Equal(t, []uint64{1, 2, 3}, st.GetVoters())
+	require.Equal(t, []uint64{4}, st.GetLearners())
 }
