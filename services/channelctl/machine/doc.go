@@ -156,8 +156,12 @@
 // of each newcomer that reports itself a voter): in the decide CAS when the gathered statuses
 // show N applied (the candidate is then one of N), in the settle CAS when the new leader's
 // status shows it, and while active in a CAS of its own when a leader check or the idle check
-// finds the leader applying N. The next repair's claim overwrites a next set an abandoned
-// repair left; a rejoin (d == w) changes no set and names none.
+// finds the leader applying N. Work that would act on one of the sets while the record is
+// joint (another repair, a rejoin, a move, or a hibernation that a joiner holds up) first
+// reconciles the record with raft under a fresh epoch (reconcile.go): N applied rolls it
+// forward, R applied with nothing pending clears N, anything else waits. A repair's claim
+// therefore never overwrites a next set raft may hold; the same repair ordered again resumes.
+// A rejoin (d == w) changes no set and names none.
 //
 // # Choosing and batching
 //

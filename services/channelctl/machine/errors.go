@@ -62,4 +62,7 @@ var (
 	// ErrElectionFailed: every attempt of an election failed; the channel stays without a
 	// leader until Retry, a Resolve or a returning node starts a new one.
 	ErrElectionFailed = errors.New("election failed")
+	// ErrUnloadRefused: a replica did not unload a group it should no longer hold (a joiner of
+	// a next replica set raft never applied); the record is right, the copy stays in memory.
+	ErrUnloadRefused = errors.New("unload refused")
 )

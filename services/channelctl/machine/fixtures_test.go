@@ -1,6 +1,7 @@
 package machine
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -17,40 +18,44 @@ import (
 type fixture func(t testing.TB) *Machine
 
 var fixtures = map[string]fixture{
-	"hibernated":           fxHibernated,
-	"activating/claim":     fxActivatingClaim,
-	"activating/gather":    fxActivatingGather,
-	"activating/decide":    fxActivatingDecide,
-	"activating/campaign":  fxActivatingCampaign,
-	"activating/confirm":   fxActivatingConfirm,
-	"activating/settle":    fxActivatingSettle,
-	"activating/stalled":   fxActivatingStalled,
-	"active":               fxActive,
-	"active/idle-check":    fxActiveIdleCheck,
-	"active/move-check":    fxActiveMoveCheck,
-	"active/verify":        fxActiveVerify,
-	"active/3-dead":        fxActive3Dead,
-	"active/repair-claim":  fxActiveRepairClaim,
-	"active/repair-load":   fxActiveRepairLoad,
-	"active/repair-change": fxActiveRepairChange,
-	"active/repair-record": fxActiveRepairRecord,
-	"active/rejoin-claim":  fxActiveRejoinClaim,
-	"active/rejoin-load":   fxActiveRejoinLoad,
-	"active/rejoin-change": fxActiveRejoinChange,
-	"active/rejoin-record": fxActiveRejoinRecord,
-	"electing/claim":       fxElectingClaim,
-	"electing/gather":      fxElectingGather,
-	"electing/decide":      fxElectingDecide,
-	"electing/campaign":    fxElectingCampaign,
-	"electing/confirm":     fxElectingConfirm,
-	"electing/settle":      fxElectingSettle,
-	"electing/transfer":    fxElectingTransfer,
-	"electing/stalled":     fxElectingStalled,
-	"hibernating/claim":    fxHibernatingClaim,
-	"hibernating/unload":   fxHibernatingUnload,
-	"hibernating/rest":     fxHibernatingRest,
-	"hibernating/stalled":  fxHibernatingStalled,
-	"hibernating/resolved": fxHibernatingResolved,
+	"hibernated":              fxHibernated,
+	"activating/claim":        fxActivatingClaim,
+	"activating/gather":       fxActivatingGather,
+	"activating/decide":       fxActivatingDecide,
+	"activating/campaign":     fxActivatingCampaign,
+	"activating/confirm":      fxActivatingConfirm,
+	"activating/settle":       fxActivatingSettle,
+	"activating/stalled":      fxActivatingStalled,
+	"active":                  fxActive,
+	"active/idle-check":       fxActiveIdleCheck,
+	"active/move-check":       fxActiveMoveCheck,
+	"active/verify":           fxActiveVerify,
+	"active/3-dead":           fxActive3Dead,
+	"active/repair-claim":     fxActiveRepairClaim,
+	"active/repair-load":      fxActiveRepairLoad,
+	"active/repair-change":    fxActiveRepairChange,
+	"active/repair-record":    fxActiveRepairRecord,
+	"active/rejoin-claim":     fxActiveRejoinClaim,
+	"active/rejoin-load":      fxActiveRejoinLoad,
+	"active/rejoin-change":    fxActiveRejoinChange,
+	"active/rejoin-record":    fxActiveRejoinRecord,
+	"active/reconcile-claim":  fxActiveReconcileClaim,
+	"active/reconcile-check":  fxActiveReconcileCheck,
+	"active/reconcile-clear":  fxActiveReconcileClear,
+	"active/reconcile-unload": fxActiveReconcileUnload,
+	"electing/claim":          fxElectingClaim,
+	"electing/gather":         fxElectingGather,
+	"electing/decide":         fxElectingDecide,
+	"electing/campaign":       fxElectingCampaign,
+	"electing/confirm":        fxElectingConfirm,
+	"electing/settle":         fxElectingSettle,
+	"electing/transfer":       fxElectingTransfer,
+	"electing/stalled":        fxElectingStalled,
+	"hibernating/claim":       fxHibernatingClaim,
+	"hibernating/unload":      fxHibernatingUnload,
+	"hibernating/rest":        fxHibernatingRest,
+	"hibernating/stalled":     fxHibernatingStalled,
+	"hibernating/resolved":    fxHibernatingResolved,
 }
 
 func expect(t testing.TB, m *Machine, ev Event, want ...string) *Machine {
@@ -147,6 +152,32 @@ func fxActiveRepairClaim(t testing.TB) *Machine {
 func fxActiveRepairLoad(t testing.TB) *Machine {
 	m := fxActiveRepairClaim(t)
 	return expect(t, m, accepted(m), "load(c@11 on [1 2 4] join [1 2 4])")
+}
+
+// A joint record (next 1, 2, 4) is reconciled before a move; the claim takes epoch 11.
+func fxActiveReconcileClaim(t testing.TB) *Machine {
+	m := newMachine(t, jointChannel(stateActive, 10, 1, 5))
+	if _, err := m.Step(MoveLeader{Target: 2}); !errors.Is(err, ErrBusy) {
+		t.Fatalf("move while joint: %v, want ErrBusy", err)
+	}
+	return m
+}
+
+func fxActiveReconcileCheck(t testing.TB) *Machine {
+	m := fxActiveReconcileClaim(t)
+	return expect(t, m, accepted(m), "load(c@11 on [1 2 3 4] joining [4])")
+}
+
+// The leader applies the record's set with nothing pending: the next set is cleared.
+func fxActiveReconcileClear(t testing.TB) *Machine {
+	m := fxActiveReconcileCheck(t)
+	return expect(t, m, GroupsLoaded{Epoch: 11, Statuses: map[uint64]*replicav1.GroupStatus{
+		1: withVoters(leaderSt(1, 5, 100, nil), []uint64{1, 2, 3})}}, "cas(c@11 next=none)")
+}
+
+func fxActiveReconcileUnload(t testing.TB) *Machine {
+	m := fxActiveReconcileClear(t)
+	return expect(t, m, accepted(m), "unload(c@12 on [4])")
 }
 
 // withStore is s reporting store id.

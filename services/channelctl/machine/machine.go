@@ -72,12 +72,25 @@ const (
 	// phaseRoll: active; the CAS rolling the record forward to the next replica set, which
 	// the leader was found applying, is in flight.
 	phaseRoll
+	// phaseReconcileClaim: active; the CAS that claims the reconciliation of a joint record
+	// with raft (reconcile.go) is in flight.
+	phaseReconcileClaim
+	// phaseReconcileCheck: active; LoadGroups on the leader (raising its epoch fence, and
+	// answering with its configuration) is in flight.
+	phaseReconcileCheck
+	// phaseReconcileClear: active; the CAS clearing a next replica set raft never applied is
+	// in flight.
+	phaseReconcileClear
+	// phaseReconcileUnload: active; Unload of the group on the joiners the cleared next set
+	// listed is in flight.
+	phaseReconcileUnload
 )
 
 func (p phase) String() string {
 	phaseNames := [...]string{"idle", "stalled", "claim", "gather", "decide", "campaign", "transfer",
 		"confirm", "settle", "idle-check", "move-check", "verify", "unload", "rest",
-		"repair-claim", "repair-load", "repair-change", "repair-record", "roll"}
+		"repair-claim", "repair-load", "repair-change", "repair-record", "roll",
+		"reconcile-claim", "reconcile-check", "reconcile-clear", "reconcile-unload"}
 	if int(p) < len(phaseNames) {
 		return phaseNames[p]
 	}
@@ -134,6 +147,11 @@ type Machine struct {
 	// joinStores is the store of each joining replica (listed only by the next replica set)
 	// that reported itself a voter, recorded when the record rolls forward.
 	joinStores map[uint64]uint64
+
+	// strays are the live joiners of a next replica set being cleared (reconcile.go): they
+	// were loaded with the group, which raft never added them to, and unload it once it is
+	// cleared.
+	strays []uint64
 }
 
 // New builds the machine of a channel from its arbiter record, at startup or when this
@@ -367,6 +385,7 @@ func (m *Machine) clearWork() {
 	m.repairDead, m.repairWith, m.repairStore = 0, 0, 0
 	m.unknownVerifies = 0
 	m.joinStores = nil
+	m.strays = nil
 }
 
 // cas makes change a compare-and-set on the current epoch and records it as in flight.

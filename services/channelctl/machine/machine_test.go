@@ -390,6 +390,23 @@ var transitions = []transition{
 	// reset. It rejoins with that store, and the record names it again.
 	{from: "active/rejoin-load", ev: resetLoaded(11), state: stateActive, acts: []string{"change(c@11 on 1 rejoin 2 store=202)"}},
 
+	// Reconciling a joint record (reconcile.go). One check at a time; a dead leader waits for
+	// the CAS in flight; late or stale results are refused.
+	{from: "active/reconcile-claim", evf: accepted, state: stateActive, acts: []string{"load(c@11 on [1 2 3 4] joining [4])"}},
+	{from: "active/reconcile-claim", ev: NodeDead{Node: 1}, state: stateActive},
+	{from: "active/reconcile-claim", ev: refusedStale(jointChannel(stateActive, 11, 1, 5)), state: stateActive, err: ErrCASRefused, ends: true},
+	{from: "active/reconcile-claim", ev: Repair{Dead: 3, With: 4}, state: stateActive, err: ErrBusy},
+	{from: "active/reconcile-claim", ev: IdleTimeout{Now: t0.Add(time.Hour)}, state: stateActive, err: ErrBusy},
+	{from: "active/reconcile-check", ev: NodeDead{Node: 1}, state: stateElecting, acts: []string{"cas(c@11 state=ELECTING leader=0)"}},
+	{from: "active/reconcile-check", ev: GroupsLoaded{Epoch: 10}, state: stateActive, err: ErrStaleEpoch},
+	{from: "active/reconcile-check", ev: UnloadResult{Epoch: 11}, state: stateActive, err: ErrUnexpectedEvent},
+	{from: "active/reconcile-check", ev: MoveLeader{Target: 2}, state: stateActive, err: ErrBusy},
+	{from: "active/reconcile-clear", evf: accepted, state: stateActive, acts: []string{"unload(c@12 on [4])"}},
+	{from: "active/reconcile-clear", ev: GroupsLoaded{Epoch: 11}, state: stateActive, err: ErrUnexpectedEvent},
+	{from: "active/reconcile-unload", ev: UnloadResult{Epoch: 12, Unloaded: []uint64{4}}, state: stateActive, ends: true},
+	{from: "active/reconcile-unload", ev: UnloadResult{Epoch: 11, Unloaded: []uint64{4}}, state: stateActive, err: ErrStaleEpoch},
+	{from: "active/reconcile-unload", ev: NodeDead{Node: 1}, state: stateElecting, acts: []string{"cas(c@12 state=ELECTING leader=0)"}},
+
 	// The driver doubts the leader (its copy failed there): the check a stale Resolve makes,
 	// without a waiter; later when busy, not at all when not active.
 	{from: "hibernated", ev: CheckLeader{}, state: stateHibernated, err: ErrNotActive},

@@ -22,9 +22,11 @@ import (
 // lists must have the group's data, or a later load without join would bootstrap it with a
 // history of its own. A repair cut short after step 3 leaves raft ahead of the record's replica
 // set but not of its next set: elections and loads use both sets until a leader found applying
-// the next set rolls the record forward (doc.go, "Joint replica sets"). The next repair names
-// the whole voter set it wants, and the leader removes whatever else it finds (an extra voter or
-// learner) once the new replica votes.
+// the next set rolls the record forward (doc.go, "Joint replica sets"). A repair ordered while
+// the record is joint either is the same repair (it resumes, every step skipping what is done)
+// or waits until the record is reconciled with raft (reconcile.go): it never overwrites a next
+// set raft may hold. The repair names the whole voter set it wants, and the leader removes
+// whatever else it finds (an extra voter or learner) once the new replica votes.
 //
 // A rejoin (D == W) runs the same four steps for a live replica X that no longer holds the
 // votes and log raft's configuration counts on it for: either its node registered a store
@@ -63,6 +65,10 @@ func (m *Machine) beginRepair(e Repair) ([]Action, error) {
 		return nil, m.refuse(ErrNodeDead, "repair needs a live leader, leader is %d", leader)
 	case !rejoin && (e.With == 0 || m.isMember(e.With)):
 		return nil, m.refuse(ErrInvalidReplicaSet, "repair with %d, replicas %v", e.With, m.members())
+	case m.joint() && !sameSet(replaced(m.ch.GetReplicaNodeIds(), e.Dead, e.With), m.next()):
+		// Another repair (or a rejoin) would overwrite a next set that raft may already
+		// apply; the same repair ordered again resumes it instead.
+		return m.refuseJoint(fmt.Sprintf("repair of %d with %d", e.Dead, e.With))
 	}
 	m.clearWork()
 	m.repairDead, m.repairWith = e.Dead, e.With
@@ -87,10 +93,15 @@ func (m *Machine) rejoining() bool { return m.repairDead != 0 && m.repairDead ==
 // repairedSet is the replica set with the dead replica replaced in place (the same set for a
 // rejoin).
 func (m *Machine) repairedSet() []uint64 {
-	set := slices.Clone(m.ch.GetReplicaNodeIds())
+	return replaced(m.ch.GetReplicaNodeIds(), m.repairDead, m.repairWith)
+}
+
+// replaced is set with dead replaced in place by with.
+func replaced(set []uint64, dead, with uint64) []uint64 {
+	set = slices.Clone(set)
 	for i, r := range set {
-		if r == m.repairDead {
-			set[i] = m.repairWith
+		if r == dead {
+			set[i] = with
 		}
 	}
 	return set

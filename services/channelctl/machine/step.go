@@ -206,6 +206,17 @@ func stepActive(m *Machine, ev Event) ([]Action, error) {
 			}
 		}
 	}
+	if m.reconciling() {
+		switch e := ev.(type) {
+		case CASResult, GroupsLoaded, UnloadResult:
+			return m.stepReconcile(ev)
+		case NodeDead:
+			if e.Node == leader && m.pending != nil {
+				// As for a repair: the CAS result starts the election.
+				return nil, nil
+			}
+		}
+	}
 	switch e := ev.(type) {
 	case CASResult:
 		if m.phase != phaseRoll {
@@ -296,6 +307,10 @@ func stepActive(m *Machine, ev Event) ([]Action, error) {
 		if m.dead[e.Target] {
 			return nil, m.refuse(ErrNodeDead, "move to %d", e.Target)
 		}
+		if m.joint() {
+			// The target must be one of raft's voters, which the record does not tell yet.
+			return m.refuseJoint(fmt.Sprintf("move to %d", e.Target))
+		}
 		m.moveTarget = e.Target
 		m.phase = phaseMoveCheck
 		nodes := []uint64{leader, e.Target}
@@ -346,6 +361,11 @@ func stepActive(m *Machine, ev Event) ([]Action, error) {
 			// changed): the record catches up.
 			m.noteJoinStores(map[uint64]*replicav1.GroupStatus{leader: e.Status})
 			return append(m.answer(), m.beginRoll()), nil
+		}
+		if m.joint() && sameSet(e.Status.GetVoters(), m.members()) {
+			// The next set may be one raft never got (its repair failed before raft changed,
+			// and nobody orders it again): find out, under a fence, and clear it if so.
+			return append(m.answer(), m.beginReconcile("leader check")), nil
 		}
 		return m.answer(), nil
 	}
@@ -629,6 +649,13 @@ func (m *Machine) onIdleCheck(statuses map[uint64]*replicav1.GroupStatus) ([]Act
 	// While the replica set changes, every replica of both sets must hold the whole log: any
 	// of them may be one raft counts on, and all of them are unloaded.
 	if err := CanHibernate(m.union(), statuses); err != nil {
+		if m.joint() && CanHibernate(m.members(), statuses) == nil {
+			// Only joiners lag. One raft never added (its repair failed before raft changed,
+			// and nobody orders it again) never catches up, which would keep the channel
+			// active for good: reconcile the record first, and the next idle timeout
+			// hibernates on what it then lists.
+			return []Action{m.beginReconcile("hibernation")}, nil
+		}
 		acts := m.doneChecking()
 		return acts, m.refuse(err, "%s", "hibernation refused")
 	}
