@@ -87,6 +87,8 @@ type Controller struct {
 	deadSince      map[uint64]time.Time // replica nodes declared dead, since when (seen here)
 	repairTried    map[string]time.Time
 	lastRepairPass time.Time
+	// lastReconcilePass is when reconciles last scanned for joint records.
+	lastReconcilePass time.Time
 	// storeCheck: a replica registered a store, or channel records arrived, since the last
 	// repair pass that found every record naming its replicas' current stores; the next pass
 	// looks for replicas to rejoin.

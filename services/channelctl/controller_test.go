@@ -719,3 +719,31 @@ func TestStartAndSlotTakeoverReloadTheActiveGroups(t *testing.T) {
 	require.Eventually(t, func() bool { return loadedEverywhere("later") }, 20*time.Second, 10*time.Millisecond,
 		"taking over slot 4 loads its active channels")
 }
+
+// A joint record no repair is about to settle gets a leader check every reconcilePassEvery,
+// which has the machine reconcile it with raft (machine/reconcile.go); a busy channel never
+// reaches the idle check that would. Hibernated channels, plain records and channels whose
+// repair was just ordered are left alone.
+func TestReconcilesCheckTheLeadersOfJointRecords(t *testing.T) {
+	c := NewController(ControllerConfig{NodeID: 101, HibernateAfter: time.Minute})
+	active, hibernated := arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE, arbiterv1.ChannelState_CHANNEL_STATE_HIBERNATED
+	joint := func(id string, state arbiterv1.ChannelState) *arbiterv1.Channel {
+		return &arbiterv1.Channel{ChannelId: id, Slot: 3, ReplicaNodeIds: []uint64{1, 2, 3}, NextReplicaNodeIds: []uint64{1, 2, 4},
+			LeaderNodeId: 1, Epoch: 4, State: state}
+	}
+	c.channels["joint"] = joint("joint", active)
+	c.channels["asleep"] = joint("asleep", hibernated)
+	c.channels["repairing"] = joint("repairing", active)
+	c.channels["plain"] = &arbiterv1.Channel{ChannelId: "plain", Slot: 3, ReplicaNodeIds: []uint64{1, 2, 3}, LeaderNodeId: 1,
+		Epoch: 4, State: active}
+	now := time.Unix(1000, 0)
+	c.repairTried["repairing"] = now.Add(-time.Second)
+
+	out := c.reconciles(now)
+	require.Len(t, out, 1)
+	require.Equal(t, "joint", out[0].channel)
+	require.Equal(t, machine.CheckLeader{}, out[0].event)
+	require.True(t, out[0].ensure, "a channel nobody asked for has no machine yet")
+	require.Empty(t, c.reconciles(now.Add(reconcilePassEvery/2)), "one pass per reconcilePassEvery")
+	require.Len(t, c.reconciles(now.Add(reconcilePassEvery)), 2, "the repair ordered a pass ago is due too")
+}

@@ -33,6 +33,8 @@ const (
 	// balancePassEvery spaces balance passes while a pass still finds moves to make, so that
 	// the moves of one pass settle before the next counts leaders.
 	balancePassEvery = 2 * time.Second
+	// reconcilePassEvery spaces the scans for joint records to reconcile (see reconciles).
+	reconcilePassEvery = 30 * time.Second
 )
 
 // nodeChangedForUpkeep records a replica node's death or return for the repair and balance
@@ -279,9 +281,37 @@ func (c *Controller) rejoinChunk(ctx context.Context, node uint64, chunk []*repl
 	}
 }
 
-// upkeep returns the repair and balance orders due now.
+// upkeep returns the repair, balance and reconciliation orders due now.
 func (c *Controller) upkeep(now time.Time) []posted {
-	return append(c.repairs(now), c.balance(now)...)
+	return slices.Concat(c.repairs(now), c.balance(now), c.reconciles(now))
+}
+
+// reconciles checks the leader of each active channel whose record still names a next replica
+// set that no running repair is about to settle: a check finding the leader on the record's
+// set has the machine reconcile the record with raft (machine/reconcile.go), one finding it on
+// the next set rolls the record forward. Without it, a busy channel whose repair was abandoned
+// and never ordered again (its dead replica came back) would keep a next set for good: idle
+// channels reconcile in their hibernation check, busy ones only here.
+func (c *Controller) reconciles(now time.Time) []posted {
+	if now.Sub(c.lastReconcilePass) < reconcilePassEvery {
+		return nil
+	}
+	c.lastReconcilePass = now
+	var out []posted
+	for id, ch := range c.channels {
+		if len(ch.GetNextReplicaNodeIds()) == 0 || now.Sub(c.repairTried[id]) < reconcilePassEvery {
+			continue
+		}
+		if m := c.machines[id]; m != nil {
+			if m.Busy() || m.State() != arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE || len(m.Channel().GetNextReplicaNodeIds()) == 0 {
+				continue
+			}
+		} else if ch.GetState() != arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE {
+			continue
+		}
+		out = append(out, posted{channel: id, event: machine.CheckLeader{}, ensure: true})
+	}
+	return out
 }
 
 // repairs orders a new replica for channels with a replica dead longer than ReplaceDeadAfter,
