@@ -73,6 +73,9 @@ func (t *benchTarget) gatewayParam() string {
 func dialBench(ctx context.Context, addr string, opts client.Options) (*client.Client, error) {
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
+	if opts.Token == "" {
+		opts.Token = os.Getenv(tokenEnv)
+	}
 	return client.Dial(dctx, addr, opts)
 }
 

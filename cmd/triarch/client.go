@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -19,11 +20,15 @@ const defaultGateway = "127.0.0.1:9090"
 // dialTimeout bounds connecting to the gateway.
 const dialTimeout = 10 * time.Second
 
-// dialGateway connects to a gateway's gRPC API.
+// tokenEnv names the variable that holds the API token or JWT the commands present to a
+// gateway that authenticates callers.
+const tokenEnv = "TRIARCH_TOKEN"
+
+// dialGateway connects to a gateway's gRPC API, with the token of $TRIARCH_TOKEN if set.
 func dialGateway(ctx context.Context, addr string) (*client.Client, error) {
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
-	return client.Dial(dctx, addr, client.Options{})
+	return client.Dial(dctx, addr, client.Options{Token: os.Getenv(tokenEnv)})
 }
 
 func newStatusCmd() *cobra.Command {

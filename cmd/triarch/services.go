@@ -156,6 +156,12 @@ func newGatewayCmd() *cobra.Command {
 		"and only CreateChannel (POST /v1/channels) creates")
 	fs.StringSliceVar(&cfg.Channelctls, "channelctls", nil, "comma-separated gRPC addresses of the channelctl services that resolve channels")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", gateway.DefaultRequestTimeout, "deadline of a call whose client set none, retries across leader changes included")
+	fs.StringVar(&cfg.Auth.TokenFile, "auth-tokens", "", "JSON file of API tokens and their grants; callers then need \"Authorization: Bearer <token>\" "+
+		"(see the README's Security section; without this and --auth-jwks every caller may do everything)")
+	fs.StringVar(&cfg.Auth.JWKSFile, "auth-jwks", "", "JSON Web Key Set file whose keys sign the JWTs callers may present")
+	fs.StringVar(&cfg.Auth.Issuer, "auth-jwt-issuer", "", "issuer (iss) accepted JWTs must name; required with --auth-jwks")
+	fs.StringVar(&cfg.Auth.Audience, "auth-jwt-audience", "", "audience (aud) accepted JWTs must name; required with --auth-jwks")
+	fs.StringVar(&cfg.Auth.GrantsClaim, "auth-jwt-grants-claim", "triarch_grants", "JWT claim holding the caller's grants")
 	return cmd
 }
 

@@ -29,6 +29,10 @@ type Options struct {
 	// MinBackoff and MaxBackoff bound the pause between retries (50 ms, 2 s). A server's
 	// RetryInfo can lengthen a pause up to MaxBackoff.
 	MinBackoff, MaxBackoff time.Duration
+	// Token, when set, is sent with every call as "authorization: Bearer <Token>", for a
+	// gateway that authenticates callers (--auth-tokens, --auth-jwks). It travels in the
+	// clear unless DialOptions give the connection transport security.
+	Token string
 }
 
 func (o *Options) defaults() {
@@ -62,6 +66,9 @@ func Dial(ctx context.Context, addr string, opts Options) (*Client, error) {
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgSize), grpc.MaxCallSendMsgSize(maxMsgSize)),
 	}, opts.DialOptions...)
+	if opts.Token != "" {
+		dopts = append(dopts, grpc.WithPerRPCCredentials(bearer(opts.Token)))
+	}
 	conn, err := grpc.NewClient(addr, dopts...)
 	if err != nil {
 		return nil, fmt.Errorf("client: gateway %s: %w", addr, err)
@@ -75,6 +82,17 @@ func Dial(ctx context.Context, addr string, opts Options) (*Client, error) {
 	}
 	return &Client{conn: conn, api: triarchv1.NewTriarchServiceClient(conn), opts: opts}, nil
 }
+
+// bearer is a token sent as the authorization metadata of every call.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+// RequireTransportSecurity is false so that a token works on a plaintext connection too
+// (development, or TLS ended by a proxy in front of the gateway).
+func (bearer) RequireTransportSecurity() bool { return false }
 
 // Close closes the connection.
 func (c *Client) Close() error { return c.conn.Close() }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/triarch-io/triarch/pkg/auth"
 	"github.com/triarch-io/triarch/pkg/process"
 )
 
@@ -31,6 +32,9 @@ type Config struct {
 	// (--request-timeout, 5 s when zero). It is also how long a subscription may stay
 	// disconnected while the gateway looks for the channel's new leader.
 	RequestTimeout time.Duration
+	// Auth says how callers authenticate (--auth-tokens, --auth-jwks, --auth-jwt-issuer,
+	// --auth-jwt-audience); with neither file set, everyone may do everything.
+	Auth auth.Config
 }
 
 // Default tuning.

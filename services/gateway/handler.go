@@ -13,6 +13,7 @@ import (
 	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
 	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
 	"github.com/triarch-io/triarch/pkg/arbiterclient"
+	"github.com/triarch-io/triarch/pkg/auth"
 )
 
 // handler adapts the public API to the Router: it validates requests, fills defaults and
@@ -25,9 +26,14 @@ type handler struct {
 	noImplicitCreate bool
 	// arbiter serves the channel index and the cluster's state; nil without --arbiters.
 	arbiter *arbiterclient.Client
+	// auth checks callers' credentials (authz.go); nil serves everyone.
+	auth *auth.Authenticator
 }
 
 func (h *handler) CreateChannel(ctx context.Context, req *triarchv1.CreateChannelRequest) (*triarchv1.CreateChannelResponse, error) {
+	if err := h.authorize(ctx, auth.Create, req.GetChannelId()); err != nil {
+		return nil, err
+	}
 	if err := ValidChannelID(req.GetChannelId()); err != nil {
 		return nil, err
 	}
@@ -56,6 +62,9 @@ func (h *handler) CreateChannel(ctx context.Context, req *triarchv1.CreateChanne
 }
 
 func (h *handler) GetChannel(ctx context.Context, req *triarchv1.GetChannelRequest) (*triarchv1.GetChannelResponse, error) {
+	if err := h.authorize(ctx, auth.Read, req.GetChannelId()); err != nil {
+		return nil, err
+	}
 	if err := ValidChannelID(req.GetChannelId()); err != nil {
 		return nil, err
 	}
@@ -98,6 +107,9 @@ func publicState(s arbiterv1.ChannelState) triarchv1.ChannelState {
 
 // ListChannels pages through the arbiter's channel index (channelctls only know their slots).
 func (h *handler) ListChannels(ctx context.Context, req *triarchv1.ListChannelsRequest) (*triarchv1.ListChannelsResponse, error) {
+	if err := h.authorize(ctx, auth.Admin, allChannels); err != nil {
+		return nil, err
+	}
 	if h.arbiter == nil {
 		return nil, status.Error(codes.Unavailable, "no arbiter configured (--arbiters): the channel index lives there")
 	}
@@ -121,6 +133,9 @@ func (h *handler) ListChannels(ctx context.Context, req *triarchv1.ListChannelsR
 
 // GetCluster reports the arbiter's members, its node table and channel counts.
 func (h *handler) GetCluster(ctx context.Context, _ *triarchv1.GetClusterRequest) (*triarchv1.GetClusterResponse, error) {
+	if err := h.authorize(ctx, auth.Admin, allChannels); err != nil {
+		return nil, err
+	}
 	if h.arbiter == nil {
 		return nil, status.Error(codes.Unavailable, "no arbiter configured (--arbiters): the cluster's state lives there")
 	}
@@ -144,6 +159,9 @@ func (h *handler) GetCluster(ctx context.Context, _ *triarchv1.GetClusterRequest
 }
 
 func (h *handler) SendMessages(ctx context.Context, req *triarchv1.SendMessagesRequest) (*triarchv1.SendMessagesResponse, error) {
+	if err := h.authorize(ctx, auth.Send, req.GetChannelId()); err != nil {
+		return nil, err
+	}
 	if err := ValidChannelID(req.GetChannelId()); err != nil {
 		return nil, err
 	}
@@ -180,6 +198,9 @@ func (h *handler) sendError(channel string, err error) error {
 }
 
 func (h *handler) ReadMessages(ctx context.Context, req *triarchv1.ReadMessagesRequest) (*triarchv1.ReadMessagesResponse, error) {
+	if err := h.authorize(ctx, auth.Read, req.GetChannelId()); err != nil {
+		return nil, err
+	}
 	if err := ValidChannelID(req.GetChannelId()); err != nil {
 		return nil, err
 	}
@@ -209,6 +230,9 @@ func (h *handler) ReadMessages(ctx context.Context, req *triarchv1.ReadMessagesR
 const streamOpenHeader = "x-triarch-stream-open"
 
 func (h *handler) SubscribeMessages(req *triarchv1.SubscribeMessagesRequest, stream grpc.ServerStreamingServer[triarchv1.SubscribeMessagesResponse]) error {
+	if err := h.authorize(stream.Context(), auth.Subscribe, req.GetChannelId()); err != nil {
+		return err
+	}
 	if err := ValidChannelID(req.GetChannelId()); err != nil {
 		return err
 	}

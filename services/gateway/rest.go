@@ -114,7 +114,23 @@ func restError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, 
 	if httpCode == http.StatusServiceUnavailable || httpCode == http.StatusTooManyRequests {
 		w.Header().Set("Retry-After", retryAfterSeconds(st))
 	}
+	if httpCode == http.StatusUnauthorized {
+		// grpc-gateway puts the status message in WWW-Authenticate; clients expect a challenge
+		// (RFC 6750), and the message is in the body anyway.
+		w = &challengeWriter{ResponseWriter: w}
+	}
 	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, &runtime.HTTPStatusError{HTTPStatus: httpCode, Err: st.Err()})
+}
+
+// challengeWriter answers a 401 with a Bearer challenge in WWW-Authenticate, whatever the
+// handler set there.
+type challengeWriter struct{ http.ResponseWriter }
+
+func (w *challengeWriter) WriteHeader(code int) {
+	if code == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="triarch"`)
+	}
+	w.ResponseWriter.WriteHeader(code)
 }
 
 // streamError is the status of the error that ended a REST stream, written as the stream's

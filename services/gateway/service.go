@@ -15,6 +15,7 @@ import (
 	"github.com/triarch-io/triarch/gen/openapi"
 	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
 	"github.com/triarch-io/triarch/pkg/arbiterclient"
+	"github.com/triarch-io/triarch/pkg/auth"
 	"github.com/triarch-io/triarch/pkg/grpcx"
 	"github.com/triarch-io/triarch/pkg/process"
 	"github.com/triarch-io/triarch/pkg/telemetry"
@@ -56,7 +57,15 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service,
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	h := &handler{r: router, defaultReplication: cfg.DefaultReplication, noImplicitCreate: cfg.NoImplicitCreate}
+	authn, err := auth.New(cfg.Auth)
+	if err != nil {
+		_ = router.Close()
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	if authn == nil {
+		tel.Logger.Warn("no client authentication configured (--auth-tokens, --auth-jwks): every caller may do everything")
+	}
+	h := &handler{r: router, defaultReplication: cfg.DefaultReplication, noImplicitCreate: cfg.NoImplicitCreate, auth: authn}
 	var arb *arbiterclient.Client
 	if len(cfg.Arbiters) > 0 {
 		arb, err = arbiterclient.New(arbiterclient.Config{Members: cfg.Arbiters, Log: tel.Logger,
