@@ -161,3 +161,18 @@ func TestPprofAndCreateChannelsFlags(t *testing.T) {
 	require.True(t, gatewayConfig(process.Common{}, gateway.Config{}, false).NoImplicitCreate)
 	require.True(t, gatewayConfig(process.Common{Pprof: true}, gateway.Config{}, true).Pprof)
 }
+
+// The gateway's auth flags read their environment variables, and authentication stays off
+// unless a credential file is named.
+func TestGatewayAuthFlags(t *testing.T) {
+	fs := parseService(t, newGatewayCmd(), nil, nil)
+	require.Empty(t, fs.Lookup("auth-tokens").Value.String(), "no authentication by default")
+	require.Equal(t, "triarch_grants", fs.Lookup("auth-jwt-grants-claim").Value.String())
+	fs = parseService(t, newGatewayCmd(), []string{"--auth-jwt-issuer", "https://idp"},
+		map[string]string{"TRIARCH_AUTH_TOKENS": "/etc/triarch/tokens.json", "TRIARCH_AUTH_JWKS": "/etc/triarch/jwks.json",
+			"TRIARCH_AUTH_JWT_ISSUER": "other", "TRIARCH_AUTH_JWT_AUDIENCE": "triarch"})
+	require.Equal(t, "/etc/triarch/tokens.json", fs.Lookup("auth-tokens").Value.String())
+	require.Equal(t, "/etc/triarch/jwks.json", fs.Lookup("auth-jwks").Value.String())
+	require.Equal(t, "https://idp", fs.Lookup("auth-jwt-issuer").Value.String(), "the command line wins")
+	require.Equal(t, "triarch", fs.Lookup("auth-jwt-audience").Value.String())
+}
