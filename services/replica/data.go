@@ -240,7 +240,7 @@ func (e *Engine) confirmRead(ctx context.Context, ch *channel) error {
 }
 
 // Read returns committed messages from seq from on: at most limit messages and about maxBytes
-// of payload (at least one message when any is available).
+// of encoded messages (at least one message when any is available).
 func (e *Engine) Read(ctx context.Context, channelID string, from uint64, limit int, maxBytes int) ([]*triarchv1.Message, uint64, error) {
 	ch, err := e.channel(channelID)
 	if err != nil {
@@ -295,7 +295,8 @@ func (e *Engine) readFrom(ch *channel, from uint64, limit, maxBytes int) ([]*tri
 			if m.GetSeq() > last || (bytes >= maxBytes && len(out) > 0) {
 				break
 			}
-			bytes += len(m.GetPayload())
+			// Whole messages: headers, sender and ids can outweigh a payload many times.
+			bytes += proto.Size(m)
 			out = append(out, m)
 		}
 		from = first + uint64(rec.GetCount())
