@@ -57,6 +57,7 @@ func newArbiterCmd() *cobra.Command {
 	var (
 		c            commonFlags
 		peers, state string
+		maxChannels  uint64
 	)
 	cmd := &cobra.Command{
 		Use:   "arbiter",
@@ -71,7 +72,8 @@ func newArbiterCmd() *cobra.Command {
 				return fmt.Errorf("--initial-cluster-state: %q, want new or existing", state)
 			}
 			return serve(cmd, "arbiter", &c, func(ctx context.Context, tel *telemetry.Telemetry) (waiter, error) {
-				return arbiter.Start(ctx, arbiter.Config{Common: c.Common, Peers: members, Existing: state == "existing"}, tel)
+				return arbiter.Start(ctx, arbiter.Config{Common: c.Common, Peers: members, Existing: state == "existing",
+					MaxChannels: maxChannels}, tel)
 			})
 		},
 	}
@@ -79,6 +81,8 @@ func newArbiterCmd() *cobra.Command {
 	cmd.Flags().StringVar(&peers, "peers", "", "all arbiter members as id=host:port,... including this one (empty: a single-member cluster)")
 	cmd.Flags().StringVar(&state, "initial-cluster-state", "new", "new, or existing: a member with an empty data directory never bootstraps a new cluster "+
 		"and waits to rejoin the existing one (set it when replacing a member's disk)")
+	cmd.Flags().Uint64Var(&maxChannels, "max-channels", 0, "cap on the channels the cluster holds; creating one more answers ResourceExhausted "+
+		"(429); 0: no cap. The leader's value counts: give every member the same")
 	return cmd
 }
 

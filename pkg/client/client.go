@@ -314,9 +314,21 @@ func resumable(err error) bool {
 	return false
 }
 
-// retry runs f until it succeeds, fails with anything but Unavailable or ResourceExhausted
-// (an overloaded replica, whose RetryInfo sets the pause), or the deadline (ctx's or
-// RetryTimeout) leaves no room for another attempt.
+// retriable reports whether a call's answer is worth another attempt: Unavailable, or
+// ResourceExhausted from an overloaded replica, whose RetryInfo sets the pause. A
+// ResourceExhausted without one is a quota (the cluster's channel cap): final.
+func retriable(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable:
+		return true
+	case codes.ResourceExhausted:
+		return retryDelay(err) > 0
+	}
+	return false
+}
+
+// retry runs f until it succeeds, fails with an answer retriable refuses, or the deadline
+// (ctx's or RetryTimeout) leaves no room for another attempt.
 func (c *Client) retry(ctx context.Context, f func(context.Context) error) error {
 	dl, ok := ctx.Deadline()
 	if !ok {
@@ -336,7 +348,7 @@ func (c *Client) retry(ctx context.Context, f func(context.Context) error) error
 			st := status.Convert(last)
 			return status.Errorf(st.Code(), "gave up at the deadline; last answer: %s", st.Message())
 		}
-		if code := status.Code(err); err == nil || (code != codes.Unavailable && code != codes.ResourceExhausted) || ctx.Err() != nil {
+		if err == nil || !retriable(err) || ctx.Err() != nil {
 			return err
 		}
 		last = err

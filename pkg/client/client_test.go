@@ -107,6 +107,18 @@ func TestSendRetriesOverloadAfterItsDelay(t *testing.T) {
 	require.Len(t, f.sendReqs, 3, "two overloaded answers, then the send")
 }
 
+// A ResourceExhausted without a retry delay is a quota: answered at once, not retried.
+func TestSendDoesNotRetryAQuota(t *testing.T) {
+	f := startFakeGateway(t)
+	c := dial(t, f)
+	f.set(func(f *fakeGateway) { f.quota = true })
+	_, err := c.Send(tctx(t), "ch", client.Text("a", "x"))
+	require.Equal(t, codes.ResourceExhausted, status.Code(err), err)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	require.Len(t, f.sendReqs, 1)
+}
+
 func TestReadPages(t *testing.T) {
 	f := startFakeGateway(t)
 	c := dial(t, f)

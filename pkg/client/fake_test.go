@@ -40,6 +40,8 @@ type fakeGateway struct {
 	hangAfter int
 	// busy: this many sends answer ResourceExhausted with a short retry delay first.
 	busy int
+	// quota: sends answer ResourceExhausted without a retry delay (the cluster's channel cap).
+	quota bool
 	// streamLimit: a subscription stream breaks after this many messages (0: never), and a
 	// resumed one first repeats the message before its from_seq.
 	streamLimit int
@@ -83,6 +85,9 @@ func (f *fakeGateway) SendMessages(ctx context.Context, req *triarchv1.SendMessa
 		f.busy--
 		st, _ := status.New(codes.ResourceExhausted, "fake: overloaded").WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(10 * time.Millisecond)})
 		return nil, st.Err()
+	}
+	if f.quota {
+		return nil, status.Error(codes.ResourceExhausted, "fake: the cluster holds 5 channels, its cap")
 	}
 	if req.GetChannelId() == "" || len(req.GetMessages()) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "fake: channel and messages required")

@@ -31,6 +31,8 @@ type members struct {
 	svcs     map[uint64]*Service
 	// existing marks the members started with Config.Existing.
 	existing map[uint64]bool
+	// maxChannels is every member's Config.MaxChannels.
+	maxChannels uint64
 }
 
 func startMembers(t testing.TB, n int, opts ...func(*members)) *members {
@@ -78,6 +80,7 @@ func (m *members) start(id uint64) {
 		Common:       process.Common{NodeID: id, Listen: m.peers[id], AdminAddr: "127.0.0.1:0", DataDir: m.dirs[id]},
 		Peers:        m.peers,
 		TickInterval: 10 * time.Millisecond, SnapshotEntries: 50, Liveness: m.liveness, Existing: m.existing[id],
+		MaxChannels: m.maxChannels,
 	}, testutil.Telemetry(m.t, "arbiter", id))
 	require.NoError(m.t, err)
 	m.svcs[id] = s
@@ -222,6 +225,21 @@ func TestBadInputChangesNothing(t *testing.T) {
 	_, err = c.GetChannel(tctx(t), &arbiterv1.GetChannelRequest{ChannelId: "ok"})
 	require.Equal(t, codes.NotFound, status.Code(err), err)
 	require.Equal(t, rev, m.svcs[1].FSM().Revision(), "refused commands change nothing")
+}
+
+// --max-channels: creating past the cap answers ResourceExhausted and changes nothing.
+func TestChannelCapIsResourceExhausted(t *testing.T) {
+	m := startMembers(t, 1, longLeases, func(m *members) { m.maxChannels = 1 })
+	m.leader()
+	c := m.client()
+	registerReplicas(t, c, 1)
+	_, err := c.CreateChannel(tctx(t), &arbiterv1.CreateChannelRequest{ChannelId: "one", ReplicationFactor: 1})
+	require.NoError(t, err)
+	rev := m.svcs[1].FSM().Revision()
+	_, err = c.CreateChannel(tctx(t), &arbiterv1.CreateChannelRequest{ChannelId: "two", ReplicationFactor: 1})
+	require.Equal(t, codes.ResourceExhausted, status.Code(err), err)
+	require.Contains(t, status.Convert(err).Message(), "--max-channels")
+	require.Equal(t, rev, m.svcs[1].FSM().Revision())
 }
 
 func TestLeaderLossLosesNoWriteAndRestartRestoresState(t *testing.T) {

@@ -30,6 +30,10 @@ type Config struct {
 	// replaced: it is the only way to tell a cluster that ran on two of three members, one of
 	// them now wiped and the other down, from a new one (join.go).
 	Existing bool
+	// MaxChannels caps how many channels the cluster holds (--max-channels; 0: no cap).
+	// Creating one more answers ResourceExhausted. The cap rides in each create entry, so
+	// members configured differently still agree; the leader's value is the one that counts.
+	MaxChannels uint64
 }
 
 // Defaults fills unset fields.

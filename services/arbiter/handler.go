@@ -46,6 +46,8 @@ func (h *handler) toStatus(err error) error {
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, fsm.ErrAddressConflict), errors.Is(err, fsm.ErrRoleConflict):
 		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, fsm.ErrChannelLimit):
+		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, fsm.ErrInsufficientReplicas):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, fsm.ErrCompacted):
@@ -193,7 +195,8 @@ func (h *handler) CreateChannel(ctx context.Context, req *arbiterv1.CreateChanne
 	if !fsm.ValidChannelID(req.GetChannelId()) {
 		return nil, status.Errorf(codes.InvalidArgument, "invalid channel id %q: want [A-Za-z0-9_.:@-]{1,128}", req.GetChannelId())
 	}
-	res, err := h.s.repl.propose(ctx, fsm.CreateChannelCommand(req.GetChannelId(), req.GetReplicationFactor(), h.s.now()))
+	res, err := h.s.repl.propose(ctx, fsm.CreateChannelCommandCapped(req.GetChannelId(), req.GetReplicationFactor(), h.s.now(),
+		h.s.cfg.MaxChannels))
 	if err != nil {
 		return nil, h.toStatus(err)
 	}

@@ -60,6 +60,10 @@ func (f *FSM) createChannel(c *arbiterv1.CreateChannelCommand) (CreateChannelRes
 	if ch, ok := f.st.channels[id]; ok {
 		return CreateChannelResult{Channel: ch.clone(), Revision: f.st.revision}, nil
 	}
+	if limit := c.GetMaxChannels(); limit > 0 && uint64(len(f.st.channels)) >= limit {
+		return CreateChannelResult{}, fmt.Errorf("create channel %q: %w: the cluster holds %d channels, its cap (--max-channels)",
+			id, ErrChannelLimit, len(f.st.channels))
+	}
 	replicas, err := f.st.place(int(rf))
 	if err != nil {
 		return CreateChannelResult{}, fmt.Errorf("create channel %q: %w", id, err)

@@ -705,3 +705,25 @@ func TestReplicaStoresAreCopies(t *testing.T) {
 	require.Equal(t, created, batch.Events[0].Channel.ReplicaStoreIDs, "the earlier event keeps the map it had")
 	require.Equal(t, map[uint64]uint64{1: 0x201, 2: 0x102, 3: 0x103}, batch.Events[1].Channel.ReplicaStoreIDs)
 }
+
+// The channel cap (issue 17 item 3) rides in the entry: creating past it fails with
+// ErrChannelLimit on every member alike, creating an existing channel still answers it, and a
+// cap of 0 is none.
+func TestCreateChannelCap(t *testing.T) {
+	f := New()
+	for id := uint64(1); id <= 3; id++ {
+		register(t, f, id, replica, "")
+	}
+	for _, id := range []string{"a", "b"} {
+		res := mustApply(t, f, CreateChannelCommandCapped(id, 3, t0, 2)).(CreateChannelResult)
+		require.True(t, res.Created)
+	}
+	requireUnchanged(t, f, func() {
+		_, err := f.Apply(CreateChannelCommandCapped("c", 3, t0, 2))
+		require.ErrorIs(t, err, ErrChannelLimit)
+	})
+	res := mustApply(t, f, CreateChannelCommandCapped("a", 3, t0, 2)).(CreateChannelResult)
+	require.False(t, res.Created, "an existing channel is no new one")
+	require.True(t, mustApply(t, f, CreateChannelCommandCapped("c", 3, t0, 3)).(CreateChannelResult).Created)
+	require.True(t, mustApply(t, f, CreateChannelCommand("d", 3, t0)).(CreateChannelResult).Created)
+}

@@ -32,10 +32,16 @@ func SetNodeStateCommand(id uint64, state arbiterv1.NodeState, reason string, no
 	}}}
 }
 
-// CreateChannelCommand builds a CreateChannel entry.
+// CreateChannelCommand builds a CreateChannel entry with no channel cap.
 func CreateChannelCommand(id string, replicationFactor uint32, now time.Time) *arbiterv1.Command {
+	return CreateChannelCommandCapped(id, replicationFactor, now, 0)
+}
+
+// CreateChannelCommandCapped builds a CreateChannel entry that fails with ErrChannelLimit
+// when the cluster already holds maxChannels channels (0: no cap).
+func CreateChannelCommandCapped(id string, replicationFactor uint32, now time.Time, maxChannels uint64) *arbiterv1.Command {
 	return &arbiterv1.Command{Kind: &arbiterv1.Command_CreateChannel{CreateChannel: &arbiterv1.CreateChannelCommand{
-		ChannelId: id, ReplicationFactor: replicationFactor, Time: timestamppb.New(now),
+		ChannelId: id, ReplicationFactor: replicationFactor, Time: timestamppb.New(now), MaxChannels: maxChannels,
 	}}}
 }
 

@@ -13,6 +13,8 @@ var (
 	ErrInvalidArgument = errors.New("invalid argument")
 	// ErrInvalidChannelID: the channel id does not match [A-Za-z0-9_.:@-]{1,128}.
 	ErrInvalidChannelID = errors.New("invalid channel id")
+	// ErrChannelLimit: creating the channel would pass the cluster's channel cap.
+	ErrChannelLimit = errors.New("channel limit reached")
 	// ErrUnknownNode: no node has this id.
 	ErrUnknownNode = errors.New("unknown node")
 	// ErrAddressConflict: the node id is registered with another address and is not dead.

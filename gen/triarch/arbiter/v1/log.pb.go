@@ -318,8 +318,12 @@ type CreateChannelCommand struct {
 	ChannelId         string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
 	ReplicationFactor uint32                 `protobuf:"varint,2,opt,name=replication_factor,json=replicationFactor,proto3" json:"replication_factor,omitempty"`
 	Time              *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// max_channels is the cluster-wide channel cap of the member that proposed the entry
+	// (--max-channels; 0 = none). It travels in the entry, and is checked when the entry applies,
+	// so that every member decides the same whatever its own flags say.
+	MaxChannels   uint64 `protobuf:"varint,4,opt,name=max_channels,json=maxChannels,proto3" json:"max_channels,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateChannelCommand) Reset() {
@@ -371,6 +375,13 @@ func (x *CreateChannelCommand) GetTime() *timestamppb.Timestamp {
 		return x.Time
 	}
 	return nil
+}
+
+func (x *CreateChannelCommand) GetMaxChannels() uint64 {
+	if x != nil {
+		return x.MaxChannels
+	}
+	return 0
 }
 
 // CompareAndSetChannelsCommand applies a batch of channel changes on behalf of a channelctl.
@@ -620,12 +631,13 @@ const file_triarch_arbiter_v1_log_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x123\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1d.triarch.arbiter.v1.NodeStateR\x05state\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12.\n" +
-	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x94\x01\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xb7\x01\n" +
 	"\x14CreateChannelCommand\x12\x1d\n" +
 	"\n" +
 	"channel_id\x18\x01 \x01(\tR\tchannelId\x12-\n" +
 	"\x12replication_factor\x18\x02 \x01(\rR\x11replicationFactor\x12.\n" +
-	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"t\n" +
+	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12!\n" +
+	"\fmax_channels\x18\x04 \x01(\x04R\vmaxChannels\"t\n" +
 	"\x1cCompareAndSetChannelsCommand\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12;\n" +
 	"\achanges\x18\x02 \x03(\v2!.triarch.arbiter.v1.ChannelChangeR\achanges\"\xf5\x01\n" +
