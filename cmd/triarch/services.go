@@ -131,6 +131,8 @@ func newReplicaCmd() *cobra.Command {
 	cmd.Flags().DurationVar(&cfg.TickInterval, "tick-interval", 100*time.Millisecond, "raft tick; only leaders are ticked (heartbeats, retransmission)")
 	cmd.Flags().IntVar(&cfg.HeartbeatTicks, "heartbeat-ticks", 2, "ticks between a leader's heartbeats")
 	cmd.Flags().DurationVar(&cfg.LeaseTTL, "lease-ttl", 600*time.Millisecond, "how long a leader serves without a lease renewal or quorum contact (must match the arbiter)")
+	cmd.Flags().Uint64Var(&cfg.MinFreeBytes, "min-free-space", replica.DefaultMinFreeBytes, "free bytes the data directory's file system must keep: "+
+		"below it appends answer ResourceExhausted (reads go on) until a quarter more is free; 0: no check")
 	return cmd
 }
 

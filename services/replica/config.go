@@ -25,6 +25,10 @@ type Config struct {
 	// LeaseTTL is how long a leader serves without renewing its node lease or hearing from a
 	// quorum of its group. It must match the arbiter's lease TTL.
 	LeaseTTL time.Duration
+	// MinFreeBytes is the free-space watermark of the data directory's file system: below
+	// it appends are refused with ResourceExhausted until a quarter more is free again
+	// (--min-free-space; 0 turns the guard off). See space.go.
+	MinFreeBytes uint64
 	// TransportFault injects delay and loss on the frames this replica sends to its peers
 	// (tests only; see raftnet.Config.Fault).
 	TransportFault func(to uint64) (delay time.Duration, drop bool)
@@ -32,6 +36,10 @@ type Config struct {
 	// (raftnet.Config.Tamper); tests only, in process.
 	TransportTamper func(to uint64, env multiraft.Envelope) multiraft.Envelope
 }
+
+// DefaultMinFreeBytes is the default free-space watermark: room for a few of Badger's
+// 256 MiB value-log files and memtables beyond it, so that raft's writes never meet a full disk.
+const DefaultMinFreeBytes = 1 << 30
 
 // Defaults fills unset tuning fields.
 func (c *Config) Defaults() {

@@ -119,6 +119,9 @@ func (e *Engine) AppendWithNonce(ctx context.Context, channelID string, nonce ui
 	if err := e.checkLease(ch, nil); err != nil {
 		return nil, err
 	}
+	if err := e.cfg.Space.Check(); err != nil {
+		return nil, err
+	}
 	res, err := ch.prop.append(ctx, e, ch, msgs, size, nonce)
 	if err != nil || nonce == 0 {
 		// Without a nonce the state machine has marked repeats within msgs already.

@@ -75,6 +75,8 @@ type EngineConfig struct {
 	// StoreID identifies Store (raftstore.Badger.StoreID): loads naming another store are
 	// refused, and a joining group is admitted by a conf change carrying it (see Load).
 	StoreID uint64
+	// Space refuses appends while the disk is low on free space (space.go); nil: never.
+	Space *SpaceGuard
 }
 
 // channel is a loaded channel.
@@ -187,6 +189,11 @@ func NewEngine(cfg EngineConfig) *Engine {
 		// Only an invalid instrument name fails, which is a bug here, not a runtime condition.
 		corrupt, _ = noop.NewMeterProvider().Meter("").Int64Counter("triarch.replica.corrupt_entries")
 		cfg.Log.Error("register metric", "err", err)
+	}
+	if cfg.Space != nil {
+		if err := cfg.Space.register(cfg.Meter); err != nil {
+			cfg.Log.Error("register metric", "err", err)
+		}
 	}
 	e := &Engine{
 		cfg:       cfg,

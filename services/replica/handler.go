@@ -33,6 +33,10 @@ const ErrorReasonTooLarge = "TOO_LARGE"
 // or two, long enough for the backlog that refused the proposal to drain a little.
 const overloadRetryDelay = 50 * time.Millisecond
 
+// noSpaceRetryDelay is the RetryInfo of an append refused for lack of disk space: the next
+// measure of the free space comes within spaceCheckEvery.
+const noSpaceRetryDelay = spaceCheckEvery
+
 // handler adapts the engine to the replica's gRPC services.
 type handler struct {
 	replicav1.UnimplementedReplicaServiceServer
@@ -72,6 +76,12 @@ func toStatus(err error) error {
 		// for a lost leader (an election would only move the load).
 		st, _ := status.New(codes.ResourceExhausted, err.Error()).WithDetails(&errdetails.RetryInfo{
 			RetryDelay: durationpb.New(overloadRetryDelay)})
+		return st.Err()
+	case errors.Is(err, ErrNoSpace):
+		// Not overload but the same answer to the caller: this leader takes no appends for
+		// now, nothing is wrong with its leadership, and retrying later may succeed.
+		st, _ := status.New(codes.ResourceExhausted, err.Error()).WithDetails(&errdetails.RetryInfo{
+			RetryDelay: durationpb.New(noSpaceRetryDelay)})
 		return st.Err()
 	case errors.Is(err, ErrLeaseLost), errors.Is(err, ErrTermNotApplied), errors.Is(err, ErrReadUnconfirmed), errors.Is(err, raft.ErrProposalDropped),
 		errors.Is(err, multiraft.ErrLeadershipLost), errors.Is(err, multiraft.ErrProposalLost), errors.Is(err, multiraft.ErrStopped):

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"sync"
 	"time"
@@ -70,6 +71,7 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 		LeaseTTL: cfg.LeaseTTL,
 		Meter:    tel.MeterProvider.Meter("github.com/triarch-io/triarch/services/replica"),
 		StoreID:  store.StoreID(),
+		Space:    spaceGuard(cfg, tel.Logger),
 	})
 	s.Host, err = multiraft.New(multiraft.Config{
 		NodeID: cfg.NodeID, Store: store, Transport: s.transport, Applier: s.Engine, Logger: tel.Logger,
@@ -134,6 +136,20 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 		}
 	})
 	return s, nil
+}
+
+// spaceGuard is the free-space guard of the data directory, nil when off or not measurable
+// here.
+func spaceGuard(cfg Config, log *slog.Logger) *SpaceGuard {
+	if cfg.MinFreeBytes == 0 {
+		return nil
+	}
+	free := func() (uint64, error) { return statfsFree(cfg.DataDir) }
+	if _, err := free(); err != nil {
+		log.Warn("free disk space cannot be measured: appends are never refused for lack of it", "err", err)
+		return nil
+	}
+	return NewSpaceGuard(free, cfg.MinFreeBytes, nil, log)
 }
 
 func (s *Service) goRun(f func() error) {

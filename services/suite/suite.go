@@ -82,6 +82,7 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (s *Suite,
 	for i := uint64(1); i <= Replicas; i++ {
 		r, err := replica.Start(ctx, replica.Config{
 			Common: common(i, fmt.Sprintf("replica-%d", i)), DedupWindow: 24 * time.Hour, DedupMaxIDs: 100_000,
+			MinFreeBytes: replica.DefaultMinFreeBytes,
 		}, withLogger(tel, "replica", i))
 		if err != nil {
 			return s, err
