@@ -168,6 +168,10 @@ func newGatewayCmd() *cobra.Command {
 	fs.StringVar(&cfg.Auth.Issuer, "auth-jwt-issuer", "", "issuer (iss) accepted JWTs must name; required with --auth-jwks")
 	fs.StringVar(&cfg.Auth.Audience, "auth-jwt-audience", "", "audience (aud) accepted JWTs must name; required with --auth-jwks")
 	fs.StringVar(&cfg.Auth.GrantsClaim, "auth-jwt-grants-claim", "triarch_grants", "JWT claim holding the caller's grants")
+	fs.Float64Var(&cfg.Quota.RequestsPerSecond, "rate-limit", 0, "calls per second each caller may make (the authenticated identity; every caller together without authentication); 0: no limit")
+	fs.IntVar(&cfg.Quota.RequestBurst, "rate-burst", 0, "calls a caller may make at once above --rate-limit (default: one second's worth)")
+	fs.Float64Var(&cfg.Quota.CreatesPerSecond, "create-rate", 0, "CreateChannel calls per second each caller may make (burst 10); 0: no limit")
+	fs.IntVar(&cfg.Quota.MaxSubscriptions, "max-subscriptions", 0, "subscriptions a caller may hold open at once; 0: no limit")
 	return cmd
 }
 

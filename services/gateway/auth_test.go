@@ -31,15 +31,24 @@ func withAuth(t *testing.T, s *stack, tokens string, channelctls ...string) *sta
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "tokens.json")
 	require.NoError(t, os.WriteFile(path, []byte(tokens), 0o600))
+	return withGateway(t, s, func(c *gateway.Config) { c.Auth = auth.Config{TokenFile: path} }, channelctls...)
+}
+
+// withGateway returns s with a gateway of its own in place of s's, routing through
+// channelctls, configured by set.
+func withGateway(t *testing.T, s *stack, set func(*gateway.Config), channelctls ...string) *stack {
+	t.Helper()
 	ctx := context.Background()
 	tel, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: "gateway-auth", NodeID: 3, LogWriter: io.Discard,
 		Getenv: func(string) string { return "" }})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = tel.Shutdown(context.WithoutCancel(ctx)) })
-	gw, err := gateway.Start(ctx, gateway.Config{
+	cfg := gateway.Config{
 		Common:   process.Common{NodeID: 3, Listen: "127.0.0.1:0", AdminAddr: "127.0.0.1:0"},
-		HTTPAddr: "127.0.0.1:0", DefaultReplication: 3, Channelctls: channelctls, Auth: auth.Config{TokenFile: path},
-	}, tel)
+		HTTPAddr: "127.0.0.1:0", DefaultReplication: 3, Channelctls: channelctls,
+	}
+	set(&cfg)
+	gw, err := gateway.Start(ctx, cfg, tel)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -164,4 +173,34 @@ func TestRESTAuthorization(t *testing.T) {
 	require.Equal(t, http.StatusForbidden, resp.StatusCode, body)
 	resp, body = post("chat-secret", "room-1")
 	require.Equal(t, http.StatusOK, resp.StatusCode, body)
+}
+
+// Quotas through the whole gateway: a caller's second subscription is refused while its first
+// is open, and a caller over its request rate gets 429 with Retry-After over REST.
+func TestQuotasThroughTheGateway(t *testing.T) {
+	base := newStack(t)
+	s := withGateway(t, base, func(c *gateway.Config) {
+		c.Quota = gateway.QuotaConfig{MaxSubscriptions: 1, RequestsPerSecond: 0.01, RequestBurst: 3}
+	}, base.ctl.addr)
+	ctx := tctx(t)
+	_, err := s.api.SendMessages(ctx, &triarchv1.SendMessagesRequest{ChannelId: "q",
+		Messages: []*triarchv1.MessageInput{{ClientMsgId: "m1", Payload: []byte("hi")}}})
+	require.NoError(t, err)
+	first, err := s.api.SubscribeMessages(ctx, &triarchv1.SubscribeMessagesRequest{ChannelId: "q", FromSeq: 1})
+	require.NoError(t, err)
+	got, err := first.Recv()
+	require.NoError(t, err)
+	require.NotEmpty(t, got.GetMessages())
+	second, err := s.api.SubscribeMessages(ctx, &triarchv1.SubscribeMessagesRequest{ChannelId: "q", FromSeq: 1})
+	require.NoError(t, err)
+	_, err = second.Recv()
+	require.Equal(t, codes.ResourceExhausted, status.Code(err), err)
+	require.Contains(t, status.Convert(err).Message(), "--max-subscriptions")
+
+	// Three calls were the burst; the fourth waits 100 s for its token.
+	resp, err := http.Get(s.rest + "/v1/channels/q/messages?from_seq=1")
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
+	require.Equal(t, "100", resp.Header.Get("Retry-After"))
 }

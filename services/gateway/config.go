@@ -35,6 +35,9 @@ type Config struct {
 	// Auth says how callers authenticate (--auth-tokens, --auth-jwks, --auth-jwt-issuer,
 	// --auth-jwt-audience); with neither file set, everyone may do everything.
 	Auth auth.Config
+	// Quota bounds each caller's requests, creations and subscriptions (quota.go); zero
+	// fields are no limit.
+	Quota QuotaConfig
 }
 
 // Default tuning.

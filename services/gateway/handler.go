@@ -28,6 +28,8 @@ type handler struct {
 	arbiter *arbiterclient.Client
 	// auth checks callers' credentials (authz.go); nil serves everyone.
 	auth *auth.Authenticator
+	// quotas bound each caller's calls (quota.go).
+	quotas *quotas
 }
 
 func (h *handler) CreateChannel(ctx context.Context, req *triarchv1.CreateChannelRequest) (*triarchv1.CreateChannelResponse, error) {
@@ -230,7 +232,9 @@ func (h *handler) ReadMessages(ctx context.Context, req *triarchv1.ReadMessagesR
 const streamOpenHeader = "x-triarch-stream-open"
 
 func (h *handler) SubscribeMessages(req *triarchv1.SubscribeMessagesRequest, stream grpc.ServerStreamingServer[triarchv1.SubscribeMessagesResponse]) error {
-	if err := h.authorize(stream.Context(), auth.Subscribe, req.GetChannelId()); err != nil {
+	release, err := h.admit(stream.Context(), auth.Subscribe, req.GetChannelId())
+	defer release()
+	if err != nil {
 		return err
 	}
 	if err := ValidChannelID(req.GetChannelId()); err != nil {

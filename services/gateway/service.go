@@ -65,7 +65,8 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service,
 	if authn == nil {
 		tel.Logger.Warn("no client authentication configured (--auth-tokens, --auth-jwks): every caller may do everything")
 	}
-	h := &handler{r: router, defaultReplication: cfg.DefaultReplication, noImplicitCreate: cfg.NoImplicitCreate, auth: authn}
+	h := &handler{r: router, defaultReplication: cfg.DefaultReplication, noImplicitCreate: cfg.NoImplicitCreate, auth: authn,
+		quotas: newQuotas(cfg.Quota, nil)}
 	var arb *arbiterclient.Client
 	if len(cfg.Arbiters) > 0 {
 		arb, err = arbiterclient.New(arbiterclient.Config{Members: cfg.Arbiters, Log: tel.Logger,
