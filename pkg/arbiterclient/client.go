@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
+	"github.com/triarch-io/triarch/pkg/members"
 )
 
 // Dialer opens a connection to one arbiter member (grpcx.Dial in production).
@@ -92,13 +93,7 @@ func (c *Client) stub(addr string) (arbiterv1.ArbiterServiceClient, error) {
 func (c *Client) order() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := []string{c.leader}
-	for _, m := range c.cfg.Members {
-		if m != c.leader {
-			out = append(out, m)
-		}
-	}
-	return out
+	return members.LeaderFirst(c.leader, c.cfg.Members, 0)
 }
 
 func (c *Client) setLeader(addr string) {

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	channelctlv1 "github.com/triarch-io/triarch/gen/triarch/channelctl/v1"
+	"github.com/triarch-io/triarch/pkg/members"
 )
 
 // Calls to the channel control tier: the owner of the channel's slot first, then the others.
@@ -63,23 +64,13 @@ func (r *Router) askControl(ctx context.Context, channel string, f func(context.
 	return status.Errorf(codes.Unavailable, "channel %s: no channelctl could answer: %s", channel, strings.Join(errs, "; "))
 }
 
-// controlOrder is the order channelctls are asked about channel.
+// controlOrder is the order channelctls are asked about channel: its owner, when known, then
+// every channelctl from the one that answered last.
 func (r *Router) controlOrder(channel string) []string {
-	ctls := r.cfg.Channelctls
-	out := make([]string, 0, len(ctls)+1)
 	r.mu.RLock()
 	owner := r.owners[channel]
 	r.mu.RUnlock()
-	if owner != "" {
-		out = append(out, owner)
-	}
-	if n := len(ctls); n > 0 {
-		first := int(r.ctlFirst.Load()) % n
-		for i := range n {
-			out = append(out, ctls[(first+i)%n])
-		}
-	}
-	return out
+	return members.LeaderFirst(owner, r.cfg.Channelctls, int(r.ctlFirst.Load()))
 }
 
 func (r *Router) preferControl(addr string) {
