@@ -143,15 +143,8 @@ func retryable(err error) bool {
 func (c *Client) do(ctx context.Context, call func(ctx context.Context, s arbiterv1.ArbiterServiceClient) error) error {
 	var lastErr error
 	for round := 0; ; round++ {
-		tried := map[string]bool{}
-		queue := c.order()
-		for len(queue) > 0 {
-			addr := queue[0]
-			queue = queue[1:]
-			if tried[addr] {
-				continue
-			}
-			tried[addr] = true
+		q := members.NewQueue(c.order())
+		for addr, ok := q.Next(); ok; addr, ok = q.Next() {
 			s, err := c.stub(addr)
 			if err == nil {
 				actx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
@@ -169,9 +162,8 @@ func (c *Client) do(ctx context.Context, call func(ctx context.Context, s arbite
 				return err
 			}
 			lastErr = err
-			if hint, _ := notLeaderHint(err); hint != "" && !tried[hint] {
-				queue = append([]string{hint}, queue...)
-			}
+			hint, _ := notLeaderHint(err)
+			q.Redirect(hint)
 		}
 		c.cfg.Log.Debug("arbiterclient: no member answered, retrying", "round", round, "err", lastErr)
 		select {

@@ -21,19 +21,13 @@ import (
 // InvalidArgument, ...) is returned at once; when every channelctl was unreachable the error
 // is Unavailable and lists them.
 func (r *Router) askControl(ctx context.Context, channel string, f func(context.Context, channelctlv1.ChannelControlServiceClient) error) error {
-	queue := r.controlOrder(channel)
-	if len(queue) == 0 {
+	order := r.controlOrder(channel)
+	if len(order) == 0 {
 		return finalError{r.unavailable("channel %s: no channelctl is configured (--channelctls) to resolve channels", channel)}
 	}
-	tried := make(map[string]bool, len(queue))
+	q := members.NewQueue(order)
 	var errs []string
-	for len(queue) > 0 {
-		addr := queue[0]
-		queue = queue[1:]
-		if tried[addr] {
-			continue
-		}
-		tried[addr] = true
+	for addr, ok := q.Next(); ok; addr, ok = q.Next() {
 		cc, err := r.conns.get(addr)
 		if err != nil {
 			errs = append(errs, fmt.Sprintf("%s: %v", addr, err))
@@ -49,7 +43,7 @@ func (r *Router) askControl(ctx context.Context, channel string, f func(context.
 		st := status.Convert(err)
 		if owner := notOwner(st); owner != "" {
 			r.setOwner(channel, owner)
-			queue = append([]string{owner}, queue...)
+			q.Redirect(owner)
 			errs = append(errs, fmt.Sprintf("%s: not the owner (owner is %s)", addr, owner))
 			continue
 		}
