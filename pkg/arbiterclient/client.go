@@ -32,6 +32,9 @@ type Config struct {
 	// CallTimeout bounds one attempt on one member (default 2 s), so a hung member does not eat
 	// the whole deadline.
 	CallTimeout time.Duration
+	// After is the clock RetryBackoff is waited on, as time.After (the default) does; tests
+	// drive it by hand.
+	After func(d time.Duration) <-chan time.Time
 }
 
 // Client calls the arbiter cluster. It is safe for concurrent use.
@@ -59,6 +62,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = 2 * time.Second
+	}
+	if cfg.After == nil {
+		cfg.After = time.After
 	}
 	return &Client{cfg: cfg, conns: make(map[string]*grpc.ClientConn), leader: cfg.Members[0]}, nil
 }
@@ -169,7 +175,7 @@ func (c *Client) do(ctx context.Context, call func(ctx context.Context, s arbite
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("arbiterclient: %w (last error: %v)", ctx.Err(), lastErr)
-		case <-time.After(c.cfg.RetryBackoff):
+		case <-c.cfg.After(c.cfg.RetryBackoff):
 		}
 	}
 }
