@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
+	"github.com/triarch-io/triarch/pkg/members"
 )
 
 // Dialer opens a connection to one arbiter member (grpcx.Dial in production).
@@ -32,6 +33,9 @@ type Config struct {
 	// CallTimeout bounds one attempt on one member (default 2 s), so a hung member does not eat
 	// the whole deadline.
 	CallTimeout time.Duration
+	// After is the clock RetryBackoff is waited on, as time.After (the default) does; tests
+	// drive it by hand.
+	After func(d time.Duration) <-chan time.Time
 }
 
 // Client calls the arbiter cluster. It is safe for concurrent use.
@@ -59,6 +63,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = 2 * time.Second
+	}
+	if cfg.After == nil {
+		cfg.After = time.After
 	}
 	return &Client{cfg: cfg, conns: make(map[string]*grpc.ClientConn), leader: cfg.Members[0]}, nil
 }
@@ -93,13 +100,7 @@ func (c *Client) stub(addr string) (arbiterv1.ArbiterServiceClient, error) {
 func (c *Client) order() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := []string{c.leader}
-	for _, m := range c.cfg.Members {
-		if m != c.leader {
-			out = append(out, m)
-		}
-	}
-	return out
+	return members.LeaderFirst(c.leader, c.cfg.Members, 0)
 }
 
 func (c *Client) setLeader(addr string) {
@@ -157,15 +158,8 @@ func retryable(err error) bool {
 func (c *Client) do(ctx context.Context, call func(ctx context.Context, s arbiterv1.ArbiterServiceClient) error) error {
 	var lastErr error
 	for round := 0; ; round++ {
-		tried := map[string]bool{}
-		queue := c.order()
-		for len(queue) > 0 {
-			addr := queue[0]
-			queue = queue[1:]
-			if tried[addr] {
-				continue
-			}
-			tried[addr] = true
+		q := members.NewQueue(c.order())
+		for addr, ok := q.Next(); ok; addr, ok = q.Next() {
 			s, err := c.stub(addr)
 			if err == nil {
 				actx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
@@ -183,15 +177,14 @@ func (c *Client) do(ctx context.Context, call func(ctx context.Context, s arbite
 				return err
 			}
 			lastErr = err
-			if hint, _ := notLeaderHint(err); hint != "" && !tried[hint] {
-				queue = append([]string{hint}, queue...)
-			}
+			hint, _ := notLeaderHint(err)
+			q.Redirect(hint)
 		}
 		c.cfg.Log.Debug("arbiterclient: no member answered, retrying", "round", round, "err", lastErr)
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("arbiterclient: %w (last error: %v)", ctx.Err(), lastErr)
-		case <-time.After(c.cfg.RetryBackoff):
+		case <-c.cfg.After(c.cfg.RetryBackoff):
 		}
 	}
 }

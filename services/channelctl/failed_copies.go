@@ -85,9 +85,8 @@ func (c *Controller) findFailedCopies(ctx context.Context, nodes []uint64) []fai
 			defer wg.Done()
 			cctx, cancel := context.WithTimeout(ctx, c.cfg.RPCTimeout)
 			defer cancel()
-			resp, err := c.call(cctx, node, func(ctx context.Context, cl replicav1.ReplicaControlServiceClient) (any, error) {
-				return cl.GetGroupStatus(ctx, &replicav1.GetGroupStatusRequest{Failed: true})
-			})
+			resp, err := callReplica(cctx, c, node, replicav1.ReplicaControlServiceClient.GetGroupStatus,
+				&replicav1.GetGroupStatusRequest{Failed: true})
 			if err != nil {
 				// Unreachable (the arbiter's liveness covers that), or a replica too old to
 				// know failed groups; the next scan asks again.
@@ -96,7 +95,7 @@ func (c *Controller) findFailedCopies(ctx context.Context, nodes []uint64) []fai
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			for _, r := range resp.(*replicav1.GetGroupStatusResponse).GetResults() {
+			for _, r := range resp.GetResults() {
 				if failedOrReset(r) {
 					out = append(out, failedCopy{node: node, channel: r.GetChannelId()})
 				}

@@ -255,12 +255,11 @@ func (c *Controller) rejoinChunk(ctx context.Context, node uint64, chunk []*repl
 	wait := c.cfg.RetryAfter
 	for {
 		cctx, cancel := context.WithTimeout(ctx, c.cfg.RPCTimeout)
-		resp, err := c.call(cctx, node, func(ctx context.Context, cl replicav1.ReplicaControlServiceClient) (any, error) {
-			return cl.LoadGroups(ctx, &replicav1.LoadGroupsRequest{Groups: chunk})
-		})
+		resp, err := callReplica(cctx, c, node, replicav1.ReplicaControlServiceClient.LoadGroups,
+			&replicav1.LoadGroupsRequest{Groups: chunk})
 		cancel()
 		if err == nil {
-			for _, r := range resp.(*replicav1.LoadGroupsResponse).GetResults() {
+			for _, r := range resp.GetResults() {
 				if r.GetError() != nil {
 					c.cfg.Log.WarnContext(ctx, "could not reload a group on a returning node", "node", node,
 						"channel", r.GetChannelId(), "err", groupErr(r.GetError()))

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	channelctlv1 "github.com/triarch-io/triarch/gen/triarch/channelctl/v1"
+	"github.com/triarch-io/triarch/pkg/members"
 )
 
 // Calls to the channel control tier: the owner of the channel's slot first, then the others.
@@ -20,19 +21,13 @@ import (
 // InvalidArgument, ...) is returned at once; when every channelctl was unreachable the error
 // is Unavailable and lists them.
 func (r *Router) askControl(ctx context.Context, channel string, f func(context.Context, channelctlv1.ChannelControlServiceClient) error) error {
-	queue := r.controlOrder(channel)
-	if len(queue) == 0 {
+	order := r.controlOrder(channel)
+	if len(order) == 0 {
 		return finalError{r.unavailable("channel %s: no channelctl is configured (--channelctls) to resolve channels", channel)}
 	}
-	tried := make(map[string]bool, len(queue))
+	q := members.NewQueue(order)
 	var errs []string
-	for len(queue) > 0 {
-		addr := queue[0]
-		queue = queue[1:]
-		if tried[addr] {
-			continue
-		}
-		tried[addr] = true
+	for addr, ok := q.Next(); ok; addr, ok = q.Next() {
 		cc, err := r.conns.get(addr)
 		if err != nil {
 			errs = append(errs, fmt.Sprintf("%s: %v", addr, err))
@@ -48,7 +43,7 @@ func (r *Router) askControl(ctx context.Context, channel string, f func(context.
 		st := status.Convert(err)
 		if owner := notOwner(st); owner != "" {
 			r.setOwner(channel, owner)
-			queue = append([]string{owner}, queue...)
+			q.Redirect(owner)
 			errs = append(errs, fmt.Sprintf("%s: not the owner (owner is %s)", addr, owner))
 			continue
 		}
@@ -63,23 +58,13 @@ func (r *Router) askControl(ctx context.Context, channel string, f func(context.
 	return status.Errorf(codes.Unavailable, "channel %s: no channelctl could answer: %s", channel, strings.Join(errs, "; "))
 }
 
-// controlOrder is the order channelctls are asked about channel.
+// controlOrder is the order channelctls are asked about channel: its owner, when known, then
+// every channelctl from the one that answered last.
 func (r *Router) controlOrder(channel string) []string {
-	ctls := r.cfg.Channelctls
-	out := make([]string, 0, len(ctls)+1)
 	r.mu.RLock()
 	owner := r.owners[channel]
 	r.mu.RUnlock()
-	if owner != "" {
-		out = append(out, owner)
-	}
-	if n := len(ctls); n > 0 {
-		first := int(r.ctlFirst.Load()) % n
-		for i := range n {
-			out = append(out, ctls[(first+i)%n])
-		}
-	}
-	return out
+	return members.LeaderFirst(owner, r.cfg.Channelctls, int(r.ctlFirst.Load()))
 }
 
 func (r *Router) preferControl(addr string) {

@@ -24,7 +24,7 @@ import (
 // (the caller's, or DefaultTimeout) leaves no time for another attempt. Each attempt (resolve
 // and call) gets one context bounded by AttemptTimeout and the call's deadline.
 func (r *Router) do(ctx context.Context, channel string, create bool, f func(context.Context, replicav1.ReplicaServiceClient) error) error {
-	start := time.Now()
+	start := r.cfg.Now()
 	dl, own := r.deadlineOf(ctx, start)
 	var (
 		stale   uint64
@@ -33,7 +33,7 @@ func (r *Router) do(ctx context.Context, channel string, create bool, f func(con
 		lastErr error
 		bo      = r.backoff()
 	)
-	for attempt, now := 1, start; ; attempt, now = attempt+1, time.Now() {
+	for attempt, now := 1, start; ; attempt, now = attempt+1, r.cfg.Now() {
 		actx, acancel := ctx, context.CancelFunc(nil)
 		if adl := now.Add(r.cfg.AttemptTimeout); own || adl.Before(dl) {
 			actx, acancel = context.WithDeadline(ctx, earliest(dl, adl))
@@ -76,7 +76,7 @@ func (r *Router) do(ctx context.Context, channel string, create bool, f func(con
 		}
 		lastErr = err
 		if attempt >= r.cfg.MaxAttempts || !pause(ctx, bo, dl) {
-			return r.giveUpCtx(ctx, channel, time.Since(start), attempt, lastErr)
+			return r.giveUpCtx(ctx, channel, r.cfg.Now().Sub(start), attempt, lastErr)
 		}
 	}
 }
@@ -104,7 +104,7 @@ func earliest(a, b time.Time) time.Time {
 // retryControl runs f, a call to the channel control tier, until it succeeds, fails for good,
 // or the deadline leaves no time for another attempt.
 func (r *Router) retryControl(ctx context.Context, channel string, f func(context.Context) error) error {
-	start := time.Now()
+	start := r.cfg.Now()
 	bo := r.backoff()
 	for attempt := 1; ; attempt++ {
 		err := f(ctx)
@@ -116,14 +116,14 @@ func (r *Router) retryControl(ctx context.Context, channel string, f func(contex
 		}
 		dl, _ := ctx.Deadline()
 		if attempt >= r.cfg.MaxAttempts || !pause(ctx, bo, dl) {
-			return r.giveUpCtx(ctx, channel, time.Since(start), attempt, err)
+			return r.giveUpCtx(ctx, channel, r.cfg.Now().Sub(start), attempt, err)
 		}
 	}
 }
 
 // deadline is ctx ending at deadlineOf, for calls that are not on the hot path.
 func (r *Router) deadline(ctx context.Context) (context.Context, context.CancelFunc) {
-	dl, _ := r.deadlineOf(ctx, time.Now())
+	dl, _ := r.deadlineOf(ctx, r.cfg.Now())
 	return context.WithDeadline(ctx, dl)
 }
 

@@ -57,6 +57,11 @@ type RouterConfig struct {
 	Log *slog.Logger
 	// Meter records resolves and retries; none when nil.
 	Meter metric.Meter
+	// Now is the clock the router measures its time budgets with (time.Now by default): a
+	// call's deadline when the caller set none, a subscription's outage. The deadlines it
+	// derives are set on contexts, which run on real time, so a clock given here must keep
+	// real time's pace; a test may move it ahead.
+	Now func() time.Time
 }
 
 func (c *RouterConfig) defaults() {
@@ -83,6 +88,9 @@ func (c *RouterConfig) defaults() {
 	}
 	if c.Meter == nil {
 		c.Meter = noop.NewMeterProvider().Meter("")
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 }
 

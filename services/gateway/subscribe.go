@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -48,7 +47,7 @@ func (r *Router) Subscribe(ctx context.Context, channel string, from uint64, sub
 		quick   bool // the one immediate re-resolve has been used
 		opened  bool
 		lastErr error
-		outage  = time.Now() // start of the current period without a working stream
+		outage  = r.cfg.Now() // start of the current period without a working stream
 		bo      = r.backoff()
 	)
 	for attempt := 1; ; attempt++ {
@@ -61,7 +60,7 @@ func (r *Router) Subscribe(ctx context.Context, channel string, from uint64, sub
 			}
 			opened = true
 			var progressed bool
-			began := time.Now()
+			began := r.cfg.Now()
 			pctx, release := r.attempts.track(ctx, rt.leader)
 			progressed, err = r.pump(pctx, rt, &next, sub.Deliver)
 			if release() && ctx.Err() == nil {
@@ -71,9 +70,9 @@ func (r *Router) Subscribe(ctx context.Context, channel string, from uint64, sub
 			if errors.As(err, &de) {
 				return de.err
 			}
-			if progressed || time.Since(began) > r.cfg.DefaultTimeout/2 {
+			if progressed || r.cfg.Now().Sub(began) > r.cfg.DefaultTimeout/2 {
 				// The stream worked: this break starts a new outage with a fresh budget.
-				outage, attempt, hops, bo, quick = time.Now(), 0, 0, r.backoff(), false
+				outage, attempt, hops, bo, quick = r.cfg.Now(), 0, 0, r.backoff(), false
 			}
 		}
 		if ctx.Err() != nil {
@@ -105,7 +104,7 @@ func (r *Router) Subscribe(ctx context.Context, channel string, from uint64, sub
 			if ctx.Err() != nil {
 				return ended()
 			}
-			return r.giveUp(channel, time.Since(outage), attempt, lastErr)
+			return r.giveUp(channel, r.cfg.Now().Sub(outage), attempt, lastErr)
 		}
 	}
 }

@@ -126,7 +126,7 @@ func (e *Engine) CampaignAndWait(ctx context.Context, channelIDs []string, wait 
 		select {
 		case <-ctx.Done():
 			return out
-		case <-time.After(poll):
+		case <-e.cfg.After(poll):
 		}
 	}
 	return out

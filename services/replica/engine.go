@@ -70,6 +70,10 @@ type EngineConfig struct {
 	CheckpointEvery uint64
 	// Now is the clock (time.Now by default).
 	Now func() time.Time
+	// After waits on the clock Now reads, as time.After does (the default): the control
+	// plane's waits (campaigns, transfers) pace their polls with it, so that a test can drive
+	// them with a fake clock instead of real time.
+	After func(d time.Duration) <-chan time.Time
 	// Meter records the engine's metrics (triarch.replica.*); none when nil.
 	Meter metric.Meter
 	// StoreID identifies Store (raftstore.Badger.StoreID): loads naming another store are
@@ -176,6 +180,9 @@ func NewEngine(cfg EngineConfig) *Engine {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.After == nil {
+		cfg.After = time.After
 	}
 	if cfg.CheckpointEvery == 0 {
 		cfg.CheckpointEvery = 1024

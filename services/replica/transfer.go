@@ -23,7 +23,7 @@ func (e *Engine) TransferLeaderAndWait(ctx context.Context, channelID string, ta
 	if err != nil {
 		return err
 	}
-	deadline := time.Now().Add(wait)
+	deadline := e.cfg.Now().Add(wait)
 	for {
 		st, err := e.host.Status(ctx, ch.group)
 		if err != nil {
@@ -37,13 +37,13 @@ func (e *Engine) TransferLeaderAndWait(ctx context.Context, channelID string, ta
 			// an election timeout) and this replica still leads.
 			return fmt.Errorf("replica: transfer of %s to node %d ended with leader %d", channelID, target, st.Leader)
 		}
-		if time.Now().After(deadline) {
+		if e.cfg.Now().After(deadline) {
 			return fmt.Errorf("replica: transfer of %s to node %d still running after %v", channelID, target, wait)
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(transferPoll):
+		case <-e.cfg.After(transferPoll):
 		}
 	}
 }
