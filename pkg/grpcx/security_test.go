@@ -169,4 +169,3 @@ func TestNewSecurity(t *testing.T) {
 	_, err = NewSecurity(SecurityConfig{Files: tlsx.Files{CA: d.files(replica1).CA}, Self: replica1})
 	require.ErrorContains(t, err, "--tls-cert")
 }
-
