@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 
 	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
 	"github.com/triarch-io/triarch/pkg/client"
+	"github.com/triarch-io/triarch/pkg/tlsx"
 )
 
 const defaultGateway = "127.0.0.1:9090"
@@ -19,21 +21,28 @@ const defaultGateway = "127.0.0.1:9090"
 // dialTimeout bounds connecting to the gateway.
 const dialTimeout = 10 * time.Second
 
-// dialGateway connects to a gateway's gRPC API.
-func dialGateway(ctx context.Context, addr string) (*client.Client, error) {
+// dialGateway connects to a gateway's gRPC API: plaintext, or TLS with the --tls-* files.
+func dialGateway(ctx context.Context, addr string, files tlsx.Files) (*client.Client, error) {
+	creds, err := clientCredentials(files)
+	if err != nil {
+		return nil, err
+	}
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
-	return client.Dial(dctx, addr, client.Options{})
+	return client.Dial(dctx, addr, client.Options{DialOptions: []grpc.DialOption{creds}})
 }
 
 func newStatusCmd() *cobra.Command {
-	var gw string
+	var (
+		gw    string
+		files tlsx.Files
+	)
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the cluster: arbiter members, nodes, channel counts",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := dialGateway(cmd.Context(), gw)
+			c, err := dialGateway(cmd.Context(), gw, files)
 			if err != nil {
 				return err
 			}
@@ -46,6 +55,7 @@ func newStatusCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&gw, "gateway", defaultGateway, "gateway gRPC address")
+	addGatewayTLSFlags(cmd.Flags(), &files)
 	return cmd
 }
 
@@ -66,13 +76,16 @@ func printCluster(out io.Writer, r *triarchv1.GetClusterResponse) error {
 }
 
 func newSendCmd() *cobra.Command {
-	var gw, sender, id string
+	var (
+		gw, sender, id string
+		files          tlsx.Files
+	)
 	cmd := &cobra.Command{
 		Use:   "send CHANNEL TEXT...",
 		Short: "Send one message (the words of TEXT joined by spaces) to a channel",
 		Args:  cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := dialGateway(cmd.Context(), gw)
+			c, err := dialGateway(cmd.Context(), gw, files)
 			if err != nil {
 				return err
 			}
@@ -89,6 +102,7 @@ func newSendCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&gw, "gateway", defaultGateway, "gateway gRPC address")
+	addGatewayTLSFlags(cmd.Flags(), &files)
 	cmd.Flags().StringVar(&sender, "sender", "cli", "sender name recorded with the message")
 	cmd.Flags().StringVar(&id, "client-msg-id", "", "id that makes the send idempotent (default: a random one)")
 	return cmd
@@ -99,13 +113,14 @@ func newTailCmd() *cobra.Command {
 		gw     string
 		from   uint64
 		follow bool
+		files  tlsx.Files
 	)
 	cmd := &cobra.Command{
 		Use:   "tail CHANNEL",
 		Short: "Print a channel's messages from --from on; with -f keep following new ones",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := dialGateway(cmd.Context(), gw)
+			c, err := dialGateway(cmd.Context(), gw, files)
 			if err != nil {
 				return err
 			}
@@ -139,6 +154,7 @@ func newTailCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&gw, "gateway", defaultGateway, "gateway gRPC address")
+	addGatewayTLSFlags(cmd.Flags(), &files)
 	cmd.Flags().Uint64Var(&from, "from", 1, "first sequence number to print")
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new messages as they are committed")
 	return cmd
