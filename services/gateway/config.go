@@ -14,8 +14,9 @@ import (
 type Config struct {
 	process.Common
 	// TLS are the node's CA, certificate and key (--tls-ca, --tls-cert, --tls-key); none
-	// means plaintext. With them every connection in and out is mutual TLS, and calls are
-	// authorized by the identity in the caller's certificate (pkg/identity).
+	// means plaintext. With them the public port takes TLS only, from clients with or without
+	// a certificate (the public API is anyone's; nothing else is), and the connections to
+	// channelctls, replicas and arbiters are mutual TLS as this gateway's identity.
 	TLS tlsx.Files
 	// HTTPAddr serves REST/JSON and /openapi.json.
 	HTTPAddr string
