@@ -14,6 +14,7 @@ import (
 
 	"github.com/triarch-io/triarch/pkg/bench"
 	"github.com/triarch-io/triarch/pkg/client"
+	"github.com/triarch-io/triarch/pkg/tlsx"
 )
 
 // benchFlags are the flags every bench scenario shares, plus the scenario's own.
@@ -145,7 +146,7 @@ func runBench(cmd *cobra.Command, scenario string, f benchFlags) error {
 		defer stop()
 		addr = s.GRPCAddr()
 	}
-	c, err := dialGateway(ctx, addr)
+	c, err := dialGateway(ctx, addr, tlsx.Files{}) // bench takes no TLS flags yet: plaintext
 	if err != nil {
 		return err
 	}

@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 
 	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
 	"github.com/triarch-io/triarch/pkg/client"
+	"github.com/triarch-io/triarch/pkg/tlsx"
 )
 
 const defaultGateway = "127.0.0.1:9090"
@@ -24,21 +26,29 @@ const dialTimeout = 10 * time.Second
 // gateway that authenticates callers.
 const tokenEnv = "TRIARCH_TOKEN"
 
-// dialGateway connects to a gateway's gRPC API, with the token of $TRIARCH_TOKEN if set.
-func dialGateway(ctx context.Context, addr string) (*client.Client, error) {
+// dialGateway connects to a gateway's gRPC API: plaintext, or TLS with the --tls-* files; with
+// the token of $TRIARCH_TOKEN if set.
+func dialGateway(ctx context.Context, addr string, files tlsx.Files) (*client.Client, error) {
+	creds, err := clientCredentials(files)
+	if err != nil {
+		return nil, err
+	}
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
-	return client.Dial(dctx, addr, client.Options{Token: os.Getenv(tokenEnv)})
+	return client.Dial(dctx, addr, client.Options{DialOptions: []grpc.DialOption{creds}, Token: os.Getenv(tokenEnv)})
 }
 
 func newStatusCmd() *cobra.Command {
-	var gw string
+	var (
+		gw    string
+		files tlsx.Files
+	)
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the cluster: arbiter members, nodes, channel counts",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := dialGateway(cmd.Context(), gw)
+			c, err := dialGateway(cmd.Context(), gw, files)
 			if err != nil {
 				return err
 			}
@@ -51,6 +61,7 @@ func newStatusCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&gw, "gateway", defaultGateway, "gateway gRPC address")
+	addGatewayTLSFlags(cmd.Flags(), &files)
 	return cmd
 }
 
@@ -71,13 +82,16 @@ func printCluster(out io.Writer, r *triarchv1.GetClusterResponse) error {
 }
 
 func newSendCmd() *cobra.Command {
-	var gw, sender, id string
+	var (
+		gw, sender, id string
+		files          tlsx.Files
+	)
 	cmd := &cobra.Command{
 		Use:   "send CHANNEL TEXT...",
 		Short: "Send one message (the words of TEXT joined by spaces) to a channel",
 		Args:  cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := dialGateway(cmd.Context(), gw)
+			c, err := dialGateway(cmd.Context(), gw, files)
 			if err != nil {
 				return err
 			}
@@ -94,6 +108,7 @@ func newSendCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&gw, "gateway", defaultGateway, "gateway gRPC address")
+	addGatewayTLSFlags(cmd.Flags(), &files)
 	cmd.Flags().StringVar(&sender, "sender", "cli", "sender name recorded with the message")
 	cmd.Flags().StringVar(&id, "client-msg-id", "", "id that makes the send idempotent (default: a random one)")
 	return cmd
@@ -104,13 +119,14 @@ func newTailCmd() *cobra.Command {
 		gw     string
 		from   uint64
 		follow bool
+		files  tlsx.Files
 	)
 	cmd := &cobra.Command{
 		Use:   "tail CHANNEL",
 		Short: "Print a channel's messages from --from on; with -f keep following new ones",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := dialGateway(cmd.Context(), gw)
+			c, err := dialGateway(cmd.Context(), gw, files)
 			if err != nil {
 				return err
 			}
@@ -144,6 +160,7 @@ func newTailCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&gw, "gateway", defaultGateway, "gateway gRPC address")
+	addGatewayTLSFlags(cmd.Flags(), &files)
 	cmd.Flags().Uint64Var(&from, "from", 1, "first sequence number to print")
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new messages as they are committed")
 	return cmd

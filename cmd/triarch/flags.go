@@ -10,11 +10,13 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/triarch-io/triarch/pkg/process"
+	"github.com/triarch-io/triarch/pkg/tlsx"
 )
 
 // commonFlags are the flags every service takes (docs/ARCHITECTURE.md, "The contract"), plus logging.
 type commonFlags struct {
 	process.Common
+	tls       tlsx.Files
 	logLevel  string
 	logFormat string
 }
@@ -28,8 +30,17 @@ func addCommonFlags(fs *pflag.FlagSet, c *commonFlags, listen, admin string) {
 	fs.StringSliceVar(&c.Arbiters, "arbiters", []string{"127.0.0.1:7400"}, "comma-separated gRPC addresses of the arbiter members")
 	fs.StringVar(&c.AdminAddr, "admin-addr", admin, "address of /healthz, /readyz, /metrics (and /debug/pprof/ with --pprof)")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go's profiles at /debug/pprof/ on --admin-addr (off by default: they expose the process's internals)")
+	addTLSFlags(fs, &c.tls)
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+}
+
+// addTLSFlags registers --tls-ca, --tls-cert and --tls-key.
+func addTLSFlags(fs *pflag.FlagSet, f *tlsx.Files) {
+	fs.StringVar(&f.CA, "tls-ca", "", "PEM file of the cluster's CA; with --tls-cert and --tls-key every gRPC connection is mutual TLS "+
+		"and plaintext is refused (files are read again when they change; `triarch certs init` makes them)")
+	fs.StringVar(&f.Cert, "tls-cert", "", "PEM file of this node's certificate, naming spiffe://triarch/<role>/<node-id>")
+	fs.StringVar(&f.Key, "tls-key", "", "PEM file of this node's private key")
 }
 
 // resolve fills defaults that depend on other flags.

@@ -7,8 +7,9 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/triarch-io/triarch/pkg/tlsx"
 )
 
 // newHealthCmd checks a service's gRPC health, for container health checks: the image is
@@ -18,13 +19,18 @@ func newHealthCmd() *cobra.Command {
 		addr    string
 		service string
 		timeout time.Duration
+		files   tlsx.Files
 	)
 	cmd := &cobra.Command{
 		Use:   "health",
 		Short: "Exit 0 if the service at --addr reports SERVING over grpc.health.v1",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			creds, err := clientCredentials(files)
+			if err != nil {
+				return fmt.Errorf("health: %w", err)
+			}
+			conn, err := grpc.NewClient(addr, creds)
 			if err != nil {
 				return fmt.Errorf("health: %w", err)
 			}
@@ -45,5 +51,7 @@ func newHealthCmd() *cobra.Command {
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:9090", "gRPC address of the service")
 	cmd.Flags().StringVar(&service, "service", "", "service name to check (empty: the whole process)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Second, "how long to wait for the answer")
+	// The same names as the services' flags, so a container's TRIARCH_TLS_* serve both.
+	addTLSFlags(cmd.Flags(), &files)
 	return cmd
 }

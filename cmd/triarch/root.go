@@ -38,6 +38,7 @@ as underscores), e.g. TRIARCH_NODE_ID=2. A flag given on the command line wins.`
 		newTailCmd(),
 		newBenchCmd(),
 		newHealthCmd(),
+		newCertsCmd(),
 	)
 	return root
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/triarch-io/triarch/pkg/process"
 	"github.com/triarch-io/triarch/pkg/telemetry"
+	"github.com/triarch-io/triarch/pkg/tlsx"
 	"github.com/triarch-io/triarch/services/arbiter"
 	"github.com/triarch-io/triarch/services/channelctl"
 	"github.com/triarch-io/triarch/services/gateway"
@@ -72,7 +73,7 @@ func newArbiterCmd() *cobra.Command {
 				return fmt.Errorf("--initial-cluster-state: %q, want new or existing", state)
 			}
 			return serve(cmd, "arbiter", &c, func(ctx context.Context, tel *telemetry.Telemetry) (waiter, error) {
-				return arbiter.Start(ctx, arbiter.Config{Common: c.Common, Peers: members, Existing: state == "existing",
+				return arbiter.Start(ctx, arbiter.Config{Common: c.Common, TLS: c.tls, Peers: members, Existing: state == "existing",
 					MaxChannels: maxChannels}, tel)
 			})
 		},
@@ -97,7 +98,7 @@ func newChannelctlCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return serve(cmd, "channelctl", &c, func(ctx context.Context, tel *telemetry.Telemetry) (waiter, error) {
-				cfg.Common = c.Common
+				cfg.Common, cfg.TLS = c.Common, c.tls
 				return channelctl.Start(ctx, cfg, tel)
 			})
 		},
@@ -119,7 +120,7 @@ func newReplicaCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return serve(cmd, "replica", &c, func(ctx context.Context, tel *telemetry.Telemetry) (waiter, error) {
-				cfg.Common = c.Common
+				cfg.Common, cfg.TLS = c.Common, c.tls
 				return replica.Start(ctx, cfg, tel)
 			})
 		},
@@ -148,7 +149,7 @@ func newGatewayCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return serve(cmd, "gateway", &c, func(ctx context.Context, tel *telemetry.Telemetry) (waiter, error) {
-				return gateway.Start(ctx, gatewayConfig(c.Common, cfg, createChannels), tel)
+				return gateway.Start(ctx, gatewayConfig(c.Common, withTLS(cfg, c.tls), createChannels), tel)
 			})
 		},
 	}
@@ -179,5 +180,11 @@ func newGatewayCmd() *cobra.Command {
 func gatewayConfig(common process.Common, cfg gateway.Config, createChannels bool) gateway.Config {
 	cfg.Common = common
 	cfg.NoImplicitCreate = !createChannels
+	return cfg
+}
+
+// withTLS is cfg with the TLS files of the flags.
+func withTLS(cfg gateway.Config, files tlsx.Files) gateway.Config {
+	cfg.TLS = files
 	return cfg
 }

@@ -539,6 +539,7 @@ func (s *shard) step(e Envelope) {
 			return
 		}
 	}
+	m = s.sanitize(g, m)
 	err, panicked := stepRecovered(g.rn, m)
 	if panicked != nil {
 		s.failLocal(g, 0, panicked)

@@ -42,6 +42,9 @@ type Options struct {
 	Register func(*grpc.Server)
 	// Ready reports readiness for /readyz; nil means always ready.
 	Ready admin.ReadyFunc
+	// ServerOptions are added to the gRPC server's (transport security and its
+	// interceptors: grpcx.Security.ServerOptions).
+	ServerOptions []grpc.ServerOption
 }
 
 // Start binds the gRPC and admin listeners and starts serving. Health reports SERVING for the
@@ -60,7 +63,7 @@ func Start(cfg Common, tel *telemetry.Telemetry, opts Options) (*Process, error)
 		cfg:    cfg,
 		tel:    tel,
 		log:    tel.Logger,
-		grpc:   grpcx.NewServer(tel, grpcx.ServerOptions{Logger: tel.Logger}),
+		grpc:   grpcx.NewServer(tel, grpcx.ServerOptions{Logger: tel.Logger}, opts.ServerOptions...),
 		health: health.NewServer(),
 		lis:    lis,
 		admin:  adm,

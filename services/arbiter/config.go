@@ -7,12 +7,17 @@ import (
 	"time"
 
 	"github.com/triarch-io/triarch/pkg/process"
+	"github.com/triarch-io/triarch/pkg/tlsx"
 	"github.com/triarch-io/triarch/services/arbiter/liveness"
 )
 
 // Config is the arbiter's configuration.
 type Config struct {
 	process.Common
+	// TLS are the node's CA, certificate and key (--tls-ca, --tls-cert, --tls-key); none
+	// means plaintext. With them every connection in and out is mutual TLS, and calls are
+	// authorized by the identity in the caller's certificate (pkg/identity).
+	TLS tlsx.Files
 	// Peers maps every member's node id to its raft/gRPC address, this member included.
 	// Empty means a single-member cluster (triarch dev).
 	Peers map[uint64]string
@@ -54,7 +59,7 @@ func (c *Config) Defaults() {
 
 // Validate checks the configuration.
 func (c Config) Validate() error {
-	errs := []error{c.Common.Validate(), c.Liveness.Validate()}
+	errs := []error{c.Common.Validate(), c.TLS.Validate(), c.Liveness.Validate()}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir is required"))
 	}

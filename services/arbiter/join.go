@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc"
 
 	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
-	"github.com/triarch-io/triarch/pkg/grpcx"
 	"github.com/triarch-io/triarch/pkg/multiraft"
 	"github.com/triarch-io/triarch/pkg/raftstore"
 )
@@ -135,7 +134,7 @@ func (p *peerClients) client(id uint64) (arbiterv1.ArbiterServiceClient, error) 
 	if c, ok := p.conns[id]; ok {
 		return arbiterv1.NewArbiterServiceClient(c), nil
 	}
-	c, err := grpcx.Dial(p.s.cfg.Peers[id], p.s.log)
+	c, err := p.s.dial(p.s.cfg.Peers[id])
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
 	raftv1 "github.com/triarch-io/triarch/gen/triarch/raft/v1"
 	"github.com/triarch-io/triarch/pkg/grpcx"
+	"github.com/triarch-io/triarch/pkg/identity"
 	"github.com/triarch-io/triarch/pkg/multiraft"
 	"github.com/triarch-io/triarch/pkg/process"
 	"github.com/triarch-io/triarch/pkg/raftnet"
@@ -50,6 +51,8 @@ type Service struct {
 	loaded, admitted, rejoining atomic.Bool
 	// rejoins is the leader's side of RejoinMember (rejoin.go).
 	rejoins *rejoins
+	// dial connects to another member, with this member's transport security.
+	dial func(addr string) (*grpc.ClientConn, error)
 
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -84,8 +87,12 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 	if err := s.restoreFromStore(); err != nil {
 		return nil, err
 	}
-	dial := func(addr string) (*grpc.ClientConn, error) { return grpcx.Dial(addr, tel) }
-	s.transport = raftnet.New(raftnet.Config{NodeID: cfg.NodeID, Dial: dial, Log: tel.Logger}, nil)
+	sec, err := grpcx.NewSecurity(grpcx.SecurityConfig{Files: cfg.TLS, Self: identity.ID{Role: identity.RoleArbiter, Node: cfg.NodeID}, Log: tel.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("arbiter: %w", err)
+	}
+	s.dial = sec.Dialer(tel, identity.RoleArbiter)
+	s.transport = raftnet.New(raftnet.Config{NodeID: cfg.NodeID, Dial: s.dial, Log: tel.Logger}, nil)
 	s.acked = s.transport.LastAcked
 	s.host, err = multiraft.New(multiraft.Config{
 		NodeID: cfg.NodeID, Store: store, Transport: s.transport, Applier: s.repl, Logger: tel.Logger,
@@ -105,7 +112,8 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 			arbiterv1.RegisterArbiterServiceServer(g, h)
 			raftv1.RegisterRaftTransportServiceServer(g, s.transport.Server())
 		},
-		Ready: s.ready,
+		Ready:         s.ready,
+		ServerOptions: sec.ServerOptions(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("arbiter: %w", err)

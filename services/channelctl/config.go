@@ -5,11 +5,16 @@ import (
 	"time"
 
 	"github.com/triarch-io/triarch/pkg/process"
+	"github.com/triarch-io/triarch/pkg/tlsx"
 )
 
 // Config is the channelctl's configuration.
 type Config struct {
 	process.Common
+	// TLS are the node's CA, certificate and key (--tls-ca, --tls-cert, --tls-key); none
+	// means plaintext. With them every connection in and out is mutual TLS, and calls are
+	// authorized by the identity in the caller's certificate (pkg/identity).
+	TLS tlsx.Files
 	// HibernateAfter is how long a channel stays idle before it is unloaded.
 	HibernateAfter time.Duration
 	// ReplaceDeadAfter is how long a replica node may stay dead before its channels get a new
@@ -25,7 +30,7 @@ type Config struct {
 
 // Validate checks the configuration.
 func (c Config) Validate() error {
-	errs := []error{c.Common.Validate()}
+	errs := []error{c.Common.Validate(), c.TLS.Validate()}
 	if c.HibernateAfter <= 0 {
 		errs = append(errs, errors.New("--hibernate-after must be positive"))
 	}

@@ -13,6 +13,7 @@ import (
 	channelctlv1 "github.com/triarch-io/triarch/gen/triarch/channelctl/v1"
 	"github.com/triarch-io/triarch/pkg/arbiterclient"
 	"github.com/triarch-io/triarch/pkg/grpcx"
+	"github.com/triarch-io/triarch/pkg/identity"
 	"github.com/triarch-io/triarch/pkg/nodelease"
 	"github.com/triarch-io/triarch/pkg/process"
 	"github.com/triarch-io/triarch/pkg/telemetry"
@@ -39,23 +40,27 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 	if len(cfg.Arbiters) == 0 {
 		return nil, errors.New("channelctl: --arbiters is required")
 	}
-	dial := func(addr string) (*grpc.ClientConn, error) { return grpcx.Dial(addr, tel) }
+	sec, err := grpcx.NewSecurity(grpcx.SecurityConfig{Files: cfg.TLS, Self: identity.ID{Role: identity.RoleChannelctl, Node: cfg.NodeID}, Log: tel.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("channelctl: %w", err)
+	}
 	s := &Service{}
 	defer func() {
 		if err != nil {
 			_ = s.Stop(context.WithoutCancel(ctx))
 		}
 	}()
-	if s.arbiter, err = arbiterclient.New(arbiterclient.Config{Members: cfg.Arbiters, Dial: dial, Log: tel.Logger}); err != nil {
+	if s.arbiter, err = arbiterclient.New(arbiterclient.Config{Members: cfg.Arbiters, Dial: sec.Dialer(tel, identity.RoleArbiter), Log: tel.Logger}); err != nil {
 		return nil, fmt.Errorf("channelctl: %w", err)
 	}
-	s.Controller = NewController(ControllerConfig{NodeID: cfg.NodeID, Arbiter: s.arbiter, Dial: dial, Log: tel.Logger,
+	s.Controller = NewController(ControllerConfig{NodeID: cfg.NodeID, Arbiter: s.arbiter, Dial: sec.Dialer(tel, identity.RoleReplica), Log: tel.Logger,
 		HibernateAfter: cfg.HibernateAfter, ReplaceDeadAfter: cfg.ReplaceDeadAfter,
 		BalanceDelay: cfg.BalanceDelay, FailoverBudget: cfg.FailoverBudget})
 	h := &handler{c: s.Controller}
 	s.Process, err = process.Start(cfg.Common, tel, process.Options{
-		Services: []string{channelctlv1.ChannelControlService_ServiceDesc.ServiceName},
-		Register: func(g *grpc.Server) { channelctlv1.RegisterChannelControlServiceServer(g, h) },
+		Services:      []string{channelctlv1.ChannelControlService_ServiceDesc.ServiceName},
+		Register:      func(g *grpc.Server) { channelctlv1.RegisterChannelControlServiceServer(g, h) },
+		ServerOptions: sec.ServerOptions(),
 		Ready: func(context.Context) error {
 			select {
 			case <-s.Controller.Ready():

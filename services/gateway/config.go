@@ -8,11 +8,17 @@ import (
 
 	"github.com/triarch-io/triarch/pkg/auth"
 	"github.com/triarch-io/triarch/pkg/process"
+	"github.com/triarch-io/triarch/pkg/tlsx"
 )
 
 // Config is the gateway's configuration. Common.Listen is the gRPC address.
 type Config struct {
 	process.Common
+	// TLS are the node's CA, certificate and key (--tls-ca, --tls-cert, --tls-key); none
+	// means plaintext. With them the public port takes TLS only, from clients with or without
+	// a certificate (the public API is anyone's; nothing else is), and the connections to
+	// channelctls, replicas and arbiters are mutual TLS as this gateway's identity.
+	TLS tlsx.Files
 	// HTTPAddr serves REST/JSON and /openapi.json.
 	HTTPAddr string
 	// DefaultReplication is the replication factor of channels created implicitly by a send,
@@ -54,7 +60,7 @@ func (c *Config) Defaults() {
 
 // Validate checks the configuration.
 func (c Config) Validate() error {
-	errs := []error{c.Common.Validate()}
+	errs := []error{c.Common.Validate(), c.TLS.Validate()}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		errs = append(errs, fmt.Errorf("--http-addr %q: %w", c.HTTPAddr, err))
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/triarch-io/triarch/pkg/arbiterclient"
 	"github.com/triarch-io/triarch/pkg/auth"
 	"github.com/triarch-io/triarch/pkg/grpcx"
+	"github.com/triarch-io/triarch/pkg/identity"
 	"github.com/triarch-io/triarch/pkg/process"
 	"github.com/triarch-io/triarch/pkg/telemetry"
 )
@@ -46,9 +47,18 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service,
 	if cfg.NoImplicitCreate {
 		createReplication = 0 // Append never creates
 	}
+	// The public port takes clients without a certificate; the policy lets them call the
+	// public API only.
+	sec, err := grpcx.NewSecurity(grpcx.SecurityConfig{Files: cfg.TLS, Self: identity.ID{Role: identity.RoleGateway, Node: cfg.NodeID},
+		Public: true, Log: tel.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	// One dialer for channelctls and replicas alike: the router dials both.
+	dialInternal := sec.Dialer(tel, identity.RoleChannelctl, identity.RoleReplica)
 	router, err := NewRouter(RouterConfig{
 		Channelctls:       cfg.Channelctls,
-		Dial:              func(addr string) (grpc.ClientConnInterface, error) { return grpcx.Dial(addr, tel) },
+		Dial:              func(addr string) (grpc.ClientConnInterface, error) { return dialInternal(addr) },
 		CreateReplication: createReplication,
 		DefaultTimeout:    cfg.RequestTimeout,
 		Log:               tel.Logger,
@@ -70,7 +80,7 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service,
 	var arb *arbiterclient.Client
 	if len(cfg.Arbiters) > 0 {
 		arb, err = arbiterclient.New(arbiterclient.Config{Members: cfg.Arbiters, Log: tel.Logger,
-			Dial: func(addr string) (*grpc.ClientConn, error) { return grpcx.Dial(addr, tel) }})
+			Dial: sec.Dialer(tel, identity.RoleArbiter)})
 		if err != nil {
 			_ = router.Close()
 			return nil, fmt.Errorf("gateway: %w", err)
@@ -78,9 +88,10 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service,
 		h.arbiter = arb
 	}
 	p, err := process.Start(cfg.Common, tel, process.Options{
-		Services: []string{triarchv1.TriarchService_ServiceDesc.ServiceName},
-		Register: func(s *grpc.Server) { triarchv1.RegisterTriarchServiceServer(s, h) },
-		Ready:    router.Ready,
+		Services:      []string{triarchv1.TriarchService_ServiceDesc.ServiceName},
+		Register:      func(s *grpc.Server) { triarchv1.RegisterTriarchServiceServer(s, h) },
+		Ready:         router.Ready,
+		ServerOptions: sec.ServerOptions(),
 	})
 	if err != nil {
 		_ = router.Close()
@@ -95,7 +106,7 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service,
 		s.stopWatch = cancel
 		go watchNodes(wctx, arb, router, tel.Logger)
 	}
-	if err := s.startHTTP(ctx, cfg, tel); err != nil {
+	if err := s.startHTTP(ctx, cfg, tel, sec); err != nil {
 		_ = p.Stop(ctx)
 		_ = router.Close()
 		return nil, fmt.Errorf("gateway: %w", err)
@@ -103,8 +114,9 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service,
 	return s, nil
 }
 
-func (s *Service) startHTTP(ctx context.Context, cfg Config, tel *telemetry.Telemetry) error {
-	conn, err := grpcx.Dial(s.Addr(), tel)
+func (s *Service) startHTTP(ctx context.Context, cfg Config, tel *telemetry.Telemetry, sec *grpcx.Security) error {
+	// REST calls the gRPC API over loopback, as this gateway (with TLS, its certificate).
+	conn, err := grpcx.Dial(s.Addr(), tel, sec.DialOption(identity.RoleGateway))
 	if err != nil {
 		return fmt.Errorf("dial own gRPC server: %w", err)
 	}

@@ -6,11 +6,16 @@ import (
 
 	"github.com/triarch-io/triarch/pkg/multiraft"
 	"github.com/triarch-io/triarch/pkg/process"
+	"github.com/triarch-io/triarch/pkg/tlsx"
 )
 
 // Config is the replica's configuration.
 type Config struct {
 	process.Common
+	// TLS are the node's CA, certificate and key (--tls-ca, --tls-cert, --tls-key); none
+	// means plaintext. With them every connection in and out is mutual TLS, and calls are
+	// authorized by the identity in the caller's certificate (pkg/identity).
+	TLS tlsx.Files
 	// Zone labels the node's failure domain for placement.
 	Zone string
 	// DedupWindow and DedupMaxIDs bound how long (by the channel's dedup clock, the greatest
@@ -56,7 +61,7 @@ func (c *Config) Defaults() {
 
 // Validate checks the configuration.
 func (c Config) Validate() error {
-	errs := []error{c.Common.Validate()}
+	errs := []error{c.Common.Validate(), c.TLS.Validate()}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir is required"))
 	}

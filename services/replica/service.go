@@ -18,6 +18,7 @@ import (
 	"github.com/triarch-io/triarch/pkg/arbiterclient"
 	"github.com/triarch-io/triarch/pkg/chanlog"
 	"github.com/triarch-io/triarch/pkg/grpcx"
+	"github.com/triarch-io/triarch/pkg/identity"
 	"github.com/triarch-io/triarch/pkg/multiraft"
 	"github.com/triarch-io/triarch/pkg/nodelease"
 	"github.com/triarch-io/triarch/pkg/process"
@@ -62,8 +63,11 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 			_ = s.shutdown(context.WithoutCancel(ctx))
 		}
 	}()
-	dial := func(addr string) (*grpc.ClientConn, error) { return grpcx.Dial(addr, tel) }
-	s.transport = raftnet.New(raftnet.Config{NodeID: cfg.NodeID, Dial: dial, Log: tel.Logger, Fault: cfg.TransportFault,
+	sec, err := grpcx.NewSecurity(grpcx.SecurityConfig{Files: cfg.TLS, Self: identity.ID{Role: identity.RoleReplica, Node: cfg.NodeID}, Log: tel.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("replica: %w", err)
+	}
+	s.transport = raftnet.New(raftnet.Config{NodeID: cfg.NodeID, Dial: sec.Dialer(tel, identity.RoleReplica), Log: tel.Logger, Fault: cfg.TransportFault,
 		Tamper: cfg.TransportTamper}, nil)
 	s.Engine = NewEngine(EngineConfig{
 		NodeID: cfg.NodeID, Store: store, Log: tel.Logger,
@@ -94,6 +98,7 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 			replicav1.RegisterReplicaControlServiceServer(g, h)
 			raftv1.RegisterRaftTransportServiceServer(g, s.transport.Server())
 		},
+		ServerOptions: sec.ServerOptions(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("replica: %w", err)
@@ -103,7 +108,7 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 	s.cancel = cancel
 	var lease Lease
 	if len(cfg.Arbiters) > 0 {
-		s.arbiter, err = arbiterclient.New(arbiterclient.Config{Members: cfg.Arbiters, Dial: dial, Log: tel.Logger})
+		s.arbiter, err = arbiterclient.New(arbiterclient.Config{Members: cfg.Arbiters, Dial: sec.Dialer(tel, identity.RoleArbiter), Log: tel.Logger})
 		if err != nil {
 			return nil, fmt.Errorf("replica: %w", err)
 		}
