@@ -25,6 +25,12 @@ type Config struct {
 	// LeaseTTL is how long a leader serves without renewing its node lease or hearing from a
 	// quorum of its group. It must match the arbiter's lease TTL.
 	LeaseTTL time.Duration
+	// DiskStallBound is how long a store write (the append stage's Save and its fsync) may
+	// stay in flight before the replica counts its disk as stalled: it then stops renewing its
+	// node lease and stops sending to its peers until the write returns, so the arbiter
+	// declares it dead and its channels fail over (see doc.go, "A stalled disk"). Default
+	// 1 s; negative turns the detection off.
+	DiskStallBound time.Duration
 	// TransportFault injects delay and loss on the frames this replica sends to its peers
 	// (tests only; see raftnet.Config.Fault).
 	TransportFault func(to uint64) (delay time.Duration, drop bool)
@@ -43,6 +49,9 @@ func (c *Config) Defaults() {
 	}
 	if c.LeaseTTL <= 0 {
 		c.LeaseTTL = 600 * time.Millisecond
+	}
+	if c.DiskStallBound == 0 {
+		c.DiskStallBound = time.Second
 	}
 }
 
