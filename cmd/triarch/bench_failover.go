@@ -159,7 +159,8 @@ func runFailover(ctx context.Context, cmd *cobra.Command, f failoverFlags) error
 	res.KilledNode, res.KilledAddress, res.LedChannels, res.KilledBy = k.node, k.address, len(k.led), k.by
 	res.KilledAtSeconds = k.at.Seconds()
 
-	var all, led, others []time.Duration
+	var all, led, others, before, after []time.Duration
+	window := k.at / 2 // the second half of the warm-up, after the writers' start-up
 	var ledOutages []bench.Outage
 	for _, ch := range names {
 		o := bench.LongestGap(w.acks.Of(ch), k.at, end)
@@ -172,11 +173,16 @@ func runFailover(ctx context.Context, cmd *cobra.Command, f failoverFlags) error
 			ledOutages = append(ledOutages, o)
 		} else {
 			others = append(others, o.Gap)
+			acks := w.acks.Of(ch)
+			before = append(before, bench.WindowGap(acks, k.at-window, k.at))
+			after = append(after, bench.WindowGap(acks, k.at, k.at+window))
 		}
 	}
 	res.UnavailabilityAll = bench.SummarizeDurations(all)
 	res.UnavailabilityLed = bench.SummarizeDurations(led)
 	res.UnavailabilityOthers = bench.SummarizeDurations(others)
+	res.OthersBefore, res.OthersAfter = bench.SummarizeDurations(before), bench.SummarizeDurations(after)
+	res.OthersWindowSeconds = window.Seconds()
 	res.Recovery = bench.SummarizeDurations(bench.Recoveries(ledOutages, k.at))
 	if detection, elections, early, ok := bench.Split(ledOutages, k.at, k.declared); ok {
 		d := float64(detection) / 1e6

@@ -51,7 +51,13 @@ type FailoverResult struct {
 	// UnavailabilityOthers is the same over the channels the node did not lead, which should
 	// not notice the fault at all.
 	UnavailabilityOthers Latency `json:"unavailability_others"`
-	Unrecovered          int     `json:"unrecovered_channels"`
+	// OthersBefore and OthersAfter are, over the same channels, each one's longest time
+	// without an ack in the OthersWindowSeconds before the fault and in as long after it
+	// (WindowGap): the same channels with and without the fault, over windows of one length.
+	OthersBefore        Latency `json:"others_before"`
+	OthersAfter         Latency `json:"others_after"`
+	OthersWindowSeconds float64 `json:"others_window_seconds"`
+	Unrecovered         int     `json:"unrecovered_channels"`
 	// Recovery is, per led channel, the time from the kill to its first ack after the outage.
 	Recovery Latency `json:"recovery_led"`
 	// DetectionMs is the time from the kill until the cluster status showed the node dead
@@ -96,6 +102,10 @@ func (r *FailoverResult) WriteTable(w io.Writer) error {
 	fmt.Fprintf(tw, "\tall channels: %s\n", spread(r.UnavailabilityAll))
 	if r.UnavailabilityOthers.Count > 0 {
 		fmt.Fprintf(tw, "\tthe others: %s\n", spread(r.UnavailabilityOthers))
+		if r.OthersBefore.Count > 0 {
+			fmt.Fprintf(tw, "\tthe others, %.1fs before the fault: %s\n", r.OthersWindowSeconds, spread(r.OthersBefore))
+			fmt.Fprintf(tw, "\tthe others, %.1fs after the fault: %s\n", r.OthersWindowSeconds, spread(r.OthersAfter))
+		}
 	}
 	if r.Unrecovered > 0 {
 		fmt.Fprintf(tw, "unrecovered\t%d channels never acked again before the end\n", r.Unrecovered)

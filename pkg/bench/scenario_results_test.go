@@ -51,10 +51,12 @@ func TestFailoverResultNamesTheFaultAndTheOthers(t *testing.T) {
 	r := &FailoverResult{Header: NewHeader("failover", "v9", time.Unix(0, 0)),
 		Params:     FailoverParams{Dev: true, Processes: true, Fault: "pause", Channels: 3, Size: 128, Warmup: "5s", Duration: "20s"},
 		KilledNode: 1, LedChannels: 1, KilledBy: "pause of its process (SIGSTOP)", Errors: map[string]int64{},
-		UnavailabilityOthers: SummarizeDurations([]time.Duration{30 * time.Millisecond, 40 * time.Millisecond})}
+		UnavailabilityOthers: SummarizeDurations([]time.Duration{30 * time.Millisecond, 40 * time.Millisecond}),
+		OthersBefore:         SummarizeDurations([]time.Duration{20 * time.Millisecond}),
+		OthersAfter:          SummarizeDurations([]time.Duration{25 * time.Millisecond}), OthersWindowSeconds: 2.5}
 	var b bytes.Buffer
 	require.NoError(t, r.WriteTable(&b))
-	for _, want := range []string{"as processes", "pause after 5s", "paused  ", "SIGSTOP", "the others: p50"} {
+	for _, want := range []string{"as processes", "pause after 5s", "paused  ", "SIGSTOP", "the others: p50", "the others, 2.5s before the fault: p50", "2.5s after the fault"} {
 		require.Contains(t, b.String(), want)
 	}
 	raw := roundTrip(t, r.WriteJSON)
