@@ -10,7 +10,7 @@
 // nothing: its stream's Send just blocks once the flow-control window is full. Each peer's
 // sender blocks alone (the others and the raft loops never wait for it), and a stream open
 // or Send blocked for StallTimeout ends the session like a broken stream, so the link counts
-// as down and its queue is reported, within about a second instead of keepalive's 15 s.
+// as down and its queue is reported, within seconds instead of keepalive's 15 s.
 //
 // A node whose disk stalled silences its transport (Config.Silenced): it sends nothing until
 // its disk answers again, so its peers tell the arbiter they no longer hear from it.

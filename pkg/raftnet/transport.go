@@ -40,7 +40,9 @@ type Config struct {
 	// MaxFrameBytes bounds the raft message bytes of one frame (default 4 MiB).
 	MaxFrameBytes int
 	// StallTimeout bounds how long opening a stream, or one frame's Send, may block before the
-	// stream is given up as dead (default 1 s, about the arbiter's lease plus its margin). A
+	// stream is given up as dead (default 2 s: past what load alone makes a Send wait on a
+	// busy 2-core machine, far below keepalive's 15 s; failover does not wait for it, the
+	// arbiter's lease decides that). A
 	// peer that is black-holed or paused (SIGSTOP) resets nothing: its connection stays
 	// open, the stream's flow-control window fills and Send blocks until keepalive or TCP
 	// notices, tens of seconds later. Meanwhile the link would count as up and its queue
@@ -97,7 +99,7 @@ func New(cfg Config, host Host) *Transport {
 		cfg.MaxFrameBytes = 4 << 20
 	}
 	if cfg.StallTimeout <= 0 {
-		cfg.StallTimeout = time.Second
+		cfg.StallTimeout = 2 * time.Second
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = 50 * time.Millisecond

@@ -29,7 +29,7 @@ type Config struct {
 	// stay in flight before the replica counts its disk as stalled: it then stops renewing its
 	// node lease and stops sending to its peers until the write returns, so the arbiter
 	// declares it dead and its channels fail over (see doc.go, "A stalled disk"). Default
-	// 1 s; negative turns the detection off.
+	// 2 s; negative turns the detection off.
 	DiskStallBound time.Duration
 	// TransportFault injects delay and loss on the frames this replica sends to its peers
 	// (tests only; see raftnet.Config.Fault).
@@ -51,7 +51,7 @@ func (c *Config) Defaults() {
 		c.LeaseTTL = 600 * time.Millisecond
 	}
 	if c.DiskStallBound == 0 {
-		c.DiskStallBound = time.Second
+		c.DiskStallBound = 2 * time.Second
 	}
 }
 

@@ -36,7 +36,7 @@
 // yet its process runs, its raft heartbeats leave from the workers without touching the disk,
 // and its peers keep vouching for it. So the replica watches its own durable writes
 // (diskstall.go, around Store.Save, SaveSnapshot and SaveState): once one has been in flight
-// for longer than Config.DiskStallBound (1 s), it stops renewing its node lease
+// for longer than Config.DiskStallBound (2 s), it stops renewing its node lease
 // (nodelease.Config.Healthy) and its transport drops everything it would send
 // (raftnet.Config.Silenced), until the write returns. The arbiter then sees what it sees of
 // a crashed node, declares it dead under its usual rule (TTL plus margin after the last
@@ -54,10 +54,14 @@
 // (the arbiter's 750 ms plus the peers' confirmation, liveness doc.go), and a write slower
 // than the bound but shorter than about bound + TTL only silences the node for a moment
 // (raft resends what was dropped) without any failover, though it does disturb the node's
-// groups while it lasts (its reads cannot be confirmed). 1 s is twice the slowest Save seen on
-// this project's 2-core machine with every core busy under the race detector (about 0.5 s;
-// a 250 ms bound fired there several times a minute), so a disk stall fails over in about
-// 1.8 s plus the election: slower than a crash, the price of not mistaking load for death.
+// groups while it lasts (its reads cannot be confirmed), and silencing every node at once
+// takes the cluster down. Load alone makes writes that slow on a small machine: on this
+// project's 2-core machine, with every core busy, Saves took up to 0.5 s under the race
+// detector (a 250 ms bound fired several times a minute) and 1.9 s at a load average of 35
+// (a 1 s bound silenced all three replicas of a benchmark cluster in turn until no channel
+// was writable). Hence 2 s, with which a stalled disk fails over in about 2.8 s plus the
+// election: much slower than a crash, the price of not mistaking load for death. A
+// deployment with a quieter machine may lower it; no lease depends on it.
 //
 // A replica whose store was replaced refuses loads that name its old store and rejoins each
 // group as a new replica: see Engine.Load and Engine.ChangeReplicas.
