@@ -31,6 +31,9 @@ type Config struct {
 	// declares it dead and its channels fail over (see doc.go, "A stalled disk"). Default
 	// 2 s; negative turns the detection off.
 	DiskStallBound time.Duration
+	// StoreFault, when set, wraps the store the raft host and the engine write through, so
+	// that a test can make its writes hang as a stalled disk would (tests only, in process).
+	StoreFault func(Store) Store
 	// TransportFault injects delay and loss on the frames this replica sends to its peers
 	// (tests only; see raftnet.Config.Fault).
 	TransportFault func(to uint64) (delay time.Duration, drop bool)

@@ -65,7 +65,11 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 	dial := func(addr string) (*grpc.ClientConn, error) { return grpcx.Dial(addr, tel) }
 	s.transport = raftnet.New(raftnet.Config{NodeID: cfg.NodeID, Dial: dial, Log: tel.Logger, Fault: cfg.TransportFault,
 		Tamper: cfg.TransportTamper, Silenced: stall.Stalled}, nil)
-	timed := stall.wrap(store)
+	var disk Store = store
+	if cfg.StoreFault != nil {
+		disk = cfg.StoreFault(disk)
+	}
+	timed := stall.wrap(disk)
 	s.Engine = NewEngine(EngineConfig{
 		NodeID: cfg.NodeID, Store: timed, Log: tel.Logger,
 		Dedup:    chanlog.Config{Window: cfg.DedupWindow, MaxIDs: cfg.DedupMaxIDs},
