@@ -143,6 +143,7 @@ func TestLeaderWithStalledDiskIsFailedOver(t *testing.T) {
 	victim := leader.GetLeaderNodeId()
 	t.Logf("channel %s led by replica %d; stalling its disk", ch, victim)
 
+	stalled := time.Now()
 	disks[victim].stall()
 	// A write makes the leader Save; it hangs with the disk.
 	go func() {
@@ -156,6 +157,7 @@ func TestLeaderWithStalledDiskIsFailedOver(t *testing.T) {
 		}
 		return nil
 	})
+	dead := time.Since(stalled)
 	testutil.Eventually(t, 60*time.Second, func() error {
 		res, err := ctlClient.ResolveChannel(ctx, &channelctlv1.ResolveChannelRequest{ChannelId: ch, StaleLeaderNodeId: victim})
 		if err != nil {
@@ -169,6 +171,9 @@ func TestLeaderWithStalledDiskIsFailedOver(t *testing.T) {
 		return appendAt(actx, res.GetLeaderAddress(), ch, "after")
 	})
 
+	// Figures for the record (polled every 50 ms, so up to that late), not asserted.
+	t.Logf("disk stalled to replica %d declared dead: %v; to a write acknowledged by the new leader: %v",
+		victim, dead.Round(time.Millisecond), time.Since(stalled).Round(time.Millisecond))
 	disks[victim].release()
 	testutil.Eventually(t, 60*time.Second, func() error {
 		if n, _ := arb.FSM().Node(victim); n.Liveness != arbiterv1.NodeState_NODE_STATE_ALIVE {
