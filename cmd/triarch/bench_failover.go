@@ -24,6 +24,9 @@ type failoverFlags struct {
 	warmup   time.Duration
 	duration time.Duration
 	killCmd  string
+	fault    string
+	procs    bool
+	healCmd  string
 }
 
 func newBenchFailoverCmd() *cobra.Command {
@@ -52,7 +55,10 @@ exactly once at its seq.`,
 	fs.Float64Var(&f.rate, "rate", 0, "offered messages per second over all channels (0: each writer sends again as soon as it is answered)")
 	fs.DurationVar(&f.warmup, "warmup", 5*time.Second, "how long to write before the kill")
 	fs.DurationVar(&f.duration, "duration", 20*time.Second, "how long to write in all, warm-up included")
-	fs.StringVar(&f.killCmd, "kill-cmd", "", "with --gateway: command run by sh -c to kill a replica; {node} is its node id, {address} its address\n(e.g. 'docker compose kill replica-{node}')")
+	fs.StringVar(&f.killCmd, "kill-cmd", "", "with --gateway: command run by sh -c to kill a replica (or to inflict --fault on it); {node} is its node id,\n{address} its address (e.g. 'docker compose kill replica-{node}', 'docker pause main_replica-{node}_1')")
+	fs.StringVar(&f.fault, "fault", "kill", "what happens to the replica: kill, pause (SIGSTOP, docker pause) or blackhole (its packets dropped);\nwith --dev, pause and blackhole run the suite as processes (--procs; blackhole needs root and nft)")
+	fs.BoolVar(&f.procs, "procs", false, "with --dev: run the suite as processes of this binary (1 arbiter, 1 channelctl, 3 replicas, the gateway), so that\nthe fault hits a real process: kill is SIGKILL, pause SIGSTOP, blackhole an nftables drop")
+	fs.StringVar(&f.healCmd, "heal-cmd", "", "with --gateway: command run by sh -c after the run, before the read-back, to undo the fault\n(e.g. 'docker unpause main_replica-{node}_1')")
 	return cmd
 }
 
@@ -65,6 +71,10 @@ func (f failoverFlags) validate(cmd *cobra.Command) error {
 			"(e.g. --kill-cmd 'docker compose kill replica-{node}'), or use --dev")
 	case f.target.dev && f.killCmd != "":
 		return errors.New("--kill-cmd is for --gateway; with --dev the replica is stopped in-process")
+	case f.target.dev && f.healCmd != "":
+		return errors.New("--heal-cmd is for --gateway; with --dev the bench undoes its own fault")
+	case !f.target.dev && f.procs:
+		return errors.New("--procs is for --dev")
 	case f.channels < 1:
 		return fmt.Errorf("--channels %d: must be at least 1", f.channels)
 	case f.size < 0:
@@ -74,7 +84,14 @@ func (f failoverFlags) validate(cmd *cobra.Command) error {
 	case f.warmup <= 0 || f.duration <= f.warmup:
 		return fmt.Errorf("--warmup %v and --duration %v: need 0 < warmup < duration", f.warmup, f.duration)
 	}
-	return nil
+	_, err := bench.ParseFault(f.fault)
+	return err
+}
+
+// multiProcess reports whether the dev suite runs as processes: a pause or a black hole
+// needs a process of its own to freeze or cut off.
+func (f failoverFlags) multiProcess() bool {
+	return f.target.dev && (f.procs || f.fault != string(bench.FaultKill))
 }
 
 // failoverSendTimeout bounds one send, retries included: a send that outlasts the failover
@@ -89,7 +106,13 @@ func runFailover(ctx context.Context, cmd *cobra.Command, f failoverFlags) error
 	if err := f.validate(cmd); err != nil {
 		return err
 	}
-	tgt, err := openTarget(ctx, f.target, 0)
+	var tgt *benchTarget
+	var err error
+	if f.multiProcess() {
+		tgt, err = openProcTarget(ctx)
+	} else {
+		tgt, err = openTarget(ctx, f.target, 0)
+	}
 	if err != nil {
 		return err
 	}
@@ -115,7 +138,8 @@ func runFailover(ctx context.Context, cmd *cobra.Command, f failoverFlags) error
 
 	res := &bench.FailoverResult{Header: bench.NewHeader("failover", version, started), Params: bench.FailoverParams{
 		Gateway: tgt.gatewayParam(), Dev: f.target.dev, Channels: f.channels, Size: f.size, Rate: f.rate,
-		Warmup: f.warmup.String(), Duration: f.duration.String(), KillCmd: f.killCmd}}
+		Warmup: f.warmup.String(), Duration: f.duration.String(), KillCmd: f.killCmd, Fault: f.fault,
+		Processes: f.multiProcess(), HealCmd: f.healCmd}}
 	k, killErr := killLeader(ctx, c, tgt, f, prefix, started)
 	if killErr != nil {
 		stopWriters()
@@ -125,6 +149,9 @@ func runFailover(ctx context.Context, cmd *cobra.Command, f failoverFlags) error
 	if killErr != nil {
 		return killErr
 	}
+	if err := healFault(ctx, tgt, f, k); err != nil {
+		return err
+	}
 	end := time.Since(started)
 	res.ElapsedSeconds = end.Seconds()
 	res.AckedMsgs = w.live.Msgs.Load()
@@ -132,7 +159,8 @@ func runFailover(ctx context.Context, cmd *cobra.Command, f failoverFlags) error
 	res.KilledNode, res.KilledAddress, res.LedChannels, res.KilledBy = k.node, k.address, len(k.led), k.by
 	res.KilledAtSeconds = k.at.Seconds()
 
-	var all, led []time.Duration
+	var all, led, others, before, after []time.Duration
+	window := k.at / 2 // the second half of the warm-up, after the writers' start-up
 	var ledOutages []bench.Outage
 	for _, ch := range names {
 		o := bench.LongestGap(w.acks.Of(ch), k.at, end)
@@ -143,10 +171,18 @@ func runFailover(ctx context.Context, cmd *cobra.Command, f failoverFlags) error
 		if k.led[ch] {
 			led = append(led, o.Gap)
 			ledOutages = append(ledOutages, o)
+		} else {
+			others = append(others, o.Gap)
+			acks := w.acks.Of(ch)
+			before = append(before, bench.WindowGap(acks, k.at-window, k.at))
+			after = append(after, bench.WindowGap(acks, k.at, k.at+window))
 		}
 	}
 	res.UnavailabilityAll = bench.SummarizeDurations(all)
 	res.UnavailabilityLed = bench.SummarizeDurations(led)
+	res.UnavailabilityOthers = bench.SummarizeDurations(others)
+	res.OthersBefore, res.OthersAfter = bench.SummarizeDurations(before), bench.SummarizeDurations(after)
+	res.OthersWindowSeconds = window.Seconds()
 	res.Recovery = bench.SummarizeDurations(bench.Recoveries(ledOutages, k.at))
 	if detection, elections, early, ok := bench.Split(ledOutages, k.at, k.declared); ok {
 		d := float64(detection) / 1e6
@@ -297,7 +333,14 @@ func killLeader(ctx context.Context, c *client.Client, tgt *benchTarget, f failo
 	if k.led, err = channelsLedBy(ctx, c, prefix, k.node); err != nil {
 		return k, err
 	}
-	if tgt.suite != nil {
+	if tgt.procs != nil {
+		k.at = time.Since(started)
+		how, err := tgt.procs.Inflict(bench.Fault(f.fault), k.node)
+		if err != nil {
+			return k, err
+		}
+		k.by = fmt.Sprintf("%s of its process (%s)", f.fault, how)
+	} else if tgt.suite != nil {
 		k.by = "stopped in-process"
 		k.at = time.Since(started)
 		if err := tgt.suite.StopReplica(ctx, k.node); err != nil {
@@ -335,6 +378,24 @@ func killLeader(ctx context.Context, c *client.Client, tgt *benchTarget, f failo
 		}
 	}
 	return k, nil
+}
+
+// healFault undoes a pause or a black hole once the writers stopped, so that the read-back
+// sees the whole cluster: the bench's own processes are healed, --heal-cmd is run against a
+// running cluster.
+func healFault(ctx context.Context, tgt *benchTarget, f failoverFlags, k kill) error {
+	if tgt.procs != nil {
+		tgt.procs.Heal()
+		return nil
+	}
+	if f.healCmd == "" {
+		return nil
+	}
+	line, err := bench.ExpandKillCmd(f.healCmd, k.node, k.address)
+	if err != nil {
+		return fmt.Errorf("heal: %w", err)
+	}
+	return bench.RunKillCmd(ctx, line)
 }
 
 // channelsLedBy lists the channels with prefix whose leader is node.

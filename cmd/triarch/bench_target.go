@@ -44,6 +44,7 @@ func (f targetFlags) validate(cmd *cobra.Command) error {
 type benchTarget struct {
 	addr  string
 	suite *suite.Suite
+	procs *bench.ProcCluster
 	stop  func()
 }
 

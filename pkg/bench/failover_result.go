@@ -19,6 +19,11 @@ type FailoverParams struct {
 	Warmup   string  `json:"warmup"`
 	Duration string  `json:"duration"`
 	KillCmd  string  `json:"kill_cmd,omitempty"`
+	// Fault is what happened to the replica: kill, pause or blackhole (see Fault); Processes
+	// says the dev suite ran as processes; HealCmd undid the fault before the read-back.
+	Fault     string `json:"fault,omitempty"`
+	Processes bool   `json:"processes,omitempty"`
+	HealCmd   string `json:"heal_cmd,omitempty"`
 }
 
 // FailoverResult is what a failover run measured.
@@ -43,7 +48,16 @@ type FailoverResult struct {
 	// same over every channel. Unrecovered channels never acked again before the end.
 	UnavailabilityLed Latency `json:"unavailability_led"`
 	UnavailabilityAll Latency `json:"unavailability_all"`
-	Unrecovered       int     `json:"unrecovered_channels"`
+	// UnavailabilityOthers is the same over the channels the node did not lead, which should
+	// not notice the fault at all.
+	UnavailabilityOthers Latency `json:"unavailability_others"`
+	// OthersBefore and OthersAfter are, over the same channels, each one's longest time
+	// without an ack in the OthersWindowSeconds before the fault and in as long after it
+	// (WindowGap): the same channels with and without the fault, over windows of one length.
+	OthersBefore        Latency `json:"others_before"`
+	OthersAfter         Latency `json:"others_after"`
+	OthersWindowSeconds float64 `json:"others_window_seconds"`
+	Unrecovered         int     `json:"unrecovered_channels"`
 	// Recovery is, per led channel, the time from the kill to its first ack after the outage.
 	Recovery Latency `json:"recovery_led"`
 	// DetectionMs is the time from the kill until the cluster status showed the node dead
@@ -65,19 +79,34 @@ func (r *FailoverResult) WriteJSON(path string) error { return writeJSON(path, r
 func (r *FailoverResult) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	p := r.Params
-	r.writeHead(tw, targetName(p.Dev, p.Gateway))
+	target := targetName(p.Dev, p.Gateway)
+	if p.Processes {
+		target = "dev suite as processes (3 replicas) on loopback"
+	}
+	r.writeHead(tw, target)
 	pace := "each writer closed-loop"
 	if p.Rate > 0 {
 		pace = fmt.Sprintf("offered %s msgs/s in all", group(int64(p.Rate)))
 	}
-	fmt.Fprintf(tw, "load\t%d channels, one writer each, one %d-byte message per send, %s; kill after %s, run %s\n",
-		p.Channels, p.Size, pace, p.Warmup, p.Duration)
-	fmt.Fprintf(tw, "killed\treplica %d (%s), leader of %d of the channels, at %.2fs, %s\n",
-		r.KilledNode, r.KilledAddress, r.LedChannels, r.KilledAtSeconds, r.KilledBy)
+	fault := p.Fault
+	if fault == "" {
+		fault = string(FaultKill)
+	}
+	fmt.Fprintf(tw, "load\t%d channels, one writer each, one %d-byte message per send, %s; %s after %s, run %s\n",
+		p.Channels, p.Size, pace, fault, p.Warmup, p.Duration)
+	fmt.Fprintf(tw, "%s\treplica %d (%s), leader of %d of the channels, at %.2fs, %s\n",
+		faultPast(fault), r.KilledNode, r.KilledAddress, r.LedChannels, r.KilledAtSeconds, r.KilledBy)
 	fmt.Fprintf(tw, "acked\t%s msgs over %.2fs\n", group(r.AckedMsgs), r.ElapsedSeconds)
 	fmt.Fprintf(tw, "errors\t%s\n", formatErrors(r.Errors))
-	fmt.Fprintf(tw, "unavailability (ms, longest ack gap)\tled by the killed node: %s\n", spread(r.UnavailabilityLed))
+	fmt.Fprintf(tw, "unavailability (ms, longest ack gap)\tled by that node: %s\n", spread(r.UnavailabilityLed))
 	fmt.Fprintf(tw, "\tall channels: %s\n", spread(r.UnavailabilityAll))
+	if r.UnavailabilityOthers.Count > 0 {
+		fmt.Fprintf(tw, "\tthe others: %s\n", spread(r.UnavailabilityOthers))
+		if r.OthersBefore.Count > 0 {
+			fmt.Fprintf(tw, "\tthe others, %.1fs before the fault: %s\n", r.OthersWindowSeconds, spread(r.OthersBefore))
+			fmt.Fprintf(tw, "\tthe others, %.1fs after the fault: %s\n", r.OthersWindowSeconds, spread(r.OthersAfter))
+		}
+	}
 	if r.Unrecovered > 0 {
 		fmt.Fprintf(tw, "unrecovered\t%d channels never acked again before the end\n", r.Unrecovered)
 	}
@@ -92,6 +121,17 @@ func (r *FailoverResult) WriteTable(w io.Writer) error {
 	}
 	writeVerification(tw, r.Verification)
 	return tw.Flush()
+}
+
+// faultPast names the fault's row: killed, paused, black-holed.
+func faultPast(f string) string {
+	switch Fault(f) {
+	case FaultPause:
+		return "paused"
+	case FaultBlackhole:
+		return "black-holed"
+	}
+	return "killed"
 }
 
 // spread is a distribution's median, tail and worst case in milliseconds.

@@ -109,3 +109,25 @@ func Split(outages []Outage, kill, declared time.Duration) (detection time.Durat
 	}
 	return declared - kill, elections, early, true
 }
+
+// WindowGap is a channel's longest time without an acknowledgement within [from, to): the
+// gaps between its acknowledgements, clipped to the window (a gap that began before from
+// counts from from, one still open at to counts up to to). Taken over windows of the same
+// length before and after a fault, it compares the channels the failed node did not lead
+// with themselves.
+func WindowGap(acks []time.Duration, from, to time.Duration) time.Duration {
+	acks = slices.Clone(acks)
+	slices.Sort(acks)
+	longest, prev := time.Duration(0), from
+	for _, t := range acks {
+		if t <= from {
+			continue
+		}
+		if t >= to {
+			break
+		}
+		longest = max(longest, t-prev)
+		prev = t
+	}
+	return max(longest, to-prev)
+}

@@ -86,3 +86,19 @@ func TestAckTimesRecordsOffsets(t *testing.T) {
 	require.Equal(t, offsets(5, 7), a.Of("c"))
 	require.Empty(t, a.Of("other"))
 }
+
+func TestWindowGapClipsToTheWindow(t *testing.T) {
+	ms := func(v ...int) []time.Duration {
+		out := make([]time.Duration, len(v))
+		for i, x := range v {
+			out[i] = time.Duration(x) * time.Millisecond
+		}
+		return out
+	}
+	acks := ms(0, 500, 520, 600, 610, 1510)
+	// In [400, 1000): 400->500 (100, clipped), 500->520, 520->600, 600->610, 610->1000 (390,
+	// clipped: the gap to 1510 is still open at the window's end).
+	require.Equal(t, 390*time.Millisecond, WindowGap(acks, 400*time.Millisecond, time.Second))
+	require.Equal(t, 80*time.Millisecond, WindowGap(acks, 450*time.Millisecond, 605*time.Millisecond))
+	require.Equal(t, time.Second, WindowGap(nil, 0, time.Second), "no ack: the whole window")
+}

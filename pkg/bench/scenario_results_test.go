@@ -37,12 +37,39 @@ func TestFailoverResultTableAndJSON(t *testing.T) {
 		Verification: &Verification{Channels: 1000, Acked: 12345, Read: 12345, OK: true}}
 	var b bytes.Buffer
 	require.NoError(t, r.WriteTable(&b))
-	for _, want := range []string{"replica 2", "334", "812.5 ms", "led by the killed node: p50", "1 of 334", "read-back", "OK"} {
+	for _, want := range []string{"replica 2", "334", "812.5 ms", "killed  ", "led by that node: p50", "1 of 334", "read-back", "OK"} {
 		require.Contains(t, b.String(), want)
 	}
 	raw := roundTrip(t, r.WriteJSON)
 	require.InDelta(t, 812.5, raw["detection_ms"], 0)
 	require.Contains(t, raw["unavailability_led"], "p99_ms")
+}
+
+// A pause or a black hole is named as such, and the channels the node did not lead get a row
+// of their own: they should not notice the fault.
+func TestFailoverResultNamesTheFaultAndTheOthers(t *testing.T) {
+	r := &FailoverResult{Header: NewHeader("failover", "v9", time.Unix(0, 0)),
+		Params:     FailoverParams{Dev: true, Processes: true, Fault: "pause", Channels: 3, Size: 128, Warmup: "5s", Duration: "20s"},
+		KilledNode: 1, LedChannels: 1, KilledBy: "pause of its process (SIGSTOP)", Errors: map[string]int64{},
+		UnavailabilityOthers: SummarizeDurations([]time.Duration{30 * time.Millisecond, 40 * time.Millisecond}),
+		OthersBefore:         SummarizeDurations([]time.Duration{20 * time.Millisecond}),
+		OthersAfter:          SummarizeDurations([]time.Duration{25 * time.Millisecond}), OthersWindowSeconds: 2.5}
+	var b bytes.Buffer
+	require.NoError(t, r.WriteTable(&b))
+	for _, want := range []string{"as processes", "pause after 5s", "paused  ", "SIGSTOP", "the others: p50", "the others, 2.5s before the fault: p50", "2.5s after the fault"} {
+		require.Contains(t, b.String(), want)
+	}
+	raw := roundTrip(t, r.WriteJSON)
+	require.Contains(t, raw["unavailability_others"], "p99_ms")
+	require.Equal(t, "pause", raw["params"].(map[string]any)["fault"])
+
+	for _, f := range []string{"kill", "pause", "blackhole"} {
+		got, err := ParseFault(f)
+		require.NoError(t, err)
+		require.Equal(t, Fault(f), got)
+	}
+	_, err := ParseFault("unplug")
+	require.ErrorContains(t, err, "want kill, pause or blackhole")
 }
 
 func TestHibernateResultTableAndJSON(t *testing.T) {

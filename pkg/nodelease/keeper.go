@@ -35,6 +35,12 @@ type Config struct {
 	Load  func() *arbiterv1.NodeLoad
 	Peers func() []*arbiterv1.PeerReachability
 	Log   *slog.Logger
+	// Healthy, when set, is asked before every heartbeat: while it says false the node sends
+	// none, so its lease runs out at the arbiter as a crashed node's would, and Valid says
+	// false at once. A replica whose disk stopped returning its writes says so (see
+	// services/replica/diskstall.go): it cannot commit anything, so it must not count as
+	// alive, though its process still runs. Nil: always healthy.
+	Healthy func() bool
 	// Now is the clock (time.Now by default); tests inject one.
 	Now func() time.Time
 	// RetryInterval is the first pause after a failed registration (default 200 ms); it
@@ -80,7 +86,11 @@ func New(cfg Config) *Keeper {
 func (k *Keeper) Registered() <-chan struct{} { return k.registered }
 
 // Valid reports whether the lease is still valid at now, by the node's own conservative view.
+// An unhealthy node (Config.Healthy) holds no lease, whatever it renewed before.
 func (k *Keeper) Valid(now time.Time) bool {
+	if !k.healthy() {
+		return false
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return !k.renewedAt.IsZero() && now.Before(k.renewedAt.Add(k.ttl))
@@ -114,6 +124,12 @@ func (k *Keeper) Run(ctx context.Context) error {
 			return nil
 		case <-time.After(k.Interval()):
 		}
+		if !k.healthy() {
+			// No renewal: the lease runs out at the arbiter, which then declares the node dead
+			// (once its peers, which a stalled node stops talking to, confirm) as it would a
+			// crashed one. Heartbeats resume, or the node registers again, once it is healthy.
+			continue
+		}
 		err := k.heartbeat(ctx)
 		if err != nil {
 			k.cfg.Log.WarnContext(ctx, "heartbeat failed", "err", err)
@@ -129,6 +145,8 @@ func (k *Keeper) Run(ctx context.Context) error {
 		}
 	}
 }
+
+func (k *Keeper) healthy() bool { return k.cfg.Healthy == nil || k.cfg.Healthy() }
 
 func (k *Keeper) register(ctx context.Context) error {
 	req := &arbiterv1.RegisterNodeRequest{NodeId: k.cfg.NodeID, Role: k.cfg.Role, Address: k.cfg.Address, Zone: k.cfg.Zone,

@@ -136,11 +136,16 @@ func (p *peer) session(ctx context.Context) (sent bool) {
 	defer conn.Close()
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// The watchdog ends the session when opening the stream or one Send blocks for longer
+	// than StallTimeout: the peer is silent (see Config.StallTimeout).
+	watchdog := time.AfterFunc(p.t.cfg.StallTimeout, cancel)
+	defer watchdog.Stop()
 	stream, err := raftv1.NewRaftTransportServiceClient(conn).Send(sctx, grpc.WaitForReady(false))
 	if err != nil {
 		p.t.cfg.Log.Debug("raftnet: open stream failed", "peer", p.id, "addr", addr, "err", err)
 		return false
 	}
+	watchdog.Stop()
 	p.setState(linkUp)
 	select { // what queued while dialling goes out now
 	case p.wake <- struct{}{}:
@@ -155,6 +160,10 @@ func (p *peer) session(ctx context.Context) (sent bool) {
 		case <-p.wake:
 		}
 		batch := p.takeAll()
+		if p.t.silenced() { // what queued before the silence stays unsent too
+			p.t.reportDropped(batch)
+			continue
+		}
 		if tamper := p.t.cfg.Tamper; tamper != nil {
 			for i := range batch {
 				batch[i] = tamper(p.id, batch[i])
@@ -174,7 +183,9 @@ func (p *peer) session(ctx context.Context) (sent bool) {
 				}
 			}
 			if err == nil {
+				watchdog.Reset(p.t.cfg.StallTimeout)
 				err = stream.Send(frame)
+				watchdog.Stop()
 			}
 			if err != nil {
 				p.t.cfg.Log.Debug("raftnet: stream broken", "peer", p.id, "addr", addr, "err", err)

@@ -39,12 +39,28 @@ type Config struct {
 	QueueLen int
 	// MaxFrameBytes bounds the raft message bytes of one frame (default 4 MiB).
 	MaxFrameBytes int
+	// StallTimeout bounds how long opening a stream, or one frame's Send, may block before the
+	// stream is given up as dead (default 2 s: past what load alone makes a Send wait on a
+	// busy 2-core machine, far below keepalive's 15 s; failover does not wait for it, the
+	// arbiter's lease decides that). A
+	// peer that is black-holed or paused (SIGSTOP) resets nothing: its connection stays
+	// open, the stream's flow-control window fills and Send blocks until keepalive or TCP
+	// notices, tens of seconds later. Meanwhile the link would count as up and its queue
+	// would hold messages that raft believes in flight; giving up reports them unreachable
+	// (raft probes instead) and redials, so the link comes back as soon as the peer does.
+	StallTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the wait between reconnects (defaults 50 ms and 2 s).
 	MinBackoff, MaxBackoff time.Duration
 	// Fault, when set, is asked before each frame goes out to a peer: it may delay the frame
 	// or drop it (dropped messages are reported unreachable, as a real loss would be). Tests
 	// use it to inject network jitter and loss; production leaves it nil.
 	Fault func(to uint64) (delay time.Duration, drop bool)
+	// Silenced, when set, is asked on every Send and before every frame: while it says true
+	// nothing leaves this node (every message is dropped and reported unreachable), so its
+	// peers hear nothing from it and say so to the arbiter. A replica whose disk stalled says
+	// true (services/replica/diskstall.go): its raft heartbeats would otherwise keep flowing
+	// and its peers would vouch for a node that can commit nothing. Nil: never.
+	Silenced func() bool
 	// Tamper, when set, may change the messages to a peer before they are encoded (it must
 	// change copies: the messages are raft's own). Tests use it to damage entries on their
 	// way, as a bad disk or memory would; production leaves it nil.
@@ -81,6 +97,9 @@ func New(cfg Config, host Host) *Transport {
 	}
 	if cfg.MaxFrameBytes <= 0 {
 		cfg.MaxFrameBytes = 4 << 20
+	}
+	if cfg.StallTimeout <= 0 {
+		cfg.StallTimeout = 2 * time.Second
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = 50 * time.Millisecond
@@ -121,6 +140,10 @@ func (t *Transport) SetPeer(nodeID uint64, addr string) {
 
 // Send implements multiraft.Transport. It never blocks.
 func (t *Transport) Send(msgs []multiraft.Envelope) {
+	if t.silenced() {
+		t.reportDropped(msgs)
+		return
+	}
 	var dropped []multiraft.Envelope
 	t.mu.Lock()
 	for _, e := range msgs {
@@ -132,6 +155,8 @@ func (t *Transport) Send(msgs []multiraft.Envelope) {
 	t.mu.Unlock()
 	t.reportDropped(dropped)
 }
+
+func (t *Transport) silenced() bool { return t.cfg.Silenced != nil && t.cfg.Silenced() }
 
 func (t *Transport) reportDropped(envs []multiraft.Envelope) {
 	for _, e := range envs {

@@ -34,6 +34,15 @@ type Config struct {
 	// it appends are refused with ResourceExhausted until a quarter more is free again
 	// (--min-free-space; 0 turns the guard off). See space.go.
 	MinFreeBytes uint64
+	// DiskStallBound is how long a store write (the append stage's Save and its fsync) may
+	// stay in flight before the replica counts its disk as stalled: it then stops renewing its
+	// node lease and stops sending to its peers until the write returns, so the arbiter
+	// declares it dead and its channels fail over (see doc.go, "A stalled disk"). Default
+	// 2 s; negative turns the detection off.
+	DiskStallBound time.Duration
+	// StoreFault, when set, wraps the store the raft host and the engine write through, so
+	// that a test can make its writes hang as a stalled disk would (tests only, in process).
+	StoreFault func(Store) Store
 	// TransportFault injects delay and loss on the frames this replica sends to its peers
 	// (tests only; see raftnet.Config.Fault).
 	TransportFault func(to uint64) (delay time.Duration, drop bool)
@@ -56,6 +65,9 @@ func (c *Config) Defaults() {
 	}
 	if c.LeaseTTL <= 0 {
 		c.LeaseTTL = 600 * time.Millisecond
+	}
+	if c.DiskStallBound == 0 {
+		c.DiskStallBound = 2 * time.Second
 	}
 }
 

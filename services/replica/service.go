@@ -57,6 +57,7 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 		return nil, fmt.Errorf("replica: %w", err)
 	}
 	s := &Service{store: store}
+	stall := newDiskStall(cfg.DiskStallBound, time.Now, tel.Logger)
 	tel.Logger.InfoContext(ctx, "store opened", "dir", cfg.DataDir, "store_id", fmt.Sprintf("%016x", store.StoreID()))
 	defer func() {
 		if err != nil {
@@ -68,9 +69,14 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 		return nil, fmt.Errorf("replica: %w", err)
 	}
 	s.transport = raftnet.New(raftnet.Config{NodeID: cfg.NodeID, Dial: sec.Dialer(tel, identity.RoleReplica), Log: tel.Logger, Fault: cfg.TransportFault,
-		Tamper: cfg.TransportTamper}, nil)
+		Tamper: cfg.TransportTamper, Silenced: stall.Stalled}, nil)
+	var disk Store = store
+	if cfg.StoreFault != nil {
+		disk = cfg.StoreFault(disk)
+	}
+	timed := stall.wrap(disk)
 	s.Engine = NewEngine(EngineConfig{
-		NodeID: cfg.NodeID, Store: store, Log: tel.Logger,
+		NodeID: cfg.NodeID, Store: timed, Log: tel.Logger,
 		Dedup:    chanlog.Config{Window: cfg.DedupWindow, MaxIDs: cfg.DedupMaxIDs},
 		LeaseTTL: cfg.LeaseTTL,
 		Meter:    tel.MeterProvider.Meter("github.com/triarch-io/triarch/services/replica"),
@@ -78,7 +84,7 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 		Space:    spaceGuard(cfg, tel.Logger),
 	})
 	s.Host, err = multiraft.New(multiraft.Config{
-		NodeID: cfg.NodeID, Store: store, Transport: s.transport, Applier: s.Engine, Logger: tel.Logger,
+		NodeID: cfg.NodeID, Store: timed, Transport: s.transport, Applier: s.Engine, Logger: tel.Logger,
 		HeartbeatTick: cfg.HeartbeatTicks, ElectionTick: 10 * cfg.HeartbeatTicks,
 	})
 	if err != nil {
@@ -115,7 +121,7 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 		keeper := nodelease.New(nodelease.Config{
 			Arbiter: s.arbiter, NodeID: cfg.NodeID, Role: arbiterv1.NodeRole_NODE_ROLE_REPLICA,
 			Address: s.Advertise(), Zone: cfg.Zone, Log: tel.Logger, StoreID: store.StoreID(),
-			Peers: s.peerReachability,
+			Peers: s.peerReachability, Healthy: stall.Healthy,
 		})
 		lease = keeper
 		s.goRun(func() error { return keeper.Run(runCtx) })
@@ -128,6 +134,9 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (_ *Servic
 		}
 		return nil
 	})
+	if cfg.DiskStallBound > 0 {
+		s.goRun(func() error { return watchDiskStall(runCtx, stall) })
+	}
 	s.goRun(func() error {
 		t := time.NewTicker(cfg.TickInterval)
 		defer t.Stop()
