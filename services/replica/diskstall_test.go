@@ -28,19 +28,19 @@ func (s *stuckStore) Save([]raftstore.Update) error {
 	return nil
 }
 
-// fakeClock is a clock the test moves by hand.
-type fakeClock struct {
+// handClock is a clock the test moves by hand.
+type handClock struct {
 	mu  sync.Mutex
 	now time.Time
 }
 
-func (c *fakeClock) Now() time.Time {
+func (c *handClock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.now
 }
 
-func (c *fakeClock) Advance(d time.Duration) {
+func (c *handClock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
@@ -67,7 +67,7 @@ func (a *countingArbiter) Heartbeat(context.Context, *arbiterv1.HeartbeatRequest
 // run; when the Save returns it renews again. Time is the test's: the stall is a Save that
 // blocks until released, the bound is crossed by moving a fake clock.
 func TestStuckSaveStopsLeaseRenewalUntilItReturns(t *testing.T) {
-	clock := &fakeClock{now: time.Unix(1_000_000, 0)}
+	clock := &handClock{now: time.Unix(1_000_000, 0)}
 	const bound = 250 * time.Millisecond
 	d := newDiskStall(bound, clock.Now, nil)
 	inner := &stuckStore{entered: make(chan struct{}), release: make(chan struct{})}
@@ -125,7 +125,7 @@ func TestStuckSaveStopsLeaseRenewalUntilItReturns(t *testing.T) {
 // Only writes that wait for the disk are timed, and one stuck write is enough: a second,
 // quick write returning meanwhile does not clear the stall.
 func TestStallLastsWhileAnyWriteIsStuck(t *testing.T) {
-	clock := &fakeClock{now: time.Unix(1_000_000, 0)}
+	clock := &handClock{now: time.Unix(1_000_000, 0)}
 	d := newDiskStall(100*time.Millisecond, clock.Now, nil)
 	stuck := d.begin()
 	clock.Advance(50 * time.Millisecond)
