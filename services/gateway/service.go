@@ -91,7 +91,7 @@ func Start(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service,
 		Services:      []string{triarchv1.TriarchService_ServiceDesc.ServiceName},
 		Register:      func(s *grpc.Server) { triarchv1.RegisterTriarchServiceServer(s, h) },
 		Ready:         router.Ready,
-		ServerOptions: sec.ServerOptions(),
+		ServerOptions: append(sec.ServerOptions(), grpcx.PublicServerOptions()...),
 	})
 	if err != nil {
 		_ = router.Close()
@@ -146,6 +146,10 @@ func (s *Service) startHTTP(ctx context.Context, cfg Config, tel *telemetry.Tele
 			otelhttp.WithMeterProvider(tel.MeterProvider),
 			otelhttp.WithPropagators(tel.Propagator)),
 		ReadHeaderTimeout: 10 * time.Second,
+		// The request, body included, is read within ReadTimeout. No WriteTimeout: a REST
+		// subscription writes for as long as it lasts.
+		ReadTimeout: 30 * time.Second,
+		IdleTimeout: 2 * time.Minute,
 	}
 	go func() {
 		if err := s.httpSrv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
