@@ -39,7 +39,7 @@ func withAuth(t *testing.T, s *stack, tokens string, channelctls ...string) *sta
 func withGateway(t *testing.T, s *stack, set func(*gateway.Config), channelctls ...string) *stack {
 	t.Helper()
 	ctx := context.Background()
-	tel, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: "gateway-auth", NodeID: 3, LogWriter: io.Discard,
+	tel, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: "gateway-variant", NodeID: 3, LogWriter: io.Discard,
 		Getenv: func(string) string { return "" }})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = tel.Shutdown(context.WithoutCancel(ctx)) })

@@ -1,22 +1,16 @@
 package gateway_test
 
 import (
-	"context"
-	"io"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
 	"github.com/triarch-io/triarch/internal/testcluster"
-	"github.com/triarch-io/triarch/pkg/process"
-	"github.com/triarch-io/triarch/pkg/telemetry"
 	"github.com/triarch-io/triarch/services/gateway"
 )
 
@@ -24,30 +18,7 @@ import (
 // channelctls, started with --create-channels=false.
 func withoutImplicitCreate(t *testing.T, s *stack, channelctls ...string) *stack {
 	t.Helper()
-	ctx := context.Background()
-	tel, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: "gateway-nocreate", NodeID: 2, LogWriter: io.Discard,
-		Getenv: func(string) string { return "" }})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = tel.Shutdown(context.WithoutCancel(ctx)) })
-	gw, err := gateway.Start(ctx, gateway.Config{
-		Common:   process.Common{NodeID: 2, Listen: "127.0.0.1:0", AdminAddr: "127.0.0.1:0"},
-		HTTPAddr: "127.0.0.1:0", DefaultReplication: 3, Channelctls: channelctls, NoImplicitCreate: true,
-	}, tel)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		// A connection the client dialed but never used counts as busy to http.Server.Shutdown
-		// for 5 s; close the client's idle ones first.
-		http.DefaultClient.CloseIdleConnections()
-		require.NoError(t, gw.Stop(sctx))
-	})
-	conn, err := grpc.NewClient(gw.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = conn.Close() })
-	n := *s
-	n.gw, n.conn, n.api, n.rest = gw, conn, triarchv1.NewTriarchServiceClient(conn), "http://"+gw.HTTPAddr()
-	return &n
+	return withGateway(t, s, func(c *gateway.Config) { c.NoImplicitCreate = true }, channelctls...)
 }
 
 const noCreateHint = "--create-channels=false"
