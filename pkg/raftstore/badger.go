@@ -65,7 +65,7 @@ func OpenBadger(dir string, opts ...BadgerOption) (*Badger, error) {
 	}
 	cfg.vlogSync = new(syncFailure)
 	bo := badgerOptions(dir, &cfg)
-	if err := removeEmptyMemtables(dir); err != nil {
+	if err := removeEmptyFiles(dir); err != nil {
 		return nil, err
 	}
 	db, err := badger.Open(bo)
@@ -101,12 +101,14 @@ func OpenBadger(dir string, opts ...BadgerOption) (*Badger, error) {
 	return b, nil
 }
 
-// removeEmptyMemtables deletes memtable WAL files of size zero. Badger (v4.9.6) creates a
-// memtable file, then sizes it with ftruncate, and syncs neither until the first commit to it;
-// a power failure in between can leave the name without the size, and Badger then refuses to
-// open the directory ("while opening fid: N err: Create a new file"). Such a file holds no
-// write, so removing it loses nothing. The power-loss test reaches this state.
-func removeEmptyMemtables(dir string) error {
+// removeEmptyFiles deletes memtable WAL (.mem) and value log (.vlog) files of size zero.
+// Badger (v4.9.6) creates both kinds at open, then sizes them with ftruncate, and syncs
+// neither until the first write to them; a power failure in between can leave the name
+// without the size, and Badger then refuses to open the directory ("Create a new file"). Such
+// a file holds no write, and no value pointer can point into it, so removing it loses
+// nothing. The power-loss tests reach both states (make verify FAULTS=powerloss found the
+// value log one).
+func removeEmptyFiles(dir string) error {
 	des, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -115,7 +117,7 @@ func removeEmptyMemtables(dir string) error {
 		return fmt.Errorf("raftstore: %w", err)
 	}
 	for _, de := range des {
-		if !de.Type().IsRegular() || filepath.Ext(de.Name()) != ".mem" {
+		if ext := filepath.Ext(de.Name()); !de.Type().IsRegular() || ext != ".mem" && ext != ".vlog" {
 			continue
 		}
 		fi, err := de.Info()
@@ -124,7 +126,7 @@ func removeEmptyMemtables(dir string) error {
 		}
 		if fi.Size() == 0 {
 			if err := os.Remove(filepath.Join(dir, de.Name())); err != nil {
-				return fmt.Errorf("raftstore: remove empty memtable: %w", err)
+				return fmt.Errorf("raftstore: remove empty %s: %w", de.Name(), err)
 			}
 		}
 	}
