@@ -89,6 +89,9 @@ type Controller struct {
 	lastRepairPass time.Time
 	// lastReconcilePass is when reconciles last scanned for joint records.
 	lastReconcilePass time.Time
+	// pendingLoads are, per channel, the replica nodes that came back while it was electing
+	// or activating: its group is loaded on them once it is active (loadPending).
+	pendingLoads map[string][]uint64
 	// storeCheck: a replica registered a store, or channel records arrived, since the last
 	// repair pass that found every record naming its replicas' current stores; the next pass
 	// looks for replicas to rejoin.
@@ -174,7 +177,7 @@ func NewController(cfg ControllerConfig) *Controller {
 		nodes: map[uint64]*arbiterv1.Node{}, slots: map[uint32]*arbiterv1.SlotAssignment{}, conns: map[string]*grpc.ClientConn{},
 		machines: map[string]*machine.Machine{}, channels: map[string]*arbiterv1.Channel{},
 		waiters: map[uint64]chan answer{}, stalledAt: map[string]time.Time{},
-		deadSince: map[uint64]time.Time{}, repairTried: map[string]time.Time{},
+		deadSince: map[uint64]time.Time{}, repairTried: map[string]time.Time{}, pendingLoads: map[string][]uint64{},
 	}
 }
 
@@ -493,6 +496,9 @@ func (c *Controller) applyWatch(ctx context.Context, r *arbiterv1.WatchResponse)
 					if !c.storeCheck && c.namesReplacedStore(ch) {
 						c.storeCheck = true
 					}
+					if len(c.pendingLoads[ch.GetChannelId()]) > 0 {
+						c.loadPending(ctx, ch)
+					}
 				}
 			}
 		}
@@ -620,6 +626,7 @@ func (c *Controller) dropSlot(slot uint32) {
 		delete(c.machines, id)
 		delete(c.stalledAt, id)
 		delete(c.repairTried, id)
+		delete(c.pendingLoads, id)
 	}
 }
 

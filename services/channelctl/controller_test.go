@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -228,6 +229,10 @@ type fakeReplica struct {
 	short bool
 	// voters, when set, is the configuration the replica reports it applies.
 	voters []uint64
+	// campaignGate, when set, holds every Campaign until it is closed; campaigns counts the
+	// Campaign calls that arrived.
+	campaignGate chan struct{}
+	campaigns    atomic.Int32
 }
 
 func (f *fakeReplica) setShort(short bool) {
@@ -312,7 +317,15 @@ func (f *fakeReplica) LoadGroups(_ context.Context, req *replicav1.LoadGroupsReq
 	return resp, nil
 }
 
-func (f *fakeReplica) Campaign(_ context.Context, req *replicav1.CampaignRequest) (*replicav1.CampaignResponse, error) {
+func (f *fakeReplica) Campaign(ctx context.Context, req *replicav1.CampaignRequest) (*replicav1.CampaignResponse, error) {
+	f.campaigns.Add(1)
+	if f.campaignGate != nil {
+		select {
+		case <-f.campaignGate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	resp := &replicav1.CampaignResponse{}
 	for _, o := range req.GetOrders() {
 		st := f.status(o.GetChannelId())
@@ -746,4 +759,57 @@ func TestReconcilesCheckTheLeadersOfJointRecords(t *testing.T) {
 	require.True(t, out[0].ensure, "a channel nobody asked for has no machine yet")
 	require.Empty(t, c.reconciles(now.Add(reconcilePassEvery/2)), "one pass per reconcilePassEvery")
 	require.Len(t, c.reconciles(now.Add(reconcilePassEvery)), 2, "the repair ordered a pass ago is due too")
+}
+
+// A replica that comes back while its channel is electing (make verify FAULTS=powerloss: every
+// replica's power cut at once, one back before the others) may be left out of the election's
+// gather; once the channel is active nothing else loads the group there, and the node stayed
+// out of it for good. The controller now loads it once the channel settles.
+func TestNodeBackDuringAnElectionIsLoadedOnceTheChannelSettles(t *testing.T) {
+	stores := map[uint64]uint64{1: 11, 2: 22, 3: 33, 4: 44, 5: 55}
+	arb, replica, start := startStoreCluster(t, stores, nil)
+	arb.channels["e"] = &arbiterv1.Channel{ChannelId: "e", GroupId: 9, Slot: 3, ReplicaNodeIds: []uint64{1, 2, 3, 4, 5},
+		LeaderNodeId: 1, LeaderTerm: 5, Epoch: 10, State: arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE, LastSeq: 40,
+		ReplicaStoreIds: stores}
+	gate := make(chan struct{})
+	for id := range stores {
+		replica(id).campaignGate = gate
+	}
+	setState := func(id uint64, st arbiterv1.NodeState) {
+		n := storeNode(id, stores[id], 1)
+		n.State = st
+		arb.mu.Lock()
+		arb.nodes[id] = n
+		arb.mu.Unlock()
+		arb.watch <- &arbiterv1.WatchResponse{Events: []*arbiterv1.WatchEvent{{Kind: &arbiterv1.WatchEvent_Node{Node: n}}}}
+	}
+	setState(5, arbiterv1.NodeState_NODE_STATE_DEAD)
+	start()
+	setState(1, arbiterv1.NodeState_NODE_STATE_DEAD)
+	campaigning := func() bool {
+		for id := range stores {
+			if replica(id).campaigns.Load() > 0 {
+				return true
+			}
+		}
+		return false
+	}
+	require.Eventually(t, campaigning, 20*time.Second, 5*time.Millisecond, "the election gathered 2, 3 and 4 and campaigns")
+	require.Empty(t, replica(5).received("e"), "5 was dead when the election gathered")
+
+	setState(5, arbiterv1.NodeState_NODE_STATE_ALIVE)
+	// The return reaches the controller while the campaign is still held.
+	require.Eventually(t, func() bool {
+		arb.mu.Lock()
+		defer arb.mu.Unlock()
+		return len(arb.watch) == 0
+	}, 20*time.Second, 5*time.Millisecond)
+	close(gate)
+	require.Eventually(t, func() bool { return arb.channel("e").GetState() == arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE },
+		20*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return len(replica(5).received("e")) > 0 }, 20*time.Second, 5*time.Millisecond,
+		"the returned node is loaded once the channel is active")
+	load := replica(5).received("e")[0]
+	require.Equal(t, uint64(55), load.GetStoreId())
+	require.False(t, load.GetJoin())
 }

@@ -128,38 +128,99 @@ func (c *Controller) rejoinSpecs(node, store uint64, slots []uint32) ([]*replica
 	)
 	for _, id := range slices.Sorted(maps.Keys(c.channels)) {
 		ch := c.channels[id]
-		if ch.GetState() != arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE || !slices.Contains(machine.Union(ch), node) {
+		if !slices.Contains(machine.Union(ch), node) || slots != nil && !slices.Contains(slots, ch.GetSlot()) {
 			continue
 		}
-		if slots != nil && !slices.Contains(slots, ch.GetSlot()) {
-			continue
-		}
-		if slices.Contains(machine.Joining(ch), node) {
-			// Only the next replica set lists the node (a repair under way or cut short): it
-			// may hold nothing yet, so it loads as a join, naming no store, and learns the
-			// group from the leader if raft's configuration counts it.
-			spec := &replicav1.GroupSpec{ChannelId: ch.GetChannelId(), GroupId: ch.GetGroupId(), Epoch: ch.GetEpoch(), Join: true}
-			for id, addr := range c.addresses(machine.Union(ch)) {
-				spec.Replicas = append(spec.Replicas, &replicav1.Peer{NodeId: id, Address: addr})
+		switch ch.GetState() {
+		case arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE:
+		case arbiterv1.ChannelState_CHANNEL_STATE_ACTIVATING, arbiterv1.ChannelState_CHANNEL_STATE_ELECTING:
+			// The election under way may have gathered without the node; once it settles,
+			// nothing would load the group there (loadPending).
+			if slots == nil {
+				c.pendingLoads[id] = appendNew(c.pendingLoads[id], node)
 			}
-			specs = append(specs, spec)
+			continue
+		default:
 			continue
 		}
-		if storeReplaced(ch.GetReplicaStoreIds()[node], store) {
-			// The watch may not have delivered a rejoin this channelctl just recorded.
-			if ch = c.newestRecord(ch); storeReplaced(ch.GetReplicaStoreIds()[node], store) {
-				replaced++
-				continue
-			}
-		}
-		spec := &replicav1.GroupSpec{ChannelId: ch.GetChannelId(), GroupId: ch.GetGroupId(), Epoch: ch.GetEpoch(),
-			StoreId: ch.GetReplicaStoreIds()[node]}
-		for id, addr := range c.addresses(machine.Union(ch)) {
-			spec.Replicas = append(spec.Replicas, &replicav1.Peer{NodeId: id, Address: addr})
+		spec, ok := c.loadSpec(ch, node, store)
+		if !ok {
+			replaced++
+			continue
 		}
 		specs = append(specs, spec)
 	}
 	return specs, replaced
+}
+
+// loadSpec is the load of ch's group on node, whose store is store: a join naming no store
+// when only the channel's next replica set lists the node, else naming the store the record
+// holds for it. ok is false when the record names another store than the node's (it was
+// replaced, and the node takes the channel back through a rejoin repair).
+func (c *Controller) loadSpec(ch *arbiterv1.Channel, node, store uint64) (_ *replicav1.GroupSpec, ok bool) {
+	spec := &replicav1.GroupSpec{ChannelId: ch.GetChannelId(), GroupId: ch.GetGroupId(), Epoch: ch.GetEpoch()}
+	switch {
+	case slices.Contains(machine.Joining(ch), node):
+		// Only the next replica set lists the node (a repair under way or cut short): it may
+		// hold nothing yet, so it loads as a join, naming no store, and learns the group from
+		// the leader if raft's configuration counts it.
+		spec.Join = true
+	case storeReplaced(ch.GetReplicaStoreIds()[node], store):
+		// The watch may not have delivered a rejoin this channelctl just recorded.
+		if ch = c.newestRecord(ch); storeReplaced(ch.GetReplicaStoreIds()[node], store) {
+			return nil, false
+		}
+		spec.Epoch, spec.StoreId = ch.GetEpoch(), ch.GetReplicaStoreIds()[node]
+	default:
+		spec.StoreId = ch.GetReplicaStoreIds()[node]
+	}
+	for id, addr := range c.addresses(machine.Union(ch)) {
+		spec.Replicas = append(spec.Replicas, &replicav1.Peer{NodeId: id, Address: addr})
+	}
+	return spec, true
+}
+
+// loadPending loads ch's group, now that the channel settled, on the replica nodes that came
+// back while it was electing or activating (rejoinSpecs): the election may have gathered
+// without them, and no other load would reach them while the channel stays active (make
+// verify FAULTS=powerloss, seeds 1 and 2: a replica whose power came back while its channel
+// elected never held that group again). A channel that hibernated needs nothing: activation
+// loads every live replica.
+func (c *Controller) loadPending(ctx context.Context, ch *arbiterv1.Channel) {
+	nodes := c.pendingLoads[ch.GetChannelId()]
+	switch ch.GetState() {
+	case arbiterv1.ChannelState_CHANNEL_STATE_ACTIVE:
+	case arbiterv1.ChannelState_CHANNEL_STATE_HIBERNATED:
+		delete(c.pendingLoads, ch.GetChannelId())
+		return
+	default:
+		return
+	}
+	delete(c.pendingLoads, ch.GetChannelId())
+	c.mu.Lock()
+	var live []*arbiterv1.Node
+	for _, n := range nodes {
+		if rec := c.nodes[n]; rec != nil && rec.GetState() != arbiterv1.NodeState_NODE_STATE_DEAD {
+			live = append(live, rec)
+		}
+	}
+	c.mu.Unlock()
+	for _, n := range live {
+		if !slices.Contains(machine.Union(ch), n.GetNodeId()) {
+			continue
+		}
+		if spec, ok := c.loadSpec(ch, n.GetNodeId(), n.GetStoreId()); ok {
+			c.loadInBackground(ctx, n.GetNodeId(), []*replicav1.GroupSpec{spec})
+		}
+	}
+}
+
+// appendNew appends v to s unless s holds it.
+func appendNew(s []uint64, v uint64) []uint64 {
+	if slices.Contains(s, v) {
+		return s
+	}
+	return append(s, v)
 }
 
 // reloadSlots loads, on every live replica node, the groups of the active channels of slots
