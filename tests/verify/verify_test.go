@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -25,7 +24,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
-	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
 	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
 	"github.com/triarch-io/triarch/internal/testcluster"
 	"github.com/triarch-io/triarch/internal/testutil"
@@ -38,6 +36,7 @@ var (
 	faults   = flag.String("verify.faults", "kill,pause,wipe", `fault kinds, comma-separated, or "all": `+fmt.Sprint(verify.AllFaults))
 	channels = flag.Int("verify.channels", 8, "channels written and read")
 	clients  = flag.Int("verify.clients", 6, "concurrent clients")
+	replicas = flag.Int("verify.replicas", 3, "replica nodes (channels have three replicas; the repair fault needs a fourth, and raises this to 4)")
 	logLevel = flag.String("verify.log-level", "warn", "the processes' log level (their logs are kept in the output directory on failure)")
 	outDir   = flag.String("verify.out", "", "where the history, schedule and visualizations go (default: a temporary directory, kept on failure)")
 	planted  = flag.String("verify.planted", "", "self-test: run a binary built with -tags plantedbug and this bug planted (lost-ack, stale-read); "+
@@ -65,7 +64,7 @@ func TestVerify(t *testing.T) {
 		require.NoError(t, err)
 	}
 	require.NoError(t, os.MkdirAll(out, 0o755))
-	t.Logf("seed %d, %v of faults %v, %d channels, %d clients; output in %s", *seed, *duration, kinds, *channels, *clients, out)
+	t.Logf("seed %d, %v of faults %v, %d channels, %d clients, %d replicas; output in %s", *seed, *duration, kinds, *channels, *clients, *replicas, out)
 
 	// Network faults need the processes in network namespaces, which need root; the other
 	// faults run on loopback as they always did, so that their seeds replay the same cluster.
@@ -78,8 +77,13 @@ func TestVerify(t *testing.T) {
 			mode = testcluster.Netns()
 		}
 	}
+	nReplicas, repairOpts := withRepairs(kinds, *replicas)
+	if nReplicas != *replicas {
+		t.Logf("repair faults need a spare replica: running %d replicas", nReplicas)
+	}
 	opts := []testcluster.Option{mode, testcluster.LogLevel(*logLevel), testcluster.Arbiters(3), testcluster.Channelctls(2),
-		testcluster.Replicas(3), testcluster.WithGateway()}
+		testcluster.Replicas(nReplicas), testcluster.WithGateway()}
+	opts = append(opts, repairOpts...)
 	if *planted != "" {
 		// The processes inherit the variable; only a binary built with the tag reads it.
 		t.Setenv("TRIARCH_PLANTED_BUG", *planted)
@@ -133,7 +137,8 @@ func TestVerify(t *testing.T) {
 		}()
 	}
 
-	runSchedule(t, c, h, schedule)
+	rep := &repairs{}
+	runSchedule(t, c, h, schedule, rep)
 	if slices.ContainsFunc(kinds, verify.Fault.Network) {
 		c.Heal() // each fault was healed at its end: this only makes sure
 	}
@@ -171,6 +176,15 @@ func TestVerify(t *testing.T) {
 	}
 	t.Logf("%d sends acknowledged, %d with unknown outcome, %d reads; longest gap in acknowledgements per fault:\n%s",
 		sends, unknown, reads, unavail.String())
+	counts := map[string]int{}
+	for _, e := range schedule {
+		counts[e.Label()]++
+	}
+	t.Logf("faults injected: %v", counts)
+	if rep.events > 0 {
+		t.Logf("repair faults: %d, on replicas holding %d channels, %d of them repaired away before the replica returned",
+			rep.events, rep.listed, rep.moved)
+	}
 
 	failed := false
 	for name, check := range map[string]func() error{
@@ -179,6 +193,7 @@ func TestVerify(t *testing.T) {
 		"linearizable":   func() error { return verify.Linearizable(ops, time.Minute, out) },
 		"replicas agree": func() error { return replicasAgree(ctx, c, names) },
 		"subscriptions":  func() error { return subscriptionsAgree(subs, final, settle) },
+		"repairs made":   rep.check,
 	} {
 		if err := check(); err != nil {
 			failed = true
@@ -201,15 +216,15 @@ func TestVerify(t *testing.T) {
 		if err := copyLogs(c.Logs(), filepath.Join(out, "logs")); err != nil {
 			t.Logf("copying the processes' logs: %v", err)
 		}
-		t.Logf("replay with: make verify SEED=%d DURATION=%v FAULTS=%s CHANNELS=%d CLIENTS=%d; history and logs in %s",
-			*seed, *duration, *faults, *channels, *clients, out)
+		t.Logf("replay with: make verify SEED=%d DURATION=%v FAULTS=%s CHANNELS=%d CLIENTS=%d REPLICAS=%d; history and logs in %s",
+			*seed, *duration, *faults, *channels, *clients, *replicas, out)
 	} else if *outDir == "" {
 		_ = os.RemoveAll(out)
 	}
 }
 
 // runSchedule injects the faults at their times, on the test goroutine, and ends every one.
-func runSchedule(t *testing.T, c *testcluster.Cluster, h *verify.History, schedule []verify.Event) {
+func runSchedule(t *testing.T, c *testcluster.Cluster, h *verify.History, schedule []verify.Event, rep *repairs) {
 	type step struct {
 		at    time.Duration
 		end   bool
@@ -253,6 +268,12 @@ func runSchedule(t *testing.T, c *testcluster.Cluster, h *verify.History, schedu
 			c.Pause(k, id)
 		case s.event.Fault == verify.Pause:
 			c.Resume(k, id)
+		case s.event.Fault == verify.Repair && !s.end:
+			detail = rep.begin(t.Context(), c, id)
+			c.Kill(k, id)
+		case s.event.Fault == verify.Repair:
+			detail = rep.end(t.Context(), c, id)
+			c.Restart(k, id)
 		case !s.end:
 			wipe := s.event.Fault == verify.Wipe
 			if wipe {
@@ -480,47 +501,6 @@ func bad(err error) bool {
 	return false
 }
 
-// replicasAgree waits until, for every channel, every replica reports the same last applied
-// sequence number as the others (no stuck or lagging group once everything healed).
-func replicasAgree(ctx context.Context, c *testcluster.Cluster, names []string) error {
-	deadline := time.Now().Add(settle)
-	for {
-		err := compareReplicas(ctx, c, names)
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func compareReplicas(ctx context.Context, c *testcluster.Cluster, names []string) error {
-	var errs []error
-	for _, ch := range names {
-		seqs := map[uint64]uint64{}
-		var detail []string
-		for _, id := range c.IDs(testcluster.KindReplica) {
-			st, err := replicaStatus(ctx, c, id, ch)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			seqs[id] = st.GetLastSeq()
-			detail = append(detail, fmt.Sprintf("replica %d: loaded %v, %v, term %d, commit %d, applied %d, last index %d, store %x",
-				id, st.GetLoaded(), st.GetRole(), st.GetTerm(), st.GetCommit(), st.GetApplied(), st.GetLastIndex(), st.GetStoreId()))
-		}
-		var first uint64
-		for i, id := range slices.Sorted(maps.Keys(seqs)) {
-			if i == 0 {
-				first = seqs[id]
-			} else if seqs[id] != first {
-				errs = append(errs, fmt.Errorf("%s: replicas at last seqs %v (%s)", ch, seqs, strings.Join(detail, "; ")))
-				break
-			}
-		}
-	}
-	return errors.Join(errs...)
-}
-
 // copyLogs keeps the processes' logs (warn level, one file per node and run) with the history.
 func copyLogs(from, to string) error {
 	entries, err := os.ReadDir(from)
@@ -549,21 +529,6 @@ func writeHistory(t *testing.T, path string, ops []verify.Op) {
 	for _, op := range ops {
 		require.NoError(t, enc.Encode(op))
 	}
-}
-
-// replicaStatus is the channel's group status on replica node (its last applied sequence
-// number, and what explains it).
-func replicaStatus(ctx context.Context, c *testcluster.Cluster, node uint64, ch string) (*replicav1.GroupStatus, error) {
-	cl := replicav1.NewReplicaControlServiceClient(c.Dial(c.Addr(testcluster.KindReplica, node)))
-	resp, err := cl.GetGroupStatus(ctx, &replicav1.GetGroupStatusRequest{ChannelIds: []string{ch}})
-	if err != nil {
-		return nil, fmt.Errorf("%s on replica %d: %w", ch, node, err)
-	}
-	r := resp.GetResults()[0]
-	if r.GetError() != nil {
-		return nil, fmt.Errorf("%s on replica %d: %s", ch, node, r.GetError().GetMessage())
-	}
-	return r.GetStatus(), nil
 }
 
 // pendingRejoins asks the arbiter members in turn (some may be down or paused) for the nodes'
