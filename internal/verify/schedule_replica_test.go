@@ -11,9 +11,9 @@ import (
 // spareTargets are allTargets with a fourth replica: a spare for repairs.
 var spareTargets = append(slices.Clone(allTargets), Target{"replica", 4})
 
-// The seeds run before Repair existed replay the same faults: the schedules of
+// The seeds run before Repair and Powerloss existed replay the same faults: the schedules of
 // the older kinds, network faults included, hash to what they hashed to then (recorded from
-// the code before Repair was added).
+// the code before those kinds were added).
 func TestScheduleOfTheOlderKindsIsUnchanged(t *testing.T) {
 	for _, c := range []struct {
 		kinds []Fault
@@ -36,8 +36,8 @@ func TestScheduleOfTheOlderKindsIsUnchanged(t *testing.T) {
 }
 
 // Repairs need a spare replica, last long enough for the control tier to act (10-16 s), and
-// hit replicas only.
-func TestScheduleOfRepairs(t *testing.T) {
+// hit replicas only; power losses hit replicas only and sometimes all of them at once.
+func TestScheduleOfRepairsAndPowerLosses(t *testing.T) {
 	for _, kinds := range [][]Fault{{Repair}, {Kill, Repair}, {Repair, Partition}} {
 		if got := Schedule(1, 10*time.Minute, kinds, allTargets); slices.ContainsFunc(got, func(e Event) bool { return e.Fault == Repair }) {
 			t.Fatalf("%v: a repair drawn with three replicas (no spare): %v", kinds, got)
@@ -45,7 +45,7 @@ func TestScheduleOfRepairs(t *testing.T) {
 	}
 	count := map[string]int{}
 	for seed := range uint64(10) {
-		for _, kinds := range [][]Fault{{Repair}, {Kill, Repair, Partition}} {
+		for _, kinds := range [][]Fault{{Repair, Powerloss}, {Kill, Repair, Powerloss, Partition}} {
 			s := Schedule(seed, 5*time.Minute, kinds, spareTargets)
 			requireOneFaultPerTier(t, s, 5*time.Minute)
 			for _, e := range s {
@@ -55,16 +55,23 @@ func TestScheduleOfRepairs(t *testing.T) {
 					if e.Target.Tier != "replica" || e.For < 10*time.Second || e.For > 16*time.Second {
 						t.Fatalf("%v: not a replica down for 10-16 s", e)
 					}
+				case Powerloss:
+					if e.Target.Tier != "replica" || e.For < 500*time.Millisecond || e.For > 4*time.Second {
+						t.Fatalf("%v: not a replica down for 0.5-4 s", e)
+					}
+				}
+				if e.All && e.Fault != Powerloss {
+					t.Fatalf("%v: only a power loss hits every replica", e)
 				}
 			}
 		}
 	}
-	for _, l := range []string{"repair"} {
+	for _, l := range []string{"repair", "powerloss", "powerloss:all"} {
 		if count[l] == 0 {
 			t.Fatalf("no %s drawn: %v", l, count)
 		}
 	}
-	if _, err := ParseFaults("kill,repair"); err != nil {
+	if _, err := ParseFaults("kill,repair,powerloss"); err != nil {
 		t.Fatal(err)
 	}
 }

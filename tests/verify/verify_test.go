@@ -77,13 +77,14 @@ func TestVerify(t *testing.T) {
 			mode = testcluster.Netns()
 		}
 	}
+	kinds, lossyOpts := withPowerLoss(t, kinds, *faults == "all")
 	nReplicas, repairOpts := withRepairs(kinds, *replicas)
 	if nReplicas != *replicas {
 		t.Logf("repair faults need a spare replica: running %d replicas", nReplicas)
 	}
 	opts := []testcluster.Option{mode, testcluster.LogLevel(*logLevel), testcluster.Arbiters(3), testcluster.Channelctls(2),
 		testcluster.Replicas(nReplicas), testcluster.WithGateway()}
-	opts = append(opts, repairOpts...)
+	opts = append(append(opts, repairOpts...), lossyOpts...)
 	if *planted != "" {
 		// The processes inherit the variable; only a binary built with the tag reads it.
 		t.Setenv("TRIARCH_PLANTED_BUG", *planted)
@@ -137,8 +138,8 @@ func TestVerify(t *testing.T) {
 		}()
 	}
 
-	rep := &repairs{}
-	runSchedule(t, c, h, schedule, rep)
+	rep, power := &repairs{}, &powerLosses{}
+	runSchedule(t, c, h, schedule, rep, power)
 	if slices.ContainsFunc(kinds, verify.Fault.Network) {
 		c.Heal() // each fault was healed at its end: this only makes sure
 	}
@@ -181,6 +182,9 @@ func TestVerify(t *testing.T) {
 		counts[e.Label()]++
 	}
 	t.Logf("faults injected: %v", counts)
+	if power.events > 0 {
+		t.Logf("power losses: %d, of %d replicas in all, losing %d unsynced bytes", power.events, power.replicas, power.dropped)
+	}
 	if rep.events > 0 {
 		t.Logf("repair faults: %d, on replicas holding %d channels, %d of them repaired away before the replica returned",
 			rep.events, rep.listed, rep.moved)
@@ -224,7 +228,7 @@ func TestVerify(t *testing.T) {
 }
 
 // runSchedule injects the faults at their times, on the test goroutine, and ends every one.
-func runSchedule(t *testing.T, c *testcluster.Cluster, h *verify.History, schedule []verify.Event, rep *repairs) {
+func runSchedule(t *testing.T, c *testcluster.Cluster, h *verify.History, schedule []verify.Event, rep *repairs, power *powerLosses) {
 	type step struct {
 		at    time.Duration
 		end   bool
@@ -274,6 +278,10 @@ func runSchedule(t *testing.T, c *testcluster.Cluster, h *verify.History, schedu
 		case s.event.Fault == verify.Repair:
 			detail = rep.end(t.Context(), c, id)
 			c.Restart(k, id)
+		case s.event.Fault == verify.Powerloss && !s.end:
+			detail = power.begin(c, s.event)
+		case s.event.Fault == verify.Powerloss:
+			power.end(c, s.event)
 		case !s.end:
 			wipe := s.event.Fault == verify.Wipe
 			if wipe {
@@ -286,9 +294,10 @@ func runSchedule(t *testing.T, c *testcluster.Cluster, h *verify.History, schedu
 					t.Logf("%v: wipe of %s is a kill: %v", h.Now().Round(time.Millisecond), s.event.Target, err)
 				}
 			}
-			c.Kill(k, id)
 			if wipe {
-				require.NoError(t, os.RemoveAll(c.Dir(k, id)))
+				c.Wipe(k, id)
+			} else {
+				c.Kill(k, id)
 			}
 		default:
 			c.Restart(k, id)
