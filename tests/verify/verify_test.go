@@ -36,6 +36,7 @@ var (
 	faults   = flag.String("verify.faults", "kill,pause,wipe", `fault kinds, comma-separated, or "all": `+fmt.Sprint(verify.AllFaults))
 	channels = flag.Int("verify.channels", 8, "channels written and read")
 	clients  = flag.Int("verify.clients", 6, "concurrent clients")
+	rest     = flag.Int("verify.rest", 0, "how many of the clients send and read through the gateway's REST API (the others, the subscriptions and the final checks use gRPC)")
 	replicas = flag.Int("verify.replicas", 3, "replica nodes (channels have three replicas; the repair fault needs a fourth, and raises this to 4)")
 	logLevel = flag.String("verify.log-level", "warn", "the processes' log level (their logs are kept in the output directory on failure)")
 	outDir   = flag.String("verify.out", "", "where the history, schedule and visualizations go (default: a temporary directory, kept on failure)")
@@ -64,7 +65,7 @@ func TestVerify(t *testing.T) {
 		require.NoError(t, err)
 	}
 	require.NoError(t, os.MkdirAll(out, 0o755))
-	t.Logf("seed %d, %v of faults %v, %d channels, %d clients, %d replicas; output in %s", *seed, *duration, kinds, *channels, *clients, *replicas, out)
+	t.Logf("seed %d, %v of faults %v, %d channels, %d clients (%d REST), %d replicas; output in %s", *seed, *duration, kinds, *channels, *clients, min(*rest, *clients), *replicas, out)
 
 	// Network faults need the processes in network namespaces, which need root; the other
 	// faults run on loopback as they always did, so that their seeds replay the same cluster.
@@ -92,6 +93,19 @@ func TestVerify(t *testing.T) {
 		t.Logf("self-test: bug %q planted in the gateway; a checker must catch it", *planted)
 	}
 	c := testcluster.Start(t, opts...)
+	// On any failure, a checker's or a liveness bound's (which ends the test at once), the
+	// processes' logs go with the history before the cluster's cleanups remove them (this
+	// cleanup, registered after Start's, runs before them).
+	t.Cleanup(func() {
+		if !t.Failed() || *planted != "" {
+			return
+		}
+		if err := copyLogs(c.Logs(), filepath.Join(out, "logs")); err != nil {
+			t.Logf("copying the processes' logs: %v", err)
+		}
+		t.Logf("replay with: make verify SEED=%d DURATION=%v FAULTS=%s CHANNELS=%d CLIENTS=%d REST=%d REPLICAS=%d; history, schedule and logs in %s",
+			*seed, *duration, *faults, *channels, *clients, *rest, *replicas, out)
+	})
 	var targets []verify.Target
 	for _, n := range c.Targets() {
 		targets = append(targets, verify.Target{Tier: n.Kind.String(), ID: n.ID})
@@ -118,7 +132,10 @@ func TestVerify(t *testing.T) {
 	}
 
 	h := verify.NewHistory()
-	w := &workload{api: api, h: h, channels: names, final: *clients}
+	w := &workload{api: api, h: h, channels: names, final: *clients, rest: min(*rest, *clients)}
+	if w.rest > 0 {
+		w.restAPI = newRESTClient(c.GatewayHTTPAddr())
+	}
 	ctx := testutil.Context(t, *duration+10*time.Minute)
 	// One subscription per channel, kept open (and resumed) through everything.
 	subCtx, stopSubs := context.WithCancel(ctx)
@@ -164,8 +181,11 @@ func TestVerify(t *testing.T) {
 
 	var unavail strings.Builder
 	require.NoError(t, verify.WriteUnavailability(&unavail, verify.Unavailability(ops, schedule, 2*time.Second)))
-	sends, unknown, reads := 0, 0, 0
+	sends, unknown, reads, restOps := 0, 0, 0, 0
 	for _, op := range ops {
+		if op.Client < w.rest && (op.Kind == verify.Read || op.Known) {
+			restOps++
+		}
 		switch {
 		case op.Kind == verify.Send && op.Known:
 			sends++
@@ -182,6 +202,9 @@ func TestVerify(t *testing.T) {
 		counts[e.Label()]++
 	}
 	t.Logf("faults injected: %v", counts)
+	if w.rest > 0 {
+		t.Logf("of which through REST (clients 0-%d): %d acknowledged sends and reads", w.rest-1, restOps)
+	}
 	if power.events > 0 {
 		t.Logf("power losses: %d, of %d replicas in all, losing %d unsynced bytes", power.events, power.replicas, power.dropped)
 	}
@@ -216,13 +239,7 @@ func TestVerify(t *testing.T) {
 		}
 		return
 	}
-	if failed {
-		if err := copyLogs(c.Logs(), filepath.Join(out, "logs")); err != nil {
-			t.Logf("copying the processes' logs: %v", err)
-		}
-		t.Logf("replay with: make verify SEED=%d DURATION=%v FAULTS=%s CHANNELS=%d CLIENTS=%d REPLICAS=%d; history and logs in %s",
-			*seed, *duration, *faults, *channels, *clients, *replicas, out)
-	} else if *outDir == "" {
+	if !failed && *outDir == "" {
 		_ = os.RemoveAll(out)
 	}
 }
@@ -369,7 +386,10 @@ func applyNetFault(c *testcluster.Cluster, e verify.Event) []*testcluster.NetFau
 // same ids until it is acknowledged, as a client should) or reads a channel from its start or
 // from the middle.
 type workload struct {
-	api      triarchv1.TriarchServiceClient
+	api triarchv1.TriarchServiceClient
+	// restAPI serves clients 0..rest-1 (REST through the gateway's HTTP port).
+	restAPI  *restClient
+	rest     int
 	h        *verify.History
 	channels []string
 	// final is the client id of the checks after the faults (one past the workload's).
@@ -421,7 +441,7 @@ func (w *workload) send(ctx context.Context, client int, ch string, ids []string
 			break
 		}
 		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
-		resp, err := w.api.SendMessages(actx, &triarchv1.SendMessagesRequest{ChannelId: ch, Messages: msgs})
+		resp, err := w.client(client).SendMessages(actx, &triarchv1.SendMessagesRequest{ChannelId: ch, Messages: msgs})
 		cancel()
 		if err == nil {
 			op.Return, op.Known = w.h.Now(), true
@@ -450,7 +470,7 @@ func (w *workload) send(ctx context.Context, client int, ch string, ids []string
 func (w *workload) read(ctx context.Context, client int, ch string, from uint64) ([]*triarchv1.Message, bool) {
 	op := verify.Op{Client: client, Channel: ch, Kind: verify.Read, From: from, Limit: readLimit, Call: w.h.Now()}
 	actx, cancel := context.WithTimeout(ctx, attemptTimeout)
-	resp, err := w.api.ReadMessages(actx, &triarchv1.ReadMessagesRequest{ChannelId: ch, FromSeq: from, Limit: readLimit})
+	resp, err := w.client(client).ReadMessages(actx, &triarchv1.ReadMessagesRequest{ChannelId: ch, FromSeq: from, Limit: readLimit})
 	cancel()
 	if err != nil {
 		if bad(err) {
@@ -485,6 +505,14 @@ func (w *workload) readAll(t *testing.T, ctx context.Context, ch string) []verif
 		}
 		from = msgs[len(msgs)-1].GetSeq() + 1
 	}
+}
+
+// client is the API client number client calls: REST for the first w.rest, gRPC otherwise.
+func (w *workload) client(client int) messageAPI {
+	if client < w.rest {
+		return w.restAPI
+	}
+	return w.api
 }
 
 func (w *workload) fail(err error) {
