@@ -196,7 +196,7 @@ func (e Event) Tiers() []string {
 // a time (so a tier of three keeps a majority; a tier of one, the gateway, goes away
 // entirely), the tiers overlapping each other, gaps of 1-3 s between a tier's faults and
 // faults of 0.5-4 s. Wipes, repairs (10-16 s, with a spare replica only) and power losses hit
-// replicas only; a power loss cuts every replica's at once one time in four. The same
+// replicas only; one power loss in four cuts every replica's power at once. The same
 // arguments give the same schedule, and a schedule of the kinds older than Repair is the one
 // drawn before Repair existed.
 //

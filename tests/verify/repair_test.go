@@ -64,10 +64,11 @@ func (r *repairs) end(ctx context.Context, c *testcluster.Cluster, node uint64) 
 	return fmt.Sprintf(": %d of %d channels repaired away %v, %d mid-repair %v", len(moved), len(r.before), moved, len(joint), joint)
 }
 
-// check reports repair faults that never made the control tier repair anything: they would
-// have tested nothing.
+// check reports repair faults that never made the control tier repair anything although
+// their replicas held channels: the control tier never replaced a dead replica (or the fault
+// no longer makes it), and the faults tested nothing.
 func (r *repairs) check() error {
-	if r.events > 0 && r.moved == 0 {
+	if r.listed > 0 && r.moved == 0 {
 		return fmt.Errorf("%d repair faults, on replicas holding %d channels in all, repaired none of them away: "+
 			"the control tier never replaced a replica", r.events, r.listed)
 	}

@@ -33,3 +33,12 @@ func TestJudgeChannel(t *testing.T) {
 	require.ErrorContains(t, judgeChannel(rec(), map[uint64]*replicav1.GroupStatus{1: st(9, 1, 3, 4), 3: st(8, 1, 3, 4), 4: st(9, 1, 3, 4)}),
 		"replicas at last seqs")
 }
+
+// The repair check fails repair faults whose replicas held channels of which none was
+// repaired away, and nothing else.
+func TestRepairsCheck(t *testing.T) {
+	require.NoError(t, (&repairs{}).check(), "no repair fault")
+	require.NoError(t, (&repairs{events: 2, listed: 6, moved: 1}).check())
+	require.NoError(t, (&repairs{events: 1}).check(), "a repair of a replica that held no channel tests nothing, and says nothing")
+	require.ErrorContains(t, (&repairs{events: 2, listed: 6}).check(), "never replaced a replica")
+}
