@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -84,13 +86,21 @@ func (c *Cluster) PowerLoss(kind Kind, id uint64) lossyfs.Stats {
 	c.mu.Unlock()
 	require.NotNil(c.t, d, "testcluster: %s %d has no lossy disk (LossyDisks())", kind, id)
 	c.Kill(kind, id)
-	st, err := c.cutPower(d)
+	st, err := c.cutPower(d, n.dir)
 	require.NoError(c.t, err, "testcluster: power loss of %s %d", kind, id)
 	return st
 }
 
-// cutPower crashes the disk's mount if it is mounted.
-func (c *Cluster) cutPower(d *disk) (lossyfs.Stats, error) {
+// cutPower crashes the disk's mount if it is mounted, and returns once the mount has left
+// this process's mount table (by then the unsynced writes are discarded).
+//
+// It does not wait for Crash to return: Crash waits for the FUSE server to stop, which happens
+// only when no mount table holds the mount any more. In a Netns() cluster each process runs in
+// a mount namespace of its own (`ip netns exec` unshares one, and the root's mounts are private
+// here, so an unmount does not reach the copies), and every process started while the disk was
+// mounted holds a copy until it exits. Those copies are never used; the server stops once their
+// processes have exited, at the latest when the cluster stops.
+func (c *Cluster) cutPower(d *disk, mountpoint string) (lossyfs.Stats, error) {
 	c.mu.Lock()
 	fs := d.fs
 	d.fs = nil
@@ -98,7 +108,50 @@ func (c *Cluster) cutPower(d *disk) (lossyfs.Stats, error) {
 	if fs == nil {
 		return lossyfs.Stats{}, nil
 	}
-	return fs.Crash()
+	type crashed struct {
+		st  lossyfs.Stats
+		err error
+	}
+	done := make(chan crashed, 1)
+	go func() {
+		st, err := fs.Crash()
+		done <- crashed{st, err}
+	}()
+	deadline := time.Now().Add(stopTimeout)
+	for {
+		select {
+		case r := <-done:
+			return r.st, r.err
+		default:
+		}
+		gone, err := unmounted(mountpoint)
+		if err != nil {
+			return lossyfs.Stats{}, err
+		}
+		if gone {
+			return fs.Stats(), nil
+		}
+		if time.Now().After(deadline) {
+			return lossyfs.Stats{}, fmt.Errorf("lossy disk at %s still mounted %v after its power cut", mountpoint, stopTimeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// unmounted reports whether nothing is mounted at dir in this process's mount table.
+func unmounted(dir string) (bool, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false, fmt.Errorf("reading the mount table: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		// Field 5 is the mount point (spaces and the like escaped as octal, which a test's
+		// temporary directory does not have).
+		if f := strings.Fields(line); len(f) > 4 && f[4] == dir {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // Wipe kills a replica and loses its data directory, as when its disk is replaced; Restart
@@ -114,7 +167,7 @@ func (c *Cluster) Wipe(kind Kind, id uint64) {
 		require.NoError(c.t, os.RemoveAll(n.dir))
 		return
 	}
-	_, err := c.cutPower(d)
+	_, err := c.cutPower(d, n.dir)
 	require.NoError(c.t, err)
 	require.NoError(c.t, os.RemoveAll(d.backing))
 	require.NoError(c.t, os.Mkdir(d.backing, 0o755))

@@ -23,7 +23,17 @@ import (
 // loss before anything synced it leaves the file empty, which the next open refuses; see the
 // README's Verification section). That is the store's bug, not this harness's, and the
 // verification suite's power losses find it.
+//
+// It runs on loopback and in network namespaces (Netns(), skipped without root), where every
+// process holds a copy of the mounts made before it started: a power cut must not wait for
+// those copies to go (it hung there once).
 func TestPowerLossOfLossyReplicas(t *testing.T) {
+	for name, mode := range map[string]testcluster.Option{"loopback": testcluster.Processes(), "netns": testcluster.Netns()} {
+		t.Run(name, func(t *testing.T) { testPowerLoss(t, mode) })
+	}
+}
+
+func testPowerLoss(t *testing.T, mode testcluster.Option) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs a cluster of processes on FUSE mounts")
 	}
@@ -32,7 +42,7 @@ func TestPowerLossOfLossyReplicas(t *testing.T) {
 	} else if err != nil {
 		t.Fatal(err)
 	}
-	c := testcluster.Start(t, testcluster.LossyDisks(), testcluster.Channelctls(1), testcluster.WithGateway())
+	c := testcluster.Start(t, mode, testcluster.LossyDisks(), testcluster.Channelctls(1), testcluster.WithGateway())
 	ctx := testutil.Context(t, 4*time.Minute)
 	l := c.NewAckLedger(t, ctx, 3, "pl")
 	l.SendAll("before")
