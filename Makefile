@@ -68,12 +68,14 @@ DURATION ?= 2m
 FAULTS   ?= kill,pause,wipe
 CHANNELS ?= 8
 CLIENTS  ?= 6
+REPLICAS ?= 3
+REST     ?= 0
 OUT      ?=
 LOGLEVEL ?= warn
 verify:
 	go test -count=1 -timeout 4h -v -run TestVerify ./tests/verify \
 		-args -verify.seed=$(SEED) -verify.duration=$(DURATION) -verify.faults=$(FAULTS) \
-		-verify.channels=$(CHANNELS) -verify.clients=$(CLIENTS) -verify.out=$(OUT) -verify.log-level=$(LOGLEVEL)
+		-verify.channels=$(CHANNELS) -verify.clients=$(CLIENTS) -verify.replicas=$(REPLICAS) -verify.rest=$(REST) -verify.out=$(OUT) -verify.log-level=$(LOGLEVEL)
 
 # verify-selftest runs the suite against binaries with a bug planted (built with -tags
 # plantedbug): it passes only if the checkers catch each bug, so a checker that cannot fail

@@ -66,6 +66,8 @@ type node struct {
 	admin string
 	http  string // the gateway's REST address
 	dir   string
+	// disk is the replica's lossy disk (LossyDisks()); nil otherwise.
+	disk *disk
 
 	running bool
 	// In process: the service. In process mode: the process.
@@ -128,6 +130,8 @@ func Start(t testing.TB, opts ...Option) *Cluster {
 		// Made before stopAll is registered, so removed after the nodes stopped.
 		c.net = newNetns(t)
 	}
+	// Registered before stopAll, so run after it: the disks are unmounted once nothing uses them.
+	t.Cleanup(c.unmountDisks)
 	t.Cleanup(c.stopAll)
 	add := func(kind Kind, id uint64) *node {
 		n := &node{kind: kind, id: id}
@@ -135,6 +139,9 @@ func Start(t testing.TB, opts ...Option) *Cluster {
 		// working directory: a process gets a directory of its own all the same.
 		if cfg.processes || kind != KindChannelctl {
 			n.dir = c.mkdir(fmt.Sprintf("%s-%d", kind, id))
+		}
+		if cfg.lossy && kind == KindReplica {
+			n.disk = &disk{backing: c.mkdir(fmt.Sprintf("%s-%d.disk", kind, id))}
 		}
 		// Processes and raft peers need their addresses before they listen; in process, a node
 		// binds port 0 and keeps what it got for its restarts.
@@ -414,6 +421,7 @@ func (c *Cluster) launch(n *node) {
 	c.mu.Unlock()
 	require.False(c.t, running, "testcluster: %s %d is running", n.kind, n.id)
 	if c.cfg.processes {
+		c.mountDisk(n)
 		c.startProcess(n)
 	} else {
 		c.startInProcess(n)

@@ -18,6 +18,8 @@
 // Nodes are named by their kind and their node id in their tier: arbiters and replicas 1..n,
 // channelctls ChannelctlIDBase+1..ChannelctlIDBase+n (so that a slot owner's id, as the
 // arbiter records it, never reads as a replica's), the gateway 1.
-// A stopped or killed node restarts on its address and data directory. Tests that need
+// A stopped or killed node restarts on its address and data directory. With LossyDisks() the
+// replicas' data directories are lossy FUSE mounts (internal/lossyfs) served by the test
+// process: PowerLoss kills a replica and discards what it had not fsynced. Tests that need
 // something this package lacks add it here, not a harness of their own.
 package testcluster

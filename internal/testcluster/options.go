@@ -8,6 +8,7 @@ type config struct {
 	gateway                         bool
 	processes                       bool
 	netns                           bool
+	lossy                           bool
 	logLevel                        string
 	binary                          string
 

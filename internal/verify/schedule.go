@@ -25,10 +25,49 @@ const (
 	Partition Fault = "partition"
 	// Netem delays and drops a share of the packets on every link of a process, both ways.
 	Netem Fault = "netem"
+	// Repair is kill -9 of a replica kept dead long enough (10-16 s) for the control tier to
+	// give its channels a new replica on a spare node (the runner shortens the channelctls'
+	// --replace-dead-after), while clients send; then it restarts. It needs a spare: more
+	// replicas than a channel has (MinRepairReplicas).
+	Repair Fault = "repair"
+	// Powerloss is kill -9 of a replica whose data directory is on a lossy filesystem, then a
+	// power cut of that filesystem (every write not fsynced is lost), then a restart after the
+	// event's duration. An event with All cuts every replica's power at once.
+	Powerloss Fault = "powerloss"
 )
 
 // AllFaults are the fault kinds the suite knows.
-var AllFaults = []Fault{Kill, Pause, Wipe, Partition, Netem}
+var AllFaults = []Fault{Kill, Pause, Wipe, Partition, Netem, Repair, Powerloss}
+
+// MinRepairReplicas is the smallest replica tier a Repair fault is drawn for: a channel has
+// three replicas, so a fourth node must be there to take a dead one's place.
+const MinRepairReplicas = 4
+
+// ReplicaOnly reports whether the fault hits a replica's store or replica set, so that only
+// the replica tier draws it.
+func (f Fault) ReplicaOnly() bool { return f == Wipe || f == Repair || f == Powerloss }
+
+// drawable reports whether tier may draw fault f, given the tiers there are.
+func drawable(f Fault, tier string, byTier map[string][]Target) bool {
+	switch {
+	case f.ReplicaOnly() && tier != "replica":
+		return false
+	case f == Repair:
+		return len(byTier["replica"]) >= MinRepairReplicas
+	}
+	return true
+}
+
+// drawExtras draws what a fault kind of its own needs beyond the common fields (nothing for
+// the kinds older than Repair, so that their schedules draw exactly what they drew before).
+func drawExtras(e *Event, rng *rand.Rand, between func(lo, hi time.Duration) time.Duration) {
+	switch e.Fault {
+	case Repair:
+		e.For = between(10*time.Second, 16*time.Second)
+	case Powerloss:
+		e.All = rng.IntN(4) == 0
+	}
+}
 
 // Network reports whether the fault is one of the network's (it needs the cluster's processes
 // in network namespaces).
@@ -98,6 +137,9 @@ type Event struct {
 	Delay  time.Duration
 	Jitter time.Duration
 	Loss   float64
+	// All, for a power loss, cuts every replica's power at once (Target is then one of them,
+	// drawn as for any event, and stands for the tier).
+	All bool
 }
 
 func (e Event) String() string {
@@ -115,6 +157,10 @@ func (e Event) String() string {
 		if e.Loss > 0 {
 			s += fmt.Sprintf(" loss %.0f%%", e.Loss*100)
 		}
+	case Powerloss:
+		if e.All {
+			s += " and every other replica"
+		}
 	}
 	return s
 }
@@ -123,6 +169,9 @@ func (e Event) String() string {
 func (e Event) Label() string {
 	if e.Fault == Partition {
 		return string(e.Fault) + ":" + string(e.Shape)
+	}
+	if e.Fault == Powerloss && e.All {
+		return string(e.Fault) + ":all"
 	}
 	return string(e.Fault)
 }
@@ -146,7 +195,10 @@ func (e Event) Tiers() []string {
 // Schedule draws a fault schedule from seed for a run of length d: in each tier one fault at
 // a time (so a tier of three keeps a majority; a tier of one, the gateway, goes away
 // entirely), the tiers overlapping each other, gaps of 1-3 s between a tier's faults and
-// faults of 0.5-4 s. Wipes hit replicas only. The same arguments give the same schedule.
+// faults of 0.5-4 s. Wipes, repairs (10-16 s, with a spare replica only) and power losses hit
+// replicas only; one power loss in four cuts every replica's power at once. The same
+// arguments give the same schedule, and a schedule of the kinds older than Repair is the one
+// drawn before Repair existed.
 //
 // With network faults among the kinds, a partition that involves two tiers (a replica cut
 // from the arbiters, the gateway from a replica) holds both: it waits until both are free,
@@ -168,13 +220,14 @@ func Schedule(seed uint64, d time.Duration, faults []Fault, targets []Target) []
 	if !slices.ContainsFunc(faults, Fault.Network) {
 		var out []Event
 		for _, tier := range tiers {
-			kinds := slices.DeleteFunc(slices.Clone(faults), func(f Fault) bool { return f == Wipe && tier != "replica" })
+			kinds := slices.DeleteFunc(slices.Clone(faults), func(f Fault) bool { return !drawable(f, tier, byTier) })
 			if len(kinds) == 0 {
 				continue
 			}
 			for at := between(time.Second, 3*time.Second); ; {
 				e := Event{At: at, For: between(500*time.Millisecond, 4*time.Second),
 					Fault: kinds[rng.IntN(len(kinds))], Target: byTier[tier][rng.IntN(len(byTier[tier]))]}
+				drawExtras(&e, rng, between)
 				if e.At+e.For > d {
 					break
 				}
@@ -205,7 +258,7 @@ func Schedule(seed uint64, d time.Duration, faults []Fault, targets []Target) []
 			break
 		}
 		kinds := slices.DeleteFunc(slices.Clone(faults), func(f Fault) bool {
-			return (f == Wipe && tier != "replica") || (f == Partition && len(shapes(tier, byTier)) == 0)
+			return !drawable(f, tier, byTier) || (f == Partition && len(shapes(tier, byTier)) == 0)
 		})
 		if len(kinds) == 0 {
 			done[tier] = true
@@ -213,8 +266,9 @@ func Schedule(seed uint64, d time.Duration, faults []Fault, targets []Target) []
 		}
 		e := Event{Fault: kinds[rng.IntN(len(kinds))], Target: byTier[tier][rng.IntN(len(byTier[tier]))]}
 		switch e.Fault {
-		case Kill, Pause, Wipe:
+		case Kill, Pause, Wipe, Repair, Powerloss:
 			e.For = between(500*time.Millisecond, 4*time.Second)
+			drawExtras(&e, rng, between)
 		case Partition:
 			e.For = between(time.Second, 8*time.Second)
 			sh := shapes(tier, byTier)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -25,7 +24,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	arbiterv1 "github.com/triarch-io/triarch/gen/triarch/arbiter/v1"
-	replicav1 "github.com/triarch-io/triarch/gen/triarch/replica/v1"
 	triarchv1 "github.com/triarch-io/triarch/gen/triarch/v1"
 	"github.com/triarch-io/triarch/internal/testcluster"
 	"github.com/triarch-io/triarch/internal/testutil"
@@ -38,6 +36,8 @@ var (
 	faults   = flag.String("verify.faults", "kill,pause,wipe", `fault kinds, comma-separated, or "all": `+fmt.Sprint(verify.AllFaults))
 	channels = flag.Int("verify.channels", 8, "channels written and read")
 	clients  = flag.Int("verify.clients", 6, "concurrent clients")
+	rest     = flag.Int("verify.rest", 0, "how many of the clients send and read through the gateway's REST API (the others, the subscriptions and the final checks use gRPC)")
+	replicas = flag.Int("verify.replicas", 3, "replica nodes (channels have three replicas; the repair fault needs a fourth, and raises this to 4)")
 	logLevel = flag.String("verify.log-level", "warn", "the processes' log level (their logs are kept in the output directory on failure)")
 	outDir   = flag.String("verify.out", "", "where the history, schedule and visualizations go (default: a temporary directory, kept on failure)")
 	planted  = flag.String("verify.planted", "", "self-test: run a binary built with -tags plantedbug and this bug planted (lost-ack, stale-read); "+
@@ -65,7 +65,7 @@ func TestVerify(t *testing.T) {
 		require.NoError(t, err)
 	}
 	require.NoError(t, os.MkdirAll(out, 0o755))
-	t.Logf("seed %d, %v of faults %v, %d channels, %d clients; output in %s", *seed, *duration, kinds, *channels, *clients, out)
+	t.Logf("seed %d, %v of faults %v, %d channels, %d clients (%d REST), %d replicas; output in %s", *seed, *duration, kinds, *channels, *clients, min(*rest, *clients), *replicas, out)
 
 	// Network faults need the processes in network namespaces, which need root; the other
 	// faults run on loopback as they always did, so that their seeds replay the same cluster.
@@ -78,8 +78,14 @@ func TestVerify(t *testing.T) {
 			mode = testcluster.Netns()
 		}
 	}
+	kinds, lossyOpts := withPowerLoss(t, kinds, *faults == "all")
+	nReplicas, repairOpts := withRepairs(kinds, *replicas)
+	if nReplicas != *replicas {
+		t.Logf("repair faults need a spare replica: running %d replicas", nReplicas)
+	}
 	opts := []testcluster.Option{mode, testcluster.LogLevel(*logLevel), testcluster.Arbiters(3), testcluster.Channelctls(2),
-		testcluster.Replicas(3), testcluster.WithGateway()}
+		testcluster.Replicas(nReplicas), testcluster.WithGateway()}
+	opts = append(append(opts, repairOpts...), lossyOpts...)
 	if *planted != "" {
 		// The processes inherit the variable; only a binary built with the tag reads it.
 		t.Setenv("TRIARCH_PLANTED_BUG", *planted)
@@ -87,6 +93,19 @@ func TestVerify(t *testing.T) {
 		t.Logf("self-test: bug %q planted in the gateway; a checker must catch it", *planted)
 	}
 	c := testcluster.Start(t, opts...)
+	// On any failure, a checker's or a liveness bound's (which ends the test at once), the
+	// processes' logs go with the history before the cluster's cleanups remove them (this
+	// cleanup, registered after Start's, runs before them).
+	t.Cleanup(func() {
+		if !t.Failed() || *planted != "" {
+			return
+		}
+		if err := copyLogs(c.Logs(), filepath.Join(out, "logs")); err != nil {
+			t.Logf("copying the processes' logs: %v", err)
+		}
+		t.Logf("replay with: make verify SEED=%d DURATION=%v FAULTS=%s CHANNELS=%d CLIENTS=%d REST=%d REPLICAS=%d; history, schedule and logs in %s",
+			*seed, *duration, *faults, *channels, *clients, *rest, *replicas, out)
+	})
 	var targets []verify.Target
 	for _, n := range c.Targets() {
 		targets = append(targets, verify.Target{Tier: n.Kind.String(), ID: n.ID})
@@ -113,7 +132,10 @@ func TestVerify(t *testing.T) {
 	}
 
 	h := verify.NewHistory()
-	w := &workload{api: api, h: h, channels: names, final: *clients}
+	w := &workload{api: api, h: h, channels: names, final: *clients, rest: min(*rest, *clients)}
+	if w.rest > 0 {
+		w.restAPI = newRESTClient(c.GatewayHTTPAddr())
+	}
 	ctx := testutil.Context(t, *duration+10*time.Minute)
 	// One subscription per channel, kept open (and resumed) through everything.
 	subCtx, stopSubs := context.WithCancel(ctx)
@@ -133,7 +155,8 @@ func TestVerify(t *testing.T) {
 		}()
 	}
 
-	runSchedule(t, c, h, schedule)
+	rep, power := &repairs{}, &powerLosses{}
+	runSchedule(t, c, h, schedule, rep, power)
 	if slices.ContainsFunc(kinds, verify.Fault.Network) {
 		c.Heal() // each fault was healed at its end: this only makes sure
 	}
@@ -158,8 +181,11 @@ func TestVerify(t *testing.T) {
 
 	var unavail strings.Builder
 	require.NoError(t, verify.WriteUnavailability(&unavail, verify.Unavailability(ops, schedule, 2*time.Second)))
-	sends, unknown, reads := 0, 0, 0
+	sends, unknown, reads, restOps := 0, 0, 0, 0
 	for _, op := range ops {
+		if op.Client < w.rest && (op.Kind == verify.Read || op.Known) {
+			restOps++
+		}
 		switch {
 		case op.Kind == verify.Send && op.Known:
 			sends++
@@ -171,6 +197,21 @@ func TestVerify(t *testing.T) {
 	}
 	t.Logf("%d sends acknowledged, %d with unknown outcome, %d reads; longest gap in acknowledgements per fault:\n%s",
 		sends, unknown, reads, unavail.String())
+	counts := map[string]int{}
+	for _, e := range schedule {
+		counts[e.Label()]++
+	}
+	t.Logf("faults injected: %v", counts)
+	if w.rest > 0 {
+		t.Logf("of which through REST (clients 0-%d): %d acknowledged sends and reads", w.rest-1, restOps)
+	}
+	if power.events > 0 {
+		t.Logf("power losses: %d, of %d replicas in all, losing %d unsynced bytes", power.events, power.replicas, power.dropped)
+	}
+	if rep.events > 0 {
+		t.Logf("repair faults: %d, on replicas holding %d channels, %d of them repaired away before the replica returned",
+			rep.events, rep.listed, rep.moved)
+	}
 
 	failed := false
 	for name, check := range map[string]func() error{
@@ -179,6 +220,7 @@ func TestVerify(t *testing.T) {
 		"linearizable":   func() error { return verify.Linearizable(ops, time.Minute, out) },
 		"replicas agree": func() error { return replicasAgree(ctx, c, names) },
 		"subscriptions":  func() error { return subscriptionsAgree(subs, final, settle) },
+		"repairs made":   rep.check,
 	} {
 		if err := check(); err != nil {
 			failed = true
@@ -197,19 +239,13 @@ func TestVerify(t *testing.T) {
 		}
 		return
 	}
-	if failed {
-		if err := copyLogs(c.Logs(), filepath.Join(out, "logs")); err != nil {
-			t.Logf("copying the processes' logs: %v", err)
-		}
-		t.Logf("replay with: make verify SEED=%d DURATION=%v FAULTS=%s CHANNELS=%d CLIENTS=%d; history and logs in %s",
-			*seed, *duration, *faults, *channels, *clients, out)
-	} else if *outDir == "" {
+	if !failed && *outDir == "" {
 		_ = os.RemoveAll(out)
 	}
 }
 
 // runSchedule injects the faults at their times, on the test goroutine, and ends every one.
-func runSchedule(t *testing.T, c *testcluster.Cluster, h *verify.History, schedule []verify.Event) {
+func runSchedule(t *testing.T, c *testcluster.Cluster, h *verify.History, schedule []verify.Event, rep *repairs, power *powerLosses) {
 	type step struct {
 		at    time.Duration
 		end   bool
@@ -253,6 +289,16 @@ func runSchedule(t *testing.T, c *testcluster.Cluster, h *verify.History, schedu
 			c.Pause(k, id)
 		case s.event.Fault == verify.Pause:
 			c.Resume(k, id)
+		case s.event.Fault == verify.Repair && !s.end:
+			detail = rep.begin(t.Context(), c, id)
+			c.Kill(k, id)
+		case s.event.Fault == verify.Repair:
+			detail = rep.end(t.Context(), c, id)
+			c.Restart(k, id)
+		case s.event.Fault == verify.Powerloss && !s.end:
+			detail = power.begin(c, s.event)
+		case s.event.Fault == verify.Powerloss:
+			power.end(c, s.event)
 		case !s.end:
 			wipe := s.event.Fault == verify.Wipe
 			if wipe {
@@ -265,9 +311,10 @@ func runSchedule(t *testing.T, c *testcluster.Cluster, h *verify.History, schedu
 					t.Logf("%v: wipe of %s is a kill: %v", h.Now().Round(time.Millisecond), s.event.Target, err)
 				}
 			}
-			c.Kill(k, id)
 			if wipe {
-				require.NoError(t, os.RemoveAll(c.Dir(k, id)))
+				c.Wipe(k, id)
+			} else {
+				c.Kill(k, id)
 			}
 		default:
 			c.Restart(k, id)
@@ -339,7 +386,10 @@ func applyNetFault(c *testcluster.Cluster, e verify.Event) []*testcluster.NetFau
 // same ids until it is acknowledged, as a client should) or reads a channel from its start or
 // from the middle.
 type workload struct {
-	api      triarchv1.TriarchServiceClient
+	api triarchv1.TriarchServiceClient
+	// restAPI serves clients 0..rest-1 (REST through the gateway's HTTP port).
+	restAPI  *restClient
+	rest     int
 	h        *verify.History
 	channels []string
 	// final is the client id of the checks after the faults (one past the workload's).
@@ -391,7 +441,7 @@ func (w *workload) send(ctx context.Context, client int, ch string, ids []string
 			break
 		}
 		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
-		resp, err := w.api.SendMessages(actx, &triarchv1.SendMessagesRequest{ChannelId: ch, Messages: msgs})
+		resp, err := w.client(client).SendMessages(actx, &triarchv1.SendMessagesRequest{ChannelId: ch, Messages: msgs})
 		cancel()
 		if err == nil {
 			op.Return, op.Known = w.h.Now(), true
@@ -420,7 +470,7 @@ func (w *workload) send(ctx context.Context, client int, ch string, ids []string
 func (w *workload) read(ctx context.Context, client int, ch string, from uint64) ([]*triarchv1.Message, bool) {
 	op := verify.Op{Client: client, Channel: ch, Kind: verify.Read, From: from, Limit: readLimit, Call: w.h.Now()}
 	actx, cancel := context.WithTimeout(ctx, attemptTimeout)
-	resp, err := w.api.ReadMessages(actx, &triarchv1.ReadMessagesRequest{ChannelId: ch, FromSeq: from, Limit: readLimit})
+	resp, err := w.client(client).ReadMessages(actx, &triarchv1.ReadMessagesRequest{ChannelId: ch, FromSeq: from, Limit: readLimit})
 	cancel()
 	if err != nil {
 		if bad(err) {
@@ -457,6 +507,14 @@ func (w *workload) readAll(t *testing.T, ctx context.Context, ch string) []verif
 	}
 }
 
+// client is the API client number client calls: REST for the first w.rest, gRPC otherwise.
+func (w *workload) client(client int) messageAPI {
+	if client < w.rest {
+		return w.restAPI
+	}
+	return w.api
+}
+
 func (w *workload) fail(err error) {
 	w.mu.Lock()
 	w.errs = append(w.errs, err)
@@ -478,47 +536,6 @@ func bad(err error) bool {
 		return true
 	}
 	return false
-}
-
-// replicasAgree waits until, for every channel, every replica reports the same last applied
-// sequence number as the others (no stuck or lagging group once everything healed).
-func replicasAgree(ctx context.Context, c *testcluster.Cluster, names []string) error {
-	deadline := time.Now().Add(settle)
-	for {
-		err := compareReplicas(ctx, c, names)
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func compareReplicas(ctx context.Context, c *testcluster.Cluster, names []string) error {
-	var errs []error
-	for _, ch := range names {
-		seqs := map[uint64]uint64{}
-		var detail []string
-		for _, id := range c.IDs(testcluster.KindReplica) {
-			st, err := replicaStatus(ctx, c, id, ch)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			seqs[id] = st.GetLastSeq()
-			detail = append(detail, fmt.Sprintf("replica %d: loaded %v, %v, term %d, commit %d, applied %d, last index %d, store %x",
-				id, st.GetLoaded(), st.GetRole(), st.GetTerm(), st.GetCommit(), st.GetApplied(), st.GetLastIndex(), st.GetStoreId()))
-		}
-		var first uint64
-		for i, id := range slices.Sorted(maps.Keys(seqs)) {
-			if i == 0 {
-				first = seqs[id]
-			} else if seqs[id] != first {
-				errs = append(errs, fmt.Errorf("%s: replicas at last seqs %v (%s)", ch, seqs, strings.Join(detail, "; ")))
-				break
-			}
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // copyLogs keeps the processes' logs (warn level, one file per node and run) with the history.
@@ -549,21 +566,6 @@ func writeHistory(t *testing.T, path string, ops []verify.Op) {
 	for _, op := range ops {
 		require.NoError(t, enc.Encode(op))
 	}
-}
-
-// replicaStatus is the channel's group status on replica node (its last applied sequence
-// number, and what explains it).
-func replicaStatus(ctx context.Context, c *testcluster.Cluster, node uint64, ch string) (*replicav1.GroupStatus, error) {
-	cl := replicav1.NewReplicaControlServiceClient(c.Dial(c.Addr(testcluster.KindReplica, node)))
-	resp, err := cl.GetGroupStatus(ctx, &replicav1.GetGroupStatusRequest{ChannelIds: []string{ch}})
-	if err != nil {
-		return nil, fmt.Errorf("%s on replica %d: %w", ch, node, err)
-	}
-	r := resp.GetResults()[0]
-	if r.GetError() != nil {
-		return nil, fmt.Errorf("%s on replica %d: %s", ch, node, r.GetError().GetMessage())
-	}
-	return r.GetStatus(), nil
 }
 
 // pendingRejoins asks the arbiter members in turn (some may be down or paused) for the nodes'
