@@ -70,6 +70,15 @@ func TestStaleReadsNamesTheRead(t *testing.T) {
 	if err := StaleReads([]Op{send(0, 0, 1, ids("a", "b"), 1, 2), read(1, 4, 5, 1, 1, "a")}); err != nil {
 		t.Fatal(err)
 	}
+	// From the middle: nothing from seq 2 while 3 messages were acknowledged is stale (make
+	// verify SEED=1 FAULTS=powerloss); from seq 4, nothing is the end of the log.
+	three := send(0, 0, 1, ids("a", "b", "c"), 1, 2, 3)
+	if err := StaleReads([]Op{three, read(1, 4, 5, 2, 100)}); err == nil {
+		t.Fatal("an empty read from seq 2 after 3 messages were acknowledged passed")
+	}
+	if err := StaleReads([]Op{three, read(1, 4, 5, 2, 100, "b", "c"), read(1, 4, 5, 4, 100)}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestExactlyOnce(t *testing.T) {
