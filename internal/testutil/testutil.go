@@ -4,8 +4,12 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,13 +27,58 @@ const LogEnv = "TRIARCH_TEST_LOG"
 // "127.0.0.1:0" where the service binds itself: a free port can be taken before it is used.
 // It is for addresses that must be known before the listener exists (raft peers, processes
 // started with a fixed --listen, a node restarted on its old address).
+//
+// The port lies below the kernel's ephemeral range (net.ipv4.ip_local_port_range), from which
+// every outgoing connection takes its source port. A port bound at ":0" came from that range,
+// and any connection the test made before the listener existed, or while its process was down
+// between a kill and a restart, could take it: make verify failed with "replica 2 exited during
+// start: listen on 127.0.0.1:43327: address already in use". Ports are handed out in turn from
+// a random start, so one process never gets the same one twice.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
+	if lo, hi, ok := quietPorts(); ok {
+		for range hi - lo {
+			p := lo + int(nextPort.Add(1))%(hi-lo)
+			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+			if err != nil {
+				continue // taken: try the next one
+			}
+			addr := l.Addr().String()
+			require.NoError(t, l.Close())
+			return addr
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	addr := l.Addr().String()
 	require.NoError(t, l.Close())
 	return addr
+}
+
+// nextPort walks the quiet ports from a random start; shared by the whole test binary, as the
+// ports themselves are.
+var nextPort = func() *atomic.Int64 {
+	var n atomic.Int64
+	n.Store(rand.Int64N(1 << 20))
+	return &n
+}()
+
+// quietPorts is the range FreeAddr picks from: the half below the ephemeral range, when that
+// range starts high enough to leave one (Linux's default starts at 32768).
+func quietPorts() (lo, hi int, ok bool) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, 0, false
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0, 0, false
+	}
+	low, err := strconv.Atoi(f[0])
+	if err != nil || low < 8192 {
+		return 0, 0, false
+	}
+	return low / 2, low, true
 }
 
 // Listen returns a listener on a free loopback port, closed when the test ends.
