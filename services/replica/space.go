@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
@@ -32,15 +33,17 @@ const spaceCheckEvery = time.Second
 // SpaceGuard measures a file system's free space and says whether appends may go on.
 type SpaceGuard struct {
 	// Free returns the bytes available to this process on the data directory's file system.
-	free    func() (uint64, error)
-	min     uint64 // refuse below this
-	resume  uint64 // take appends again at or above this (min plus a quarter, against flapping)
-	now     func() time.Time
-	log     *slog.Logger
-	mu      sync.Mutex
-	checked time.Time
-	low     bool
-	last    uint64
+	free   func() (uint64, error)
+	min    uint64 // refuse below this
+	resume uint64 // take appends again at or above this (min plus a quarter, against flapping)
+	now    func() time.Time
+	log    *slog.Logger
+	// Check runs on every append: the verdict and the time of the last measure are read
+	// without the lock, which only a measure (once per spaceCheckEvery) and a refusal take.
+	checkedAt atomic.Int64 // unix nanoseconds of the last measure; 0: none yet
+	low       atomic.Bool
+	mu        sync.Mutex
+	last      uint64
 }
 
 // NewSpaceGuard builds a guard refusing appends below minFree bytes, measuring with free
@@ -60,30 +63,41 @@ func (g *SpaceGuard) Check() error {
 	if g == nil || g.min == 0 {
 		return nil
 	}
+	if now := g.now(); g.checkedAt.Load() == 0 || now.UnixNano()-g.checkedAt.Load() >= int64(spaceCheckEvery) {
+		g.measure(now)
+	}
+	if !g.low.Load() {
+		return nil
+	}
+	g.mu.Lock()
+	last := g.last
+	g.mu.Unlock()
+	return fmt.Errorf("%w (%d bytes free, %d wanted; appends resume at %d)", ErrNoSpace, last, g.min, g.resume)
+}
+
+// measure takes a new measure, unless a concurrent Check took one since the caller looked.
+func (g *SpaceGuard) measure(now time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if now := g.now(); now.Sub(g.checked) >= spaceCheckEvery || g.checked.IsZero() {
-		g.checked = now
-		free, err := g.free()
-		if err != nil {
-			// Unknown is not low: a failing measure must not stop a healthy replica.
-			g.log.Warn("measure free disk space", "err", err)
-		} else {
-			g.last = free
-			switch {
-			case !g.low && free < g.min:
-				g.low = true
-				g.log.Error("disk space below the watermark: refusing appends", "free_bytes", free, "min_free_bytes", g.min)
-			case g.low && free >= g.resume:
-				g.low = false
-				g.log.Warn("disk space back above the watermark: taking appends again", "free_bytes", free)
-			}
-		}
+	if at := g.checkedAt.Load(); at != 0 && now.UnixNano()-at < int64(spaceCheckEvery) {
+		return
 	}
-	if g.low {
-		return fmt.Errorf("%w (%d bytes free, %d wanted; appends resume at %d)", ErrNoSpace, g.last, g.min, g.resume)
+	g.checkedAt.Store(now.UnixNano())
+	free, err := g.free()
+	if err != nil {
+		// Unknown is not low: a failing measure must not stop a healthy replica.
+		g.log.Warn("measure free disk space", "err", err)
+		return
 	}
-	return nil
+	g.last = free
+	switch low := g.low.Load(); {
+	case !low && free < g.min:
+		g.low.Store(true)
+		g.log.Error("disk space below the watermark: refusing appends", "free_bytes", free, "min_free_bytes", g.min)
+	case low && free >= g.resume:
+		g.low.Store(false)
+		g.log.Warn("disk space back above the watermark: taking appends again", "free_bytes", free)
+	}
 }
 
 // register reports the last measure and the alarm as gauges.
@@ -103,7 +117,7 @@ func (g *SpaceGuard) register(m metric.Meter) error {
 		defer g.mu.Unlock()
 		o.ObserveInt64(free, int64(min(g.last, 1<<62)))
 		var v int64
-		if g.low {
+		if g.low.Load() {
 			v = 1
 		}
 		o.ObserveInt64(alarm, v)

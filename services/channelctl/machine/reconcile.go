@@ -81,8 +81,7 @@ func (m *Machine) stepReconcile(ev Event) ([]Action, error) {
 		m.phase = phaseReconcileCheck
 		// The leader's answer decides; the others' fence them too, and a joiner's names the
 		// store a roll-forward records for it.
-		return []Action{LoadGroups{ChannelID: m.ch.GetChannelId(), GroupID: m.ch.GetGroupId(), Replicas: m.union(),
-			Nodes: m.aliveOf(m.union()), Epoch: m.ch.GetEpoch(), StoreIDs: m.storeIDs(), JoinNodes: m.aliveOf(Joining(m.ch))}}, nil
+		return []Action{m.loadUnion()}, nil
 	case GroupsLoaded:
 		if m.phase != phaseReconcileCheck {
 			return nil, m.unexpected(ev)

@@ -482,8 +482,14 @@ func (m *Machine) gather() ([]Action, error) {
 	// refuses the load, so it neither answers with an empty log nor is elected. While the
 	// replica set changes the load goes to both sets, as a join to the replicas only the next
 	// one lists: they may hold nothing yet.
-	return []Action{LoadGroups{ChannelID: m.ch.GetChannelId(), GroupID: m.ch.GetGroupId(), Replicas: m.union(),
-		Nodes: m.aliveOf(m.union()), Epoch: m.ch.GetEpoch(), StoreIDs: m.storeIDs(), JoinNodes: m.aliveOf(Joining(m.ch))}}, nil
+	return []Action{m.loadUnion()}, nil
+}
+
+// loadUnion loads the group on the live replicas of both sets, naming each member's recorded
+// store and loading the next set's newcomers as joins; it answers with their statuses.
+func (m *Machine) loadUnion() LoadGroups {
+	return LoadGroups{ChannelID: m.ch.GetChannelId(), GroupID: m.ch.GetGroupId(), Replicas: m.union(),
+		Nodes: m.aliveOf(m.union()), Epoch: m.ch.GetEpoch(), StoreIDs: m.storeIDs(), JoinNodes: m.aliveOf(Joining(m.ch))}
 }
 
 // decide chooses the candidate from the reported statuses and records it before it campaigns.
